@@ -1,0 +1,15 @@
+"""dgseg: domain-generalized semantic segmentation with frozen vision foundation models."""
+
+__version__ = "0.1.0"
+
+from dgseg.config import Config, ConfigError, load_config  # noqa: E402
+
+
+def build_model(cfg: Config):
+    """Build the Segmentor of ``cfg`` on CPU with its backbone weights loaded."""
+    from dgseg.models.segmentor import build_model as _build
+
+    return _build(cfg)
+
+
+__all__ = ["Config", "ConfigError", "load_config", "build_model", "__version__"]

@@ -1,0 +1,421 @@
+"""Experiment configuration: a dataclass tree loaded from YAML, with ``--set a.b=c`` overrides.
+
+A YAML file may start with ``_base_: other.yaml`` (or a list of files, paths relative to the
+including file); the bases are merged first, the file's own keys override them. Every key is
+validated against the dataclasses below: an unknown key names the closest valid ones, a wrong type
+names the key and the expected type, an impossible value says what would be right.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key and the expectation."""
+
+
+@dataclass
+class BackboneConfig:
+    name: str = "vit_small_patch14_dinov2"
+    """timm model name (e.g. vit_large_patch14_dinov2, eva02_large_patch14_clip_224, samvit_huge_patch16)."""
+    weights: str | None = None
+    """Local weights file, a named embedded weight (dinov2_vits14_imgfocus) or null (random init)."""
+    patch_size: int | None = 16
+    """Patch size to resample the patch kernel to (null: the model's own)."""
+    img_size: int = 512
+    """Training crop; the position embedding is resampled to it."""
+    out_indices: list[int] | None = None
+    """Blocks whose outputs feed the head; null: four evenly spaced ([7, 11, 15, 23] for 24 blocks)."""
+    drop_path: float = 0.0
+    """Stochastic depth (only used when the backbone trains)."""
+
+
+@dataclass
+class AdapterConfig:
+    name: str = "rein"
+    """rein | lora | adaptformer | vpt | full | frozen."""
+    tokens: int | None = None
+    """Rein tokens (default 100) or VPT prompts per block (default 150)."""
+    rank: int | None = None
+    """Rein token rank (default 16, 0 = full rank) or LoRA rank (default 8)."""
+    shared: bool = True
+    link: bool = True
+    query_dim: int = 256
+    scale_init: float = 1e-3
+    width: int = 64
+    """AdaptFormer bottleneck width."""
+    scale: float = 0.1
+    """AdaptFormer output scale; LoRA uses alpha / rank with alpha = rank (scale 1)."""
+    lr_mult: float = 0.1
+    """Learning-rate multiplier of backbone weights when they train (full)."""
+
+
+@dataclass
+class HeadConfig:
+    name: str = "mask2former"
+    """mask2former | linear."""
+    hidden_dim: int = 256
+    num_queries: int = 100
+    enc_layers: int = 6
+    enc_ffn: int = 1024
+    dec_layers: int = 9
+    dec_ffn: int = 2048
+    num_heads: int = 8
+    num_points: int = 4
+    train_points: int = 12544
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    class_weight: float = 2.0
+    mask_weight: float = 5.0
+    dice_weight: float = 5.0
+    no_object_weight: float = 0.1
+
+
+@dataclass
+class NeckConfig:
+    name: str = "simple"
+    """simple: resize the block outputs to strides 4/8/16/32 (Rein); fpn: learnable ViTDet-style simple FPN (VLTSeg)."""
+
+
+@dataclass
+class TextConfig:
+    name: str = "none"
+    """none | clip: CLIP text guidance (VLTSeg v1)."""
+    weights: str | None = None
+    embeddings: str | None = None
+    context_length: int = 8
+    learnable_context: bool = True
+    aux_weight: float = 0.4
+    temperature: float = 0.07
+
+
+@dataclass
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    neck: NeckConfig = field(default_factory=NeckConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    num_classes: int = 19
+
+
+@dataclass
+class DatasetSpec:
+    name: str = "synthetic-game"
+    root: str | None = None
+    split: str = "train"
+    length: int | None = None
+    """Synthetic datasets only: number of scenes."""
+    size: list[int] | None = None
+    """Synthetic datasets only: [H, W] of the rendered scenes."""
+    seed: int = 0
+    resize: list[int] | None = None
+    """Evaluation only: resize the image to [W, H] before inference (labels stay native)."""
+    mode: str | None = None
+    """Evaluation only: whole | slide (null: eval.mode)."""
+
+
+@dataclass
+class DataConfig:
+    train: list[DatasetSpec] = field(default_factory=lambda: [DatasetSpec()])
+    val: list[DatasetSpec] = field(default_factory=list)
+    source: str | None = None
+    """Name of the val entry that is the source domain (for rPD)."""
+    crop_size: list[int] = field(default_factory=lambda: [512, 512])
+    scale: list[int] = field(default_factory=lambda: [2048, 512])
+    ratio_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    cat_max_ratio: float = 0.75
+    flip_prob: float = 0.5
+    photometric: bool = True
+    num_workers: int = 2
+    on_error: str = "raise"
+    """raise | skip: what a corrupt sample does during training (skips are counted and reported)."""
+
+
+@dataclass
+class TrainConfig:
+    max_iters: int = 40000
+    batch_size: int = 4
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    optimizer: str = "adamw"
+    """adamw | lamb."""
+    power: float = 0.9
+    warmup_iters: int = 0
+    grad_clip: float | None = None
+    accumulate: int = 1
+    amp: str = "none"
+    """none | bf16 | fp16 (fp16 on CUDA only)."""
+    grad_checkpointing: bool = False
+    seed: int = 0
+    log_interval: int = 50
+    checkpoint_interval: int = 4000
+    eval_interval: int = 4000
+    keep_last: int = 3
+    on_nan: str = "stop"
+    """stop | skip: what a non-finite loss or gradient does."""
+
+
+@dataclass
+class EvalConfig:
+    mode: str = "slide"
+    crop: int = 512
+    stride: int = 341
+    batch_size: int = 1
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    name: str = "experiment"
+
+
+CHOICES = {
+    "model.adapter.name": ("rein", "lora", "adaptformer", "vpt", "full", "frozen"),
+    "model.head.name": ("mask2former", "linear"),
+    "model.neck.name": ("simple", "fpn"),
+    "model.text.name": ("none", "clip"),
+    "data.on_error": ("raise", "skip"),
+    "train.optimizer": ("adamw", "lamb"),
+    "train.amp": ("none", "bf16", "fp16"),
+    "train.on_nan": ("stop", "skip"),
+    "eval.mode": ("whole", "slide"),
+}
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert it (dicts become dataclasses)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if _is_dataclass_type(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} keys, got {value!r}")
+        return _build(tp, value, key)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names:
+            close = difflib.get_close_matches(str(k), names, n=3, cutoff=0.5)
+            hint = f" Did you mean: {', '.join((prefix + '.' if prefix else '') + c for c in close)}?" if close else ""
+            raise ConfigError(f"unknown config key '{key}'.{hint} Valid keys here: {', '.join(names)}")
+        kwargs[k] = _convert(v, hints[k], key)
+    return cls(**kwargs)
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: circular _base_ include ({' -> '.join(str(p) for p in seen)})")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    bases = data.pop("_base_", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    merged: dict = {}
+    for base in bases:
+        merged = _deep_merge(merged, _read_yaml(path.parent / base, seen + (path,)))
+    return _deep_merge(merged, data)
+
+
+def _apply_override(data: dict, override: str) -> None:
+    if "=" not in override:
+        raise ConfigError(f"override '{override}': expected key=value, e.g. train.lr=1e-4")
+    key, raw = override.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{override}': value is not valid YAML: {exc}") from exc
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override '{override}': '{part}' is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _validate(cfg: Config) -> None:
+    flat = {
+        "model.adapter.name": cfg.model.adapter.name,
+        "model.head.name": cfg.model.head.name,
+        "model.neck.name": cfg.model.neck.name,
+        "model.text.name": cfg.model.text.name,
+        "data.on_error": cfg.data.on_error,
+        "train.optimizer": cfg.train.optimizer,
+        "train.amp": cfg.train.amp,
+        "train.on_nan": cfg.train.on_nan,
+        "eval.mode": cfg.eval.mode,
+    }
+    for key, value in flat.items():
+        if value not in CHOICES[key]:
+            raise ConfigError(f"{key}: '{value}' is not one of {', '.join(CHOICES[key])}")
+    positive = {
+        "train.max_iters": cfg.train.max_iters,
+        "train.batch_size": cfg.train.batch_size,
+        "train.accumulate": cfg.train.accumulate,
+        "train.log_interval": cfg.train.log_interval,
+        "train.checkpoint_interval": cfg.train.checkpoint_interval,
+        "train.eval_interval": cfg.train.eval_interval,
+        "train.keep_last": cfg.train.keep_last,
+        "eval.crop": cfg.eval.crop,
+        "eval.stride": cfg.eval.stride,
+        "eval.batch_size": cfg.eval.batch_size,
+        "model.num_classes": cfg.model.num_classes,
+        "model.backbone.img_size": cfg.model.backbone.img_size,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key}: must be > 0, got {value}")
+    if cfg.train.lr <= 0:
+        raise ConfigError(f"train.lr: must be > 0, got {cfg.train.lr}")
+    if cfg.train.weight_decay < 0:
+        raise ConfigError(f"train.weight_decay: must be >= 0, got {cfg.train.weight_decay}")
+    if cfg.train.warmup_iters < 0 or cfg.train.warmup_iters >= cfg.train.max_iters:
+        raise ConfigError(
+            f"train.warmup_iters: must be in [0, train.max_iters={cfg.train.max_iters}), got {cfg.train.warmup_iters}"
+        )
+    if cfg.train.grad_clip is not None and cfg.train.grad_clip <= 0:
+        raise ConfigError(f"train.grad_clip: must be > 0 or null, got {cfg.train.grad_clip}")
+    if len(cfg.data.crop_size) != 2 or min(cfg.data.crop_size) <= 0:
+        raise ConfigError(f"data.crop_size: expected [H, W] > 0, got {cfg.data.crop_size}")
+    if len(cfg.data.scale) != 2 or len(cfg.data.ratio_range) != 2:
+        raise ConfigError("data.scale and data.ratio_range: expected two numbers each")
+    lo, hi = cfg.data.ratio_range
+    if not 0 < lo <= hi:
+        raise ConfigError(f"data.ratio_range: expected 0 < low <= high, got {cfg.data.ratio_range}")
+    if min(cfg.data.crop_size) > min(cfg.data.scale) * hi:
+        raise ConfigError(
+            f"data.crop_size {cfg.data.crop_size} is larger than the largest resize "
+            f"(data.scale {cfg.data.scale} x ratio {hi}): every crop would be padding"
+        )
+    if not 0 < cfg.data.cat_max_ratio <= 1:
+        raise ConfigError(f"data.cat_max_ratio: expected (0, 1], got {cfg.data.cat_max_ratio}")
+    if cfg.data.num_workers < 0:
+        raise ConfigError(f"data.num_workers: must be >= 0, got {cfg.data.num_workers}")
+    if cfg.eval.stride > cfg.eval.crop:
+        raise ConfigError(f"eval.stride ({cfg.eval.stride}) must not exceed eval.crop ({cfg.eval.crop})")
+    for i, spec in enumerate(cfg.data.val):
+        if spec.mode is not None and spec.mode not in CHOICES["eval.mode"]:
+            raise ConfigError(f"data.val[{i}].mode: '{spec.mode}' is not one of whole, slide")
+    names = [s.name for s in cfg.data.val]
+    if cfg.data.source is not None and cfg.data.source not in names:
+        raise ConfigError(f"data.source: '{cfg.data.source}' is not one of the data.val names {names}")
+    b = cfg.model.backbone
+    if b.patch_size is not None and b.patch_size <= 0:
+        raise ConfigError(f"model.backbone.patch_size: must be > 0 or null, got {b.patch_size}")
+    a = cfg.model.adapter
+    for key in ("tokens", "rank"):
+        v = getattr(a, key)
+        if v is not None and v < 0:
+            raise ConfigError(f"model.adapter.{key}: must be >= 0, got {v}")
+
+
+def config_from_dict(data: dict) -> Config:
+    """Build and validate a :class:`Config` from a plain nested dict."""
+    cfg = _build(Config, data)
+    _validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML experiment (with ``_base_`` includes) and apply ``key=value`` overrides.
+
+    ``path=None`` starts from the defaults.
+    """
+    data = _read_yaml(Path(path)) if path is not None else {}
+    for override in overrides or []:
+        _apply_override(data, override)
+    try:
+        return config_from_dict(data)
+    except ConfigError as exc:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{exc}") from None
+
+
+def config_to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)

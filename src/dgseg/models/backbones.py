@@ -1,0 +1,221 @@
+"""Frozen (or trainable) timm ViTs with adapter hooks, loaded from local weight files only.
+
+Any timm plain ViT works: ``VisionTransformer`` (DINOv2 with/without registers, CLIP, MAE), ``Eva``
+(EVA02, EVA02-CLIP, DINOv3) and ``VisionTransformerSAM``. The adapter sees every block through
+forward hooks, so timm's own ``forward_intermediates`` runs the blocks (wrap, don't vendor) and the
+state dict keeps timm's key names.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import sys
+import warnings
+from functools import partial
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dgseg.config import BackboneConfig
+from dgseg.models.weights_io import WeightsError, read_state_dict, resolve_weights
+
+
+class BackboneWeightsError(WeightsError):
+    """A weights file does not fit the chosen architecture."""
+
+
+def default_out_indices(depth: int) -> list[int]:
+    """Four evenly spaced blocks ending at the last: [7, 11, 15, 23] for 24 blocks, [3, 5, 7, 11] for 12."""
+    return [round(depth * k / 12) - 1 for k in (4, 6, 8, 12)]
+
+
+def _unwrap(state_dict: dict) -> dict:
+    for key in ("model", "state_dict", "module"):
+        inner = state_dict.get(key)
+        if isinstance(inner, dict) and inner and all(isinstance(k, str) for k in inner):
+            state_dict = inner
+    return {k: v for k, v in state_dict.items() if isinstance(v, Tensor)}
+
+
+def _resample_leftovers(state_dict: dict, model: nn.Module) -> dict:
+    """Resize what timm's filters leave at the pretraining resolution (SAM's NHWC pos_embed, rel_pos)."""
+    own = model.state_dict()
+    out = {}
+    for k, v in state_dict.items():
+        target = own.get(k)
+        if target is not None and target.shape != v.shape:
+            if k.endswith(("rel_pos_h", "rel_pos_w")) and v.ndim == 2:
+                v = F.interpolate(v.T[None].float(), size=target.shape[0], mode="linear")[0].T.to(v.dtype)
+            elif k == "pos_embed" and v.ndim == 4 and v.shape[-1] == target.shape[-1]:
+                v = F.interpolate(v.permute(0, 3, 1, 2).float(), size=target.shape[1:3], mode="bicubic",
+                                  align_corners=False).permute(0, 2, 3, 1).to(v.dtype)
+        out[k] = v
+    return out
+
+
+def load_vit_weights(model: nn.Module, path: Path, name: str) -> None:
+    """Load a local checkpoint into a timm ViT, through the model family's own timm filter.
+
+    Accepts timm/Hugging Face safetensors, official DINOv2 ``*_pretrain.pth``, OpenAI CLIP ``.pt``
+    (TorchScript), official EVA02 checkpoints, SAM ``sam_vit_*.pth`` (its ``image_encoder.*`` part)
+    and MAE ``mae_pretrain_vit_*.pth``.
+    """
+    state_dict = _unwrap(read_state_dict(path))
+    module = sys.modules[type(model).__module__]
+    filter_fn = getattr(module, "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # bicubic without antialiasing, as DINOv2 / Rein interpolate position embeddings
+            kwargs = {"antialias": False} if "antialias" in inspect.signature(filter_fn).parameters else {}
+            try:
+                state_dict = filter_fn(state_dict, model, **kwargs)
+            except Exception as exc:  # timm filters assume their own layouts
+                raise BackboneWeightsError(
+                    f"{path}: timm could not convert this file for '{name}' ({type(exc).__name__}: {exc}); "
+                    "is it a checkpoint of this architecture?"
+                ) from exc
+    state_dict = _resample_leftovers(state_dict, model)
+    own = model.state_dict()
+    ignorable = ("head.", "fc_norm.", "neck.", "mask_token", "lm_head.")
+    state_dict = {k: v for k, v in state_dict.items() if k in own or not k.startswith(ignorable)}
+    wrong_shape = [
+        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state_dict.items() if k in own and own[k].shape != v.shape
+    ]
+    missing = [k for k in own if k not in state_dict and not k.startswith(ignorable)]
+    unexpected = [k for k in state_dict if k not in own]
+    if wrong_shape or missing or unexpected:
+        parts = []
+        if wrong_shape:
+            parts.append(f"{len(wrong_shape)} shape mismatches, e.g. {wrong_shape[:3]}")
+        if missing:
+            parts.append(f"{len(missing)} model keys missing from the file, e.g. {missing[:5]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} file keys the model does not have, e.g. {unexpected[:5]}")
+        raise BackboneWeightsError(f"{path} does not fit the architecture '{name}': " + "; ".join(parts))
+    model.load_state_dict({k: v for k, v in state_dict.items() if k in own}, strict=False)
+
+
+class Backbone(nn.Module):
+    """A timm ViT returning the patch features of chosen blocks as maps.
+
+    ``forward(images [B,3,H,W]) -> list of [B, C, H/p, W/p]`` (prefix tokens removed). An adapter
+    (Rein, VPT, ...) set with :meth:`attach_adapter` is called before/after each block it asks for.
+    """
+
+    def __init__(self, vit: nn.Module, name: str, out_indices: list[int], patch_size: int):
+        super().__init__()
+        self.vit = vit
+        self.name = name
+        self.out_indices = list(out_indices)
+        self.patch_size = patch_size
+        self.embed_dim = vit.embed_dim
+        self.depth = len(vit.blocks)
+        self.num_prefix_tokens = int(getattr(vit, "num_prefix_tokens", 0) or 0)
+        self.channels_last_blocks = type(vit).__name__ == "VisionTransformerSAM"
+        self.adapter: nn.Module | None = None
+        self._hooks: list = []
+
+    @property
+    def global_attention_blocks(self) -> list[int]:
+        """Blocks with global attention (all of them, except SAM's windowed blocks)."""
+        return [i for i, b in enumerate(self.vit.blocks) if getattr(b, "window_size", 0) == 0]
+
+    def attach_adapter(self, adapter: nn.Module) -> None:
+        """Install ``adapter.before_block`` / ``adapter.after_block`` as hooks on ``adapter.layers``."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
+        # Keep the adapter out of this module's children: it is owned (and counted) by the Segmentor.
+        object.__setattr__(self, "adapter", adapter)
+        for i in adapter.layers:
+            blk = self.vit.blocks[i]
+            self._hooks.append(blk.register_forward_pre_hook(partial(self._pre_hook, i)))
+            self._hooks.append(blk.register_forward_hook(partial(self._post_hook, i)))
+
+    def _as_tokens(self, x: Tensor) -> tuple[Tensor, tuple | None]:
+        if self.channels_last_blocks:  # SAM blocks are B x H x W x C
+            b, h, w, c = x.shape
+            return x.reshape(b, h * w, c), (h, w)
+        return x, None
+
+    def _from_tokens(self, x: Tensor, hw: tuple | None) -> Tensor:
+        return x if hw is None else x.reshape(x.shape[0], hw[0], hw[1], x.shape[-1])
+
+    def _pre_hook(self, layer: int, module: nn.Module, args: tuple):
+        x, hw = self._as_tokens(args[0])
+        y = self.adapter.before_block(x, layer, self.num_prefix_tokens)
+        if y is x:
+            return None
+        return (self._from_tokens(y, hw),) + tuple(args[1:])
+
+    def _post_hook(self, layer: int, module: nn.Module, args: tuple, output: Tensor):
+        x, hw = self._as_tokens(output)
+        y = self.adapter.after_block(x, layer, self.num_prefix_tokens)
+        return None if y is x else self._from_tokens(y, hw)
+
+    def forward(self, images: Tensor) -> list[Tensor]:
+        return self.vit.forward_intermediates(
+            images, indices=self.out_indices, norm=False, output_fmt="NCHW", intermediates_only=True,
+            stop_early=True,
+        )
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.vit.set_grad_checkpointing(enable)
+
+
+def _create_kwargs(name: str, cfg: BackboneConfig) -> dict:
+    kwargs = dict(pretrained=False, num_classes=0, img_size=cfg.img_size, drop_path_rate=cfg.drop_path)
+    if cfg.patch_size is not None:
+        kwargs["patch_size"] = cfg.patch_size
+    if not name.startswith("samvit"):
+        kwargs["dynamic_img_size"] = True
+    return kwargs
+
+
+def build_backbone(cfg: BackboneConfig) -> Backbone:
+    """Create the timm ViT named ``cfg.name``, load ``cfg.weights`` from a local file, and wrap it.
+
+    Nothing is ever downloaded: a weights entry that is not a local file (nor an embedded name)
+    raises an error saying which file to fetch.
+    """
+    name = cfg.name
+    try:
+        vit = timm.create_model(name, **_create_kwargs(name, cfg))
+    except RuntimeError as exc:
+        if "Unknown model" in str(exc):
+            close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+            raise ValueError(f"model.backbone.name: timm has no model '{name}'; similar: {close}") from exc
+        raise
+    if not hasattr(vit, "blocks") or not hasattr(vit, "forward_intermediates"):
+        raise ValueError(f"model.backbone.name: '{name}' is not a plain ViT with blocks (got {type(vit).__name__})")
+    if cfg.weights is not None:
+        path = resolve_weights(cfg.weights, name)
+        load_vit_weights(vit, path, name)
+    depth = len(vit.blocks)
+    if cfg.out_indices is not None:
+        out_indices = list(cfg.out_indices)
+        bad = [i for i in out_indices if not 0 <= i < depth]
+        if bad:
+            raise ValueError(f"model.backbone.out_indices: {bad} out of range for {depth} blocks of '{name}'")
+    elif type(vit).__name__ == "VisionTransformerSAM":
+        out_indices = [i for i, b in enumerate(vit.blocks) if getattr(b, "window_size", 0) == 0][-4:]
+    else:
+        out_indices = default_out_indices(depth)
+    patch = vit.patch_embed.patch_size
+    patch = patch[0] if isinstance(patch, (tuple, list)) else int(patch)
+    return Backbone(vit, name, out_indices, patch)
+
+
+def pad_to_multiple(images: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
+    """Zero-pad ``images`` [B,3,H,W] on the bottom/right to a multiple of the patch size."""
+    h, w = images.shape[-2:]
+    ph, pw = (math.ceil(h / multiple) * multiple - h), (math.ceil(w / multiple) * multiple - w)
+    if ph or pw:
+        images = F.pad(images, (0, pw, 0, ph))
+    return images, (h, w)

@@ -1,0 +1,179 @@
+"""The Segmentor: backbone + adapter + neck + head, with training loss and whole/sliding-window inference."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dgseg.config import Config
+from dgseg.models.adapters import Adapter, build_adapter
+from dgseg.models.backbones import Backbone, build_backbone, pad_to_multiple
+from dgseg.models.neck import NECKS
+
+
+class Segmentor(nn.Module):
+    """``images`` are float [B, 3, H, W], ImageNet-normalised; ``labels`` int64 [B, H, W] with 255 = ignore."""
+
+    def __init__(self, backbone: Backbone, adapter: Adapter, neck: nn.Module, head: nn.Module,
+                 num_classes: int, text: nn.Module | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.adapter = adapter
+        self.neck = neck
+        self.head = head
+        self.text = text
+        self.num_classes = num_classes
+        self.backbone.requires_grad_(adapter.trains_backbone)
+        self.train(False)
+
+    # ------------------------------------------------------------------ modes and parameters
+    def train(self, mode: bool = True) -> Segmentor:
+        super().train(mode)
+        if not self.adapter.trains_backbone:
+            self.backbone.eval()  # frozen: no drop-path / dropout, whatever the mode
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What the optimizer gets: every parameter with ``requires_grad``."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def trainable_state_dict(self) -> dict[str, Tensor]:
+        """The weights a checkpoint holds: adapter, neck, head (+ text), and the backbone only when it trains."""
+        names = {n for n, p in self.named_parameters() if p.requires_grad}
+        state = self.state_dict()
+        keep = {}
+        for k, v in state.items():
+            if k in names or (not k.startswith("backbone.") and not k.startswith("text.frozen")):
+                keep[k] = v
+        return keep
+
+    def parameter_counts(self) -> dict[str, int]:
+        def count(module: nn.Module | None, trainable_only: bool = False) -> int:
+            if module is None:
+                return 0
+            return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+        return {
+            "backbone": count(self.backbone),
+            "adapter": count(self.adapter, trainable_only=True),
+            "neck": count(self.neck),
+            "head": count(self.head),
+            "text": count(self.text, trainable_only=True),
+            "trainable": sum(p.numel() for p in self.parameters() if p.requires_grad),
+            "total": sum(p.numel() for p in self.parameters()),
+        }
+
+    # ------------------------------------------------------------------ forward
+    def extract(self, images: Tensor) -> list[Tensor]:
+        """Pyramid features [B, C_i, H/s, W/s] for s = 4, 8, 16, 32 (``images`` already padded)."""
+        grad = self.adapter.backbone_grad and torch.is_grad_enabled()
+        with contextlib.nullcontext() if grad else torch.no_grad():
+            feats = self.backbone(images)
+        return self.neck(feats)
+
+    def forward(self, images: Tensor) -> dict:
+        """Raw head outputs for padded-to-patch ``images``."""
+        feats = self.extract(images)
+        extra = {}
+        if self.text is not None:
+            extra = self.text(feats)
+        return self.head(feats, self.adapter.queries(), **extra) if extra else self.head(feats, self.adapter.queries())
+
+    def loss(self, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
+        """Named losses; the training loop sums every value whose key contains ``loss``."""
+        if images.shape[-2:] != labels.shape[-2:]:
+            raise ValueError(f"images {tuple(images.shape)} and labels {tuple(labels.shape)} differ in size")
+        padded, (h, w) = pad_to_multiple(images, self.backbone.patch_size)
+        if padded.shape[-2:] != (h, w):
+            labels = F.pad(labels, (0, padded.shape[-1] - w, 0, padded.shape[-2] - h), value=255)
+        feats = self.extract(padded)
+        queries = self.adapter.queries()
+        if self.text is not None:
+            extra = self.text(feats)
+            outputs = self.head(feats, queries, **extra)
+            losses = self.head.loss(outputs, labels)
+            losses.update(self.text.loss(extra, labels))
+            return losses
+        outputs = self.head(feats, queries)
+        return self.head.loss(outputs, labels)
+
+    def _scores(self, images: Tensor) -> Tensor:
+        """Class scores [B, K, H, W] for one batch of (unpadded) images."""
+        padded, (h, w) = pad_to_multiple(images, self.backbone.patch_size)
+        outputs = self(padded)
+        scores = self.head.semantic(outputs, tuple(padded.shape[-2:]))
+        return scores[:, :, :h, :w]
+
+    @torch.no_grad()
+    def predict(self, images: Tensor, mode: str = "whole", crop: int = 512, stride: int = 341,
+                batch: int = 8) -> Tensor:
+        """Class scores [B, K, H, W]. ``slide``: ``crop`` windows every ``stride`` pixels, run ``batch`` windows at a
+        time, overlaps averaged (mmseg's window placement: the last window of a row ends at the border)."""
+        if mode == "whole":
+            return self._scores(images).float()
+        if mode != "slide":
+            raise ValueError(f"predict: mode must be 'whole' or 'slide', got {mode!r}")
+        if stride <= 0 or stride > crop:
+            raise ValueError(f"predict: need 0 < stride <= crop, got stride={stride}, crop={crop}")
+        b, _, h, w = images.shape
+        ch, cw = min(crop, h), min(crop, w)
+        ys = sliding_starts(h, ch, stride)
+        xs = sliding_starts(w, cw, stride)
+        boxes = [(y, x) for y in ys for x in xs]
+        out = images.new_zeros((b, self.num_classes, h, w), dtype=torch.float32)
+        count = images.new_zeros((1, 1, h, w), dtype=torch.float32)
+        windows = torch.stack([images[:, :, y:y + ch, x:x + cw] for y, x in boxes], dim=1)  # B x W x 3 x ch x cw
+        windows = windows.flatten(0, 1)
+        per_image = len(boxes)
+        for start in range(0, windows.shape[0], batch):
+            scores = self._scores(windows[start:start + batch]).float()
+            for j in range(scores.shape[0]):
+                idx = start + j
+                y, x = boxes[idx % per_image]
+                out[idx // per_image, :, y:y + ch, x:x + cw] += scores[j]
+        for y, x in boxes:
+            count[:, :, y:y + ch, x:x + cw] += 1
+        return out / count
+
+
+def sliding_starts(size: int, crop: int, stride: int) -> list[int]:
+    """Window starts along one axis: every ``stride``, the last one moved back to end at ``size``."""
+    n = max(math.ceil((size - crop) / stride), 0) + 1
+    return [min(i * stride, size - crop) for i in range(n)]
+
+
+def build_model(cfg: Config) -> Segmentor:
+    """Wire backbone, adapter, neck and head from ``cfg.model``; weights loaded, on CPU."""
+    from dgseg.models.heads import build_head
+
+    m = cfg.model
+    backbone = build_backbone(m.backbone)
+    adapter = build_adapter(m.adapter, backbone)
+    if m.neck.name not in NECKS:
+        raise ValueError(f"model.neck.name: unknown neck '{m.neck.name}'; choose one of {', '.join(NECKS)}")
+    neck = NECKS[m.neck.name](backbone.embed_dim)
+    text = None
+    in_channels = list(neck.out_channels)
+    if m.text.name != "none":
+        from dgseg.models.text import build_text_guidance
+
+        text = build_text_guidance(m.text, in_channels, m.num_classes)
+        in_channels = text.head_in_channels(in_channels)
+    if m.head.name == "mask2former":
+        kwargs = {k: v for k, v in vars(m.head).items() if k != "name"}
+        kwargs["query_link"] = bool(adapter.link and adapter.queries() is not None)
+        if kwargs["query_link"]:
+            kwargs["num_queries"] = adapter.num_tokens
+            if adapter.query_dim != m.head.hidden_dim:
+                raise ValueError(
+                    f"model.adapter.query_dim ({adapter.query_dim}) must equal model.head.hidden_dim "
+                    f"({m.head.hidden_dim}) when Rein queries feed the head (link: true)"
+                )
+    else:
+        kwargs = {}
+    head = build_head(m.head.name, in_channels, m.num_classes, **kwargs)
+    return Segmentor(backbone, adapter, neck, head, m.num_classes, text=text)

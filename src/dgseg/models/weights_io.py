@@ -1,0 +1,95 @@
+"""Reading weight files safely, and resolving a ``weights:`` entry to a local file.
+
+No pickle from a user's file is ever loaded without ``weights_only=True``; OpenAI's CLIP ``.pt``
+files are TorchScript archives and are read with ``torch.jit.load`` (which runs no pickled code).
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+
+class WeightsError(ValueError):
+    """A weights file is missing, unreadable or of the wrong kind; the message names the file."""
+
+
+def dgseg_home() -> Path:
+    """The cache folder: ``$DGSEG_HOME`` or ``~/.cache/dgseg``."""
+    return Path(os.environ.get("DGSEG_HOME", Path.home() / ".cache" / "dgseg"))
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist())
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Read a flat or nested dict of tensors from safetensors, a ``.pth``/``.pt``/``.bin`` or TorchScript file."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception as exc:
+            raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
+    if _is_torchscript(path):
+        try:
+            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
+        except Exception as exc:
+            raise WeightsError(f"{path}: unreadable TorchScript archive ({exc})") from exc
+    try:
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(
+            f"{path}: could not be read as plain tensors with torch.load(weights_only=True) ({exc}). "
+            "dgseg loads no pickled code; convert the file to safetensors with the tool that made it."
+        ) from exc
+    if not isinstance(data, dict):
+        raise WeightsError(f"{path}: expected a dict of tensors, got {type(data).__name__}")
+    return data
+
+
+def download_hint(name: str) -> str:
+    """Which file to fetch for a timm model name, from timm's pretrained config (no network access)."""
+    try:
+        import timm
+
+        cfg = timm.models.get_pretrained_cfg(name)
+    except Exception:
+        cfg = None
+    if cfg is None:
+        return "download the model's pretrained weights file"
+    hub = cfg.hf_hub_id
+    url = cfg.url
+    parts = []
+    if hub:
+        parts.append(f"'model.safetensors' from the Hugging Face repo {hub}")
+    if url:
+        parts.append(f"the original file {url}")
+    return "download " + " or ".join(parts) if parts else "download the model's pretrained weights file"
+
+
+def resolve_weights(spec: str, model_name: str) -> Path:
+    """Turn a ``weights:`` entry into an existing local file (embedded names are imported once)."""
+    from dgseg.models.pretrained import EMBEDDED, embedded_weights_path
+
+    if spec in EMBEDDED:
+        return embedded_weights_path(spec)
+    path = Path(os.path.expanduser(spec))
+    if path.is_file():
+        return path
+    raise WeightsError(
+        f"model.backbone.weights: file not found: {spec}. dgseg never downloads weights: "
+        f"{download_hint(model_name)} on a machine with internet access and put it at {path} "
+        f"(or set model.backbone.weights to its path). Embedded weights: {', '.join(EMBEDDED)}."
+    )
