@@ -27,6 +27,7 @@ class Segmentor(nn.Module):
         self.head = head
         self.text = text
         self.num_classes = num_classes
+        self.head_uses_queries = bool(getattr(head, "query_link", False))
         self.backbone.requires_grad_(adapter.trains_backbone)
         self.train(False)
 
@@ -75,37 +76,35 @@ class Segmentor(nn.Module):
             feats = self.backbone(images)
         return self.neck(feats)
 
-    def forward(self, images: Tensor) -> dict:
-        """Raw head outputs for padded-to-patch ``images``."""
-        feats = self.extract(images)
-        extra = {}
+    def forward(self, images: Tensor, labels: Tensor | None = None) -> dict:
+        """Named losses when ``labels`` are given (so DDP wraps the training step), else the raw head
+        outputs for ``images`` zero-padded to a multiple of the patch size."""
+        if labels is not None and images.shape[-2:] != labels.shape[-2:]:
+            raise ValueError(f"images {tuple(images.shape)} and labels {tuple(labels.shape)} differ in size")
+        padded, (h, w) = pad_to_multiple(images, self.backbone.patch_size)
+        feats = self.extract(padded)
+        queries = self.adapter.queries() if self.head_uses_queries else None
+        extra = self.text(feats) if self.text is not None else {}
+        outputs = self.head(feats, queries, **extra)
+        if labels is None:
+            return outputs
+        if padded.shape[-2:] != (h, w):
+            labels = F.pad(labels, (0, padded.shape[-1] - w, 0, padded.shape[-2] - h), value=255)
+        losses = self.head.loss(outputs, labels)
         if self.text is not None:
-            extra = self.text(feats)
-        return self.head(feats, self.adapter.queries(), **extra) if extra else self.head(feats, self.adapter.queries())
+            losses.update(self.text.loss(extra, labels))
+        return losses
 
     def loss(self, images: Tensor, labels: Tensor) -> dict[str, Tensor]:
         """Named losses; the training loop sums every value whose key contains ``loss``."""
-        if images.shape[-2:] != labels.shape[-2:]:
-            raise ValueError(f"images {tuple(images.shape)} and labels {tuple(labels.shape)} differ in size")
-        padded, (h, w) = pad_to_multiple(images, self.backbone.patch_size)
-        if padded.shape[-2:] != (h, w):
-            labels = F.pad(labels, (0, padded.shape[-1] - w, 0, padded.shape[-2] - h), value=255)
-        feats = self.extract(padded)
-        queries = self.adapter.queries()
-        if self.text is not None:
-            extra = self.text(feats)
-            outputs = self.head(feats, queries, **extra)
-            losses = self.head.loss(outputs, labels)
-            losses.update(self.text.loss(extra, labels))
-            return losses
-        outputs = self.head(feats, queries)
-        return self.head.loss(outputs, labels)
+        return self(images, labels)
 
     def _scores(self, images: Tensor) -> Tensor:
         """Class scores [B, K, H, W] for one batch of (unpadded) images."""
-        padded, (h, w) = pad_to_multiple(images, self.backbone.patch_size)
-        outputs = self(padded)
-        scores = self.head.semantic(outputs, tuple(padded.shape[-2:]))
+        h, w = images.shape[-2:]
+        p = self.backbone.patch_size
+        outputs = self(images)
+        scores = self.head.semantic(outputs, (math.ceil(h / p) * p, math.ceil(w / p) * p))
         return scores[:, :, :h, :w]
 
     @torch.no_grad()
@@ -174,6 +173,11 @@ def build_model(cfg: Config) -> Segmentor:
                     f"({m.head.hidden_dim}) when Rein queries feed the head (link: true)"
                 )
     else:
+        if adapter.link:
+            raise ValueError(
+                f"model.adapter.link: true feeds Rein queries to a mask2former head, but model.head.name is "
+                f"'{m.head.name}'; set model.adapter.link=false"
+            )
         kwargs = {}
     head = build_head(m.head.name, in_channels, m.num_classes, **kwargs)
     return Segmentor(backbone, adapter, neck, head, m.num_classes, text=text)

@@ -1,0 +1,5 @@
+import sys
+
+from dgseg.cli import main
+
+sys.exit(main())

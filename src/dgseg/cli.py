@@ -1,0 +1,195 @@
+"""The ``dgseg`` command line: train, eval, predict, info, demo, export, data check."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.lr=2e-4 (repeatable)")
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import dgseg
+
+    cfg = dgseg.load_config(args.config, args.overrides)
+    model = dgseg.build_model(cfg)
+    counts = model.parameter_counts()
+    info = {
+        "name": cfg.name,
+        "backbone": cfg.model.backbone.name,
+        "adapter": cfg.model.adapter.name,
+        "head": cfg.model.head.name,
+        "params": counts,
+        "trainable_percent": 100.0 * counts["trainable"] / max(counts["total"], 1),
+    }
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print(f"{cfg.name}: {cfg.model.backbone.name} + {cfg.model.adapter.name} + {cfg.model.head.name}")
+        for k, v in counts.items():
+            print(f"  {k:>10}: {v:,}")
+        print(f"  trainable: {info['trainable_percent']:.2f}% of all parameters")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import dgseg
+    from dgseg.engine.train import train
+
+    cfg = dgseg.load_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / cfg.name
+    result = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    if result.get("eval") is not None:
+        from dgseg.engine.distributed import is_main
+        from dgseg.engine.evaluate import write_results
+
+        if is_main():
+            print(write_results(result["eval"], cfg, out))
+    from dgseg.engine.distributed import is_main
+
+    if is_main():
+        print(f"run folder: {out} (checkpoints/, log.jsonl, curves.png, eval.md)")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from dgseg.engine.distributed import init_distributed, is_main
+    from dgseg.engine.evaluate import evaluate, write_results
+    from dgseg.engine.inference import load_model
+
+    model, cfg = load_model(args.checkpoint, args.overrides, config_path=args.config)
+    rank, world, device = init_distributed()
+    results = evaluate(model.to(device), cfg, device, rank, world, progress=not args.no_progress)
+    if is_main():
+        out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent
+        if out.name == "checkpoints":
+            out = out.parent
+        table = write_results(results, cfg, out)
+        if args.json:
+            print(json.dumps({"source": cfg.data.source, "domains": results}))
+        else:
+            print(table)
+            print(f"written: {out / 'eval.md'}, {out / 'eval.json'}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from dgseg.engine.inference import load_model, predict_files
+
+    model, cfg = load_model(args.checkpoint, args.overrides)
+    written = predict_files(model, cfg, args.inputs, args.out, mode=args.mode, progress=not args.no_progress)
+    print(f"{len(written)} predictions written to {args.out} (*_labelTrainIds.png, *_color.png, *_overlay.png)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from dgseg.engine.checkpoint import load_checkpoint
+    from dgseg.engine.inference import check_onnx, export_full, export_onnx, load_model
+
+    model, cfg = load_model(args.checkpoint, args.overrides)
+    if args.format == "full":
+        _, meta = load_checkpoint(args.checkpoint)
+        path = export_full(model, cfg, meta, args.out)
+        print(f"full model (backbone included) written to {path}")
+    else:
+        size = tuple(args.size) if args.size else tuple(cfg.data.crop_size)
+        path = export_onnx(model, cfg, args.out, size)
+        diff = check_onnx(model, path, size)
+        print(f"ONNX written to {path}; onnxruntime vs PyTorch max abs difference {diff:.2e} at {size[0]}x{size[1]}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from dgseg.demo import run_demo
+
+    run_demo(quick=args.quick, compare=args.compare, out=args.out, overrides=args.overrides)
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from dgseg.data.check import run_check
+
+    return run_check(args.name, args.root, args.split)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dgseg", description="Domain-generalized semantic segmentation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a config")
+    p.add_argument("config")
+    _add_set(p)
+    p.add_argument("--out", help="run folder (default runs/<name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="per-domain mIoU table of a checkpoint")
+    p.add_argument("config", nargs="?", help="config (default: the one stored in the checkpoint)")
+    p.add_argument("--checkpoint", required=True)
+    _add_set(p)
+    p.add_argument("--out", help="folder for eval.json / eval.md (default: the run folder)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="label PNGs and colour overlays for images")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--out", required=True)
+    p.add_argument("--mode", choices=("whole", "slide"))
+    _add_set(p)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("info", help="parameter counts of a config")
+    p.add_argument("config", nargs="?")
+    _add_set(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="the embedded end-to-end benchmark (no datasets, no downloads)")
+    p.add_argument("--quick", action="store_true", help="a 3-minute smoke run")
+    p.add_argument("--compare", action="store_true", help="also train frozen, full and lora")
+    p.add_argument("--out", default="runs/demo")
+    _add_set(p)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("export", help="export a checkpoint")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--format", choices=("onnx", "full"), required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="ONNX input size (default: crop)")
+    _add_set(p)
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("data", help="dataset tools")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    c = dsub.add_parser("check", help="scan a dataset: counts, class histogram, problems")
+    c.add_argument("name")
+    c.add_argument("root", nargs="?")
+    c.add_argument("--split", default="train")
+    c.set_defaults(func=cmd_data_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dgseg.config import ConfigError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(f"dgseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

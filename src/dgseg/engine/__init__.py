@@ -1,0 +1,1 @@
+"""Training, evaluation and checkpointing. Import the submodules directly (kept light on purpose)."""

@@ -1,0 +1,111 @@
+"""Datasets and loaders of a config: training stream with per-sample seeded augmentation, eval sets."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from dgseg.config import Config, DatasetSpec
+from dgseg.engine.distributed import EpochSampler
+
+
+def spec_kwargs(spec: DatasetSpec) -> dict[str, Any]:
+    """Dataset kwargs of a config entry (synthetic sizes only where given)."""
+    kwargs: dict[str, Any] = {}
+    if spec.name.startswith("synthetic-"):
+        if spec.length is not None:
+            kwargs["length"] = spec.length
+        if spec.size is not None:
+            kwargs["size"] = tuple(spec.size)
+        kwargs["seed"] = spec.seed
+    return kwargs
+
+
+def domain_name(spec: DatasetSpec, specs: list[DatasetSpec]) -> str:
+    """The table label of an eval entry: its name, plus the split when the name repeats."""
+    same = [s for s in specs if s.name == spec.name]
+    return spec.name if len(same) == 1 else f"{spec.name}:{spec.split}"
+
+
+class SeededSamples(Dataset):
+    """Wraps a dataset so that sample ``(index, epoch)`` is augmented with RNGs seeded by
+    ``(seed, epoch, index)``: the same crop/flip/colour whichever worker, rank or resumed run reads it."""
+
+    def __init__(self, dataset: Dataset, seed: int) -> None:
+        self.dataset = dataset
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        index, epoch = key
+        s = (self.seed * 1_000_003 + epoch) * 10_000_019 + index
+        py_state, np_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            random.seed(s)
+            np.random.seed(s % 2**32)
+            torch.manual_seed(s)
+            item = self.dataset[index]
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        return item
+
+
+def collate(items: list[dict]) -> dict:
+    return {
+        "image": torch.stack([it["image"] for it in items]),
+        "label": torch.stack([it["label"] for it in items]),
+        "path": [it["path"] for it in items],
+    }
+
+
+def build_train_set(cfg: Config) -> Dataset:
+    from torch.utils.data import ConcatDataset
+
+    from dgseg.data import TrainTransform, build_dataset
+
+    d = cfg.data
+    transform = TrainTransform(
+        crop_size=tuple(d.crop_size), scale=tuple(d.scale), ratio_range=tuple(d.ratio_range),
+        cat_max_ratio=d.cat_max_ratio, flip_prob=d.flip_prob, photometric=d.photometric,
+    )
+    parts = [
+        build_dataset(s.name, s.root, s.split, transform=transform, **_error_kwargs(s, d.on_error), **spec_kwargs(s))
+        for s in d.train
+    ]
+    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+
+
+def _error_kwargs(spec: DatasetSpec, on_error: str) -> dict:
+    return {} if spec.name.startswith("synthetic-") else {"on_error": on_error}
+
+
+def build_train_loader(cfg: Config, rank: int, world: int, start_step: int) -> tuple[DataLoader, Dataset]:
+    dataset = build_train_set(cfg)
+    per_rank = cfg.train.batch_size * cfg.train.accumulate
+    sampler = EpochSampler(len(dataset), seed=cfg.train.seed, rank=rank, world=world, start=start_step * per_rank)
+    loader = DataLoader(
+        SeededSamples(dataset, cfg.train.seed), batch_size=cfg.train.batch_size, sampler=sampler,
+        num_workers=cfg.data.num_workers, collate_fn=collate, drop_last=True,
+        persistent_workers=cfg.data.num_workers > 0, pin_memory=torch.cuda.is_available(),
+    )
+    return loader, dataset
+
+
+def build_eval_set(spec: DatasetSpec, on_error: str = "raise") -> Dataset:
+    from dgseg.data import EvalTransform, build_dataset
+
+    resize = tuple(spec.resize) if spec.resize is not None else None
+    return build_dataset(spec.name, spec.root, spec.split, transform=EvalTransform(resize=resize),
+                         **_error_kwargs(spec, on_error), **spec_kwargs(spec))
+
+
+def skipped_samples(dataset: Dataset) -> list[tuple[str, str]]:
+    """Every (path, reason) a dataset (or a concatenation) skipped."""
+    parts = getattr(dataset, "datasets", [dataset])
+    return [s for p in parts for s in getattr(p, "skipped", [])]

@@ -1,0 +1,84 @@
+"""torchrun support: process group set-up, rank helpers and the resumable distributed sampler."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import torch
+import torch.distributed as dist
+
+
+def init_distributed() -> tuple[int, int, torch.device]:
+    """Start the process group when launched by torchrun (NCCL on GPUs, gloo on CPU).
+
+    Returns (rank, world_size, device).
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    return rank, world, device
+
+
+def is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def broadcast_flag(flag: bool) -> bool:
+    """True on every rank when it is true on any rank (used for stop signals)."""
+    if not dist.is_initialized():
+        return flag
+    t = torch.tensor([1 if flag else 0], dtype=torch.int64)
+    if dist.get_backend() == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Endless shuffled ``(index, epoch)`` pairs, split across ranks, resumable at any sample.
+
+    Epoch ``e`` is a permutation from ``seed + e`` (the same on every rank); rank ``r`` of ``w``
+    takes positions ``r, r + w, ...`` (the permutation padded to a multiple of ``w``). ``start`` is
+    the number of this rank's samples already consumed, so a resumed run sees the same stream.
+    The epoch travels with the index so per-sample augmentation can be seeded by ``(seed, epoch, index)``.
+    """
+
+    def __init__(self, length: int, seed: int = 0, rank: int = 0, world: int = 1, start: int = 0) -> None:
+        if length <= 0:
+            raise ValueError("EpochSampler: the training set is empty")
+        self.length = length
+        self.seed = seed
+        self.rank = rank
+        self.world = world
+        self.start = start
+        self.per_rank = -(-length // world)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, offset = divmod(self.start, self.per_rank)
+        while True:
+            g = torch.Generator().manual_seed(self.seed + epoch)
+            perm = torch.randperm(self.length, generator=g).tolist()
+            perm += perm[: self.per_rank * self.world - self.length]
+            mine = perm[self.rank:: self.world]
+            for idx in mine[offset:]:
+                yield idx, epoch
+            offset = 0
+            epoch += 1
+
+    def __len__(self) -> int:  # endless; DataLoader only needs it for progress estimates
+        return 2**62

@@ -1,0 +1,86 @@
+"""Evaluation: several target domains in one run, per-domain per-class IoU, mean over targets, rPD."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from dgseg.config import Config, DatasetSpec
+from dgseg.engine.data import build_eval_set, domain_name
+from dgseg.engine.distributed import is_main
+from dgseg.metrics import SegMetric, format_table, per_class_table
+
+
+def autocast(device: torch.device, amp: str):
+    """``torch.autocast`` for ``amp`` in none | bf16 | fp16 (fp16 only on CUDA)."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    if amp == "fp16" and device.type != "cuda":
+        raise ValueError("train.amp=fp16 needs a CUDA device; use bf16 on CPU")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+@torch.no_grad()
+def predict_labels(model: nn.Module, image: torch.Tensor, size: tuple[int, int], mode: str, crop: int,
+                   stride: int, batch: int, amp: str = "none") -> torch.Tensor:
+    """Train-ID prediction [B, H, W] at ``size`` (the label's native resolution) for a normalised batch."""
+    with autocast(image.device, amp):
+        scores = model.predict(image, mode=mode, crop=crop, stride=stride, batch=batch)
+    if tuple(scores.shape[-2:]) != tuple(size):
+        scores = F.interpolate(scores.float(), size=size, mode="bilinear", align_corners=False)
+    return scores.argmax(1)
+
+
+def evaluate_domain(model: nn.Module, spec: DatasetSpec, cfg: Config, device: torch.device, rank: int = 0,
+                    world: int = 1, progress: bool = True, amp: str = "none") -> dict:
+    dataset = build_eval_set(spec, cfg.data.on_error)
+    metric = SegMetric(num_classes=cfg.model.num_classes)
+    mode = spec.mode or cfg.eval.mode
+    indices = range(rank, len(dataset), world)
+    bar = tqdm(indices, desc=f"eval {spec.name}", disable=not (progress and is_main()), leave=False)
+    for i in bar:
+        item = dataset[i]
+        image = item["image"][None].to(device)
+        label = item["label"][None].to(device)
+        pred = predict_labels(model, image, tuple(label.shape[-2:]), mode, cfg.eval.crop, cfg.eval.stride,
+                              cfg.eval.batch_size, amp)
+        metric.update(pred, label)
+    metric.all_reduce()
+    result = metric.compute()
+    result["images"] = len(dataset)
+    return result
+
+
+def evaluate(model: nn.Module, cfg: Config, device: torch.device | None = None, rank: int = 0, world: int = 1,
+             progress: bool = True, specs: list[DatasetSpec] | None = None) -> dict[str, dict]:
+    """mIoU etc. for every ``data.val`` entry, keyed by domain name."""
+    device = device or torch.device("cpu")
+    specs = cfg.data.val if specs is None else specs
+    if not specs:
+        raise ValueError("nothing to evaluate: data.val is empty; add at least one {name, root, split}")
+    was_training = model.training
+    model.eval()
+    amp = cfg.train.amp if cfg.train.amp != "fp16" or device.type == "cuda" else "none"
+    results = {domain_name(s, specs): evaluate_domain(model, s, cfg, device, rank, world, progress, amp)
+               for s in specs}
+    model.train(was_training)
+    return results
+
+
+def write_results(results: dict[str, dict], cfg: Config, out_dir: Path, stem: str = "eval") -> str:
+    """Write ``stem.json`` and ``stem.md`` (summary + per-class tables); returns the summary table."""
+    from dgseg.data.labels import CLASSES
+
+    source = cfg.data.source
+    table = format_table(results, CLASSES, source=source)
+    classes = per_class_table(results, CLASSES, source=source)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.json").write_text(json.dumps({"source": source, "domains": results}, indent=2))
+    (out_dir / f"{stem}.md").write_text(f"# Evaluation: {cfg.name}\n\n{table}\n\n## Per class IoU\n\n{classes}\n")
+    return table

@@ -1,0 +1,180 @@
+"""Models from checkpoints; prediction of image files to label PNGs; export to a full file or ONNX."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from dgseg.config import Config, config_from_dict, load_config
+from dgseg.engine.checkpoint import CheckpointError, check_compatible, file_sha256, load_checkpoint
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+FULL_FORMAT = "dgseg.full.v1"
+
+
+def config_of_checkpoint(meta: dict, overrides: list[str] | None = None, config_path: str | None = None) -> Config:
+    """The config stored in a checkpoint (or ``config_path``), with ``key=value`` overrides."""
+    if config_path is not None:
+        return load_config(config_path, overrides)
+    if "config" not in meta:
+        raise CheckpointError("checkpoint metadata has no 'config'; pass the experiment's CONFIG file")
+    import yaml
+
+    from dgseg.config import _apply_override
+
+    data = meta["config"]
+    data = yaml.safe_load(yaml.safe_dump(data))
+    for o in overrides or []:
+        _apply_override(data, o)
+    return config_from_dict(data)
+
+
+def load_model(checkpoint: str | Path, overrides: list[str] | None = None, config_path: str | None = None
+               ) -> tuple[nn.Module, Config]:
+    """Rebuild the model of a checkpoint (trainable weights + the backbone file it names, or a full export)."""
+    import dgseg
+    from dgseg.engine.train import load_trainable
+    from dgseg.models.weights_io import resolve_weights
+
+    weights, meta = load_checkpoint(checkpoint)
+    cfg = config_of_checkpoint(meta, overrides, config_path)
+    if meta.get("format") == FULL_FORMAT:
+        cfg.model.backbone.weights = None
+        model = dgseg.build_model(cfg)
+        own = model.state_dict()
+        missing = [k for k in own if k not in weights]
+        unexpected = [k for k in weights if k not in own]
+        if missing or unexpected:
+            raise CheckpointError(f"{checkpoint}: a full export must hold exactly the model's tensors; "
+                                  f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+        model.load_state_dict(weights)
+        return model.eval(), cfg
+    backbone = meta.get("backbone", {})
+    expected = {"num_classes": cfg.model.num_classes}
+    expected["backbone.name"] = cfg.model.backbone.name
+    if cfg.model.backbone.weights is not None and backbone.get("sha256"):
+        expected["backbone.sha256"] = file_sha256(resolve_weights(cfg.model.backbone.weights, cfg.model.backbone.name))
+    check_compatible(meta, expected)
+    model = dgseg.build_model(cfg)
+    load_trainable(model, weights, str(checkpoint))
+    return model.eval(), cfg
+
+
+def list_images(inputs: list[str]) -> list[tuple[Path, Path]]:
+    """(file, relative output stem) for every image file given or found (recursively) in given folders."""
+    found: list[tuple[Path, Path]] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            if not files:
+                raise FileNotFoundError(f"{p}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+            found += [(f, f.relative_to(p).with_suffix("")) for f in files]
+        elif p.is_file():
+            found.append((p, Path(p.stem)))
+        else:
+            raise FileNotFoundError(f"{p}: no such image file or folder")
+    return found
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_relative(stem: Path) -> Path:
+    """A relative path made of sanitised parts only: never absolute, never '..'."""
+    parts = [_SAFE.sub("_", part).strip(".") or "_" for part in stem.parts if part not in ("", ".", "..", "/")]
+    return Path(*parts) if parts else Path("image")
+
+
+@torch.no_grad()
+def predict_files(model: nn.Module, cfg: Config, inputs: list[str], out_dir: str | Path, mode: str | None = None,
+                  progress: bool = True) -> list[Path]:
+    """Write ``<stem>_labelTrainIds.png``, ``<stem>_color.png`` and ``<stem>_overlay.png`` per image."""
+    from PIL import Image
+
+    from dgseg.data import EvalTransform
+    from dgseg.data.datasets import read_image
+    from dgseg.data.labels import PALETTE
+    from dgseg.engine.evaluate import predict_labels
+    from dgseg.viz import colorize, overlay, save_png
+
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    transform = EvalTransform(resize=None)
+    written = []
+    model.eval()
+    files = list_images(inputs)
+    for path, stem in tqdm(files, desc="predict", disable=not progress):
+        rgb = read_image(path)
+        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+        norm, _ = transform(image, torch.zeros(rgb.shape[:2], dtype=torch.int64))
+        pred = predict_labels(model, norm[None], rgb.shape[:2], mode or cfg.eval.mode, cfg.eval.crop,
+                              cfg.eval.stride, cfg.eval.batch_size)[0].numpy().astype(np.uint8)
+        target = (out / safe_relative(stem)).resolve()
+        if out not in target.parents:
+            raise ValueError(f"{path}: output name escapes the output folder {out}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pred).save(f"{target}_labelTrainIds.png")
+        save_png(f"{target}_color.png", colorize(pred, PALETTE))
+        save_png(f"{target}_overlay.png", overlay(rgb, pred, PALETTE))
+        written.append(Path(f"{target}_labelTrainIds.png"))
+    return written
+
+
+def export_full(model: nn.Module, cfg: Config, meta: dict, out_file: str | Path) -> Path:
+    """One safetensors file with every weight (backbone included): loads without the backbone file."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from dgseg.config import config_to_dict
+
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    full_meta = dict(meta, format=FULL_FORMAT, config=config_to_dict(cfg))
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    tmp = out_file.with_name(out_file.name + ".tmp")
+    save_file(state, str(tmp), metadata={"dgseg_meta": json.dumps(full_meta), "format": FULL_FORMAT})
+    tmp.replace(out_file)
+    return out_file
+
+
+class ScoresModule(nn.Module):
+    """Image [1, 3, H, W] (normalised) -> class scores [1, K, H, W], for export."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model._scores(images)
+
+
+def export_onnx(model: nn.Module, cfg: Config, out_file: str | Path, size: tuple[int, int] | None = None) -> Path:
+    """ONNX graph of whole-image inference at a fixed ``size`` (default: the training crop)."""
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    h, w = size or tuple(cfg.data.crop_size)
+    dummy = torch.randn(1, 3, h, w)
+    module = ScoresModule(model.eval()).eval()
+    torch.onnx.export(module, (dummy,), str(out_file), input_names=["image"], output_names=["scores"],
+                      opset_version=17, dynamo=False)
+    return out_file
+
+
+def check_onnx(model: nn.Module, onnx_file: str | Path, size: tuple[int, int], seed: int = 0) -> float:
+    """Max abs difference between onnxruntime and PyTorch on a random input."""
+    import onnxruntime as ort
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, 3, *size, generator=g)
+    with torch.no_grad():
+        ref = model._scores(x).numpy()
+    sess = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    got = sess.run(["scores"], {"image": x.numpy()})[0]
+    return float(np.abs(got - ref).max())

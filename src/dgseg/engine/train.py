@@ -1,0 +1,263 @@
+"""The training loop: one process or torchrun/DDP, AMP, accumulation, clipping, checkpoints, resume.
+
+Read it top to bottom: :func:`train` sets up, then each iteration takes ``accumulate`` batches,
+steps the optimizer and the poly schedule, logs, evaluates and checkpoints at their intervals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+import dgseg
+from dgseg.config import Config, config_to_dict, dump_config
+from dgseg.engine.checkpoint import (
+    capture_rng_state,
+    file_sha256,
+    latest_checkpoint,
+    load_checkpoint,
+    load_train_state,
+    restore_rng_state,
+    save_checkpoint,
+)
+from dgseg.engine.data import build_train_loader, skipped_samples
+from dgseg.engine.distributed import barrier, broadcast_flag, init_distributed, is_main
+from dgseg.engine.evaluate import autocast, evaluate, write_results
+from dgseg.engine.optim import build_optimizer, build_scheduler, grad_norm
+
+
+class TrainingError(RuntimeError):
+    """Training stopped on a fault (non-finite loss or gradient); the message says where."""
+
+
+def checkpoint_meta(cfg: Config, step: int) -> dict:
+    """What a checkpoint must say about itself so it is never used with the wrong backbone."""
+    from dgseg.models.pretrained import EMBEDDED
+    from dgseg.models.weights_io import resolve_weights
+
+    weights = cfg.model.backbone.weights
+    sha = None
+    if weights is not None:
+        sha = file_sha256(resolve_weights(weights, cfg.model.backbone.name))
+    return {
+        "config": config_to_dict(cfg),
+        "step": step,
+        "dgseg_version": dgseg.__version__,
+        "backbone": {"name": cfg.model.backbone.name, "weights": weights, "sha256": sha,
+                     "embedded": weights in EMBEDDED},
+        "num_classes": cfg.model.num_classes,
+        "adapter": cfg.model.adapter.name,
+    }
+
+
+def load_trainable(model: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
+    """Load checkpoint weights into a model; every key must fit, and every trainable key must be there."""
+    own = model.state_dict()
+    unexpected = [k for k in weights if k not in own]
+    wrong = [f"{k}: {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in weights
+             if k in own and own[k].shape != weights[k].shape]
+    needed = set(model.trainable_state_dict())
+    missing = [k for k in needed if k not in weights]
+    if unexpected or wrong or missing:
+        raise ValueError(
+            f"{source} does not fit this model: unexpected keys {unexpected[:5]}, shape mismatches {wrong[:5]}, "
+            f"missing keys {missing[:5]} (was it trained with another backbone, adapter, head or num_classes?)"
+        )
+    model.load_state_dict(weights, strict=False)
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint and exits cleanly at the next step."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old = {}
+
+    def __enter__(self) -> _StopRequest:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:  # second signal: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool = True,
+          model: nn.Module | None = None) -> dict:
+    """Train ``cfg`` into ``out_dir``; returns {"step", "losses", "eval" (last results or None), "out_dir"}."""
+    out_dir = Path(out_dir)
+    rank, world, device = init_distributed()
+    torch.manual_seed(cfg.train.seed)
+    if model is None:
+        model = dgseg.build_model(cfg)
+    model.to(device)
+    base = model
+    trains_backbone = base.adapter.trains_backbone
+    if cfg.train.grad_checkpointing:
+        base.backbone.set_grad_checkpointing(True)
+    lr_mult = getattr(base.adapter, "lr_mult", 1.0) if trains_backbone else 1.0
+    optimizer = build_optimizer(base, cfg.train, backbone_lr_mult=lr_mult)
+    scheduler = build_scheduler(optimizer, cfg.train)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp == "fp16" and device.type == "cuda")
+    if cfg.train.amp == "fp16" and device.type != "cuda":
+        raise ValueError("train.amp=fp16 needs a CUDA device; use train.amp=bf16 on CPU")
+
+    step = 0
+    if resume:
+        ckpt = latest_checkpoint(out_dir)
+        if ckpt is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {out_dir / 'checkpoints'}; start without --resume")
+        weights, meta = load_checkpoint(ckpt)
+        load_trainable(base, weights, str(ckpt))
+        state = load_train_state(ckpt)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        restore_rng_state(state["rng"])
+        step = int(state["step"])
+    meta_base = checkpoint_meta(cfg, step)
+
+    ddp = world > 1
+    if ddp:
+        model = nn.parallel.DistributedDataParallel(
+            base, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False
+        )
+    loader, dataset = build_train_loader(cfg, rank, world, step)
+    trainable = [p for p in base.parameters() if p.requires_grad]
+    if is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(dump_config(cfg))
+    log_path = out_dir / "log.jsonl"
+    skipped_steps = 0
+    last_eval = None
+    history: list[float] = []
+
+    def save(at: int) -> Path | None:
+        if not is_main():
+            return None
+        train_state = {
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "rng": capture_rng_state(), "step": at,
+        }
+        meta = dict(meta_base, step=at)
+        return save_checkpoint(out_dir, at, base.trainable_state_dict(), meta, train_state,
+                               keep_last=cfg.train.keep_last)
+
+    def log(record: dict) -> None:
+        if is_main():
+            with open(log_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    base.train()
+    batches = iter(loader)
+    bar = tqdm(total=cfg.train.max_iters, initial=step, desc="train", disable=not (progress and is_main()),
+               dynamic_ncols=True)
+    t_start = time.perf_counter()
+    window_t, window_n = time.perf_counter(), 0
+    with _StopRequest() as stop:
+        while step < cfg.train.max_iters:
+            optimizer.zero_grad(set_to_none=True)
+            values: dict[str, float] = {}
+            paths: list[str] = []
+            bad = False
+            for micro in range(cfg.train.accumulate):
+                batch = next(batches)
+                images = batch["image"].to(device, non_blocking=True)
+                labels = batch["label"].to(device, non_blocking=True)
+                paths += batch["path"]
+                sync_ctx = model.no_sync() if ddp and micro < cfg.train.accumulate - 1 else contextlib.nullcontext()
+                with sync_ctx:
+                    with autocast(device, cfg.train.amp):
+                        losses = model(images, labels)
+                    total = sum(v for k, v in losses.items() if "loss" in k) / cfg.train.accumulate
+                    if not torch.isfinite(total):
+                        bad = True
+                    scaler.scale(total).backward()
+                for k, v in losses.items():
+                    values[k] = values.get(k, 0.0) + float(v.detach()) / cfg.train.accumulate
+            if scaler.is_enabled():
+                scaler.unscale_(optimizer)
+            if cfg.train.grad_clip is not None:
+                gnorm = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.train.grad_clip))
+            else:
+                gnorm = grad_norm(trainable)
+            bad = broadcast_flag(bad or not torch.isfinite(torch.tensor(gnorm)))
+            if bad:
+                loss_values = {k: round(v, 6) for k, v in values.items()}
+                if cfg.train.on_nan == "skip":
+                    skipped_steps += 1
+                    optimizer.zero_grad(set_to_none=True)
+                    log({"iter": step + 1, "skipped": "non-finite", "losses": loss_values, "files": paths})
+                    continue
+                saved = save(step)
+                raise TrainingError(
+                    f"non-finite loss or gradient at iteration {step + 1}: losses {loss_values}, grad norm {gnorm}; "
+                    f"batch files {paths}. The last good state is saved at {saved}. "
+                    "Lower train.lr, set train.grad_clip, or set train.on_nan=skip."
+                )
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            step += 1
+            window_n += 1
+            total_loss = sum(v for k, v in values.items() if "loss" in k)
+            history.append(total_loss)
+            lr = optimizer.param_groups[0]["lr"]
+            bar.update(1)
+            bar.set_postfix(loss=f"{total_loss:.3f}", lr=f"{lr:.2e}")
+            if step % cfg.train.log_interval == 0 or step == cfg.train.max_iters:
+                now = time.perf_counter()
+                log({"iter": step, "loss": total_loss, "lr": lr, "grad_norm": gnorm,
+                     "time_per_iter": (now - window_t) / max(window_n, 1), **values})
+                window_t, window_n = now, 0
+            if step % cfg.train.checkpoint_interval == 0 and step < cfg.train.max_iters:
+                save(step)
+            if cfg.data.val and step % cfg.train.eval_interval == 0 and step < cfg.train.max_iters:
+                last_eval = evaluate(base, cfg, device, rank, world, progress)
+                log({"iter": step, "eval": {k: {"mIoU": v["mIoU"]} for k, v in last_eval.items()}})
+                base.train()
+            if broadcast_flag(stop.requested):
+                path = save(step)
+                bar.close()
+                if is_main():
+                    print(f"stopped by signal at iteration {step}; checkpoint {path}. Continue with --resume.")
+                return {"step": step, "losses": history, "eval": last_eval, "out_dir": str(out_dir),
+                        "stopped": True}
+    bar.close()
+    elapsed = time.perf_counter() - t_start
+    save(step)
+    if cfg.data.val:
+        last_eval = evaluate(base, cfg, device, rank, world, progress)
+        log({"iter": step, "eval": {k: {"mIoU": v["mIoU"]} for k, v in last_eval.items()}})
+        if is_main():
+            write_results(last_eval, cfg, out_dir)
+    if is_main():
+        from dgseg.viz import plot_curves
+
+        if log_path.exists():
+            plot_curves(log_path, out_dir / "curves.png")
+        skipped = skipped_samples(dataset)
+        if skipped or skipped_steps:
+            print(f"note: {len(skipped)} bad samples skipped, {skipped_steps} non-finite steps skipped; see {log_path}")
+            for path, reason in skipped:
+                print(f"  skipped {path}: {reason}")
+    barrier()
+    return {"step": step, "losses": history, "eval": last_eval, "out_dir": str(out_dir), "train_time_s": elapsed}
+
