@@ -10,8 +10,18 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of a B x C x H x W map."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
 class LinearHead(nn.Module):
-    """Upsample every pyramid map to stride 4 (bilinear), concatenate, BatchNorm, 1x1 conv to K classes.
+    """Upsample every pyramid map to stride 4 (bilinear), concatenate, LayerNorm over channels, 1x1 conv to K.
+
+    The normalisation is per pixel (no batch statistics), so the head computes the same function for any
+    batch split: one process or DDP, batch 1 or 16.
 
     Args:
         in_channels: channels of the input maps, finest first (the first map sets the output size).
@@ -24,7 +34,7 @@ class LinearHead(nn.Module):
         channels = sum(in_channels)
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.norm = nn.BatchNorm2d(channels)
+        self.norm = LayerNorm2d(channels)
         self.classifier = nn.Conv2d(channels, num_classes, 1)
 
     def forward(self, features: Sequence[Tensor], queries: Tensor | None = None) -> dict[str, Any]:

@@ -1,0 +1,139 @@
+"""End to end on a tiny model: train, evaluate, predict, export, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+from tiny import tiny_config
+
+import dgseg
+from dgseg.engine.checkpoint import latest_checkpoint, load_checkpoint
+from dgseg.engine.inference import check_onnx, export_full, export_onnx, load_model, predict_files
+from dgseg.engine.train import TrainingError, train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    cfg = tiny_config()
+    result = train(cfg, out, progress=False)
+    return cfg, out, result
+
+
+def test_training_writes_checkpoints_log_curves_and_eval(trained):
+    cfg, out, result = trained
+    assert result["step"] == cfg.train.max_iters
+    assert latest_checkpoint(out).name == "iter_0000004.safetensors"
+    assert (out / "checkpoints" / "iter_0000002.safetensors").exists()
+    lines = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in lines if "loss" in r] == [1, 2, 3, 4]
+    assert (out / "curves.png").stat().st_size > 0
+    ev = json.loads((out / "eval.json").read_text())
+    assert set(ev["domains"]) == {"synthetic-game", "synthetic-night"}
+    assert 0 <= ev["domains"]["synthetic-night"]["mIoU"] <= 100
+
+
+def test_checkpoint_holds_only_trainable_weights_and_names_the_backbone(trained):
+    cfg, out, _ = trained
+    weights, meta = load_checkpoint(latest_checkpoint(out))
+    assert not any(k.startswith("backbone.") for k in weights)
+    assert any(k.startswith("adapter.tokens_a") for k in weights)
+    assert meta["backbone"]["name"] == cfg.model.backbone.name
+    assert meta["step"] == 4
+
+
+def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, trained):
+    cfg, out, _ = trained
+    part = tmp_path / "part"
+    train(tiny_config(train__max_iters=2), part, progress=False)
+    train(cfg, part, resume=True, progress=False)
+    a, _ = load_checkpoint(latest_checkpoint(out))
+    b, _ = load_checkpoint(latest_checkpoint(part))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_model_from_checkpoint_predicts_like_the_trained_one(trained):
+    cfg, out, _ = trained
+    model, cfg2 = load_model(out)
+    assert cfg2.model.adapter.name == "rein"
+    x = torch.randn(1, 3, 40, 56)
+    scores = model.predict(x)
+    assert scores.shape == (1, 19, 40, 56)
+
+
+def test_predict_writes_label_color_and_overlay_pngs_inside_out(tmp_path, trained):
+    _, out, _ = trained
+    model, cfg = load_model(out)
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    Image.fromarray(np.random.randint(0, 255, (40, 50, 3), dtype=np.uint8)).save(src / "sub" / "a b.png")
+    written = predict_files(model, cfg, [str(src)], tmp_path / "pred", progress=False)
+    assert len(written) == 1
+    label = np.array(Image.open(written[0]))
+    assert label.shape == (40, 50) and label.max() < 19
+    assert (tmp_path / "pred" / "sub" / "a_b_color.png").exists()
+    assert (tmp_path / "pred" / "sub" / "a_b_overlay.png").exists()
+
+
+def test_full_export_loads_without_the_backbone_file_and_predicts_the_same(tmp_path, trained):
+    _, out, _ = trained
+    model, cfg = load_model(out)
+    _, meta = load_checkpoint(latest_checkpoint(out))
+    path = export_full(model, cfg, meta, tmp_path / "full.safetensors")
+    assert any(k.startswith("backbone.") for k in load_file(str(path)))
+    again, _ = load_model(path)
+    x = torch.randn(1, 3, 32, 48)
+    torch.testing.assert_close(again.predict(x), model.predict(x))
+
+
+def test_onnx_export_matches_pytorch(tmp_path, trained):
+    pytest.importorskip("onnxruntime")
+    _, out, _ = trained
+    model, cfg = load_model(out)
+    path = export_onnx(model, cfg, tmp_path / "m.onnx", (32, 48))
+    assert check_onnx(model, path, (32, 48)) <= 1e-3
+
+
+def test_checkpoint_of_another_backbone_is_refused(trained):
+    _, out, _ = trained
+    other = ["model.backbone.model_kwargs.embed_dim=64"]
+    with pytest.raises(ValueError, match="does not fit"):
+        load_model(out, other)
+
+
+def test_nan_loss_stops_with_step_losses_and_files_after_saving(tmp_path, monkeypatch):
+    cfg = tiny_config(train__max_iters=3)
+    model = dgseg.build_model(cfg)
+    real = type(model.head).loss
+    calls = {"n": 0}
+
+    def poisoned(self, outputs, labels):
+        calls["n"] += 1
+        losses = real(self, outputs, labels)
+        if calls["n"] == 2:
+            losses["loss_cls"] = losses["loss_cls"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(type(model.head), "loss", poisoned)
+    with pytest.raises(TrainingError, match=r"iteration 2.*synthetic") as err:
+        train(cfg, tmp_path, progress=False, model=model)
+    assert "loss_cls" in str(err.value)
+    assert latest_checkpoint(tmp_path).name == "iter_0000001.safetensors"
+
+
+def test_frozen_backbone_stays_in_eval_mode_and_gets_no_gradients():
+    cfg = tiny_config()
+    model = dgseg.build_model(cfg)
+    model.train()
+    assert not model.backbone.training and model.head.training
+    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 19, (2, 32, 32))
+    sum(v for k, v in model.loss(x, y).items() if "loss" in k).backward()
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert model.adapter.tokens_a.grad is not None

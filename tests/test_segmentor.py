@@ -1,0 +1,106 @@
+"""The Segmentor contract: loss(), predict() whole/slide, padding, freezing, parameter counts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from tiny import tiny_config
+
+import dgseg
+from dgseg.cli import main
+from dgseg.models.segmentor import sliding_starts
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return dgseg.build_model(tiny_config()).eval()
+
+
+def test_loss_returns_named_losses_for_every_decoder_layer(model):
+    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 19, (2, 32, 32))
+    losses = model.loss(x, y)
+    assert {"loss_cls", "loss_mask", "loss_dice", "d0.loss_cls"} <= set(losses)
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_predict_whole_gives_class_scores_at_input_size_for_any_size(model):
+    for h, w in [(32, 32), (37, 53)]:  # 37 x 53 is no multiple of the patch size 8
+        scores = model.predict(torch.randn(2, 3, h, w), mode="whole")
+        assert scores.shape == (2, 19, h, w)
+
+
+def test_slide_equals_whole_when_one_window_covers_the_image(model):
+    x = torch.randn(1, 3, 40, 48)
+    whole = model.predict(x, mode="whole")
+    slide = model.predict(x, mode="slide", crop=64, stride=32)
+    torch.testing.assert_close(slide, whole)
+
+
+def test_slide_averages_overlapping_windows_and_batches_them(model):
+    x = torch.randn(2, 3, 40, 72)
+    one = model.predict(x, mode="slide", crop=32, stride=20, batch=1)
+    many = model.predict(x, mode="slide", crop=32, stride=20, batch=16)
+    torch.testing.assert_close(one, many, rtol=1e-4, atol=1e-5)
+    assert one.shape == (2, 19, 40, 72)
+
+
+def test_sliding_window_starts_cover_the_image_and_end_at_the_border():
+    assert sliding_starts(1024, 512, 341) == [0, 341, 512]
+    assert sliding_starts(512, 512, 341) == [0]
+    assert sliding_starts(2048, 512, 341)[-1] == 1536
+
+
+def test_tiny_segmentor_overfits_one_batch():
+    torch.manual_seed(0)
+    model = dgseg.build_model(tiny_config())
+    model.train()
+    x = torch.randn(2, 3, 32, 32)
+    y = torch.zeros(2, 32, 32, dtype=torch.long)
+    y[:, :, 16:] = 13
+    y[:, :4] = 255
+    opt = torch.optim.AdamW(model.trainable_parameters(), lr=3e-3)
+
+    def total():
+        return sum(v for k, v in model.loss(x, y).items() if "loss" in k)
+
+    first = float(total().detach())
+    for _ in range(40):
+        opt.zero_grad()
+        loss = total()
+        loss.backward()
+        opt.step()
+    assert float(total()) < 0.5 * first
+
+
+def test_trainable_parameters_are_adapter_and_head_only(model):
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert names and all(n.startswith(("adapter.", "head.")) for n in names)
+    assert set(model.trainable_state_dict()) >= names
+
+
+def test_linear_head_with_rein_link_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match="model.adapter.link=false"):
+        dgseg.build_model(tiny_config(model__head={"name": "linear"}))
+
+
+def test_info_json_reports_the_reference_counts_for_dinov2_large(capsys):
+    main(["info", "--set", "model.backbone.name=vit_large_patch14_dinov2", "--set", "model.backbone.img_size=64",
+          "--json"])
+    info = json.loads(capsys.readouterr().out)
+    assert info["params"]["adapter"] == 2_990_081
+    assert info["params"]["head"] == 20_579_796
+    p = info["params"]
+    assert p["total"] == p["backbone"] + p["adapter"] + p["neck"] + p["head"]
+    assert info["params"]["trainable"] == 2_990_081 + 20_579_796
+
+
+@pytest.mark.parametrize("adapter,count", [("lora", 786_432), ("adaptformer", 3_171_840), ("vpt", 3_686_400)])
+def test_info_json_reports_the_paper_counts_of_the_baselines(capsys, adapter, count):
+    main(["info", "--set", "model.backbone.name=vit_large_patch14_dinov2", "--set", "model.backbone.img_size=64",
+          "--set", f"model.adapter.name={adapter}", "--set", "model.adapter.link=false",
+          "--set", "model.head.name=linear", "--json"])
+    info = json.loads(capsys.readouterr().out)
+    assert info["params"]["adapter"] == count
