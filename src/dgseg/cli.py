@@ -111,6 +111,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_text_embed(args: argparse.Namespace) -> int:
+    import dgseg
+    from dgseg.models.text import build_text_guidance, save_class_embeddings
+
+    cfg = dgseg.load_config(args.config, args.overrides + ["model.text.learnable_context=false"])
+    guidance = build_text_guidance(cfg.model.text, [1, 1, 1, 1], cfg.model.num_classes)
+    from dgseg.data.labels import CLASSES
+
+    path = save_class_embeddings(args.out, guidance.class_embeddings, list(CLASSES)[: cfg.model.num_classes])
+    print(f"class embeddings {tuple(guidance.class_embeddings.shape)} written to {path}; "
+          f"use them with --set model.text.embeddings={path} --set model.text.learnable_context=false")
+    return 0
+
+
 def cmd_data_check(args: argparse.Namespace) -> int:
     from dgseg.data.check import run_check
 
@@ -167,6 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="ONNX input size (default: crop)")
     _add_set(p)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("text-embed", help="CLIP class embeddings of model.text.weights to a file (no tower needed later)")
+    p.add_argument("config")
+    p.add_argument("--out", required=True)
+    _add_set(p)
+    p.set_defaults(func=cmd_text_embed)
 
     p = sub.add_parser("data", help="dataset tools")
     dsub = p.add_subparsers(dest="data_command", required=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dgseg.models.heads.linear import LayerNorm2d
+
 
 class SimplePyramid(nn.Module):
     """Rein's parameter-free pyramid: bilinear x4, x2, x1 and x0.5 of the four block outputs."""
@@ -30,7 +32,7 @@ class SimpleFPN(nn.Module):
         c = channels
         self.out_channels = [c] * 4
         self.up4 = nn.Sequential(
-            nn.ConvTranspose2d(c, c, 2, 2), nn.BatchNorm2d(c), nn.GELU(), nn.ConvTranspose2d(c, c, 2, 2)
+            nn.ConvTranspose2d(c, c, 2, 2), LayerNorm2d(c), nn.GELU(), nn.ConvTranspose2d(c, c, 2, 2)
         )
         self.up2 = nn.ConvTranspose2d(c, c, 2, 2)
         self.down2 = nn.MaxPool2d(2, 2)

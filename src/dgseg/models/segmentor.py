@@ -84,15 +84,17 @@ class Segmentor(nn.Module):
         padded, (h, w) = pad_to_multiple(images, self.backbone.patch_size)
         feats = self.extract(padded)
         queries = self.adapter.queries() if self.head_uses_queries else None
-        extra = self.text(feats) if self.text is not None else {}
-        outputs = self.head(feats, queries, **extra)
+        aux = {}
+        if self.text is not None:
+            feats, aux = self.text(feats)
+        outputs = self.head(feats, queries)
         if labels is None:
             return outputs
         if padded.shape[-2:] != (h, w):
             labels = F.pad(labels, (0, padded.shape[-1] - w, 0, padded.shape[-2] - h), value=255)
         losses = self.head.loss(outputs, labels)
         if self.text is not None:
-            losses.update(self.text.loss(extra, labels))
+            losses.update(self.text.loss(aux, labels))
         return losses
 
     def loss(self, images: Tensor, labels: Tensor) -> dict[str, Tensor]:

@@ -1,0 +1,104 @@
+"""VLTSeg: a fully fine-tuned encoder, learnable simple FPN, Mask2Former and CLIP text guidance."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from tiny import tiny_config
+
+import dgseg
+from dgseg.engine.inference import load_model, predict_files
+from dgseg.engine.train import train
+from dgseg.models.text import CLIPTextTower
+from dgseg.models.weights_io import WeightsError
+
+pytest.importorskip("open_clip")
+
+
+@pytest.fixture(scope="module")
+def text_weights(tmp_path_factory):
+    torch.manual_seed(0)
+    tower = CLIPTextTower(vocab_size=49408, width=32, layers=1, heads=1, context_length=77, embed_dim=24)
+    state = {f"text.{k}": v for k, v in tower.state_dict().items()}
+    state["visual.proj"] = torch.zeros(2, 2)  # a whole-CLIP file: the visual part is ignored
+    path = tmp_path_factory.mktemp("clip") / "clip_text.safetensors"
+    save_file(state, str(path))
+    return path
+
+
+def vltseg(text_weights, **sections):
+    base = dict(
+        model__backbone__patch_size=16, model__backbone__img_size=64,
+        model__adapter={"name": "full", "link": False}, model__neck={"name": "fpn"},
+        model__text={"name": "clip", "weights": str(text_weights), "learnable_context": True},
+        data__crop_size=[64, 64], data__scale=[192, 64], train__optimizer="lamb", train__grad_clip=0.01,
+    )
+    return tiny_config(**{**base, **sections})
+
+
+def test_score_map_is_b_k_h16_w16_and_feeds_the_stride16_features(text_weights):
+    model = dgseg.build_model(vltseg(text_weights))
+    feats = model.neck(model.backbone(torch.randn(2, 3, 64, 96)))
+    out, aux = model.text(feats)
+    assert aux["score_map"].shape == (2, 19, 4, 6)
+    assert out[2].shape[1] == feats[2].shape[1] + 19
+
+
+def test_backbone_and_context_train_text_tower_stays_frozen(text_weights):
+    model = dgseg.build_model(vltseg(text_weights))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any(n.startswith("backbone.") for n in trainable)
+    assert "text.prompts.context" in trainable
+    assert not any(n.startswith("text.frozen.") for n in trainable)
+    assert not any(k.startswith("text.frozen.") for k in model.trainable_state_dict())
+
+
+def test_auxiliary_text_loss_decreases_on_a_tiny_overfit(text_weights):
+    torch.manual_seed(0)
+    model = dgseg.build_model(vltseg(text_weights))
+    model.train()
+    x = torch.randn(2, 3, 64, 64)
+    y = torch.zeros(2, 64, 64, dtype=torch.long)
+    y[:, 32:] = 10
+    opt = torch.optim.AdamW(model.trainable_parameters(), lr=1e-2)
+    first = float(model.loss(x, y)["loss_text"].detach())
+    for _ in range(20):
+        opt.zero_grad()
+        losses = model.loss(x, y)
+        sum(v for k, v in losses.items() if "loss" in k).backward()
+        opt.step()
+    assert float(model.loss(x, y)["loss_text"].detach()) < 0.6 * first
+
+
+def test_tiny_vltseg_trains_evaluates_and_predicts_end_to_end(tmp_path, text_weights):
+    cfg = vltseg(text_weights, train__max_iters=2)
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result["eval"] is not None and "synthetic-night" in result["eval"]
+    model, cfg2 = load_model(tmp_path / "run")
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.zeros((40, 60, 3), dtype=np.uint8)).save(tmp_path / "x.png")
+    assert len(predict_files(model, cfg2, [str(tmp_path / "x.png")], tmp_path / "pred", progress=False)) == 1
+
+
+def test_fixed_class_embeddings_file_needs_no_text_tower(tmp_path, text_weights, capsys):
+    from dgseg.cli import main
+
+    cfg_file = tmp_path / "v.yaml"
+    import yaml
+
+    from dgseg.config import config_to_dict
+
+    cfg_file.write_text(yaml.safe_dump(config_to_dict(vltseg(text_weights))))
+    assert main(["text-embed", str(cfg_file), "--out", str(tmp_path / "emb.safetensors")]) == 0
+    model = dgseg.build_model(vltseg(text_weights, model__text={
+        "name": "clip", "embeddings": str(tmp_path / "emb.safetensors"), "learnable_context": False}))
+    assert model.text.frozen is None and model.text.class_embeddings.shape == (19, 24)
+
+
+def test_clip_text_without_weights_says_what_to_give():
+    with pytest.raises(WeightsError, match="model.text.weights"):
+        dgseg.build_model(tiny_config(model__adapter={"name": "full", "link": False},
+                                      model__text={"name": "clip"}))
