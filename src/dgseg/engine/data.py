@@ -100,7 +100,7 @@ def build_train_loader(cfg: Config, rank: int, world: int, start_step: int) -> t
 def build_eval_set(spec: DatasetSpec, on_error: str = "raise") -> Dataset:
     from dgseg.data import EvalTransform, build_dataset
 
-    resize = tuple(spec.resize) if spec.resize is not None else None
+    resize = tuple(spec.resize) if isinstance(spec.resize, list) else spec.resize
     return build_dataset(spec.name, spec.root, spec.split, transform=EvalTransform(resize=resize),
                          **_error_kwargs(spec, on_error), **spec_kwargs(spec))
 
