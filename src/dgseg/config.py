@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ class BackboneConfig:
     """Blocks whose outputs feed the head; null: four evenly spaced ([7, 11, 15, 23] for 24 blocks)."""
     drop_path: float = 0.0
     """Stochastic depth (only used when the backbone trains)."""
+    model_kwargs: dict | None = None
+    """Extra ``timm.create_model`` architecture arguments (e.g. ``{depth: 2, embed_dim: 64}`` for a tiny test
+    model). img_size, patch_size and drop_path have their own keys above."""
 
 
 @dataclass
@@ -118,8 +122,8 @@ class DatasetSpec:
     size: list[int] | None = None
     """Synthetic datasets only: [H, W] of the rendered scenes."""
     seed: int = 0
-    resize: list[int] | None = None
-    """Evaluation only: resize the image to [W, H] before inference (labels stay native)."""
+    resize: list[int] | float | None = None
+    """Evaluation only: resize the image to [W, H] (or by a factor, e.g. 0.5) before inference; labels stay native."""
     mode: str | None = None
     """Evaluation only: whole | slide (null: eval.mode)."""
 
@@ -200,7 +204,28 @@ def _is_dataclass_type(tp: Any) -> bool:
 
 
 def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    """How an error message names an annotation: 'an integer', 'a list of integers or null', ..."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return f"a list of {_type_name(item).split(' ', 1)[-1]}s"
+    if tp is dict or origin is dict or _is_dataclass_type(tp):
+        return "a mapping"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(tp) or getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+# PyYAML follows YAML 1.1, where a float needs a dot: "2e-4" or "1e5" stay strings. Numeric fields accept
+# them (YAML 1.2 reads them as numbers); string fields are untouched.
+_NUMBER = re.compile(r"^[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)([eE][-+]?[0-9]+)?$")
+
+
+def _as_number(value: Any) -> Any:
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        return float(value.strip().replace("_", ""))
+    return value
 
 
 def _convert(value: Any, tp: Any, key: str) -> Any:
@@ -218,6 +243,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 return _convert(value, arg, key)
             except ConfigError as exc:
                 errors.append(str(exc))
+        if len(errors) == 1 and not errors[0].startswith(f"{key}:"):
+            raise ConfigError(errors[0])  # the problem is deeper (a list item, a nested key): name that
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
     if _is_dataclass_type(tp):
         if not isinstance(value, dict):
@@ -228,10 +255,19 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        if origin is dict:
+            key_tp, val_tp = typing.get_args(tp)
+            return {_convert(k, key_tp, f"{key} key"): _convert(v, val_tp, f"{key}.{k}") for k, v in value.items()}
+        return {str(k): v for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
         raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp in (int, float):
+        value = _as_number(value)
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value

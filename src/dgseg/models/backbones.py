@@ -16,7 +16,6 @@ from functools import partial
 from pathlib import Path
 
 import timm
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -160,10 +159,15 @@ class Backbone(nn.Module):
         return None if y is x else self._from_tokens(y, hw)
 
     def forward(self, images: Tensor) -> list[Tensor]:
-        return self.vit.forward_intermediates(
-            images, indices=self.out_indices, norm=False, output_fmt="NCHW", intermediates_only=True,
+        # timm returns one map per distinct block, in block order; give one per out_indices entry, in its
+        # order (shallow models repeat blocks: [0, 0, 0, 1] for 2 blocks, and the neck wants four maps)
+        blocks = sorted(set(self.out_indices))
+        feats = self.vit.forward_intermediates(
+            images, indices=blocks, norm=False, output_fmt="NCHW", intermediates_only=True,
             stop_early=True,
         )
+        by_block = dict(zip(blocks, feats))
+        return [by_block[i] for i in self.out_indices]
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.vit.set_grad_checkpointing(enable)
@@ -175,6 +179,16 @@ def _create_kwargs(name: str, cfg: BackboneConfig) -> dict:
         kwargs["patch_size"] = cfg.patch_size
     if not name.startswith("samvit"):
         kwargs["dynamic_img_size"] = True
+    extra = dict(cfg.model_kwargs or {})
+    own_keys = {"img_size": "img_size", "patch_size": "patch_size", "drop_path_rate": "drop_path",
+                "pretrained": "weights"}
+    clash = sorted(k for k in extra if k in own_keys)
+    if clash:
+        raise ValueError(
+            f"model.backbone.model_kwargs: {clash} have their own keys "
+            f"({', '.join('model.backbone.' + own_keys[k] for k in clash)}); set them there"
+        )
+    kwargs.update(extra)
     return kwargs
 
 
@@ -203,7 +217,9 @@ def build_backbone(cfg: BackboneConfig) -> Backbone:
         bad = [i for i in out_indices if not 0 <= i < depth]
         if bad:
             raise ValueError(f"model.backbone.out_indices: {bad} out of range for {depth} blocks of '{name}'")
-    elif type(vit).__name__ == "VisionTransformerSAM":
+    elif type(vit).__name__ == "VisionTransformerSAM" and sum(
+        getattr(b, "window_size", 0) == 0 for b in vit.blocks
+    ) >= 4:
         out_indices = [i for i, b in enumerate(vit.blocks) if getattr(b, "window_size", 0) == 0][-4:]
     else:
         out_indices = default_out_indices(depth)

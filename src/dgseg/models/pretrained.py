@@ -90,7 +90,8 @@ def convert_imgfocus(onnx_path: Path) -> dict[str, torch.Tensor]:
         sd[b + "mlp.fc1.bias"] = inits[p + "mlp.fc1.bias"]
         sd[b + "mlp.fc2.weight"] = mats[(i, "mlp/fc2")]
         sd[b + "mlp.fc2.bias"] = inits[p + "mlp.fc2.bias"]
-    return {k: torch.tensor(np.asarray(v, dtype=np.float32)) for k, v in sd.items()}
+    # the transposed MatMul weights are views: safetensors only saves contiguous tensors
+    return {k: torch.tensor(np.ascontiguousarray(v, dtype=np.float32)).contiguous() for k, v in sd.items()}
 
 
 def embedded_weights_path(name: str) -> Path:

@@ -49,6 +49,7 @@ class AdaptFormer(Adapter):
     def _add(self, i: int):
         def hook(module: nn.Module, args: tuple, out: Tensor) -> Tensor:
             mid = self._mid.pop(i)
-            return out + self.scale * self.mlps[i](mid)
+            # SAM blocks run their MLP on B x HW x C tokens but return B x H x W x C (same element order)
+            return out + self.scale * self.mlps[i](mid).reshape(out.shape)
 
         return hook

@@ -43,6 +43,11 @@ class LoRA(Adapter):
             attn = blk.attn
             qkv = getattr(attn, "qkv", None)
             if isinstance(qkv, nn.Linear):
+                if getattr(attn, "q_bias", None) is not None and hasattr(attn, "qkv_bias_separate"):
+                    # timm's Eva attention (EVA02, DINOv3) adds its q/v biases through
+                    # F.linear(x, qkv.weight, bias), which bypasses qkv's forward and so this hook: make it
+                    # call qkv(x) and add the bias after (the same function)
+                    attn.qkv_bias_separate = True
                 self._handles.append(qkv.register_forward_hook(self._fused_hook(i)))
             elif isinstance(getattr(attn, "q_proj", None), nn.Linear):
                 self._handles.append(attn.q_proj.register_forward_hook(self._add_hook(self.q[i])))

