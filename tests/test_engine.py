@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -49,9 +50,13 @@ def test_checkpoint_holds_only_trainable_weights_and_names_the_backbone(trained)
 
 def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, trained):
     cfg, out, _ = trained
-    part = tmp_path / "part"
-    train(tiny_config(train__max_iters=2), part, progress=False)
-    train(cfg, part, resume=True, progress=False)
+    part = tmp_path / "part"  # the run as it was when killed after iteration 2
+    (part / "checkpoints").mkdir(parents=True)
+    for f in (out / "checkpoints").glob("iter_0000002.*"):
+        shutil.copy(f, part / "checkpoints" / f.name)
+    (part / "checkpoints" / "latest").write_text("iter_0000002.safetensors")
+    result = train(cfg, part, resume=True, progress=False)
+    assert result["step"] == 4
     a, _ = load_checkpoint(latest_checkpoint(out))
     b, _ = load_checkpoint(latest_checkpoint(part))
     assert a.keys() == b.keys()

@@ -93,6 +93,8 @@ def build_train_loader(cfg: Config, rank: int, world: int, start_step: int) -> t
         SeededSamples(dataset, cfg.train.seed), batch_size=cfg.train.batch_size, sampler=sampler,
         num_workers=cfg.data.num_workers, collate_fn=collate, drop_last=True,
         persistent_workers=cfg.data.num_workers > 0, pin_memory=torch.cuda.is_available(),
+        # its own generator: creating the iterator must not draw from the global RNG (exact resume)
+        generator=torch.Generator().manual_seed(cfg.train.seed),
     )
     return loader, dataset
 

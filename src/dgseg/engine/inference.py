@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +158,26 @@ class ScoresModule(nn.Module):
         return self.model._scores(images)
 
 
+@contextlib.contextmanager
+def plain_pos_embed_resampling():
+    """timm resamples position embeddings with antialiased bicubic, which ONNX lacks; without antialias it
+    is the same function whenever the grid does not shrink (export at or above the training crop)."""
+    import timm.models.eva as eva
+    import timm.models.vision_transformer as vit
+    import timm.models.vision_transformer_sam as sam
+
+    saved = [(m, m.resample_abs_pos_embed) for m in (vit, eva) if hasattr(m, "resample_abs_pos_embed")]
+    saved += [(sam, sam.resample_abs_pos_embed_nhwc)] if hasattr(sam, "resample_abs_pos_embed_nhwc") else []
+    try:
+        for m, fn in saved:
+            name = "resample_abs_pos_embed_nhwc" if m is sam else "resample_abs_pos_embed"
+            setattr(m, name, functools.partial(fn, antialias=False))
+        yield
+    finally:
+        for m, fn in saved:
+            setattr(m, "resample_abs_pos_embed_nhwc" if m is sam else "resample_abs_pos_embed", fn)
+
+
 def export_onnx(model: nn.Module, cfg: Config, out_file: str | Path, size: tuple[int, int] | None = None) -> Path:
     """ONNX graph of whole-image inference at a fixed ``size`` (default: the training crop)."""
     out_file = Path(out_file)
@@ -162,8 +185,10 @@ def export_onnx(model: nn.Module, cfg: Config, out_file: str | Path, size: tuple
     h, w = size or tuple(cfg.data.crop_size)
     dummy = torch.randn(1, 3, h, w)
     module = ScoresModule(model.eval()).eval()
-    torch.onnx.export(module, (dummy,), str(out_file), input_names=["image"], output_names=["scores"],
-                      opset_version=17, dynamo=False)
+    with plain_pos_embed_resampling(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        torch.onnx.export(module, (dummy,), str(out_file), input_names=["image"], output_names=["scores"],
+                          opset_version=17, dynamo=False)
     return out_file
 
 
@@ -173,7 +198,7 @@ def check_onnx(model: nn.Module, onnx_file: str | Path, size: tuple[int, int], s
 
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(1, 3, *size, generator=g)
-    with torch.no_grad():
+    with torch.no_grad(), plain_pos_embed_resampling():
         ref = model._scores(x).numpy()
     sess = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     got = sess.run(["scores"], {"image": x.numpy()})[0]
