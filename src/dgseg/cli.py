@@ -125,6 +125,18 @@ def cmd_text_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_rein(args: argparse.Namespace) -> int:
+    from dgseg.engine.import_rein import import_rein
+
+    path, report = import_rein(args.checkpoint, args.backbone, args.out, config=args.config,
+                               overrides=args.overrides)
+    print(report.summary())
+    print(f"dgseg checkpoint written to {path}\n"
+          f"  evaluate: dgseg eval --checkpoint {args.out}   (data roots of the config: data/...; or --set data.val=...)\n"
+          f"  predict:  dgseg predict --checkpoint {args.out} IMAGE_OR_DIR --out DIR")
+    return 0
+
+
 def cmd_data_check(args: argparse.Namespace) -> int:
     from dgseg.data.check import run_check
 
@@ -187,6 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     _add_set(p)
     p.set_defaults(func=cmd_text_embed)
+
+    p = sub.add_parser("import-rein", help="turn an official Rein checkpoint (Rein + head weights) into a dgseg one")
+    p.add_argument("checkpoint", help="the official file, e.g. iter_40000_published.pth")
+    p.add_argument("--backbone", required=True, help="DINOv2 weights, e.g. dinov2_vitl14_pretrain.pth")
+    p.add_argument("--out", required=True, help="folder for the dgseg checkpoint (checkpoints/ inside it)")
+    p.add_argument("--config", help="dgseg config of the checkpoint's recipe (default: configs/rein_dinov2_l_gta.yaml)")
+    _add_set(p)
+    p.set_defaults(func=cmd_import_rein)
 
     p = sub.add_parser("data", help="dataset tools")
     dsub = p.add_subparsers(dest="data_command", required=True)

@@ -109,7 +109,7 @@ _NUMPY_SCALAR_GLOBALS = ("numpy.core.multiarray.scalar", "numpy._core.multiarray
 
 
 def _numpy_scalar_globals(names: list[str]) -> list | None:
-    """(object, name) pairs for torch.serialization.safe_globals when ``names`` are numpy scalar
+    """Entries for torch.serialization.safe_globals when ``names`` are numpy scalar
     globals only; None otherwise."""
     import numpy as np
 

@@ -56,14 +56,37 @@ def _resample_leftovers(state_dict: dict, model: nn.Module) -> dict:
     return out
 
 
+# where the raw files keep the patch kernel (timm / DINOv2 / EVA / MAE layout, OpenAI CLIP)
+_RAW_PATCH_KERNEL_KEYS = ("patch_embed.proj.weight", "visual.conv1.weight", "module.visual.conv1.weight")
+
+
+def resize_patch_kernel(kernel: Tensor, size: tuple[int, int]) -> Tensor:
+    """Rein's patch-kernel conversion (``tools/convert_models/convert_dinov2.py``; EVA02's p14to16 files
+    were made the same way): bicubic interpolation of the [O, I, k, k] kernel itself, float32,
+    align_corners=False, no antialiasing. (timm's ``resample_patch_embed``, a pseudo-inverse resize, is a
+    different function: the official Rein checkpoints were trained on this one.)"""
+    return F.interpolate(kernel.float(), size=tuple(size), mode="bicubic", align_corners=False)
+
+
+def _raw_patch_kernel(state_dict: dict) -> Tensor | None:
+    for key in _RAW_PATCH_KERNEL_KEYS:
+        v = state_dict.get(key)
+        if isinstance(v, Tensor) and v.ndim == 4:
+            return v
+    return None
+
+
 def load_vit_weights(model: nn.Module, path: Path, name: str) -> None:
     """Load a local checkpoint into a timm ViT, through the model family's own timm filter.
 
     Accepts timm/Hugging Face safetensors, official DINOv2 ``*_pretrain.pth``, OpenAI CLIP ``.pt``
     (TorchScript), official EVA02 checkpoints, SAM ``sam_vit_*.pth`` (its ``image_encoder.*`` part)
-    and MAE ``mae_pretrain_vit_*.pth``.
+    and MAE ``mae_pretrain_vit_*.pth``. A patch kernel of another size is resized with
+    :func:`resize_patch_kernel`; the position grid bicubically without antialiasing (both as Rein's
+    conversion script does).
     """
     state_dict = _unwrap(read_state_dict(path))
+    raw_kernel = _raw_patch_kernel(state_dict)
     module = sys.modules[type(model).__module__]
     filter_fn = getattr(module, "checkpoint_filter_fn", None)
     if filter_fn is not None:
@@ -78,6 +101,10 @@ def load_vit_weights(model: nn.Module, path: Path, name: str) -> None:
                     f"{path}: timm could not convert this file for '{name}' ({type(exc).__name__}: {exc}); "
                     "is it a checkpoint of this architecture?"
                 ) from exc
+    own_kernel = getattr(getattr(getattr(model, "patch_embed", None), "proj", None), "weight", None)
+    if (raw_kernel is not None and own_kernel is not None and "patch_embed.proj.weight" in state_dict
+            and raw_kernel.shape[:2] == own_kernel.shape[:2] and raw_kernel.shape[-2:] != own_kernel.shape[-2:]):
+        state_dict["patch_embed.proj.weight"] = resize_patch_kernel(raw_kernel, own_kernel.shape[-2:])
     state_dict = _resample_leftovers(state_dict, model)
     own = model.state_dict()
     ignorable = ("head.", "fc_norm.", "neck.", "mask_token", "lm_head.")
