@@ -1,0 +1,375 @@
+"""Datasets read from tiny fake trees in each real layout: ID mapping, pairing, and every error."""
+
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dgseg.data import DataError, TrainTransform, build_dataset, build_datasets, run_check
+from dgseg.data.check import check_dataset
+
+H, W = 6, 8
+
+
+def rgb(path: Path, seed: int = 0, size=(H, W)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.random.default_rng(seed).integers(0, 256, size=(*size, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path)
+    return path
+
+
+def label(path: Path, values, mode: str = "L") -> Path:
+    """A single-channel label PNG: the value grid repeated to H x W (values: list of ints)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = np.resize(np.asarray(values, np.uint8), (H, W))
+    if mode == "P":  # palette PNG (GTAV, Mapillary): the pixel values are palette indices
+        im = Image.frombytes("P", (W, H), arr.tobytes())
+        im.putpalette([v for i in range(256) for v in (i, 255 - i, i // 2)])
+    else:
+        im = Image.fromarray(arr)
+    im.save(path)
+    return path
+
+
+def png16_rgb(path: Path, arr: np.ndarray) -> Path:
+    """Write a 16-bit RGB PNG (as SYNTHIA's labels are) with zlib, no imaging library."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    h, w, _ = arr.shape
+    raw = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+        )
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def first_label(ds) -> np.ndarray:
+    return ds[0]["label"].numpy()
+
+
+# ---------------------------------------------------------------------------------------------- layouts
+
+
+def test_gtav_maps_cityscapes_label_ids_and_yields_the_item_contract(tmp_path):
+    rgb(tmp_path / "images/00001.png")
+    label(tmp_path / "labels/00001.png", [7, 26, 0, 33], mode="P")
+    ds = build_dataset("gtav", tmp_path, "train")
+    item = ds[0]
+    assert set(item) == {"image", "label", "path"}
+    assert item["image"].dtype == torch.uint8 and item["image"].shape == (3, H, W)
+    assert item["label"].dtype == torch.int64 and item["label"].shape == (H, W)
+    assert item["path"].endswith("00001.png")
+    np.testing.assert_array_equal(item["label"][0, :4].numpy(), [0, 13, 255, 18])
+
+
+def test_gtav_uses_label_train_ids_files_when_present(tmp_path):
+    rgb(tmp_path / "images/00002.png")
+    label(tmp_path / "labels/00002.png", [7])  # would be road
+    label(tmp_path / "labels/00002_labelTrainIds.png", [10])  # sky: preferred
+    assert (first_label(build_dataset("gtav", tmp_path, "train")) == 10).all()
+
+
+def test_gtav_val_needs_a_split_file(tmp_path):
+    for i in (1, 2, 3):
+        rgb(tmp_path / f"images/{i:05d}.png", seed=i)
+        label(tmp_path / f"labels/{i:05d}.png", [7])
+    assert len(build_dataset("gtav", tmp_path, "train")) == 3
+    with pytest.raises(DataError, match="split_file"):
+        build_dataset("gtav", tmp_path, "val")
+    split = tmp_path / "my_val.txt"
+    split.write_text("00002\n00003.png\n")
+    ds = build_dataset("gtav", tmp_path, "val", split_file=split)
+    assert [Path(s.image).name for s in ds.samples] == ["00002.png", "00003.png"]
+    (tmp_path / "val.txt").write_text("00001\n")
+    assert len(build_dataset("gtav", tmp_path, "val")) == 1
+
+
+def test_cityscapes_layout_pairs_across_city_folders(tmp_path):
+    for city, stem, raw in (("aachen", "aachen_000000_000019", 7), ("bochum", "bochum_000000_000313", 26)):
+        rgb(tmp_path / f"leftImg8bit/val/{city}/{stem}_leftImg8bit.png")
+        label(tmp_path / f"gtFine/val/{city}/{stem}_gtFine_labelIds.png", [raw])
+        label(tmp_path / f"gtFine/val/{city}/{stem}_gtFine_color.png", [99])  # not a label file
+        (tmp_path / f"gtFine/val/{city}/{stem}_gtFine_polygons.json").write_text("{}")
+    label(tmp_path / "gtFine/val/bochum/bochum_000000_000313_gtFine_labelTrainIds.png", [11])
+    ds = build_dataset("cityscapes", tmp_path, "val")
+    assert len(ds) == 2
+    assert (ds[0]["label"] == 0).all()  # aachen: label IDs 7 -> road
+    assert (ds[1]["label"] == 11).all()  # bochum: labelTrainIds preferred
+
+
+def test_split_file_selects_a_subset_of_a_split_folder(tmp_path):
+    for stem in ("a_1", "a_2", "a_3"):
+        rgb(tmp_path / f"leftImg8bit/train/a/{stem}_leftImg8bit.png")
+        label(tmp_path / f"gtFine/train/a/{stem}_gtFine_labelIds.png", [7])
+    (tmp_path / "sixteenth.txt").write_text("a_2  # the labelled one\n")
+    ds = build_dataset("cityscapes", tmp_path, "train", split_file=tmp_path / "sixteenth.txt")
+    assert [Path(s.image).name for s in ds.samples] == ["a_2_leftImg8bit.png"]
+
+
+def test_synthia_reads_the_class_from_the_first_channel_of_16_bit_labels(tmp_path):
+    rgb(tmp_path / "RGB/0000000.png")
+    arr = np.zeros((H, W, 3), np.uint16)
+    arr[..., 0] = np.resize(np.array([3, 1, 8, 12], np.uint16), (H, W))
+    arr[..., 1] = 1000  # instance IDs in the second channel
+    png16_rgb(tmp_path / "GT/LABELS/0000000.png", arr)
+    # PIL alone drops the low byte of 16-bit RGB PNGs: the dataset must not rely on it
+    assert np.asarray(Image.open(tmp_path / "GT/LABELS/0000000.png"))[..., 0].max() == 0
+    np.testing.assert_array_equal(
+        first_label(build_dataset("synthia", tmp_path, "train"))[0, :4], [0, 10, 13, 17]
+    )
+
+
+def test_16_bit_first_channel_without_torchvision_decoder(tmp_path):
+    from dgseg.data.datasets import _read_png16_first_channel_pil, read_png16_first_channel
+
+    arr = np.zeros((H, W, 3), np.uint16)
+    arr[..., 0] = np.arange(H * W).reshape(H, W) * 1000 + 7  # values above 255 too
+    arr[..., 2] = 5
+    path = png16_rgb(tmp_path / "x.png", arr)
+    np.testing.assert_array_equal(read_png16_first_channel(path), arr[..., 0])
+    np.testing.assert_array_equal(_read_png16_first_channel_pil(path), arr[..., 0])
+
+
+def test_urbansyn_pairs_rgb_and_ss_prefixes_and_ignores_void(tmp_path):
+    rgb(tmp_path / "rgb/rgb_0001.png")
+    label(tmp_path / "ss/ss_0001.png", [0, 19, 13])
+    np.testing.assert_array_equal(first_label(build_dataset("urbansyn", tmp_path))[0, :3], [0, 255, 13])
+
+
+def test_bdd100k_masks_are_train_ids(tmp_path):
+    rgb(tmp_path / "images/10k/val/abc-123.jpg")
+    label(tmp_path / "labels/sem_seg/masks/val/abc-123.png", [5, 255])
+    np.testing.assert_array_equal(first_label(build_dataset("bdd100k", tmp_path, "val"))[0, :2], [5, 255])
+
+
+def write_mapillary(root: Path, split_dir: str = "training") -> None:
+    names = [
+        "object--vehicle--car",
+        "construction--flat--road",
+        "void--unlabeled",
+        "nature--sky",
+        "marking--general",
+        "human--rider--bicyclist",
+    ]
+    (root / "config_v1.2.json").parent.mkdir(parents=True, exist_ok=True)
+    (root / "config_v1.2.json").write_text(
+        json.dumps({"labels": [{"name": n, "readable": n} for n in names]})
+    )
+    rgb(root / f"{split_dir}/images/img1.jpg")
+    label(root / f"{split_dir}/v1.2/labels/img1.png", [0, 1, 2, 3, 4, 5], mode="P")
+
+
+def test_mapillary_maps_by_the_class_names_of_its_config(tmp_path):
+    write_mapillary(tmp_path)
+    expected = [13, 0, 255, 10, 0, 12]  # car, road, ignore, sky, lane marking -> road, bicyclist -> rider
+    np.testing.assert_array_equal(first_label(build_dataset("mapillary", tmp_path, "train"))[0, :6], expected)
+    assert len(build_dataset("mapillary", tmp_path, "training")) == 1
+
+
+def test_mapillary_without_config_names_the_expected_file(tmp_path):
+    write_mapillary(tmp_path)
+    (tmp_path / "config_v1.2.json").unlink()
+    with pytest.raises(DataError, match="config_v1.2.json"):
+        build_dataset("mapillary", tmp_path, "train")
+
+
+@pytest.mark.parametrize("condition", ["fog", "night", "rain", "snow"])
+def test_acdc_conditions(tmp_path, condition):
+    stem = "GOPR0351_frame_000159"
+    rgb(tmp_path / f"rgb_anon/{condition}/val/GOPR0351/{stem}_rgb_anon.png")
+    label(tmp_path / f"gt/{condition}/val/GOPR0351/{stem}_gt_labelIds.png", [24])
+    rgb(tmp_path / f"rgb_anon/{condition}/val_ref/GOPR0351/{stem}_ref_anon.png")  # not part of the split
+    ds = build_dataset(f"acdc-{condition}", tmp_path, "val")
+    assert len(ds) == 1 and (first_label(ds) == 11).all()
+
+
+def test_folder_with_and_without_split_subfolders(tmp_path):
+    rgb(tmp_path / "a/train/images/x.jpg")
+    label(tmp_path / "a/train/labels/x.png", [4])
+    rgb(tmp_path / "b/images/sub/y.png")
+    label(tmp_path / "b/labels/sub/y.png", [9, 255])
+    assert (first_label(build_dataset("folder", tmp_path / "a", "train")) == 4).all()
+    np.testing.assert_array_equal(
+        first_label(build_dataset("folder", tmp_path / "b", "val"))[0, :2], [9, 255]
+    )
+
+
+def test_synthetic_names_need_no_root():
+    ds = build_dataset("synthetic-fog", root=None, split="val", length=2, size=(32, 64), seed=1)
+    assert len(ds) == 2 and ds[0]["image"].shape == (3, 32, 64)
+    with pytest.raises(DataError, match="no root"):
+        build_dataset("synthetic-fog", root="/data", split="val")
+
+
+def test_build_datasets_concatenates_with_a_common_transform(tmp_path):
+    rgb(tmp_path / "g/images/00001.png")
+    label(tmp_path / "g/labels/00001.png", [7])
+    specs = [
+        {"name": "gtav", "root": tmp_path / "g"},
+        {"name": "synthetic-game", "length": 3, "size": (32, 64)},
+    ]
+    ds = build_datasets(specs, transform=TrainTransform(crop_size=(16, 16), scale=None, photometric=False))
+    assert len(ds) == 4
+    assert ds[0]["image"].shape == (3, 16, 16) and ds[0]["image"].dtype == torch.float32
+    assert ds[3]["label"].shape == (16, 16)
+
+
+def test_unknown_dataset_name_lists_the_valid_ones():
+    with pytest.raises(DataError, match="cityscapes"):
+        build_dataset("kitti", "/nowhere", "train")
+
+
+# ----------------------------------------------------------------------------------------------- errors
+
+
+def test_missing_root_names_the_path(tmp_path):
+    with pytest.raises(DataError, match=str(tmp_path / "nope")):
+        build_dataset("cityscapes", tmp_path / "nope", "val")
+
+
+def test_missing_split_folder_names_the_folder(tmp_path):
+    rgb(tmp_path / "leftImg8bit/train/aachen/a_leftImg8bit.png")
+    label(tmp_path / "gtFine/train/aachen/a_gtFine_labelIds.png", [7])
+    with pytest.raises(DataError, match="leftImg8bit/val"):
+        build_dataset("cityscapes", tmp_path, "val")
+
+
+def test_unknown_split_name_is_an_error(tmp_path):
+    (tmp_path / "leftImg8bit").mkdir()
+    with pytest.raises(DataError, match="unknown split"):
+        build_dataset("cityscapes", tmp_path, "validation")
+
+
+def test_empty_split_is_an_error(tmp_path):
+    (tmp_path / "images/10k/val").mkdir(parents=True)
+    (tmp_path / "labels/sem_seg/masks/val").mkdir(parents=True)
+    with pytest.raises(DataError, match="empty"):
+        build_dataset("bdd100k", tmp_path, "val")
+
+
+def test_image_without_label_raises_or_is_skipped_with_a_record(tmp_path):
+    rgb(tmp_path / "images/00001.png")
+    label(tmp_path / "labels/00001.png", [7])
+    rgb(tmp_path / "images/00002.png")
+    with pytest.raises(DataError, match="00002.png: image without a label"):
+        build_dataset("gtav", tmp_path)
+    with pytest.warns(UserWarning, match="left out"):
+        ds = build_dataset("gtav", tmp_path, on_error="skip")
+    assert len(ds) == 1
+    assert len(ds.skipped) == 1 and ds.skipped[0][0].endswith("00002.png")
+
+
+def test_label_without_image_is_an_error(tmp_path):
+    rgb(tmp_path / "images/00001.png")
+    label(tmp_path / "labels/00001.png", [7])
+    label(tmp_path / "labels/00009.png", [7])
+    with pytest.raises(DataError, match="00009.png: label without an image"):
+        build_dataset("gtav", tmp_path)
+
+
+def test_duplicate_stems_are_an_error(tmp_path):
+    rgb(tmp_path / "images/a.png")
+    rgb(tmp_path / "images/a.jpg")
+    label(tmp_path / "labels/a.png", [1])
+    with pytest.raises(DataError, match="duplicate image stem 'a'"):
+        build_dataset("folder", tmp_path, "train")
+
+
+def test_truncated_image_raises_naming_the_file(tmp_path):
+    path = rgb(tmp_path / "images/00001.png", size=(64, 64))
+    path.write_bytes(path.read_bytes()[:200])
+    label(tmp_path / "labels/00001.png", [7])
+    ds = build_dataset("gtav", tmp_path)  # listing is cheap: no decoding yet
+    with pytest.raises(DataError, match="00001.png: unreadable or truncated"):
+        ds[0]
+
+
+def test_bad_sample_is_replaced_and_recorded_when_skipping(tmp_path):
+    bad = rgb(tmp_path / "images/00001.png")
+    bad.write_bytes(b"not an image")
+    rgb(tmp_path / "images/00002.png")
+    label(tmp_path / "labels/00001.png", [7])
+    label(tmp_path / "labels/00002.png", [8])
+    ds = build_dataset("gtav", tmp_path, on_error="skip")
+    with pytest.warns(UserWarning, match="skipping a bad sample"):
+        item = ds[0]
+    assert item["path"].endswith("00002.png") and (item["label"] == 1).all()
+    assert len(ds.skipped) == 1
+    path, reason = ds.skipped[0]
+    assert path.endswith("00001.png") and "unreadable" in reason
+
+
+def test_size_mismatch_names_both_files(tmp_path):
+    rgb(tmp_path / "images/00001.png", size=(H + 1, W))
+    label(tmp_path / "labels/00001.png", [7])
+    ds = build_dataset("gtav", tmp_path)
+    with pytest.raises(
+        DataError, match=r"labels/00001.png: label is 8x6 but its image .*images/00001.png is 8x7"
+    ):
+        ds[0]
+
+
+def test_unknown_label_values_warn_naming_the_file_or_raise(tmp_path):
+    rgb(tmp_path / "images/00001.png")
+    label(tmp_path / "labels/00001.png", [7, 77])
+    with pytest.warns(UserWarning, match=r"00001.png: label values \[77\]"):
+        lab = first_label(build_dataset("gtav", tmp_path))
+    assert set(np.unique(lab)) == {0, 255}
+    with pytest.raises(DataError, match=r"label values \[77\]"):
+        build_dataset("gtav", tmp_path, unknown_labels="error")[0]
+
+
+def test_colour_label_image_is_rejected(tmp_path):
+    rgb(tmp_path / "images/00001.png")
+    rgb(tmp_path / "labels/00001.png")
+    with pytest.raises(DataError, match="colour"):
+        build_dataset("gtav", tmp_path)[0]
+
+
+# ---------------------------------------------------------------------------------------------- check
+
+
+def test_check_reports_histogram_and_passes_on_a_clean_tree(tmp_path):
+    rgb(tmp_path / "images/00001.png")
+    label(tmp_path / "labels/00001.png", [7, 26, 0, 0])
+    out = io.StringIO()
+    assert run_check("gtav", str(tmp_path), "train", out=out) == 0
+    text = out.getvalue()
+    assert "1 listed, 1 read" in text and "road" in text and "OK" in text
+    report = check_dataset("gtav", str(tmp_path), "train")
+    assert report.class_pixels[0] == report.class_pixels[13] == H * W // 4
+    assert report.class_pixels[19] == H * W // 2  # ignore
+
+
+def test_check_lists_every_problem_and_fails(tmp_path):
+    rgb(tmp_path / "images/00001.png")
+    label(tmp_path / "labels/00001.png", [7, 99])  # unknown value
+    rgb(tmp_path / "images/00002.png")  # no label
+    bad = rgb(tmp_path / "images/00003.png")
+    bad.write_bytes(bad.read_bytes()[:40])  # truncated
+    label(tmp_path / "labels/00003.png", [7])
+    out = io.StringIO()
+    assert run_check("gtav", str(tmp_path), "train", out=out) == 1
+    text = out.getvalue()
+    assert "problems (3)" in text and "FAILED" in text
+    assert "00002.png: image without a label" in text
+    assert "00003.png: unreadable or truncated" in text
+    assert "label values [99]" in text
+
+
+def test_check_of_a_missing_root_fails_with_the_reason(tmp_path):
+    out = io.StringIO()
+    assert run_check("cityscapes", str(tmp_path / "none"), "val", out=out) == 1
+    assert "root folder not found" in out.getvalue()
