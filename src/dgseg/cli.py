@@ -14,10 +14,18 @@ def _add_set(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    import torch
+
     import dgseg
 
     cfg = dgseg.load_config(args.config, args.overrides)
-    model = dgseg.build_model(cfg)
+    if cfg.model.text.name == "none":
+        # counting needs shapes only: no weights file is read and no memory is filled
+        cfg.model.backbone.weights = None
+        with torch.device("meta"):
+            model = dgseg.build_model(cfg)
+    else:
+        model = dgseg.build_model(cfg)
     counts = model.parameter_counts()
     info = {
         "name": cfg.name,
@@ -33,7 +41,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(f"{cfg.name}: {cfg.model.backbone.name} + {cfg.model.adapter.name} + {cfg.model.head.name}")
         for k, v in counts.items():
             print(f"  {k:>10}: {v:,}")
-        print(f"  trainable: {info['trainable_percent']:.2f}% of all parameters")
+        print(f"  {info['trainable_percent']:.2f}% of all parameters train")
     return 0
 
 
