@@ -74,7 +74,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     rank, world, device = init_distributed()
     results = evaluate(model.to(device), cfg, device, rank, world, progress=not args.no_progress)
     if is_main():
-        out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent
+        ckpt = Path(args.checkpoint).resolve()
+        out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent)
         if out.name == "checkpoints":
             out = out.parent
         table = write_results(results, cfg, out)
