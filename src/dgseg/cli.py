@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as exc:
+    except (ConfigError, OSError, ValueError, RuntimeError) as exc:  # OSError: a full disk, a missing file
         if getattr(args, "debug", False):
             raise
         print(f"dgseg {args.command}: error: {exc}", file=sys.stderr)

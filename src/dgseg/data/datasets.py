@@ -1,9 +1,9 @@
 """Segmentation datasets: real ones read from their distributed folder layouts, mapped on the fly.
 
 Every dataset yields ``{"image": uint8 [3, H, W] RGB, "label": int64 [H, W] (19 train IDs, 255 ignore),
-"path": str}`` (with a ``transform``, whatever it returns for image and label). Files are listed and
-paired by stem when the dataset is built (cheap: names only); images and labels are decoded, mapped and
-checked when an item is read.
+"path": str}`` (with a ``transform``, whatever it returns for image and label; plus ``"skipped"`` when
+the item replaces bad samples, see ``on_error``). Files are listed and paired by stem when the dataset
+is built (cheap: names only); images and labels are decoded, mapped and checked when an item is read.
 
 Layouts (``root`` is the folder that holds the dataset; ``split`` is ``train``/``val``/``test`` or the
 dataset's own folder name):
@@ -83,71 +83,84 @@ class Sample:
 # decoding
 
 
+def _to_rgb8(im: Image.Image, path: str | Path) -> np.ndarray:
+    """RGB uint8 [H, W, 3] of a decoded image of any mode (as OpenCV's IMREAD_COLOR: alpha dropped,
+    grayscale repeated, 16-bit samples scaled to 8 bits by their high byte)."""
+    if im.mode.startswith("I;16") or im.mode == "I":
+        gray = np.asarray(im)
+        if gray.size and (int(gray.min()) < 0 or int(gray.max()) > 65535):
+            raise DataError(
+                f"{path}: 32-bit integer image with values {int(gray.min())}..{int(gray.max())}; "
+                "expected an 8- or 16-bit image"
+            )
+        gray = (gray.astype(np.uint32) >> 8).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if im.mode == "F":
+        raise DataError(f"{path}: floating-point image (mode F); expected an 8- or 16-bit image")
+    return np.array(im.convert("RGB"))
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """Decode an image file to RGB uint8 [H, W, 3]; DataError when unreadable or truncated."""
+    """Decode an image file to RGB uint8 [H, W, 3]; DataError naming the file when it cannot be.
+
+    Grayscale, palette, RGBA and CMYK images are converted (alpha dropped); 16-bit images keep their
+    high byte (as OpenCV reads them in colour mode). Any decoder failure (truncated, corrupt, not an
+    image, a decompression bomb) is a DataError; no other exception leaves this function.
+    """
     try:
         with Image.open(path) as im:
             im.load()
-            rgb = im.convert("RGB")
-        return np.array(rgb)
+            return _to_rgb8(im, path)
+    except DataError:
+        raise
     except FileNotFoundError as e:
         raise DataError(f"{path}: image file not found") from e
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
-        raise DataError(f"{path}: unreadable or truncated image ({e}); expected a complete image file") from e
+    except Exception as e:  # PIL's decoders raise OSError, SyntaxError, ValueError, struct.error, ...
+        raise DataError(
+            f"{path}: unreadable or truncated image ({type(e).__name__}: {e}); expected a complete image file"
+        ) from e
+
+
+LABEL_MODES = ("P", "L", "I;16", "I;16L", "I;16B", "I")
 
 
 def read_label(path: str | Path, reader: str = "png8") -> np.ndarray:
-    """Decode a label file to raw IDs [H, W] (uint8, uint16 or int32); DataError when unreadable.
+    """Decode a label file to raw IDs [H, W] (uint8, uint16 or int32); DataError naming the file when
+    it cannot be (no other exception leaves this function).
 
-    ``png8``: a single-channel PNG (palette indices or grayscale values, 8 or 16 bit).
+    ``png8``: a single-channel PNG (palette indices or grayscale values, 8 or 16 bit); a colour (RGB,
+    RGBA) or grey+alpha image is refused, since its pixel values are not class IDs.
     ``png16``: the first channel of a PNG of any depth and channel count (SYNTHIA's 16-bit RGB labels;
     PIL alone silently keeps only the high byte of those, see :func:`read_png16_first_channel`).
     """
-    if reader == "png16":
-        try:
-            return read_png16_first_channel(path)
-        except FileNotFoundError as e:
-            raise DataError(f"{path}: label file not found") from e
-        except (RuntimeError, OSError, ValueError, SyntaxError, EOFError) as e:
-            raise DataError(f"{path}: unreadable or truncated label PNG ({e}); expected a 16-bit PNG") from e
     try:
+        if reader == "png16":
+            return read_png16_first_channel(path)
         with Image.open(path) as im:
-            im.load()
             mode = im.mode
-            if mode not in ("P", "L", "I;16", "I;16L", "I;16B", "I"):
+            if mode not in LABEL_MODES:
                 raise DataError(
                     f"{path}: label image has mode {mode}; expected a single-channel PNG of class IDs "
                     f"(palette or grayscale), not a colour visualisation"
                 )
+            im.load()
             return np.asarray(im)
+    except DataError:
+        raise
     except FileNotFoundError as e:
         raise DataError(f"{path}: label file not found") from e
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        if isinstance(e, DataError):
-            raise
-        raise DataError(f"{path}: unreadable or truncated label ({e}); expected a complete PNG") from e
+    except Exception as e:  # see read_image
+        want = "a 16-bit PNG" if reader == "png16" else "a complete PNG"
+        raise DataError(f"{path}: unreadable or truncated label ({type(e).__name__}: {e}); expected {want}") from e
 
 
 def read_png16_first_channel(path: str | Path) -> np.ndarray:
     """First channel of a PNG with its full bit depth: [H, W] uint16 (or uint8 for 8-bit files).
 
-    Decoded by torchvision's libpng binding when it is available; otherwise by PIL, reading the
-    16-bit samples twice (high bytes as PIL does by default, then low bytes through the
-    little-endian raw mode) and joining them.
+    PIL keeps only the high byte of 16-bit RGB(A) samples; such files are read twice (high bytes as
+    PIL does by default, then low bytes through the little-endian raw mode) and the bytes joined.
+    (torchvision's libpng binding is not used: it crashes the process on some corrupt files.)
     """
-    try:
-        import torchvision.io as tvio
-
-        decode = tvio.decode_png
-    except (ImportError, AttributeError):
-        return _read_png16_first_channel_pil(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        raw = decode(tvio.read_file(str(path)), mode=tvio.ImageReadMode.UNCHANGED)
-    return raw[0].numpy()
-
-
-def _read_png16_first_channel_pil(path: str | Path) -> np.ndarray:
     with Image.open(path) as im:
         tile = im.tile
         if not (len(tile) == 1 and tile[0][3] in ("RGB;16B", "RGBA;16B")):
@@ -163,6 +176,9 @@ def _read_png16_first_channel_pil(path: str | Path) -> np.ndarray:
         im.load()
         low = np.asarray(im)[..., 0].astype(np.uint16)
     return (high << 8) | low
+
+
+_read_png16_first_channel_pil = read_png16_first_channel  # the name older code and tests import
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -312,8 +328,10 @@ class SegmentationDataset(Dataset):
         samples: the image/label pairs.
         transform: ``(image uint8 [3,H,W], label int64 [H,W]) -> (image, label)``, applied last.
         on_error: ``raise`` a DataError on a bad sample, or ``skip`` it: it is replaced by the next
-            good one and recorded in ``self.skipped`` as (path, reason), with a warning. (With
-            DataLoader workers each worker keeps its own ``skipped``; the warnings show them all.)
+            good one and recorded in ``self.skipped`` as (path, reason), with a warning; the
+            replacement item carries ``"skipped": [(path, reason), ...]`` of the samples it stands in
+            for (DataLoader workers keep their own ``self.skipped``; this key is how their skips
+            reach the main process).
         unknown_labels: label values the dataset does not define are mapped to 255 and ``warn``
             (default, once per file), raise (``error``) or pass silently (``ignore``).
         name: shown in messages.
@@ -388,24 +406,28 @@ class SegmentationDataset(Dataset):
         if not -n <= index < n:
             raise IndexError(f"index {index} out of range for {self.name} of length {n}")
         index %= n
+        passed: list[tuple[str, str]] = []
         for attempt in range(n):
             i = (index + attempt) % n
-            if i in self._bad:
-                continue
-            try:
-                image, label = self._load(i)
-                break
-            except DataError as e:
-                if self.on_error == "raise":
-                    raise
-                self._skip(i, e)
+            if i not in self._bad:
+                try:
+                    image, label = self._load(i)
+                    break
+                except DataError as e:
+                    if self.on_error == "raise":
+                        raise
+                    self._skip(i, e)
+            passed.append((str(self.samples[i].image), self._bad[i]))
         else:
             raise DataError(f"{self.name}: every sample failed to load; see dataset.skipped")
         image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
         label_t = torch.from_numpy(label.astype(np.int64))
         if self.transform is not None:
             image_t, label_t = self.transform(image_t, label_t)
-        return {"image": image_t, "label": label_t, "path": str(self.samples[i].image)}
+        item = {"image": image_t, "label": label_t, "path": str(self.samples[i].image)}
+        if passed:  # the item stands in for these bad samples: a DataLoader worker's report travels with it
+            item["skipped"] = passed
+        return item
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, samples={len(self)}, skipped={len(self.skipped)})"

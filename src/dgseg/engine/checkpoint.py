@@ -364,7 +364,7 @@ def load_train_state(path: str | Path) -> dict[str, Any]:
     Loads with ``torch.load(weights_only=True)``.
     """
     path = Path(path)
-    if path.name.endswith(".state.pt"):
+    if path.name.endswith(".state.pt") and not path.is_dir():
         file = path
     else:
         weights_file = _resolve(path)

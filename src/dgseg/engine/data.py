@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import signal
 from typing import Any
 
 import numpy as np
@@ -57,11 +58,19 @@ class SeededSamples(Dataset):
 
 
 def collate(items: list[dict]) -> dict:
+    """A batch; ``skipped`` lists the (path, reason) of the bad samples its items stand in for."""
     return {
         "image": torch.stack([it["image"] for it in items]),
         "label": torch.stack([it["label"] for it in items]),
         "path": [it["path"] for it in items],
+        "skipped": [tuple(s) for it in items for s in it.get("skipped", ())],
     }
+
+
+def ignore_interrupts(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: Ctrl-C reaches the whole process group; the main process handles it
+    (it saves a checkpoint and shuts the workers down), so a worker must not die of it first."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def build_train_set(cfg: Config) -> Dataset:
@@ -86,6 +95,7 @@ def _error_kwargs(spec: DatasetSpec, on_error: str) -> dict:
 
 
 def build_train_loader(cfg: Config, rank: int, world: int, start_step: int) -> tuple[DataLoader, Dataset]:
+    """The endless training stream from step ``start_step`` on (steps taken or skipped before)."""
     dataset = build_train_set(cfg)
     per_rank = cfg.train.batch_size * cfg.train.accumulate
     sampler = EpochSampler(len(dataset), seed=cfg.train.seed, rank=rank, world=world, start=start_step * per_rank)
@@ -93,6 +103,7 @@ def build_train_loader(cfg: Config, rank: int, world: int, start_step: int) -> t
         SeededSamples(dataset, cfg.train.seed), batch_size=cfg.train.batch_size, sampler=sampler,
         num_workers=cfg.data.num_workers, collate_fn=collate, drop_last=True,
         persistent_workers=cfg.data.num_workers > 0, pin_memory=torch.cuda.is_available(),
+        worker_init_fn=ignore_interrupts if cfg.data.num_workers > 0 else None,
         # its own generator: creating the iterator must not draw from the global RNG (exact resume)
         generator=torch.Generator().manual_seed(cfg.train.seed),
     )
@@ -108,6 +119,8 @@ def build_eval_set(spec: DatasetSpec, on_error: str = "raise") -> Dataset:
 
 
 def skipped_samples(dataset: Dataset) -> list[tuple[str, str]]:
-    """Every (path, reason) a dataset (or a concatenation) skipped."""
+    """Every (path, reason) a dataset (or a concatenation) skipped in this process: the files left out
+    while listing, and with ``num_workers=0`` the samples skipped while reading (workers report theirs
+    through the batches' ``skipped``)."""
     parts = getattr(dataset, "datasets", [dataset])
     return [s for p in parts for s in getattr(p, "skipped", [])]

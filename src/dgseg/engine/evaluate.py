@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -44,8 +45,12 @@ def evaluate_domain(model: nn.Module, spec: DatasetSpec, cfg: Config, device: to
     mode = spec.mode or cfg.eval.mode
     indices = range(rank, len(dataset), world)
     bar = tqdm(indices, desc=f"eval {spec.name}", disable=not (progress and is_main()), leave=False)
+    skipped: dict[str, str] = {}
     for i in bar:
         item = dataset[i]
+        if item.get("skipped"):  # data.on_error=skip: a stand-in for bad samples; it is counted in its own turn
+            skipped.update(item["skipped"])
+            continue
         image = item["image"][None].to(device)
         label = item["label"][None].to(device)
         pred = predict_labels(model, image, tuple(label.shape[-2:]), mode, cfg.eval.crop, cfg.eval.stride,
@@ -54,6 +59,10 @@ def evaluate_domain(model: nn.Module, spec: DatasetSpec, cfg: Config, device: to
     metric.all_reduce()
     result = metric.compute()
     result["images"] = len(dataset)
+    if skipped:
+        result["skipped"] = sorted(skipped)
+        warnings.warn(f"eval {spec.name}: {len(skipped)} bad samples left out of the metric: "
+                      f"{', '.join(sorted(skipped)[:5])}", stacklevel=2)
     return result
 
 

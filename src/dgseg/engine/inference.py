@@ -52,9 +52,12 @@ def load_model(checkpoint: str | Path, overrides: list[str] | None = None, confi
         own = model.state_dict()
         missing = [k for k in own if k not in weights]
         unexpected = [k for k in weights if k not in own]
-        if missing or unexpected:
-            raise CheckpointError(f"{checkpoint}: a full export must hold exactly the model's tensors; "
-                                  f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+        wrong = [f"{k}: {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in weights
+                 if k in own and weights[k].shape != own[k].shape]
+        if missing or unexpected or wrong:
+            raise CheckpointError(f"{checkpoint}: a full export must hold exactly the tensors of the model its "
+                                  f"config describes; missing {missing[:5]}, unexpected {unexpected[:5]}, "
+                                  f"shape mismatches {wrong[:5]}")
         model.load_state_dict(weights)
         return model.eval(), cfg
     backbone = meta.get("backbone", {})
@@ -62,7 +65,10 @@ def load_model(checkpoint: str | Path, overrides: list[str] | None = None, confi
     expected["backbone.name"] = cfg.model.backbone.name
     if cfg.model.backbone.weights is not None and backbone.get("sha256"):
         expected["backbone.sha256"] = file_sha256(resolve_weights(cfg.model.backbone.weights, cfg.model.backbone.name))
-    check_compatible(meta, expected)
+    try:
+        check_compatible(meta, expected)
+    except CheckpointError as e:
+        raise CheckpointError(f"{checkpoint}: {e}") from None
     model = dgseg.build_model(cfg)
     load_trainable(model, weights, str(checkpoint))
     return model.eval(), cfg
@@ -86,11 +92,14 @@ def list_images(inputs: list[str]) -> list[tuple[Path, Path]]:
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_MAX_PART = 120  # characters of one sanitised name part (file systems allow 255 bytes; suffixes are added)
 
 
 def safe_relative(stem: Path) -> Path:
-    """A relative path made of sanitised parts only: never absolute, never '..'."""
-    parts = [_SAFE.sub("_", part).strip(".") or "_" for part in stem.parts if part not in ("", ".", "..", "/")]
+    """A relative path made of sanitised parts only: never absolute, never '..', no leading dot or dash,
+    ASCII letters, digits, '.', '_' and '-' only, each part at most 120 characters."""
+    parts = [_SAFE.sub("_", part).lstrip(".-").rstrip(".")[:_MAX_PART] or "_"
+             for part in stem.parts if part not in ("", ".", "..", "/")]
     return Path(*parts) if parts else Path("image")
 
 
@@ -112,6 +121,7 @@ def predict_files(model: nn.Module, cfg: Config, inputs: list[str], out_dir: str
     written = []
     model.eval()
     files = list_images(inputs)
+    taken: set[Path] = set()
     for path, stem in tqdm(files, desc="predict", disable=not progress):
         rgb = read_image(path)
         image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
@@ -121,6 +131,11 @@ def predict_files(model: nn.Module, cfg: Config, inputs: list[str], out_dir: str
         target = (out / safe_relative(stem)).resolve()
         if out not in target.parents:
             raise ValueError(f"{path}: output name escapes the output folder {out}")
+        base, n = target, 1
+        while target in taken:  # two inputs with the same (sanitised) name: never overwrite the first
+            n += 1
+            target = base.with_name(f"{base.name}_{n}")
+        taken.add(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pred).save(f"{target}_labelTrainIds.png")
         save_png(f"{target}_color.png", colorize(pred, PALETTE))
@@ -142,8 +157,12 @@ def export_full(model: nn.Module, cfg: Config, meta: dict, out_file: str | Path)
     full_meta = dict(meta, format=FULL_FORMAT, config=config_to_dict(cfg))
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     tmp = out_file.with_name(out_file.name + ".tmp")
-    save_file(state, str(tmp), metadata={"dgseg_meta": json.dumps(full_meta), "format": FULL_FORMAT})
-    tmp.replace(out_file)
+    try:
+        save_file(state, str(tmp), metadata={"dgseg_meta": json.dumps(full_meta), "format": FULL_FORMAT})
+        tmp.replace(out_file)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return out_file
 
 
@@ -192,10 +211,39 @@ def export_onnx(model: nn.Module, cfg: Config, out_file: str | Path, size: tuple
     return out_file
 
 
+def check_onnx_file(onnx_file: str | Path, size: tuple[int, int] | None = None) -> None:
+    """Raises CheckpointError unless ``onnx_file`` is a valid ONNX model with dgseg's interface: one input
+    ``image`` [1, 3, H, W] (H, W = ``size`` when given) and one output ``scores`` [1, K, H, W]."""
+    import onnx
+
+    try:
+        model = onnx.load(str(onnx_file))
+        onnx.checker.check_model(model)
+    except Exception as e:
+        raise CheckpointError(f"{onnx_file}: not a valid ONNX model ({type(e).__name__}: {e})") from e
+    graph = model.graph
+    weights = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in weights]
+    outputs = list(graph.output)
+
+    def dims(value) -> list:
+        return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in value.type.tensor_type.shape.dim]
+
+    found = f"inputs {[(i.name, dims(i)) for i in inputs]}, outputs {[(o.name, dims(o)) for o in outputs]}"
+    want_in = [1, 3, *size] if size is not None else None
+    if ([i.name for i in inputs] != ["image"] or [o.name for o in outputs] != ["scores"]
+            or (want_in is not None and dims(inputs[0]) != want_in) or len(dims(outputs[0])) != 4):
+        raise CheckpointError(
+            f"{onnx_file}: not a dgseg segmentation export: expected input 'image' "
+            f"{want_in or '[1, 3, H, W]'} and output 'scores' [1, K, H, W], found {found}"
+        )
+
+
 def check_onnx(model: nn.Module, onnx_file: str | Path, size: tuple[int, int], seed: int = 0) -> float:
-    """Max abs difference between onnxruntime and PyTorch on a random input."""
+    """Max abs difference between onnxruntime and PyTorch on a random input (after :func:`check_onnx_file`)."""
     import onnxruntime as ort
 
+    check_onnx_file(onnx_file, size)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(1, 3, *size, generator=g)
     with torch.no_grad(), plain_pos_embed_resampling():

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import signal
 import time
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
@@ -35,6 +37,10 @@ from dgseg.engine.optim import build_optimizer, build_scheduler, grad_norm
 
 class TrainingError(RuntimeError):
     """Training stopped on a fault (non-finite loss or gradient); the message says where."""
+
+
+MAX_CONSECUTIVE_SKIPS = 20
+"""With ``train.on_nan=skip``: this many non-finite steps in a row stop the run (nothing would change)."""
 
 
 def checkpoint_meta(cfg: Config, step: int) -> dict:
@@ -98,9 +104,22 @@ class _StopRequest:
             signal.signal(sig, old)
 
 
+def _gather_skips(skipped: dict[str, str]) -> list[tuple[str, str]]:
+    """The bad samples every rank skipped (each rank reads its own share of the data)."""
+    if not dist.is_initialized():
+        return list(skipped.items())
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, list(skipped.items()))
+    merged: dict[str, str] = {}
+    for part in parts:
+        merged.update((p, r) for p, r in part if p not in merged)
+    return list(merged.items())
+
+
 def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool = True,
           model: nn.Module | None = None) -> dict:
-    """Train ``cfg`` into ``out_dir``; returns {"step", "losses", "eval" (last results or None), "out_dir"}."""
+    """Train ``cfg`` into ``out_dir``; returns {"step", "losses", "eval" (last results or None), "out_dir",
+    "skipped_samples" ([(path, reason)], data.on_error=skip), "skipped_steps" (train.on_nan=skip)}."""
     out_dir = Path(out_dir)
     rank, world, device = init_distributed()
     torch.manual_seed(cfg.train.seed)
@@ -119,6 +138,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
         raise ValueError("train.amp=fp16 needs a CUDA device; use train.amp=bf16 on CPU")
 
     step = 0
+    skipped_steps = 0  # non-finite steps skipped (train.on_nan=skip): their batches were consumed too
+    skipped: dict[str, str] = {}  # bad samples skipped while reading (data.on_error=skip): path -> reason
     if resume:
         ckpt = latest_checkpoint(out_dir)
         if ckpt is None:
@@ -132,6 +153,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
             scaler.load_state_dict(state["scaler"])
         restore_rng_state(state["rng"])
         step = int(state["step"])
+        skipped_steps = int(state.get("skipped_steps", 0))
+        skipped = {str(p): str(r) for p, r in state.get("skipped_samples", [])}
     meta_base = checkpoint_meta(cfg, step)
 
     ddp = world > 1
@@ -139,13 +162,14 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
         model = nn.parallel.DistributedDataParallel(
             base, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False
         )
-    loader, dataset = build_train_loader(cfg, rank, world, step)
+    loader, dataset = build_train_loader(cfg, rank, world, step + skipped_steps)
+    left_out = skipped_samples(dataset)  # files left out while listing (before any sample is read)
     trainable = [p for p in base.parameters() if p.requires_grad]
     if is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.yaml").write_text(dump_config(cfg))
     log_path = out_dir / "log.jsonl"
-    skipped_steps = 0
+    consecutive_skips = 0
     last_eval = None
     history: list[float] = []
 
@@ -155,6 +179,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
         train_state = {
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else {}, "rng": capture_rng_state(), "step": at,
+            "skipped_steps": skipped_steps, "skipped_samples": [[p, r] for p, r in skipped.items()],
         }
         meta = dict(meta_base, step=at)
         return save_checkpoint(out_dir, at, base.trainable_state_dict(), meta, train_state,
@@ -171,6 +196,15 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
                dynamic_ncols=True)
     t_start = time.perf_counter()
     window_t, window_n = time.perf_counter(), 0
+
+    def stopped(at: int) -> dict:
+        path = save(at)
+        bar.close()
+        if is_main():
+            print(f"stopped by signal at iteration {at}; checkpoint {path}. Continue with --resume.")
+        return {"step": at, "losses": history, "eval": last_eval, "out_dir": str(out_dir), "stopped": True,
+                "skipped_samples": left_out + list(skipped.items()), "skipped_steps": skipped_steps}
+
     with _StopRequest() as stop:
         while step < cfg.train.max_iters:
             optimizer.zero_grad(set_to_none=True)
@@ -178,7 +212,16 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
             paths: list[str] = []
             bad = False
             for micro in range(cfg.train.accumulate):
-                batch = next(batches)
+                try:
+                    batch = next(batches)
+                except Exception:
+                    if stop.requested and world == 1:  # the signal reached the loader workers too (a group kill)
+                        return stopped(step)
+                    raise
+                for path, reason in batch["skipped"]:
+                    if path not in skipped:
+                        skipped[path] = reason
+                        log({"iter": step + 1, "skipped_sample": path, "reason": reason})
                 images = batch["image"].to(device, non_blocking=True)
                 labels = batch["label"].to(device, non_blocking=True)
                 paths += batch["path"]
@@ -198,20 +241,29 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
                 gnorm = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.train.grad_clip))
             else:
                 gnorm = grad_norm(trainable)
-            bad = broadcast_flag(bad or not torch.isfinite(torch.tensor(gnorm)))
+            # fp16: an overflowing gradient with a finite loss is the loss scale's business (the scaler skips
+            # that update and lowers its scale), not a fault
+            bad = broadcast_flag(bad or (not math.isfinite(gnorm) and not scaler.is_enabled()))
             if bad:
                 loss_values = {k: round(v, 6) for k, v in values.items()}
-                if cfg.train.on_nan == "skip":
+                if cfg.train.on_nan == "skip" and consecutive_skips + 1 < MAX_CONSECUTIVE_SKIPS:
                     skipped_steps += 1
+                    consecutive_skips += 1
                     optimizer.zero_grad(set_to_none=True)
-                    log({"iter": step + 1, "skipped": "non-finite", "losses": loss_values, "files": paths})
+                    log({"iter": step + 1, "skipped": "non-finite", "losses": loss_values, "grad_norm": gnorm,
+                         "files": paths})
+                    if broadcast_flag(stop.requested):
+                        return stopped(step)
                     continue
                 saved = save(step)
+                again = (f" ({MAX_CONSECUTIVE_SKIPS} non-finite iterations in a row: skipping more would not help)"
+                         if cfg.train.on_nan == "skip" else "")
                 raise TrainingError(
-                    f"non-finite loss or gradient at iteration {step + 1}: losses {loss_values}, grad norm {gnorm}; "
-                    f"batch files {paths}. The last good state is saved at {saved}. "
+                    f"non-finite loss or gradient at iteration {step + 1}{again}: losses {loss_values}, "
+                    f"grad norm {gnorm}; batch files {paths}. The last good state is saved at {saved}. "
                     "Lower train.lr, set train.grad_clip, or set train.on_nan=skip."
                 )
+            consecutive_skips = 0
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
@@ -234,12 +286,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
                 log({"iter": step, "eval": {k: {"mIoU": v["mIoU"]} for k, v in last_eval.items()}})
                 base.train()
             if broadcast_flag(stop.requested):
-                path = save(step)
-                bar.close()
-                if is_main():
-                    print(f"stopped by signal at iteration {step}; checkpoint {path}. Continue with --resume.")
-                return {"step": step, "losses": history, "eval": last_eval, "out_dir": str(out_dir),
-                        "stopped": True}
+                return stopped(step)
     bar.close()
     elapsed = time.perf_counter() - t_start
     save(step)
@@ -253,11 +300,13 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
 
         if log_path.exists():
             plot_curves(log_path, out_dir / "curves.png")
-        skipped = skipped_samples(dataset)
-        if skipped or skipped_steps:
-            print(f"note: {len(skipped)} bad samples skipped, {skipped_steps} non-finite steps skipped; see {log_path}")
-            for path, reason in skipped:
-                print(f"  skipped {path}: {reason}")
+    bad_samples = left_out + _gather_skips(skipped)
+    if is_main() and (bad_samples or skipped_steps):
+        print(f"note: {len(bad_samples)} bad samples skipped, {skipped_steps} non-finite steps skipped; "
+              f"see {log_path}")
+        for path, reason in bad_samples:
+            print(f"  skipped {path}: {reason}")
     barrier()
-    return {"step": step, "losses": history, "eval": last_eval, "out_dir": str(out_dir), "train_time_s": elapsed}
+    return {"step": step, "losses": history, "eval": last_eval, "out_dir": str(out_dir), "train_time_s": elapsed,
+            "skipped_samples": bad_samples, "skipped_steps": skipped_steps}
 

@@ -1,0 +1,238 @@
+"""Reliability of the dataset readers: every image mode a dataset may hold, and corrupt bytes of any
+kind end in a DataError that names the file, never another exception, a crash or a hang (issue 9).
+Pairing problems, size mismatches and unknown label values are in test_data_datasets.py."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import random
+import signal
+import struct
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tiny import tiny_config
+
+from dgseg.data import DataError, build_dataset
+from dgseg.data.datasets import read_image, read_label
+from dgseg.engine.evaluate import evaluate_domain
+
+RNG = np.random.default_rng(0)
+RGB = RNG.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+
+
+def save(path: Path, im: Image.Image, fmt: str = "PNG") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, format=fmt)
+    return path
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Fail instead of hanging (SIGALRM; pytest runs tests in the main thread)."""
+    def expire(signum, frame):
+        raise TimeoutError(f"took more than {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+# ------------------------------------------------------------------------------------------ image modes
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "1", "CMYK"])
+def test_images_of_any_8_bit_mode_are_read_as_rgb_uint8(tmp_path, mode):
+    im = Image.fromarray(RGB).convert(mode)
+    path = save(tmp_path / "x.tif" if mode == "CMYK" else tmp_path / "x.png", im, "TIFF" if mode == "CMYK" else "PNG")
+    arr = read_image(path)
+    assert arr.shape == (12, 16, 3) and arr.dtype == np.uint8
+    np.testing.assert_array_equal(arr, np.asarray(im.convert("RGB")))
+
+
+def test_rgba_keeps_the_colour_and_drops_the_alpha(tmp_path):
+    rgba = np.dstack([RGB, np.zeros((12, 16), np.uint8)])  # fully transparent: the colour must survive
+    np.testing.assert_array_equal(read_image(save(tmp_path / "x.png", Image.fromarray(rgba))), RGB)
+
+
+def test_16_bit_grayscale_keeps_its_high_byte(tmp_path):
+    gray = RNG.integers(0, 65536, (12, 16)).astype(np.uint16)
+    path = save(tmp_path / "x.png", Image.fromarray(gray))
+    assert Image.open(path).mode == "I;16"
+    arr = read_image(path)
+    assert arr.dtype == np.uint8
+    np.testing.assert_array_equal(arr, np.repeat((gray >> 8).astype(np.uint8)[..., None], 3, axis=2))
+
+
+def test_16_bit_rgb_keeps_its_high_bytes(tmp_path):
+    from test_data_datasets import png16_rgb
+
+    deep = RNG.integers(0, 65536, (12, 16, 3)).astype(np.uint16)
+    np.testing.assert_array_equal(read_image(png16_rgb(tmp_path / "x.png", deep)), (deep >> 8).astype(np.uint8))
+
+
+def test_float_and_out_of_range_32_bit_images_are_refused_naming_the_file(tmp_path):
+    path = save(tmp_path / "f.tif", Image.fromarray(np.full((4, 4), 0.5, np.float32)), "TIFF")
+    with pytest.raises(DataError, match=r"f\.tif: floating-point image"):
+        read_image(path)
+    path = save(tmp_path / "i.tif", Image.fromarray(np.full((4, 4), -7, np.int32)), "TIFF")
+    with pytest.raises(DataError, match=r"i\.tif: 32-bit integer image with values -7\.\.-7"):
+        read_image(path)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "LA"])
+def test_label_files_with_colour_or_alpha_are_refused_naming_the_file(tmp_path, mode):
+    path = save(tmp_path / "lab.png", Image.fromarray(RGB).convert(mode))
+    with pytest.raises(DataError, match=rf"lab\.png: label image has mode {mode}; expected a single-channel"):
+        read_label(path)
+
+
+def test_16_bit_label_values_are_kept(tmp_path):
+    raw = np.array([[7, 300], [65535, 0]], np.uint16)
+    np.testing.assert_array_equal(read_label(save(tmp_path / "l.png", Image.fromarray(raw))), raw)
+
+
+# ------------------------------------------------------------------------------------------ corrupt bytes
+
+
+def encoded(fmt: str, mode: str = "RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(RGB).convert(mode).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def png_with_bad_zlib_checksum(mode: str = "L") -> bytes:
+    """A PNG whose chunks are intact (CRCs right) but whose compressed pixels fail zlib's check: the
+    file that made torchvision's libpng decoder crash the whole process."""
+    data, out, pos = encoded("PNG", mode), b"\x89PNG\r\n\x1a\n", 8
+    while pos < len(data):
+        n = struct.unpack(">I", data[pos: pos + 4])[0]
+        tag, body = data[pos + 4: pos + 8], data[pos + 8: pos + 8 + n]
+        if tag == b"IDAT":
+            body = body[:-1] + bytes([body[-1] ^ 0xFF])
+        out += struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
+        pos += 12 + n
+    return out
+
+
+READERS = {
+    "image": read_image,
+    "label": read_label,
+    "16-bit label": lambda p: read_label(p, "png16"),
+}
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_a_png_with_a_bad_zlib_checksum_is_a_data_error_not_a_crash(tmp_path, reader):
+    path = tmp_path / "bad.png"
+    path.write_bytes(png_with_bad_zlib_checksum())
+    with pytest.raises(DataError, match=r"bad\.png: unreadable or truncated"):
+        READERS[reader](path)
+
+
+def fuzz_cases(n: int, seed: int = 0):
+    """Random bytes, truncations, bit flips and valid headers with garbage after, of real files."""
+    rnd = random.Random(seed)
+    seeds = [encoded("PNG"), encoded("PNG", "L"), encoded("PNG", "P"), encoded("JPEG"), encoded("BMP"),
+             encoded("TIFF"), encoded("GIF", "P"), encoded("WEBP"),
+             png_with_bad_zlib_checksum(), png_with_bad_zlib_checksum("RGB")]
+    for i in range(n):
+        base = seeds[i % len(seeds)]
+        kind = i // len(seeds) % 4
+        if kind == 0:
+            yield base[: rnd.randrange(len(base))]
+        elif kind == 1:
+            data = bytearray(base)
+            for _ in range(rnd.randint(1, 8)):
+                data[rnd.randrange(len(data))] = rnd.randrange(256)
+            yield bytes(data)
+        elif kind == 2:
+            yield rnd.randbytes(rnd.randrange(300))
+        else:
+            yield base[:16] + rnd.randbytes(rnd.randrange(300))
+
+
+def test_readers_fed_random_and_broken_bytes_raise_only_data_errors_naming_the_file(tmp_path):
+    path = tmp_path / "fuzzed.png"
+    outcomes = {"read": 0, "DataError": 0}
+    with time_limit(60), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # PIL's DecompressionBombWarning on a garbled header
+        for data in fuzz_cases(144):
+            path.write_bytes(data)
+            for read in READERS.values():
+                try:
+                    read(path)
+                    outcomes["read"] += 1
+                except DataError as e:
+                    assert str(path) in str(e)
+                    outcomes["DataError"] += 1
+    assert outcomes["DataError"] > 200  # most of them are broken, a few bit flips decode anyway
+
+
+def test_a_folder_dataset_of_fuzzed_images_fails_item_by_item_with_data_errors(tmp_path):
+    cases = list(fuzz_cases(36, seed=1))
+    for i, data in enumerate(cases):
+        (tmp_path / "images").mkdir(exist_ok=True)
+        (tmp_path / "images" / f"{i:03d}.png").write_bytes(data)
+        save(tmp_path / "labels" / f"{i:03d}.png", Image.fromarray(np.zeros((12, 16), np.uint8)))
+    ds = build_dataset("folder", tmp_path)
+    with time_limit(60), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for i in range(len(ds)):
+            try:
+                item = ds[i]
+            except DataError as e:
+                assert f"{i:03d}.png" in str(e)
+            else:
+                assert item["image"].dtype == torch.uint8 and item["image"].shape[0] == 3
+
+
+# ------------------------------------------------------------------------------------------ skipping
+
+
+def tree(root: Path, bad: set[int], n: int = 4) -> None:
+    for i in range(n):
+        path = save(root / "images" / f"{i}.png", Image.fromarray(RGB))
+        if i in bad:
+            path.write_bytes(path.read_bytes()[:30])
+        save(root / "labels" / f"{i}.png", Image.fromarray(np.full((12, 16), i, np.uint8)))
+
+
+def test_an_item_standing_in_for_bad_samples_says_which(tmp_path):
+    tree(tmp_path, bad={0, 1})
+    ds = build_dataset("folder", tmp_path, on_error="skip")
+    with pytest.warns(UserWarning):
+        first = ds[0]
+    assert first["path"].endswith("2.png") and [Path(p).name for p, _ in first["skipped"]] == ["0.png", "1.png"]
+    again = ds[1]  # 1 is known bad by now: no second warning, but the item still says it stands in for it
+    assert again["path"].endswith("2.png") and [Path(p).name for p, _ in again["skipped"]] == ["1.png"]
+    assert "skipped" not in ds[2] and len(ds.skipped) == 2
+
+
+@pytest.mark.filterwarnings("ignore:folder. skipping a bad sample:UserWarning")
+def test_evaluation_with_skip_leaves_bad_samples_out_instead_of_counting_a_stand_in_twice(tmp_path):
+    tree(tmp_path, bad={1})
+    cfg = tiny_config(data__on_error="skip")
+    spec = type(cfg.data.train[0])(name="folder", root=str(tmp_path), split="val")
+
+    class Constant(torch.nn.Module):  # predicts class 0 everywhere: IoU counts tell which images were seen
+        def predict(self, image, **kwargs):
+            scores = torch.zeros(image.shape[0], 19, *image.shape[-2:])
+            scores[:, 0] = 1
+            return scores
+
+    with pytest.warns(UserWarning, match=r"1 bad samples left out of the metric: .*1\.png"):
+        result = evaluate_domain(Constant(), spec, cfg, torch.device("cpu"), progress=False)
+    assert [Path(p).name for p in result["skipped"]] == ["1.png"]
+    iou = result["IoU"]
+    assert iou[0] == pytest.approx(100.0 / 3) and iou[2] == iou[3] == 0.0 and np.isnan(iou[1])
