@@ -37,7 +37,6 @@ def _worker(rank: int, world: int, port: int, out: str, tests_dir: str) -> None:
     from dgseg.engine.train import train
 
     cfg = config_from_dict(td(train__batch_size=1, **SECTIONS))
-    torch.manual_seed(cfg.train.seed)  # as train() does before it builds a model itself
     model = dgseg.build_model(cfg)
     train(cfg, Path(out) / "ddp", progress=False, model=model)
     save_file(model.trainable_state_dict(), str(Path(out) / f"rank{rank}.safetensors"))

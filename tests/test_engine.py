@@ -68,9 +68,13 @@ def test_model_from_checkpoint_predicts_like_the_trained_one(trained):
     cfg, out, _ = trained
     model, cfg2 = load_model(out)
     assert cfg2.model.adapter.name == "rein"
+    trained_model = dgseg.build_model(cfg)  # same seed: the same random-init backbone as in training
+    weights, _ = load_checkpoint(latest_checkpoint(out))
+    trained_model.load_state_dict(weights, strict=False)
     x = torch.randn(1, 3, 40, 56)
     scores = model.predict(x)
     assert scores.shape == (1, 19, 40, 56)
+    torch.testing.assert_close(scores, trained_model.eval().predict(x))
 
 
 def test_predict_writes_label_color_and_overlay_pngs_inside_out(tmp_path, trained):

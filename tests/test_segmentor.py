@@ -104,3 +104,14 @@ def test_info_json_reports_the_paper_counts_of_the_baselines(capsys, adapter, co
           "--set", "model.head.name=linear", "--json"])
     info = json.loads(capsys.readouterr().out)
     assert info["params"]["adapter"] == count
+
+
+def test_the_same_config_always_builds_the_same_model_without_touching_the_global_rng():
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    a = dgseg.build_model(tiny_config())
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(7)
+    b = dgseg.build_model(tiny_config())
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k

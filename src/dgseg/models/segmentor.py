@@ -148,7 +148,17 @@ def sliding_starts(size: int, crop: int, stride: int) -> list[int]:
 
 
 def build_model(cfg: Config) -> Segmentor:
-    """Wire backbone, adapter, neck and head from ``cfg.model``; weights loaded, on CPU."""
+    """Wire backbone, adapter, neck and head from ``cfg.model``; weights loaded, on CPU.
+
+    Initialisation is seeded by ``train.seed`` (without touching the global RNG), so the same config
+    always builds the same model: a randomly initialised backbone is the same at eval as in training.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.train.seed)
+        return _build_model(cfg)
+
+
+def _build_model(cfg: Config) -> Segmentor:
     from dgseg.models.heads import build_head
 
     m = cfg.model
