@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from dgseg.config import Config, config_from_dict, load_config
 from dgseg.engine.checkpoint import CheckpointError, check_compatible, file_sha256, load_checkpoint
+from dgseg.models.weights_io import mismatch_report
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 FULL_FORMAT = "dgseg.full.v1"
@@ -50,14 +51,10 @@ def load_model(checkpoint: str | Path, overrides: list[str] | None = None, confi
         cfg.model.backbone.weights = None
         model = dgseg.build_model(cfg)
         own = model.state_dict()
-        missing = [k for k in own if k not in weights]
-        unexpected = [k for k in weights if k not in own]
-        wrong = [f"{k}: {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in weights
-                 if k in own and weights[k].shape != own[k].shape]
-        if missing or unexpected or wrong:
+        problems = mismatch_report(own, weights, own)
+        if problems:
             raise CheckpointError(f"{checkpoint}: a full export must hold exactly the tensors of the model its "
-                                  f"config describes; missing {missing[:5]}, unexpected {unexpected[:5]}, "
-                                  f"shape mismatches {wrong[:5]}")
+                                  f"config describes: {problems}")
         model.load_state_dict(weights)
         return model.eval(), cfg
     backbone = meta.get("backbone", {})

@@ -33,6 +33,7 @@ from dgseg.engine.data import build_train_loader, skipped_samples
 from dgseg.engine.distributed import barrier, broadcast_flag, init_distributed, is_main
 from dgseg.engine.evaluate import autocast, evaluate, write_results
 from dgseg.engine.optim import build_optimizer, build_scheduler, grad_norm
+from dgseg.models.weights_io import mismatch_report
 
 
 class TrainingError(RuntimeError):
@@ -65,16 +66,11 @@ def checkpoint_meta(cfg: Config, step: int) -> dict:
 
 def load_trainable(model: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
     """Load checkpoint weights into a model; every key must fit, and every trainable key must be there."""
-    own = model.state_dict()
-    unexpected = [k for k in weights if k not in own]
-    wrong = [f"{k}: {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in weights
-             if k in own and own[k].shape != weights[k].shape]
-    needed = set(model.trainable_state_dict())
-    missing = [k for k in needed if k not in weights]
-    if unexpected or wrong or missing:
+    problems = mismatch_report(model.state_dict(), weights, model.trainable_state_dict())
+    if problems:
         raise ValueError(
-            f"{source} does not fit this model: unexpected keys {unexpected[:5]}, shape mismatches {wrong[:5]}, "
-            f"missing keys {missing[:5]} (was it trained with another backbone, adapter, head or num_classes?)"
+            f"{source} does not fit this model: {problems} (was it trained with another backbone, adapter, head "
+            "or num_classes?)"
         )
     model.load_state_dict(weights, strict=False)
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgseg.config import BackboneConfig
-from dgseg.models.weights_io import WeightsError, read_state_dict, resolve_weights
+from dgseg.models.weights_io import WeightsError, mismatch_report, read_state_dict, resolve_weights
 
 
 class BackboneWeightsError(WeightsError):
@@ -109,21 +109,9 @@ def load_vit_weights(model: nn.Module, path: Path, name: str) -> None:
     own = model.state_dict()
     ignorable = ("head.", "fc_norm.", "neck.", "mask_token", "lm_head.")
     state_dict = {k: v for k, v in state_dict.items() if k in own or not k.startswith(ignorable)}
-    wrong_shape = [
-        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in state_dict.items() if k in own and own[k].shape != v.shape
-    ]
-    missing = [k for k in own if k not in state_dict and not k.startswith(ignorable)]
-    unexpected = [k for k in state_dict if k not in own]
-    if wrong_shape or missing or unexpected:
-        parts = []
-        if wrong_shape:
-            parts.append(f"{len(wrong_shape)} shape mismatches, e.g. {wrong_shape[:3]}")
-        if missing:
-            parts.append(f"{len(missing)} model keys missing from the file, e.g. {missing[:5]}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} file keys the model does not have, e.g. {unexpected[:5]}")
-        raise BackboneWeightsError(f"{path} does not fit the architecture '{name}': " + "; ".join(parts))
+    problems = mismatch_report(own, state_dict, [k for k in own if not k.startswith(ignorable)])
+    if problems:
+        raise BackboneWeightsError(f"{path} does not fit the architecture '{name}': {problems}")
     model.load_state_dict({k: v for k, v in state_dict.items() if k in own}, strict=False)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -57,6 +58,23 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if not isinstance(data, dict):
         raise WeightsError(f"{path}: expected a dict of tensors, got {type(data).__name__}")
     return data
+
+
+def mismatch_report(own: Mapping[str, Tensor], given: Mapping[str, Tensor], required: Iterable[str]) -> str:
+    """'' when ``given`` fits ``own``; else what does not: shape mismatches, ``required`` keys missing from
+    ``given``, keys of ``given`` that ``own`` lacks (the first few of each, with counts)."""
+    wrong = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+             for k, v in given.items() if k in own and own[k].shape != v.shape]
+    missing = [k for k in required if k not in given]
+    unexpected = [k for k in given if k not in own]
+    parts = []
+    if wrong:
+        parts.append(f"{len(wrong)} shape mismatches, e.g. {wrong[:3]}")
+    if missing:
+        parts.append(f"{len(missing)} model keys missing from the file, e.g. {missing[:5]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} file keys the model does not have, e.g. {unexpected[:5]}")
+    return "; ".join(parts)
 
 
 def download_hint(name: str) -> str:
