@@ -130,17 +130,18 @@ def run_demo(quick: bool = False, compare: bool = False, out: str | Path = "runs
              overrides: list[str] | None = None) -> dict:
     import dgseg
     from dgseg.data.labels import CLASSES, PALETTE
-    from dgseg.models.pretrained import embedded_weights_path
+    from dgseg.models.pretrained import EMBEDDED, embedded_weights_path
     from dgseg.viz import report_figure
 
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    embedded_weights_path("dinov2_vits14_imgfocus")  # import once, before the children start
     methods = list(METHODS) if compare else ["rein"]
     results: dict[str, dict] = {}
     for method in methods:
         cfg = demo_config(method, quick, overrides or [])
+        if cfg.model.backbone.weights in EMBEDDED:
+            embedded_weights_path(cfg.model.backbone.weights)  # import once, before the children start
         counts = dgseg.build_model(cfg).parameter_counts()
         print(f"== demo: training {method} ({counts['trainable']:,} trainable parameters, "
               f"{cfg.train.max_iters} iterations) ==", flush=True)
