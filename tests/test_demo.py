@@ -28,3 +28,11 @@ def test_demo_trains_evaluates_every_domain_and_writes_the_report(tmp_path):
     assert (tmp_path / "report.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "results.json").read_text())["rein"]["trainable"] > 0
     assert (tmp_path / "rein" / "checkpoints" / "latest").exists()
+
+
+def test_demo_comparison_has_a_row_and_a_bar_per_method(tmp_path):
+    results = run_demo(quick=True, out=tmp_path, overrides=TINY, methods=["rein", "frozen"])
+    assert list(results) == ["rein", "frozen"]
+    report = (tmp_path / "report.md").read_text()
+    assert "| rein |" in report and "| frozen |" in report
+    assert results["frozen"]["trainable"] < results["rein"]["trainable"]

@@ -127,7 +127,8 @@ def report_markdown(results: dict[str, dict], cfg: Config, settings: str, wall_s
 
 
 def run_demo(quick: bool = False, compare: bool = False, out: str | Path = "runs/demo",
-             overrides: list[str] | None = None) -> dict:
+             overrides: list[str] | None = None, methods: list[str] | None = None) -> dict:
+    """Train and evaluate ``methods`` (default: rein; ``compare``: rein, frozen, full, lora); write the report."""
     import dgseg
     from dgseg.data.labels import CLASSES, PALETTE
     from dgseg.models.pretrained import EMBEDDED, embedded_weights_path
@@ -136,7 +137,10 @@ def run_demo(quick: bool = False, compare: bool = False, out: str | Path = "runs
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    methods = list(METHODS) if compare else ["rein"]
+    methods = methods or (list(METHODS) if compare else ["rein"])
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"demo: unknown methods {unknown}; choose from {', '.join(METHODS)}")
     results: dict[str, dict] = {}
     for method in methods:
         cfg = demo_config(method, quick, overrides or [])
@@ -148,11 +152,11 @@ def run_demo(quick: bool = False, compare: bool = False, out: str | Path = "runs
         r = run_method(method, cfg, out / method)
         r["trainable"] = counts["trainable"]
         results[method] = r
-    cfg = demo_config("rein", quick, overrides or [])
+    cfg = demo_config(methods[0], quick, overrides or [])
     settings = "```yaml\n" + dump_config(cfg) + "```"
     md = report_markdown(results, cfg, settings, time.perf_counter() - t0)
     (out / "report.md").write_text(md)
-    rows = _example_rows(out / "rein", cfg)
+    rows = _example_rows(out / methods[0], cfg)
     bars = {m: {d: v["mIoU"] for d, v in r["eval"].items()} for m, r in results.items()}
     report_figure(rows, bars, out / "report.png", palette=PALETTE, class_names=CLASSES)
     (out / "results.json").write_text(json.dumps(results, indent=2))

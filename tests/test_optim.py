@@ -1,0 +1,69 @@
+"""Optimizer groups, LAMB, and the poly schedule with warm-up."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from tiny import tiny_config
+
+import dgseg
+from dgseg.config import TrainConfig
+from dgseg.engine.optim import Lamb, lr_factor, param_groups
+
+
+def test_lamb_step_is_adam_direction_scaled_by_the_trust_ratio():
+    w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))  # |w| = 5
+    w.grad = torch.tensor([0.5, -1.0])
+    Lamb([w], lr=0.1, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0).step()
+    m = 0.1 * torch.tensor([0.5, -1.0]) / (1 - 0.9)
+    v = 0.001 * torch.tensor([0.25, 1.0]) / (1 - 0.999)
+    update = m / (v.sqrt() + 1e-6)
+    expected = torch.tensor([3.0, 4.0]) - 0.1 * (5.0 / update.norm()) * update
+    torch.testing.assert_close(w.detach(), expected)
+
+
+def test_lamb_weight_decay_enters_the_update_before_the_trust_ratio():
+    w = torch.nn.Parameter(torch.tensor([1.0, 0.0]))
+    w.grad = torch.zeros(2)
+    Lamb([w], lr=0.5, weight_decay=0.1).step()
+    # Adam part is 0, update = 0.1 * w, trust = |w| / |update| = 10: w <- w - 0.5 * 10 * 0.1 * w
+    torch.testing.assert_close(w.detach(), torch.tensor([0.5, 0.0]))
+
+
+def test_poly_schedule_with_linear_warmup():
+    cfg = TrainConfig(max_iters=100, warmup_iters=10, power=0.9)
+    assert lr_factor(0, cfg) == pytest.approx(1e-6)
+    assert lr_factor(5, cfg) == pytest.approx(1e-6 + (1 - 1e-6) * 0.5)
+    assert lr_factor(50, cfg) == pytest.approx(0.5**0.9)
+    assert lr_factor(100, cfg) == 0.0
+
+
+def test_no_weight_decay_on_norms_tokens_embeddings_and_the_rein_scale():
+    model = dgseg.build_model(tiny_config())
+    cfg = TrainConfig(lr=1e-4, weight_decay=0.05)
+    groups = param_groups(model, cfg)
+    no_decay = {id(p) for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    names = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    for n in ("adapter.tokens_a", "adapter.tokens_b", "adapter.scale", "head.level_embed.weight"):
+        assert id(names[n]) in no_decay, n
+    assert id(names["adapter.delta_f.weight"]) not in no_decay
+    assert sum(len(g["params"]) for g in groups) == len(names)
+
+
+def test_full_fine_tuning_puts_the_backbone_at_the_lr_multiplier():
+    model = dgseg.build_model(tiny_config(model__adapter={"name": "full", "link": False, "lr_mult": 0.1}))
+    groups = param_groups(model, TrainConfig(lr=1e-4), backbone_lr_mult=0.1)
+    lrs = {id(p): g["lr"] for g in groups for p in g["params"]}
+    for n, p in model.named_parameters():
+        assert math.isclose(lrs[id(p)], 1e-5 if n.startswith("backbone.") else 1e-4), n
+
+
+def test_frozen_backbone_runs_without_autograd():
+    model = dgseg.build_model(tiny_config(model__adapter={"name": "frozen", "link": False}))
+    model.train()
+    feats = model.extract(torch.randn(1, 3, 32, 32))
+    assert all(f.grad_fn is None and not f.requires_grad for f in feats)
+    rein = dgseg.build_model(tiny_config())
+    assert all(f.grad_fn is not None for f in rein.extract(torch.randn(1, 3, 32, 32)))
