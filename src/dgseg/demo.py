@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import platform
 import resource
 import time
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 
 from dgseg.config import Config, dump_config, load_config
+from dgseg.machine import machine_line
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 QUICK = ["train.max_iters=30", "train.checkpoint_interval=30", "train.log_interval=5"]
@@ -55,19 +55,6 @@ def _train_child(cfg_yaml: str, out_dir: str, summary_path: str) -> None:
         "eval": result["eval"], "train_time_s": result["train_time_s"], "peak_memory_mb": peak_mb,
         "final_loss": sum(result["losses"][-10:]) / max(len(result["losses"][-10:]), 1),
     }))
-
-
-def machine_line() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} cores, {device}; torch {torch.__version__}, Python {platform.python_version()}"
 
 
 def run_method(method: str, cfg: Config, out: Path) -> dict:
