@@ -91,9 +91,11 @@ def test_no_link_has_no_query_layers_and_no_queries():
 
 
 def assert_uniform_within(t, v):
-    assert t.max().item() <= v and t.min().item() >= -v
+    v32 = float(torch.tensor(v, dtype=torch.float32))  # the bound as a float32 can round up past v
+    assert t.max().item() <= max(v, v32) and t.min().item() >= -max(v, v32)
     assert t.max().item() == pytest.approx(v, rel=0.01) and t.min().item() == pytest.approx(-v, rel=0.01)
-    assert t.mean().item() == pytest.approx(0.0, abs=0.02 * v)
+    # the mean of n uniform samples on [-v, v] has standard deviation v / sqrt(3 n): allow 5 of them
+    assert t.mean().item() == pytest.approx(0.0, abs=5 * v / math.sqrt(3 * t.numel()))
 
 
 def test_low_rank_token_init_bounds():
