@@ -6,7 +6,7 @@ A spec is a dict with ``kind`` in ``train | infer | flops``. The result is print
 Everything goes through dgseg's own code path: ``dgseg.build_model(cfg)`` with the Rein recipe head
 (Mask2Former, default sizes), ``model.loss`` + backward + ``build_optimizer`` (AdamW on the trainable
 parameters, the recipe's groups), ``model.predict(mode="whole" | "slide")``, and for gradient
-checkpointing ``model.backbone.set_grad_checkpointing(True)``, which is what ``train.grad_checkpointing``
+checkpointing ``model.set_grad_checkpointing(True)``, which is what ``train.grad_checkpointing``
 does in ``dgseg.engine.train``. Weights are random (``weights: null``): the timings do not depend on them.
 
 Memory. On CUDA: ``torch.cuda.max_memory_allocated`` (tensors only). On CPU: the process's peak resident
@@ -72,7 +72,7 @@ def build(spec: dict, device=None):
     if device is not None:
         model.to(device)
     if cfg.train.grad_checkpointing:  # exactly what dgseg.engine.train does for train.grad_checkpointing
-        model.backbone.set_grad_checkpointing(True)
+        model.set_grad_checkpointing(True)
     return cfg, model
 
 
@@ -128,11 +128,16 @@ def _device(name: str):
 
 
 def _autocast(device, amp: str):
-    import torch
+    from dgseg.engine.precision import autocast
 
-    if amp == "none":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+    return autocast(device, amp)
+
+
+def _amp(spec: dict, device) -> str:
+    """The autocast mode this case runs in (bf16 falls back to float32 on a CPU without native bf16)."""
+    from dgseg.engine.precision import resolve_amp
+
+    return resolve_amp(spec.get("amp", "bf16"), device)
 
 
 class _Clock:
@@ -217,7 +222,7 @@ def train_case(spec: dict) -> dict:
                                      spec.get("seed", 0))
     images, labels = images.to(device), labels.to(device)
     clock = _Clock(device)
-    amp = spec.get("amp", "bf16")
+    amp = _amp(spec, device)
     frozen = [p for p in model.parameters() if not p.requires_grad]
     rows = []
     checks: dict = {}
@@ -254,6 +259,7 @@ def train_case(spec: dict) -> dict:
         "peak_mib": memory.peak(),
         "model_mib": model_mib,
         "saved_mib": saved.mib,
+        "amp": amp,
         "trainable": counts["trainable"],
         "total_params": counts["total"],
         "checks": checks,
@@ -283,7 +289,7 @@ def infer_case(spec: dict) -> dict:
     image, _ = synthetic_batch(1, h, w, cfg.model.num_classes, spec.get("seed", 0))
     image = image.to(device)
     clock = _Clock(device)
-    amp = spec.get("amp", "bf16")
+    amp = _amp(spec, device)
     env0 = _env()
     with torch.no_grad(), _autocast(device, amp):
         w0, _ = clock()
@@ -314,6 +320,7 @@ def infer_case(spec: dict) -> dict:
         "phases": phases,
         "warmup_s": w1 - w0,
         "windows": windows,
+        "amp": amp,
         "loadavg_start": env0["loadavg"],
         "loadavg_end": _env()["loadavg"],
         "threads": torch.get_num_threads(),
@@ -340,7 +347,7 @@ def flops_case(spec: dict) -> dict:
     with torch.device("meta"):
         model = dgseg.build_model(cfg)
     if spec.get("ckpt", False):
-        model.backbone.set_grad_checkpointing(True)
+        model.set_grad_checkpointing(True)
     train = spec.get("train", True)
     model.train(train)
     h, w = spec.get("image") or (spec["crop"], spec["crop"])

@@ -389,7 +389,12 @@ def render(data: dict, notes: str | None = None) -> str:
                      + [["command", f"`{meta['command']}`"], ["started", meta.get("started", "")],
                         ["wall time of the run", f"{meta.get('elapsed_s', 0) / 60:.1f} min"],
                         ["load average during the run (1 min; min / median / max)", meta.get("load", "n/a")]]))
+    used = sorted({run["result"]["amp"] for run in data["runs"]
+                   if isinstance(run.get("result"), dict) and "amp" in run["result"]})
     out += ["", "Settings: " + ", ".join(f"`{k}={v}`" for k, v in settings.items()), ""]
+    if used:
+        out += [f"Precision the cases ran in: {', '.join('float32' if a == 'none' else a + ' autocast' for a in used)} "
+                "(`--amp bf16` runs in float32 on a CPU without native bf16, see `dgseg.engine.precision`).", ""]
     out.append(
         "How it measures: each case is one fresh process (`python -m benchmarks.cases`), so its peak memory is "
         "its own. Training: `dgseg.build_model(cfg)` (Mask2Former head at the recipe's sizes, random weights), "

@@ -85,7 +85,7 @@ def test_decoder_layers_attend_to_levels_round_robin_lowest_resolution_first_and
         head.mask_embed[4].bias.fill_(-1.0)
     seen = []
     for layer in head.transformer_decoder.layers:
-        layer.cross_attn.attn.register_forward_pre_hook(
+        layer.cross_attn.register_forward_pre_hook(
             lambda mod, args, kwargs: seen.append((args[1].shape[1], kwargs["attn_mask"])), with_kwargs=True
         )
 

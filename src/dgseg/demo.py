@@ -11,6 +11,7 @@ import multiprocessing as mp
 import os
 import resource
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -88,6 +89,18 @@ def _example_rows(method_dir: Path, cfg: Config) -> list[dict]:
     return rows
 
 
+def _precision(cfg: Config) -> str:
+    from dgseg.engine.precision import resolve_amp
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        amp = resolve_amp(cfg.train.amp, device)
+    if amp == cfg.train.amp:
+        return "float32" if amp == "none" else f"{amp} autocast"
+    return f"float32 (train.amp={cfg.train.amp} asked; this CPU has no native bf16)"
+
+
 def report_markdown(results: dict[str, dict], cfg: Config, settings: str, wall_s: float) -> str:
     domains = list(next(iter(results.values()))["eval"].keys())
     source = cfg.data.source
@@ -108,7 +121,8 @@ def report_markdown(results: dict[str, dict], cfg: Config, settings: str, wall_s
         f"Trained on `{source}` (synthetic source style), evaluated on it (held-out scenes) and on unseen "
         f"target styles. mIoU in %, over the classes present; rPD = 100 x mean target mIoU / source mIoU.\n\n"
         f"{table}\n\n"
-        f"Machine: {machine_line()}. Whole demo wall time: {wall_s / 60:.1f} min.\n\n"
+        f"Machine: {machine_line()}. Precision: {_precision(cfg)}. "
+        f"Whole demo wall time: {wall_s / 60:.1f} min.\n\n"
         f"## Settings\n\n{settings}\n"
     )
 

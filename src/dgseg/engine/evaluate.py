@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import warnings
 from pathlib import Path
@@ -15,16 +14,8 @@ from tqdm import tqdm
 from dgseg.config import Config, DatasetSpec
 from dgseg.engine.data import build_eval_set, domain_name
 from dgseg.engine.distributed import is_main
+from dgseg.engine.precision import autocast, resolve_amp
 from dgseg.metrics import SegMetric, format_table, per_class_table
-
-
-def autocast(device: torch.device, amp: str):
-    """``torch.autocast`` for ``amp`` in none | bf16 | fp16 (fp16 only on CUDA)."""
-    if amp == "none":
-        return contextlib.nullcontext()
-    if amp == "fp16" and device.type != "cuda":
-        raise ValueError("train.amp=fp16 needs a CUDA device; use bf16 on CPU")
-    return torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
 
 
 @torch.no_grad()
@@ -75,7 +66,7 @@ def evaluate(model: nn.Module, cfg: Config, device: torch.device | None = None, 
         raise ValueError("nothing to evaluate: data.val is empty; add at least one {name, root, split}")
     was_training = model.training
     model.eval()
-    amp = cfg.train.amp if cfg.train.amp != "fp16" or device.type == "cuda" else "none"
+    amp = resolve_amp(cfg.train.amp, device, training=False)
     results = {domain_name(s, specs): evaluate_domain(model, s, cfg, device, rank, world, progress, amp)
                for s in specs}
     model.train(was_training)

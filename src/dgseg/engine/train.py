@@ -31,8 +31,9 @@ from dgseg.engine.checkpoint import (
 )
 from dgseg.engine.data import build_train_loader, skipped_samples
 from dgseg.engine.distributed import barrier, broadcast_flag, init_distributed, is_main
-from dgseg.engine.evaluate import autocast, evaluate, write_results
+from dgseg.engine.evaluate import evaluate, write_results
 from dgseg.engine.optim import build_optimizer, build_scheduler, grad_norm
+from dgseg.engine.precision import autocast, resolve_amp
 from dgseg.models.weights_io import mismatch_report
 
 
@@ -125,13 +126,12 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
     base = model
     trains_backbone = base.adapter.trains_backbone
     if cfg.train.grad_checkpointing:
-        base.backbone.set_grad_checkpointing(True)
+        base.set_grad_checkpointing(True)
     lr_mult = getattr(base.adapter, "lr_mult", 1.0) if trains_backbone else 1.0
     optimizer = build_optimizer(base, cfg.train, backbone_lr_mult=lr_mult)
     scheduler = build_scheduler(optimizer, cfg.train)
-    scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp == "fp16" and device.type == "cuda")
-    if cfg.train.amp == "fp16" and device.type != "cuda":
-        raise ValueError("train.amp=fp16 needs a CUDA device; use train.amp=bf16 on CPU")
+    amp = resolve_amp(cfg.train.amp, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
 
     step = 0
     skipped_steps = 0  # non-finite steps skipped (train.on_nan=skip): their batches were consumed too
@@ -223,7 +223,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
                 paths += batch["path"]
                 sync_ctx = model.no_sync() if ddp and micro < cfg.train.accumulate - 1 else contextlib.nullcontext()
                 with sync_ctx:
-                    with autocast(device, cfg.train.amp):
+                    with autocast(device, amp):
                         losses = model(images, labels)
                     total = sum(v for k, v in losses.items() if "loss" in k) / cfg.train.accumulate
                     if not torch.isfinite(total):

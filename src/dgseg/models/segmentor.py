@@ -38,6 +38,15 @@ class Segmentor(nn.Module):
             self.backbone.eval()  # frozen: no drop-path / dropout, whatever the mode
         return self
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """``train.grad_checkpointing``: the backbone's blocks (timm's per-block checkpoint, the adapter's
+        layers inside) and the pixel decoder's encoder layers keep only their inputs for the backward
+        pass and run again there."""
+        self.backbone.set_grad_checkpointing(enable)
+        for module in self.head.modules():
+            if hasattr(module, "grad_checkpointing") and module is not self.head:
+                module.grad_checkpointing = enable
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         """What the optimizer gets: every parameter with ``requires_grad``."""
         return [p for p in self.parameters() if p.requires_grad]

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 SpatialShapes = Sequence[tuple[int, int]] | Tensor
@@ -56,18 +57,43 @@ def multi_scale_deformable_attention(
     out_dtype = value.dtype
     value_levels = value.float().split([h * w for h, w in shapes], dim=1)
     grids = 2.0 * sampling_locations.float() - 1.0
-    samples = []
-    for level, (h, w) in enumerate(shapes):
+    # (B*M) x Q x L x P: the weights of one head's samples, beside its (B*M) x D x Q x P samples
+    weights = attention_weights.float().transpose(1, 2).flatten(0, 1)
+    out = None
+    for level, (h, w) in enumerate(shapes):  # one level at a time: no stacked L x P copy of the samples
         # B x HW x M x D -> (B*M) x D x H x W
         v = value_levels[level].permute(0, 2, 3, 1).reshape(b * m, d, h, w)
         # B x Q x M x P x 2 -> (B*M) x Q x P x 2
         g = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
-        samples.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
-    # (B*M) x D x Q x L x P -> (B*M) x D x Q x (L*P)
-    stacked = torch.stack(samples, dim=-2).flatten(-2)
-    weights = attention_weights.float().transpose(1, 2).reshape(b * m, 1, q, num_levels * p)
-    out = (stacked * weights).sum(-1).view(b, m * d, q)
-    return out.transpose(1, 2).contiguous().to(out_dtype)
+        sampled = F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)
+        # (B*M) x D x Q x P times (B*M) x 1 x Q x P, summed over P
+        part = (sampled * weights[:, None, :, level]).sum(-1)
+        out = part if out is None else out + part
+    return out.view(b, m * d, q).transpose(1, 2).contiguous().to(out_dtype)
+
+
+def _recomputed_attention(
+    value: Tensor, spatial_shapes: list[tuple[int, int]], sampling_locations: Tensor, attention_weights: Tensor
+) -> Tensor:
+    """`multi_scale_deformable_attention` whose samples are taken again in the backward pass.
+
+    Autograd would keep every layer's fp32 samples, D x Q x L x P per head, for the gradient of the
+    weights: 66 MB per 512 x 512 image and layer, most of the head's activation memory. Recomputing
+    them keeps only the inputs (value, locations, weights), a tenth of that, for one more
+    `grid_sample` per level in the backward pass. The result is the same function.
+    """
+    if not torch.is_grad_enabled() or not any(
+        t.requires_grad for t in (value, sampling_locations, attention_weights)
+    ):
+        return multi_scale_deformable_attention(value, spatial_shapes, sampling_locations, attention_weights)
+    return torch.utils.checkpoint.checkpoint(
+        multi_scale_deformable_attention,
+        value,
+        spatial_shapes,
+        sampling_locations,
+        attention_weights,
+        use_reentrant=False,
+    )
 
 
 class MultiScaleDeformableAttention(nn.Module):
@@ -143,5 +169,5 @@ class MultiScaleDeformableAttention(nn.Module):
             reference_points[:, :, None, :, None, :].float()
             + offsets.float() / normalizer[None, None, None, :, None, :]
         )
-        out = multi_scale_deformable_attention(v, shapes, locations, weights)
+        out = _recomputed_attention(v, shapes, locations, weights)
         return identity + self.output_proj(out)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from .ms_deform_attn import MultiScaleDeformableAttention
@@ -77,9 +78,13 @@ class DeformableEncoderLayer(nn.Module):
 
 
 class DeformableEncoder(nn.Module):
+    """`num_layers` encoder layers; with `grad_checkpointing` each layer keeps only its input for the
+    backward pass and runs again there (what `train.grad_checkpointing` turns on)."""
+
     def __init__(self, num_layers: int = 6, **layer_kwargs: int):
         super().__init__()
         self.layers = nn.ModuleList(DeformableEncoderLayer(**layer_kwargs) for _ in range(num_layers))
+        self.grad_checkpointing = False
 
     def forward(
         self,
@@ -88,8 +93,14 @@ class DeformableEncoder(nn.Module):
         reference_points: Tensor,
         spatial_shapes: Sequence[tuple[int, int]],
     ) -> Tensor:
+        recompute = self.grad_checkpointing and torch.is_grad_enabled()
         for layer in self.layers:
-            query = layer(query, query_pos, reference_points, spatial_shapes)
+            if recompute:
+                query = torch.utils.checkpoint.checkpoint(
+                    layer, query, query_pos, reference_points, spatial_shapes, use_reentrant=False
+                )
+            else:
+                query = layer(query, query_pos, reference_points, spatial_shapes)
         return query
 
 

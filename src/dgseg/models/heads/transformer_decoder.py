@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -61,7 +62,14 @@ class FFN(nn.Module):
 
 
 class MultiheadAttention(nn.Module):
-    """mmcv `MultiheadAttention`: positions added to query and key (not value), residual added."""
+    """mmcv `MultiheadAttention`: positions added to query and key (not value), residual added.
+
+    The weights live in an `nn.MultiheadAttention` (`attn.in_proj_weight`, `attn.out_proj`, as in mmcv),
+    but the forward is written out batch first: three projections and `scaled_dot_product_attention`.
+    `nn.MultiheadAttention(batch_first=True)` with a key that is not the value transposes its inputs to
+    non-contiguous sequence-first views, and at batch > 1 its projection matmuls then expand the weight
+    once per key (1.25 s against 0.1 s for 4,096 keys at batch 6 on a CPU core).
+    """
 
     def __init__(self, embed_dims: int = 256, num_heads: int = 8):
         super().__init__()
@@ -79,8 +87,16 @@ class MultiheadAttention(nn.Module):
         """query B x Q x C, key/value B x K x C; attn_mask (B*heads) x Q x K bool, True = blocked."""
         q = query if query_pos is None else query + query_pos
         k = key if key_pos is None else key + key_pos
-        out = self.attn(q, k, value, attn_mask=attn_mask, need_weights=False)[0]
-        return query + out
+        b, nq, c = q.shape
+        nk, heads = k.shape[1], self.attn.num_heads
+        w_q, w_k, w_v = self.attn.in_proj_weight.chunk(3)
+        b_q, b_k, b_v = self.attn.in_proj_bias.chunk(3)
+        q = F.linear(q, w_q, b_q).view(b, nq, heads, -1).transpose(1, 2)
+        k = F.linear(k, w_k, b_k).view(b, nk, heads, -1).transpose(1, 2)
+        v = F.linear(value, w_v, b_v).view(b, nk, heads, -1).transpose(1, 2)
+        allowed = None if attn_mask is None else ~attn_mask.view(b, heads, nq, nk)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+        return query + self.attn.out_proj(out.transpose(1, 2).reshape(b, nq, c))
 
 
 class MaskedAttentionDecoderLayer(nn.Module):

@@ -1,0 +1,117 @@
+"""Activation memory: what is recomputed instead of kept gives the same losses and gradients, keeps less,
+and mixed precision is only used where the device computes it natively."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from tiny import tiny_config
+
+import dgseg
+from dgseg.engine import precision
+from dgseg.models.heads.ms_deform_attn import _recomputed_attention, multi_scale_deformable_attention
+
+
+class SavedBytes:
+    """Bytes autograd keeps for the backward pass (each storage counted once)."""
+
+    def __init__(self):
+        self.total, self._seen = 0, set()
+
+    def pack(self, t):
+        key = (t.untyped_storage().data_ptr(), t.dtype)
+        if key not in self._seen:
+            self._seen.add(key)
+            self.total += t.untyped_storage().nbytes()
+        return t
+
+    def hooks(self):
+        return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
+
+
+def deform_inputs(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(6, 8), (3, 4), (2, 2)]
+    s = sum(h * w for h, w in shapes)
+    value = torch.randn(2, s, 4, 8, generator=g, requires_grad=True)
+    loc = torch.rand(2, 30, 4, 3, 4, 2, generator=g, requires_grad=True)
+    weights = torch.rand(2, 30, 4, 3, 4, generator=g).softmax(-1).requires_grad_()
+    return value, shapes, loc, weights
+
+
+def test_recomputed_deformable_sampling_gives_the_same_output_and_gradients_and_keeps_less():
+    results = []
+    for fn in (multi_scale_deformable_attention, _recomputed_attention):
+        value, shapes, loc, weights = deform_inputs()
+        saved = SavedBytes()
+        with saved.hooks():
+            out = fn(value, shapes, loc, weights)
+        out.square().sum().backward()
+        results.append((out.detach(), value.grad, loc.grad, weights.grad, saved.total))
+    direct, recomputed = results
+    for a, b in zip(direct[:4], recomputed[:4], strict=True):
+        torch.testing.assert_close(a, b)
+    assert recomputed[4] < direct[4] / 2  # inputs only, not the D x Q x L x P samples
+
+
+def test_deformable_sampling_without_grad_is_not_checkpointed():
+    value, shapes, loc, weights = deform_inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            _recomputed_attention(value, shapes, loc, weights), multi_scale_deformable_attention(value, shapes, loc, weights)
+        )
+
+
+def loss_grads_and_saved(checkpointing: bool):
+    torch.manual_seed(0)
+    model = dgseg.build_model(tiny_config(model__head__enc_layers=2))
+    model.set_grad_checkpointing(checkpointing)
+    model.train()
+    x, y = torch.randn(2, 3, 32, 32), torch.randint(0, 19, (2, 32, 32))
+    saved = SavedBytes()
+    torch.manual_seed(1)  # the point sampling of the loss
+    with saved.hooks():
+        losses = model.loss(x, y)
+    total = sum(losses.values())
+    total.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    return float(total.detach()), grads, saved.total
+
+
+def test_grad_checkpointing_gives_the_same_loss_and_gradients_with_less_saved():
+    loss, grads, saved = loss_grads_and_saved(False)
+    loss_ckpt, grads_ckpt, saved_ckpt = loss_grads_and_saved(True)
+    assert loss_ckpt == pytest.approx(loss, rel=1e-6)
+    assert grads.keys() == grads_ckpt.keys()
+    for name in grads:
+        torch.testing.assert_close(grads_ckpt[name], grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert saved_ckpt < 0.8 * saved
+
+
+def test_grad_checkpointing_reaches_the_backbone_and_the_pixel_decoder():
+    model = dgseg.build_model(tiny_config())
+    model.set_grad_checkpointing(True)
+    assert model.backbone.vit.grad_checkpointing
+    assert model.head.pixel_decoder.encoder.grad_checkpointing
+    model.set_grad_checkpointing(False)
+    assert not model.head.pixel_decoder.encoder.grad_checkpointing
+
+
+def test_bf16_on_a_cpu_without_native_bf16_runs_in_float32_and_says_so(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="no native bf16"):
+        assert precision.resolve_amp("bf16", torch.device("cpu")) == "none"
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert precision.resolve_amp("bf16", torch.device("cpu")) == "bf16"
+
+
+def test_fp16_needs_cuda_for_training_and_falls_back_to_float32_for_evaluation():
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        precision.resolve_amp("fp16", torch.device("cpu"))
+    assert precision.resolve_amp("fp16", torch.device("cpu"), training=False) == "none"
+    with pytest.raises(ValueError, match="expected one of none, bf16, fp16"):
+        precision.resolve_amp("fp8", torch.device("cpu"))
