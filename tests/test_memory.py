@@ -94,9 +94,12 @@ def test_grad_checkpointing_reaches_the_backbone_and_the_pixel_decoder():
     model = dgseg.build_model(tiny_config())
     model.set_grad_checkpointing(True)
     assert model.backbone.vit.grad_checkpointing
-    assert model.head.pixel_decoder.encoder.grad_checkpointing
+    encoder = model.head.pixel_decoder.encoder
+    assert encoder.grad_checkpointing
+    assert not any(layer.self_attn.recompute_samples for layer in encoder.layers)  # recomputed once, not twice
     model.set_grad_checkpointing(False)
-    assert not model.head.pixel_decoder.encoder.grad_checkpointing
+    assert not encoder.grad_checkpointing
+    assert all(layer.self_attn.recompute_samples for layer in encoder.layers)
 
 
 def test_bf16_on_a_cpu_without_native_bf16_runs_in_float32_and_says_so(monkeypatch):

@@ -100,6 +100,7 @@ class MultiScaleDeformableAttention(nn.Module):
     """Deformable attention over L feature levels, batch first, with mmcv's residual.
 
     forward returns `query + output_proj(attention)` (mmcv adds the identity inside the module).
+    With `recompute_samples` (default) the backward pass takes the samples again instead of keeping them.
     """
 
     def __init__(self, embed_dims: int = 256, num_heads: int = 8, num_levels: int = 3, num_points: int = 4):
@@ -114,6 +115,7 @@ class MultiScaleDeformableAttention(nn.Module):
         self.attention_weights = nn.Linear(embed_dims, num_heads * num_levels * num_points)
         self.value_proj = nn.Linear(embed_dims, embed_dims)
         self.output_proj = nn.Linear(embed_dims, embed_dims)
+        self.recompute_samples = True
         self.reset_parameters()
 
     @torch.no_grad()
@@ -169,5 +171,6 @@ class MultiScaleDeformableAttention(nn.Module):
             reference_points[:, :, None, :, None, :].float()
             + offsets.float() / normalizer[None, None, None, :, None, :]
         )
-        out = _recomputed_attention(v, shapes, locations, weights)
+        attend = _recomputed_attention if self.recompute_samples else multi_scale_deformable_attention
+        out = attend(v, shapes, locations, weights)
         return identity + self.output_proj(out)

@@ -86,6 +86,17 @@ class DeformableEncoder(nn.Module):
         self.layers = nn.ModuleList(DeformableEncoderLayer(**layer_kwargs) for _ in range(num_layers))
         self.grad_checkpointing = False
 
+    @property
+    def grad_checkpointing(self) -> bool:
+        return self._grad_checkpointing
+
+    @grad_checkpointing.setter
+    def grad_checkpointing(self, enable: bool) -> None:
+        # a checkpointed layer is recomputed whole: its attention need not also recompute its samples
+        self._grad_checkpointing = bool(enable)
+        for layer in self.layers:
+            layer.self_attn.recompute_samples = not enable
+
     def forward(
         self,
         query: Tensor,
