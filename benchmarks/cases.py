@@ -127,12 +127,6 @@ def _device(name: str):
     return torch.device(name)
 
 
-def _autocast(device, amp: str):
-    from dgseg.engine.precision import autocast
-
-    return autocast(device, amp)
-
-
 def _amp(spec: dict, device) -> str:
     """The autocast mode this case runs in (bf16 falls back to float32 on a CPU without native bf16)."""
     from dgseg.engine.precision import resolve_amp
@@ -202,12 +196,21 @@ def _env() -> dict:
     return {"loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
 
 
+def _run_facts(env0: dict, amp: str, device) -> dict:
+    """What every case reports about how it ran: precision, load before and after, threads, device."""
+    import torch
+
+    return {"amp": amp, "loadavg_start": env0["loadavg"], "loadavg_end": _env()["loadavg"],
+            "threads": torch.get_num_threads(), "device": str(device)}
+
+
 # ---------------------------------------------------------------------------------------------- train
 def train_case(spec: dict) -> dict:
     """Median training-step time after warm-up, and the peak memory of the process."""
     import torch
 
     from dgseg.engine.optim import build_optimizer
+    from dgseg.engine.precision import autocast
 
     device = _device(spec.get("device", "auto"))
     memory = Memory(device)
@@ -233,7 +236,7 @@ def train_case(spec: dict) -> dict:
         optimizer.zero_grad(set_to_none=True)
         t0, c0 = clock()
         # the first step (a warm-up, never timed) also counts the activations autograd saves
-        with _autocast(device, amp), saved.hooks() if i == 0 else contextlib.nullcontext():
+        with autocast(device, amp), saved.hooks() if i == 0 else contextlib.nullcontext():
             losses = model.loss(images, labels)
         total = sum(v for k, v in losses.items() if "loss" in k)
         t1, c1 = clock()
@@ -259,14 +262,10 @@ def train_case(spec: dict) -> dict:
         "peak_mib": memory.peak(),
         "model_mib": model_mib,
         "saved_mib": saved.mib,
-        "amp": amp,
         "trainable": counts["trainable"],
         "total_params": counts["total"],
         "checks": checks,
-        "loadavg_start": env0["loadavg"],
-        "loadavg_end": _env()["loadavg"],
-        "threads": torch.get_num_threads(),
-        "device": str(device),
+        **_run_facts(env0, amp, device),
     }
 
 
@@ -278,6 +277,8 @@ def infer_case(spec: dict) -> dict:
     are ordered by expected memory (slide before whole) and each phase's peak is read after it.
     """
     import torch
+
+    from dgseg.engine.precision import autocast
 
     device = _device(spec.get("device", "auto"))
     memory = Memory(device)
@@ -291,14 +292,14 @@ def infer_case(spec: dict) -> dict:
     clock = _Clock(device)
     amp = _amp(spec, device)
     env0 = _env()
-    with torch.no_grad(), _autocast(device, amp):
+    with torch.no_grad(), autocast(device, amp):
         w0, _ = clock()
         model.predict(image[..., : min(crop, h), : min(crop, w)], mode="whole")
         w1, _ = clock()
     phases = []
     reference = None
     for mode, batch in spec["phases"]:
-        with _autocast(device, amp):
+        with autocast(device, amp):
             t0, c0 = clock()
             scores = model.predict(image, mode=mode, crop=crop, stride=stride, batch=batch)
             t1, c1 = clock()
@@ -320,11 +321,7 @@ def infer_case(spec: dict) -> dict:
         "phases": phases,
         "warmup_s": w1 - w0,
         "windows": windows,
-        "amp": amp,
-        "loadavg_start": env0["loadavg"],
-        "loadavg_end": _env()["loadavg"],
-        "threads": torch.get_num_threads(),
-        "device": str(device),
+        **_run_facts(env0, amp, device),
     }
 
 

@@ -44,7 +44,7 @@ class Segmentor(nn.Module):
         pass and run again there."""
         self.backbone.set_grad_checkpointing(enable)
         for module in self.head.modules():
-            if hasattr(module, "grad_checkpointing") and module is not self.head:
+            if hasattr(module, "grad_checkpointing"):
                 module.grad_checkpointing = enable
 
     def trainable_parameters(self) -> list[nn.Parameter]:
