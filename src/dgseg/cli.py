@@ -120,6 +120,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from dgseg.bench import PAPER_METHODS, parse_list, run_bench
+
+    methods = parse_list(args.methods) if args.methods else PAPER_METHODS
+    run_bench(methods, parse_list(args.seeds, int), out=args.out, iters=args.iters, overrides=args.overrides,
+              config=args.config or None, threads=args.threads)
+    print(f"report: {args.out}/bench.md, figures: {args.out}/bench.png, {args.out}/bench_curves.png")
+    return 0
+
+
 def cmd_text_embed(args: argparse.Namespace) -> int:
     import dgseg
     from dgseg.models.text import build_text_guidance, save_class_embeddings
@@ -194,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     _add_set(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="multi-seed method comparison on the synthetic benchmark; resumable")
+    p.add_argument("--methods", help="comma-separated (default: rein,frozen,full,lora,adaptformer,vpt; "
+                   "also rein-nolink)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--iters", type=int, help="iterations per run (default: the config's train.max_iters)")
+    p.add_argument("--config", help="bench config (default: the shipped configs/bench.yaml)")
+    p.add_argument("--out", default="runs/bench")
+    p.add_argument("--threads", type=int, help="torch threads per run (default: all cores)")
+    _add_set(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("export", help="export a checkpoint")
     p.add_argument("--checkpoint", required=True)

@@ -1,0 +1,195 @@
+"""``dgseg bench``: the method comparison on the synthetic benchmark, several seeds, built in pieces.
+
+Each (method, seed) pair is one ordinary run folder ``OUT/<method>/seed<k>/`` trained through the same
+``train`` code as real experiments, from ``configs/bench.yaml`` (or ``--config``). During training only
+the source style is validated (every ``train.eval_interval`` iterations: the plateau check); the
+finished model is then evaluated on every ``data.val`` domain. A run with ``summary.json`` is finished
+and never trained again; a run with a checkpoint but no summary was interrupted and resumes from it; a
+folder with neither is started afresh. After every run the combined table (``bench.md``,
+``bench.json``) and figures (``bench.png``: mIoU per domain, mean and min-max over seeds;
+``bench_curves.png``: source validation mIoU against iteration) are rewritten from the runs that exist.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import resource
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from dgseg.bench_report import training_time_s, write_report
+from dgseg.config import Config, config_to_dict, dump_config, load_config
+
+BENCH_CONFIG = Path(__file__).parent / "configs" / "bench.yaml"
+METHODS = {
+    "rein": [],
+    "rein-nolink": ["model.adapter.link=false"],
+    "frozen": ["model.adapter.name=frozen", "model.adapter.link=false"],
+    "full": ["model.adapter.name=full", "model.adapter.link=false"],
+    "lora": ["model.adapter.name=lora", "model.adapter.link=false"],
+    "adaptformer": ["model.adapter.name=adaptformer", "model.adapter.link=false"],
+    "vpt": ["model.adapter.name=vpt", "model.adapter.link=false"],
+}
+"""Method -> overrides of the bench config. The paper's definitions: Rein links its tokens to the head's
+queries; the others use the head's own queries; ``full`` trains the backbone at ``adapter.lr_mult`` x lr."""
+PAPER_METHODS = ["rein", "frozen", "full", "lora", "adaptformer", "vpt"]
+PLATEAU_POINTS = 1.0
+"""A run has plateaued when its source validation mIoU rose by less than this over the last quarter."""
+
+
+def bench_config(method: str, seed: int, iters: int | None, overrides: list[str],
+                 config: str | Path = BENCH_CONFIG) -> Config:
+    """The full config of one run (all ``data.val`` domains; :func:`training_config` narrows it)."""
+    if method not in METHODS:
+        raise ValueError(f"bench: unknown method '{method}'; choose from {', '.join(METHODS)}")
+    extra = [f"train.seed={seed}"] + ([f"train.max_iters={iters}"] if iters is not None else [])
+    cfg = load_config(config, METHODS[method] + list(overrides) + extra)
+    cfg.name = f"bench-{method}-seed{seed}"
+    return cfg
+
+
+def training_config(cfg: Config) -> Config:
+    """The same run validating only the source style while it trains (cheap periodic plateau check)."""
+    import copy
+
+    if cfg.data.source is None:
+        raise ValueError("bench: the config needs data.source (the style it trains on) to validate during training")
+    train_cfg = copy.deepcopy(cfg)
+    train_cfg.data.val = [s for s in cfg.data.val if s.name == cfg.data.source][:1]
+    return train_cfg
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _run_child(train_yaml: str, full_yaml: str, out_dir: str, resume: bool, summary_path: str,
+               threads: int | None) -> None:
+    """Train (or resume) one run, evaluate it on every domain, write its summary last."""
+    import yaml
+
+    from dgseg.config import config_from_dict
+    from dgseg.engine.evaluate import evaluate, write_results
+    from dgseg.engine.inference import load_model
+    from dgseg.engine.train import train
+
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    train_cfg = config_from_dict(yaml.safe_load(train_yaml))
+    full_cfg = config_from_dict(yaml.safe_load(full_yaml))
+    result = train(train_cfg, out_dir, resume=resume, progress=False)
+    if result.get("stopped"):
+        raise SystemExit(3)
+    model, _ = load_model(out_dir)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    results = evaluate(model.to(device), full_cfg, device, progress=False)
+    write_results(results, full_cfg, Path(out_dir))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if torch.cuda.is_available():
+        peak_mb = torch.cuda.max_memory_allocated() / 2**20
+    summary = {
+        "eval": results, "config": config_to_dict(full_cfg), "step": result["step"],
+        "train_time_s": training_time_s(Path(out_dir) / "log.jsonl"), "peak_memory_mb": peak_mb,
+        "trainable": model.parameter_counts()["trainable"],
+    }
+    _write_atomic(Path(summary_path), json.dumps(summary, indent=2))
+
+
+def run_state(run_dir: Path, cfg: Config) -> str:
+    """'done' (summary.json), 'resume' (a checkpoint), or 'new'; refuses a folder trained to another setting."""
+    from dgseg.engine.checkpoint import latest_checkpoint
+
+    summary = run_dir / "summary.json"
+    stored = run_dir / "config.yaml"
+    wanted = config_to_dict(training_config(cfg))
+    if summary.exists():
+        recorded = json.loads(summary.read_text()).get("config")
+        if recorded is not None and recorded != config_to_dict(cfg):
+            raise ValueError(_setting_error(run_dir, recorded, config_to_dict(cfg)))
+        return "done"
+    if latest_checkpoint(run_dir) is not None:
+        import yaml
+
+        from dgseg.config import config_from_dict
+
+        recorded = config_to_dict(config_from_dict(yaml.safe_load(stored.read_text())))
+        if recorded != wanted:
+            raise ValueError(_setting_error(run_dir, recorded, wanted))
+        return "resume"
+    return "new"
+
+
+def _setting_error(run_dir: Path, recorded: dict, wanted: dict) -> str:
+    diffs = _diff(recorded, wanted)
+    shown = "; ".join(f"{k}: run has {a!r}, asked {b!r}" for k, a, b in diffs[:4])
+    return (f"bench: {run_dir} was trained with another setting ({shown}); use another --out, or delete "
+            f"that folder to train it again")
+
+
+def _diff(a, b, prefix: str = "") -> list[tuple[str, object, object]]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in list(a) + [k for k in b if k not in a]:
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [(prefix.rstrip("."), a, b)]
+
+
+def run_one(method: str, seed: int, cfg: Config, run_dir: Path, isolate: bool = True,
+            threads: int | None = None) -> str:
+    """Bring one run to 'done'; returns what was needed ('done', 'resume' or 'new')."""
+    state = run_state(run_dir, cfg)
+    if state == "done":
+        return state
+    if state == "new" and run_dir.exists():  # a start that died before its first checkpoint: nothing to keep
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    args = (dump_config(training_config(cfg)), dump_config(cfg), str(run_dir), state == "resume",
+            str(run_dir / "summary.json"), threads)
+    if not isolate:
+        _run_child(*args)
+        return state
+    proc = mp.get_context("spawn").Process(target=_run_child, args=args)
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0 or not (run_dir / "summary.json").exists():
+        raise RuntimeError(f"bench: run {method} seed {seed} in {run_dir} did not finish (exit code "
+                           f"{proc.exitcode}); run the same command again to resume it")
+    return state
+
+
+def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/bench", iters: int | None = None,
+              overrides: list[str] | None = None, config: str | Path | None = BENCH_CONFIG, isolate: bool = True,
+              threads: int | None = None) -> dict:
+    """Train what is missing of methods x seeds into ``out``, then write the combined report."""
+    from dgseg.models.pretrained import EMBEDDED, embedded_weights_path
+
+    out = Path(out)
+    config = config or BENCH_CONFIG
+    out.mkdir(parents=True, exist_ok=True)
+    plan = [(m, s, bench_config(m, s, iters, overrides or [], config)) for m in methods for s in seeds]
+    for method, seed, cfg in plan:
+        if cfg.model.backbone.weights in EMBEDDED:
+            embedded_weights_path(cfg.model.backbone.weights)  # import once, before any child starts
+        run_dir = out / method / f"seed{seed}"
+        t0 = time.perf_counter()
+        print(f"== bench: {method} seed {seed} ({cfg.train.max_iters} iterations): "
+              f"{run_state(run_dir, cfg)} ==", flush=True)
+        state = run_one(method, seed, cfg, run_dir, isolate=isolate, threads=threads)
+        if state != "done":
+            print(f"   {method} seed {seed} finished in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
+        write_report(out)
+    return write_report(out)
+
+
+def parse_list(text: str, kind=str) -> list:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise ValueError(f"bench: empty list '{text}'")
+    return [kind(t) for t in items]

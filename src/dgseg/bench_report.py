@@ -1,0 +1,229 @@
+"""The combined report of ``dgseg bench``: mean and spread over seeds per method and domain, ties, figures.
+
+Reads whatever finished runs ``OUT/<method>/seed<k>/summary.json`` exist (so a comparison built across
+several sittings reports what it has) and writes ``bench.md``, ``bench.json``, ``bench.png`` and
+``bench_curves.png`` into ``OUT``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from pathlib import Path
+
+from dgseg.machine import machine_line
+from dgseg.viz import _read_jsonl
+
+METHOD_ORDER = ["rein", "rein-nolink", "frozen", "full", "lora", "adaptformer", "vpt"]
+
+
+def training_time_s(log_path: Path) -> float:
+    """Seconds spent in training steps, from ``log.jsonl`` (summed over resumed sessions; the last record
+    of a repeated iteration wins)."""
+    per_iter: dict[int, float] = {}
+    for r in _read_jsonl(log_path):
+        if "time_per_iter" in r and "iter" in r:
+            per_iter[int(r["iter"])] = float(r["time_per_iter"])
+    total, prev = 0.0, 0
+    for it in sorted(per_iter):
+        total += per_iter[it] * (it - prev)
+        prev = it
+    return total
+
+
+def rise_over_last_quarter(log_path: Path, domain: str) -> float:
+    """Source validation mIoU at the end minus at 3/4 of training (the eval nearest to it); NaN without evals."""
+    points: dict[int, float] = {}
+    for r in _read_jsonl(log_path):
+        ev = (r.get("eval") or {}).get(domain)
+        if ev is not None and "iter" in r:
+            points[int(r["iter"])] = float(ev["mIoU"] if isinstance(ev, dict) else ev)
+    if len(points) < 2:
+        return math.nan
+    last = max(points)
+    quarter = min(points, key=lambda i: abs(i - 0.75 * last))
+    return points[last] - points[quarter] if quarter != last else math.nan
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def collect(out: Path) -> dict[str, dict[int, dict]]:
+    """method -> seed -> summary of every finished run under ``out``."""
+    runs: dict[str, dict[int, dict]] = {}
+    for summary in sorted(out.glob("*/seed*/summary.json")):
+        method, seed = summary.parent.parent.name, int(summary.parent.name[4:])
+        runs.setdefault(method, {})[seed] = json.loads(summary.read_text())
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    return dict(sorted(runs.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+
+
+def _stats(values: list[float]) -> dict:
+    vals = [v for v in values if not math.isnan(v)]
+    if not vals:
+        return {"mean": math.nan, "min": math.nan, "max": math.nan, "std": math.nan, "n": 0}
+    return {"mean": statistics.fmean(vals), "min": min(vals), "max": max(vals),
+            "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
+
+
+def run_scores(summary: dict) -> dict[str, float]:
+    """Per-domain mIoU of one run, plus 'mean targets' and 'rPD' (100 x mean targets / source)."""
+    source = summary["config"]["data"]["source"]
+    ev = summary["eval"]
+    scores = {d: float(v["mIoU"]) for d, v in ev.items()}
+    targets = [scores[d] for d in scores if d != source]
+    mean_t = statistics.fmean(targets) if targets else math.nan
+    scores["mean targets"] = mean_t
+    src = scores.get(source, math.nan)
+    scores["rPD"] = 100.0 * mean_t / src if src and src > 0 else math.nan
+    return scores
+
+
+def aggregate(runs: dict[str, dict[int, dict]], out: Path) -> dict:
+    table = {}
+    for method, seeds in runs.items():
+        per_seed = {s: run_scores(r) for s, r in seeds.items()}
+        columns = list(next(iter(per_seed.values())))
+        any_run = next(iter(seeds.values()))
+        source = any_run["config"]["data"]["source"]
+        rises = {s: rise_over_last_quarter(out / method / f"seed{s}" / "log.jsonl", source) for s in seeds}
+        table[method] = {
+            "seeds": sorted(seeds),
+            "scores": {c: _stats([per_seed[s][c] for s in per_seed]) for c in columns},
+            "per_seed": per_seed,
+            "plateau_rise": rises,
+            "iters": any_run["config"]["train"]["max_iters"],
+            "trainable": any_run["trainable"],
+            "train_time_s": _stats([r["train_time_s"] for r in seeds.values()]),
+            "source": source,
+        }
+    return table
+
+
+def ties(table: dict, column: str) -> tuple[str | None, list[str]]:
+    """The best method by mean of ``column`` and every other method whose min-max range overlaps the best's."""
+    ranked = [m for m in table if not math.isnan(table[m]["scores"][column]["mean"])]
+    if not ranked:
+        return None, []
+    best = max(ranked, key=lambda m: table[m]["scores"][column]["mean"])
+    b = table[best]["scores"][column]
+    tied = [m for m in ranked if m != best and table[m]["scores"][column]["max"] >= b["min"]]
+    return best, tied
+
+
+def _cell(st: dict) -> str:
+    if st["n"] == 0:
+        return "-"
+    if st["n"] == 1:
+        return f"{st['mean']:.1f}"
+    return f"{st['mean']:.1f} ({st['min']:.1f}-{st['max']:.1f})"
+
+
+def markdown(table: dict) -> str:
+    if not table:
+        return "# dgseg bench\n\nNo finished runs yet.\n"
+    first = next(iter(table.values()))
+    domains = [c for c in first["scores"] if c not in ("mean targets", "rPD")]
+    source = first["source"]
+    head = ["method", "seeds", *[f"{d} (source)" if d == source else d for d in domains], "mean targets", "rPD",
+            "source rise, last quarter", "trainable params", "train time / run"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for method, row in table.items():
+        rises = [v for v in row["plateau_rise"].values() if not math.isnan(v)]
+        rise = f"{max(rises):+.1f} (max)" if rises else "-"
+        cells = [method, str(len(row["seeds"])), *[_cell(row["scores"][d]) for d in domains],
+                 _cell(row["scores"]["mean targets"]), _cell(row["scores"]["rPD"]), rise,
+                 f"{row['trainable']:,}", f"{row['train_time_s']['mean'] / 60:.1f} min"]
+        lines.append("| " + " | ".join(cells) + " |")
+    verdict = []
+    for column in ("mean targets", "rPD", source):
+        best, tied = ties(table, column)
+        if best is None:
+            continue
+        text = f"- **{column}**: best {best} ({table[best]['scores'][column]['mean']:.1f})"
+        text += f"; tied with it (ranges overlap): {', '.join(tied)}" if tied else "; no other method's range reaches it"
+        verdict.append(text)
+    not_flat = [f"{m} seed {s} ({v:+.1f})" for m, row in table.items() for s, v in row["plateau_rise"].items()
+                if not math.isnan(v) and v >= 1.0]
+    plateau = ("Every run's source validation mIoU rose by less than 1 point over its last quarter."
+               if not not_flat else f"Not plateaued (rose by 1 point or more over the last quarter): "
+               f"{', '.join(not_flat)}.")
+    return (
+        "# dgseg bench: method comparison on the synthetic benchmark\n\n"
+        "mIoU in %, mean over seeds with (min-max) when there are several; rPD = 100 x mean target mIoU / "
+        "source mIoU, per seed, then averaged. A difference smaller than the spread is a tie.\n\n"
+        + "\n".join(lines) + "\n\n" + "\n".join(verdict) + "\n\n" + plateau + "\n\n"
+        f"Report written on: {machine_line()}. Iterations per run: "
+        f"{', '.join(sorted({str(r['iters']) for r in table.values()}))}.\n"
+    )
+
+
+def bars_figure(table: dict, path: Path) -> None:
+    from dgseg.viz import _new_figure
+
+    first = next(iter(table.values()))
+    columns = [c for c in first["scores"] if c != "rPD"]
+    fig = _new_figure(max(8.0, 1.3 * len(columns)), 4.2)
+    ax = fig.subplots()
+    width = 0.8 / max(len(table), 1)
+    for i, (method, row) in enumerate(table.items()):
+        xs = [j + (i - (len(table) - 1) / 2) * width for j in range(len(columns))]
+        means = [row["scores"][c]["mean"] for c in columns]
+        lo = [row["scores"][c]["mean"] - row["scores"][c]["min"] for c in columns]
+        hi = [row["scores"][c]["max"] - row["scores"][c]["mean"] for c in columns]
+        ax.bar(xs, means, width, yerr=[lo, hi], capsize=2, label=f"{method} (n={len(row['seeds'])})")
+    ax.set_xticks(range(len(columns)))
+    ax.set_xticklabels([c.replace("synthetic-", "") for c in columns], rotation=20)
+    ax.set_ylabel("mIoU (%)")
+    ax.set_title("mIoU per domain: mean over seeds, bars = min-max")
+    ax.legend(fontsize=7, ncols=min(len(table), 4))
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def curves_figure(table: dict, out: Path, path: Path) -> None:
+    from dgseg.viz import _new_figure
+
+    fig = _new_figure(8.0, 4.2)
+    ax = fig.subplots()
+    colours = {}
+    for method, row in table.items():
+        for seed in row["seeds"]:
+            points = {}
+            for r in _read_jsonl(out / method / f"seed{seed}" / "log.jsonl"):
+                ev = (r.get("eval") or {}).get(row["source"])
+                if ev is not None:
+                    points[int(r["iter"])] = float(ev["mIoU"] if isinstance(ev, dict) else ev)
+            if not points:
+                continue
+            xs = sorted(points)
+            line = ax.plot(xs, [points[x] for x in xs], lw=1, marker="o", ms=2, color=colours.get(method),
+                           label=method if method not in colours else None)
+            colours.setdefault(method, line[0].get_color())
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("source validation mIoU (%)")
+    ax.set_title("source validation during training (one line per seed)")
+    if colours:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def write_report(out: str | Path) -> dict:
+    """Rewrite the combined report from the finished runs under ``out``; returns the aggregated table."""
+    out = Path(out)
+    table = aggregate(collect(out), out)
+    _write_atomic(out / "bench.md", markdown(table))
+    _write_atomic(out / "bench.json", json.dumps(table, indent=2, default=str))
+    if table:
+        for name, draw in (("bench.png", lambda p: bars_figure(table, p)),
+                           ("bench_curves.png", lambda p: curves_figure(table, out, p))):
+            tmp = out / f".{name}.tmp{os.getpid()}.png"
+            draw(tmp)
+            os.replace(tmp, out / name)
+    return table

@@ -1,0 +1,91 @@
+"""`dgseg bench`: a multi-seed comparison built in pieces, resumed, and reported with its spread."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+import dgseg.engine.train as train_module
+from dgseg.bench import bench_config, run_bench
+from dgseg.bench_report import markdown, rise_over_last_quarter, ties
+from tiny import tiny_dict
+
+
+@pytest.fixture
+def tiny_bench(tmp_path):
+    data = tiny_dict(train__max_iters=4, train__checkpoint_interval=2, train__eval_interval=2)
+    path = tmp_path / "tiny_bench.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_an_interrupted_comparison_resumes_without_retraining_finished_runs(tmp_path, tiny_bench, monkeypatch):
+    out = tmp_path / "bench"
+    calls = []
+    real_train = train_module.train
+
+    def spy(cfg, out_dir, resume=False, **kw):
+        calls.append((cfg.model.adapter.name, resume))
+        result = real_train(cfg, out_dir, resume=resume, **kw)
+        if len(calls) == 2 and not resume:
+            raise KeyboardInterrupt  # the sitting ends after the second run trained, before its evaluation
+        return result
+
+    monkeypatch.setattr(train_module, "train", spy)
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(["rein", "frozen"], [0], out, config=tiny_bench, isolate=False)
+    assert (out / "rein" / "seed0" / "summary.json").exists()
+    assert not (out / "frozen" / "seed0" / "summary.json").exists()
+    rein_summary = (out / "rein" / "seed0" / "summary.json").read_bytes()
+
+    table = run_bench(["rein", "frozen"], [0], out, config=tiny_bench, isolate=False)
+    assert calls == [("rein", False), ("frozen", False), ("frozen", True)]  # rein was not trained again
+    assert (out / "rein" / "seed0" / "summary.json").read_bytes() == rein_summary
+    assert list(table) == ["rein", "frozen"]
+    iters = [r["iter"] for r in map(json.loads, (out / "frozen" / "seed0" / "log.jsonl").read_text().splitlines())
+             if "loss" in r]
+    assert iters == [1, 2, 3, 4]  # the resumed run did not repeat its steps
+    report = (out / "bench.md").read_text()
+    assert "| rein | 1 |" in report and "| frozen | 1 |" in report
+    assert (out / "bench.png").stat().st_size > 5_000 and (out / "bench_curves.png").stat().st_size > 5_000
+    evals = json.loads((out / "frozen" / "seed0" / "eval.json").read_text())["domains"]
+    assert set(evals) == {"synthetic-game", "synthetic-night"}  # the finished run is scored on every domain
+
+
+def test_a_run_trained_to_another_setting_is_refused_by_name(tmp_path, tiny_bench):
+    out = tmp_path / "bench"
+    run_bench(["frozen"], [1], out, config=tiny_bench, isolate=False)
+    with pytest.raises(ValueError, match=r"frozen/seed1 was trained with another setting \(train.max_iters"):
+        run_bench(["frozen"], [1], out, iters=6, config=tiny_bench, isolate=False)
+
+
+def test_seeds_and_methods_become_config_keys():
+    cfg = bench_config("full", 2, 100, [])
+    assert (cfg.model.adapter.name, cfg.model.adapter.link, cfg.train.seed, cfg.train.max_iters) == ("full", False, 2, 100)
+    assert bench_config("rein", 0, None, []).model.adapter.link is True  # Rein as the paper defines it
+    assert bench_config("vpt", 0, None, []).model.adapter.name == "vpt"
+    with pytest.raises(ValueError, match="unknown method 'dora'"):
+        bench_config("dora", 0, None, [])
+
+
+def _row(values, source="s"):
+    stats = {"mean": sum(values) / len(values), "min": min(values), "max": max(values), "std": 0.0, "n": len(values)}
+    return {"seeds": list(range(len(values))), "scores": {"mean targets": stats}, "source": source}
+
+
+def test_a_difference_inside_the_spread_is_a_tie():
+    table = {"a": _row([30.0, 32.0, 34.0]), "b": _row([28.0, 29.0, 30.5]), "c": _row([20.0, 21.0, 22.0])}
+    assert ties(table, "mean targets") == ("a", ["b"])
+
+
+def test_the_plateau_check_compares_the_end_with_three_quarters(tmp_path):
+    log = tmp_path / "log.jsonl"
+    evals = {100: 10.0, 200: 20.0, 300: 25.0, 400: 25.5}
+    log.write_text("".join(json.dumps({"iter": i, "eval": {"s": {"mIoU": v}}}) + "\n" for i, v in evals.items()))
+    assert rise_over_last_quarter(log, "s") == pytest.approx(0.5)  # 400 vs 300
+
+
+def test_the_report_says_when_nothing_has_finished():
+    assert "No finished runs yet" in markdown({})
