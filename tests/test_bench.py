@@ -6,11 +6,11 @@ import json
 
 import pytest
 import yaml
+from tiny import tiny_dict
 
 import dgseg.engine.train as train_module
 from dgseg.bench import bench_config, run_bench
 from dgseg.bench_report import markdown, rise_over_last_quarter, ties
-from tiny import tiny_dict
 
 
 @pytest.fixture
