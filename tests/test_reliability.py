@@ -325,7 +325,7 @@ def untrained_run(tmp_path_factory):
 
 
 @pytest.mark.parametrize("override, expected", [
-    ("model.num_classes=16", "num_classes: checkpoint has 19, current setup has 16"),
+    ("data.classes=synthia16", "num_classes: checkpoint has 19, current setup has 16"),
     ("model.backbone.name=vit_base_patch16_224",
      "backbone.name: checkpoint has 'vit_small_patch14_dinov2', current setup has 'vit_base_patch16_224'"),
 ])
@@ -338,7 +338,7 @@ def test_eval_of_a_checkpoint_of_another_setup_names_the_file_and_the_field(untr
 
 
 def test_resume_from_a_checkpoint_of_another_num_classes_is_refused(tmp_path, untrained_run, capsys):
-    config = write_config(tmp_path / "tiny.yaml", run_config(model__num_classes=16))
+    config = write_config(tmp_path / "tiny.yaml", run_config(data__classes="synthia16"))
     assert cli(["train", str(config), "--out", str(untrained_run), "--resume", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "iter_0000000.safetensors does not fit this model" in err and "num_classes" in err

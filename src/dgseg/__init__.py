@@ -9,6 +9,11 @@ def build_model(cfg: Config):
     """Build the Segmentor of ``cfg`` on CPU with its backbone weights loaded."""
     from dgseg.models.segmentor import build_model as _build
 
+    if cfg.model.num_classes is None:  # a Config built in code: the class count comes from data.classes
+        from dgseg.data.classes import resolve_config_classes
+
+        resolve_config_classes(cfg)
+
     return _build(cfg)
 
 

@@ -80,7 +80,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             out = out.parent
         table = write_results(results, cfg, out)
         if args.json:
-            print(json.dumps({"source": cfg.data.source, "domains": results}))
+            from dgseg.data.classes import config_class_set
+
+            print(json.dumps({"source": cfg.data.source, "classes": list(config_class_set(cfg).names),
+                              "domains": results}))
         else:
             print(table)
             print(f"written: {out / 'eval.md'}, {out / 'eval.json'}")
@@ -136,9 +139,9 @@ def cmd_text_embed(args: argparse.Namespace) -> int:
 
     cfg = dgseg.load_config(args.config, args.overrides + ["model.text.learnable_context=false"])
     guidance = build_text_guidance(cfg.model.text, [1, 1, 1, 1], cfg.model.num_classes)
-    from dgseg.data.labels import CLASSES
+    from dgseg.data.classes import config_class_set
 
-    path = save_class_embeddings(args.out, guidance.class_embeddings, list(CLASSES)[: cfg.model.num_classes])
+    path = save_class_embeddings(args.out, guidance.class_embeddings, list(config_class_set(cfg).names))
     print(f"class embeddings {tuple(guidance.class_embeddings.shape)} written to {path}; "
           f"use them with --set model.text.embeddings={path} --set model.text.learnable_context=false")
     return 0
@@ -157,9 +160,9 @@ def cmd_import_rein(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from dgseg.data.check import run_check
+    from dgseg.data.check import class_arguments, run_check
 
-    return run_check(args.name, args.root, args.split)
+    return run_check(args.name, args.root, args.split, **class_arguments(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -244,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("name")
     c.add_argument("root", nargs="?")
     c.add_argument("--split", default="train")
+    from dgseg.data.check import add_class_arguments
+
+    add_class_arguments(c)
     c.set_defaults(func=cmd_data_check)
     return parser
 

@@ -109,7 +109,8 @@ class ModelConfig:
     neck: NeckConfig = field(default_factory=NeckConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     text: TextConfig = field(default_factory=TextConfig)
-    num_classes: int = 19
+    num_classes: int | None = None
+    """Number of classes; null: taken from data.classes (a different number is an error)."""
 
 
 @dataclass
@@ -126,10 +127,16 @@ class DatasetSpec:
     """Evaluation only: resize the image to [W, H] (or by a factor, e.g. 0.5) before inference; labels stay native."""
     mode: str | None = None
     """Evaluation only: whole | slide (null: eval.mode)."""
+    label_map: dict[int, int] | None = None
+    """folder only: raw label value -> class index (or 255); every value not listed is ignore (255)."""
+    reduce_zero_label: bool = False
+    """folder only (ADE20K convention): 0 -> 255 (ignore), v -> v - 1."""
 
 
 @dataclass
 class DataConfig:
+    classes: str | dict = "cityscapes"
+    """cityscapes | synthia16 | synthia13 | a YAML file {names, palette?} (recorded inline once loaded)."""
     train: list[DatasetSpec] = field(default_factory=lambda: [DatasetSpec()])
     val: list[DatasetSpec] = field(default_factory=list)
     source: str | None = None
@@ -175,6 +182,8 @@ class EvalConfig:
     crop: int = 512
     stride: int = 341
     batch_size: int = 1
+    miou_subsets: list[str] = field(default_factory=list)
+    """Extra mIoU columns over class subsets, e.g. [synthia16, synthia13] (presets or classes files)."""
 
 
 @dataclass
@@ -377,7 +386,7 @@ def _validate(cfg: Config) -> None:
         "eval.crop": cfg.eval.crop,
         "eval.stride": cfg.eval.stride,
         "eval.batch_size": cfg.eval.batch_size,
-        "model.num_classes": cfg.model.num_classes,
+        "model.num_classes": 1 if cfg.model.num_classes is None else cfg.model.num_classes,
         "model.backbone.img_size": cfg.model.backbone.img_size,
     }
     for key, value in positive.items():
@@ -425,6 +434,12 @@ def _validate(cfg: Config) -> None:
         v = getattr(a, key)
         if v is not None and v < 0:
             raise ConfigError(f"model.adapter.{key}: must be >= 0, got {v}")
+    from dgseg.data.classes import ClassSetError, resolve_config_classes
+
+    try:
+        resolve_config_classes(cfg)  # model.num_classes from data.classes; label maps checked
+    except ClassSetError as e:
+        raise ConfigError(str(e)) from None
 
 
 def config_from_dict(data: dict) -> Config:

@@ -80,7 +80,7 @@ def _example_rows(method_dir: Path, cfg: Config) -> list[dict]:
     model, _ = load_model(method_dir)
     rows = []
     for spec in cfg.data.val:
-        item = build_eval_set(spec)[0]
+        item = build_eval_set(spec, cfg=cfg)[0]
         pred = predict_labels(model, item["image"][None], tuple(item["label"].shape), "whole", cfg.eval.crop,
                               cfg.eval.stride, 1)[0]
         image = (denormalize(item["image"]).clamp(0, 255)).to(torch.uint8)
@@ -131,7 +131,7 @@ def run_demo(quick: bool = False, compare: bool = False, out: str | Path = "runs
              overrides: list[str] | None = None, methods: list[str] | None = None) -> dict:
     """Train and evaluate ``methods`` (default: rein; ``compare``: rein, frozen, full, lora); write the report."""
     import dgseg
-    from dgseg.data.labels import CLASSES, PALETTE
+    from dgseg.data.classes import config_class_set
     from dgseg.models.pretrained import EMBEDDED, embedded_weights_path
     from dgseg.viz import report_figure
 
@@ -159,7 +159,8 @@ def run_demo(quick: bool = False, compare: bool = False, out: str | Path = "runs
     (out / "report.md").write_text(md)
     rows = _example_rows(out / methods[0], cfg)
     bars = {m: {d: v["mIoU"] for d, v in r["eval"].items()} for m, r in results.items()}
-    report_figure(rows, bars, out / "report.png", palette=PALETTE, class_names=CLASSES)
+    classes = config_class_set(cfg)
+    report_figure(rows, bars, out / "report.png", palette=classes.palette, class_names=classes.names)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(md.split("## Settings")[0])
     print(f"report: {out / 'report.md'}, figure: {out / 'report.png'}, runs: {', '.join(str(out / m) for m in methods)}")

@@ -205,6 +205,7 @@ def format_table(
     results: Mapping[str, Mapping[str, Any]],
     class_names: Sequence[str] | None = None,
     source: str | None = None,
+    extra_columns: Sequence[str] = (),
 ) -> str:
     """A markdown table of mIoU / aAcc per domain (the source first when given).
 
@@ -212,7 +213,8 @@ def format_table(
     (in-domain validation) is the first row and an ``rPD`` column gives ``100 * mIoU_target /
     mIoU_source`` for each target (REFERENCE.md section 3). A last row ``mean (targets)`` averages the
     target domains (all domains but the source) when there are two or more. ``class_names``, when given,
-    is checked against the length of each result's per-class IoU list.
+    is checked against the length of each result's per-class IoU list. ``extra_columns`` are result keys
+    shown after aAcc (e.g. ``mIoU_synthia16``; averaged in the mean row like mIoU).
     """
     if class_names is not None:
         _check_class_names(results, class_names)
@@ -226,11 +228,12 @@ def format_table(
             return "-"
         return _fmt(100.0 * miou / src_miou)
 
-    header = ["domain", "mIoU", "aAcc"] + (["rPD"] if has_rpd else [])
+    header = ["domain", "mIoU", "aAcc", *extra_columns] + (["rPD"] if has_rpd else [])
     rows = []
     for d in domains:
         miou = float(results[d].get("mIoU", math.nan))
         row = [f"{d} (source)" if d == source else d, _fmt(miou), _fmt(results[d].get("aAcc"))]
+        row += [_fmt(results[d].get(c)) for c in extra_columns]
         if has_rpd:
             row.append("-" if d == source else rpd(miou))
         rows.append(row)
@@ -238,6 +241,7 @@ def format_table(
         mean_miou = _nanmean([float(results[d].get("mIoU", math.nan)) for d in targets])
         mean_aacc = _nanmean([float(results[d].get("aAcc", math.nan)) for d in targets])
         row = ["mean (targets)", _fmt(mean_miou), _fmt(mean_aacc)]
+        row += [_fmt(_nanmean([float(results[d].get(c, math.nan)) for d in targets])) for c in extra_columns]
         if has_rpd:
             row.append(rpd(mean_miou))
         rows.append(row)

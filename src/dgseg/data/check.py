@@ -12,22 +12,30 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from .class_remap import declared_classes
+from .classes import ClassSet, ClassSetError, index_remap, load_class_set
 from .datasets import DataError, build_dataset
-from .labels import CLASSES, IGNORE_INDEX, NUM_CLASSES
+from .labels import CLASSES, IGNORE_INDEX
 
 
 @dataclass
 class CheckReport:
-    """What :func:`check_dataset` found. ``class_pixels`` is int64 [20]: the 19 classes, then ignore."""
+    """What :func:`check_dataset` found. ``class_pixels`` is int64 [K + 1]: the K classes of
+    ``class_names`` (the 19 Cityscapes classes by default), then ignore."""
 
     name: str
     root: str | None
     split: str
     listed: int = 0
     read: int = 0
-    class_pixels: np.ndarray = field(default_factory=lambda: np.zeros(NUM_CLASSES + 1, np.int64))
+    class_names: tuple[str, ...] = CLASSES
+    class_pixels: np.ndarray | None = None
     image_sizes: Counter = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.class_pixels is None:
+            self.class_pixels = np.zeros(len(self.class_names) + 1, np.int64)
 
     @property
     def ok(self) -> bool:
@@ -43,13 +51,14 @@ class CheckReport:
             more = f" and {len(self.image_sizes) - 5} more" if len(self.image_sizes) > 5 else ""
             lines.append(f"  image sizes (WxH): {sizes}{more}")
         total = int(self.class_pixels.sum())
-        labelled = int(self.class_pixels[:NUM_CLASSES].sum())
+        k = len(self.class_names)
+        labelled = int(self.class_pixels[:k].sum())
         if total:
             lines.append("  class pixels (share of labelled pixels):")
-            for i, name in enumerate(CLASSES):
+            for i, name in enumerate(self.class_names):
                 n = int(self.class_pixels[i])
                 lines.append(f"    {i:3d} {name:<14s} {100.0 * n / max(labelled, 1):6.2f}%  {n:,}")
-            n = int(self.class_pixels[NUM_CLASSES])
+            n = int(self.class_pixels[k])
             lines.append(
                 f"    {IGNORE_INDEX:3d} {'ignore':<14s} {100.0 * n / total:6.2f}% of all pixels  {n:,}"
             )
@@ -64,12 +73,29 @@ class CheckReport:
 
 
 def check_dataset(
-    name: str, root: str | None, split: str = "train", limit: int | None = None, **kwargs: Any
+    name: str, root: str | None, split: str = "train", limit: int | None = None,
+    classes: str | ClassSet | None = None, **kwargs: Any
 ) -> CheckReport:
     """Scan a dataset: list and pair its files, decode every image and label (or the first ``limit``),
     and collect the class histogram and every problem (unpaired files, unreadable or truncated
-    files, size mismatches, label values outside the dataset's ID table)."""
-    report = CheckReport(name, None if root is None else str(root), split)
+    files, size mismatches, label values outside the dataset's ID table).
+
+    ``classes`` (a preset, a classes file or a ClassSet; default cityscapes) names the histogram rows;
+    for ``folder`` it also sets the class count, and ``kwargs`` may carry ``label_map`` or
+    ``reduce_zero_label``."""
+    remap = None
+    try:
+        cs = load_class_set(classes)
+        declared = declared_classes(name)
+        if declared is None:
+            kwargs.setdefault("num_classes", cs.num_classes)
+        else:  # the experiment's classes are a subset of the dataset's: remapped by name
+            remap = index_remap(declared, cs, f"{name} with classes {cs.source}")
+    except ClassSetError as e:
+        report = CheckReport(name, None if root is None else str(root), split)
+        report.problems.append(str(e))
+        return report
+    report = CheckReport(name, None if root is None else str(root), split, class_names=cs.names)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -93,23 +119,33 @@ def check_dataset(
                 f"{sample.label}: label values {unknown} are not defined by "
                 f"{sample.id_map.name} (read as 255, ignore)"
             )
+        if remap is not None:
+            label = remap[label]
+        k = len(cs.names)
         counts = np.bincount(label.reshape(-1), minlength=256)
-        report.class_pixels[:NUM_CLASSES] += counts[:NUM_CLASSES]
-        report.class_pixels[NUM_CLASSES] += counts[NUM_CLASSES:].sum()
+        report.class_pixels[:k] += counts[:k]
+        report.class_pixels[k] += counts[k:].sum()
         report.image_sizes[(image.shape[1], image.shape[0])] += 1
     return report
 
 
 def run_check(
-    name: str, root: str | None, split: str = "train", out: TextIO | None = None, limit: int | None = None
+    name: str, root: str | None, split: str = "train", out: TextIO | None = None, limit: int | None = None,
+    classes: str | None = None, label_map: dict | None = None, reduce_zero_label: bool = False,
 ) -> int:
     """Check a dataset and print the report to ``out`` (stdout); return 0 when clean, 1 otherwise.
 
-    ``root`` None (or "none", "-", "") is for the synthetic benchmark."""
+    ``root`` None (or "none", "-", "") is for the synthetic benchmark. ``classes``, ``label_map`` and
+    ``reduce_zero_label`` as in a config (see :func:`check_dataset`)."""
     out = sys.stdout if out is None else out
     if root is not None and str(root).lower() in ("", "none", "-"):
         root = None
-    report = check_dataset(name, root, split, limit=limit)
+    extra: dict[str, Any] = {}
+    if label_map is not None:
+        extra["label_map"] = label_map
+    if reduce_zero_label:
+        extra["reduce_zero_label"] = True
+    report = check_dataset(name, root, split, limit=limit, classes=classes, **extra)
     print(report.format(), file=out)
     return 0 if report.ok else 1
 
@@ -126,13 +162,37 @@ def add_check_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--split", default="train", help="train, val, test or the dataset's own folder name")
     p.add_argument("--limit", type=int, default=None, help="check only the first N samples")
+    add_class_arguments(p)
     p.set_defaults(func=main_check)
     return p
 
 
+def add_class_arguments(p: argparse.ArgumentParser) -> None:
+    """``--classes``, ``--label-map``, ``--reduce-zero-label``: the class set the histogram is in."""
+    p.add_argument("--classes", help="class set: cityscapes (default), synthia16, synthia13 or a classes YAML file")
+    p.add_argument("--label-map", help="folder only: raw value -> class index as YAML, e.g. '{10: 0, 20: 1}'")
+    p.add_argument("--reduce-zero-label", action="store_true", help="folder only: 0 -> ignore, v -> v - 1")
+
+
+def class_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """run_check kwargs of :func:`add_class_arguments`'s options; ValueError for an unreadable --label-map."""
+    import yaml
+
+    label_map = getattr(args, "label_map", None)
+    if label_map is not None:
+        try:
+            label_map = yaml.safe_load(label_map)
+        except yaml.YAMLError as e:
+            raise ValueError(f"--label-map: not valid YAML ({e}); expected e.g. '{{10: 0, 20: 1}}'") from e
+        if not isinstance(label_map, dict):
+            raise ValueError(f"--label-map: expected a mapping such as '{{10: 0, 20: 1}}', got {label_map!r}")
+    return {"classes": getattr(args, "classes", None), "label_map": label_map,
+            "reduce_zero_label": getattr(args, "reduce_zero_label", False)}
+
+
 def main_check(args: argparse.Namespace) -> int:
     """Entry point for parsed ``check`` arguments; returns the exit code."""
-    return run_check(args.name, args.root, args.split, limit=getattr(args, "limit", None))
+    return run_check(args.name, args.root, args.split, limit=getattr(args, "limit", None), **class_arguments(args))
 
 
 if __name__ == "__main__":

@@ -651,20 +651,32 @@ class ACDC(PairedFilesDataset):
 
 
 class Folder(PairedFilesDataset):
-    """Images with same-stem label PNGs already in train IDs: ``{root}/{split}/images`` and
-    ``{root}/{split}/labels`` (sub-folders allowed), or ``{root}/images`` and ``{root}/labels`` when
-    ``{root}/{split}`` does not exist."""
+    """Images with same-stem label PNGs: ``{root}/{split}/images`` and ``{root}/{split}/labels``
+    (sub-folders allowed), or ``{root}/images`` and ``{root}/labels`` when ``{root}/{split}`` does not
+    exist. Label values are class indices 0..num_classes-1 (255 ignore), or raw values mapped by
+    ``label_map`` / ``reduce_zero_label`` (see :func:`dgseg.data.classes.folder_id_map`)."""
 
     name = "folder"
     recursive = True
 
-    def __init__(self, root: str | os.PathLike, split: str = "train", **kwargs: Any) -> None:
+    def __init__(self, root: str | os.PathLike, split: str = "train", *, num_classes: int = NUM_CLASSES,
+                 label_map: Mapping[int, int] | None = None, reduce_zero_label: bool = False,
+                 **kwargs: Any) -> None:
+        from .classes import ClassSetError, folder_id_map
+
+        try:
+            self._id_map = folder_id_map(num_classes, label_map, reduce_zero_label, f"folder {root}")
+        except ClassSetError as e:
+            raise DataError(str(e)) from None
         if root is not None and (Path(root) / split).is_dir():
             self.image_dir, self.label_dir = f"{split}/images", f"{split}/labels"
         else:
             self.image_dir, self.label_dir = "images", "labels"
         self.split_dirs = {split: split}
         super().__init__(root, split, **kwargs)
+
+    def _label_kinds(self) -> tuple[tuple[str, IdMap], ...]:
+        return ((".png", self._id_map),)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -84,10 +84,24 @@ def build_train_set(cfg: Config) -> Dataset:
         cat_max_ratio=d.cat_max_ratio, flip_prob=d.flip_prob, photometric=d.photometric,
     )
     parts = [
-        build_dataset(s.name, s.root, s.split, transform=transform, **_error_kwargs(s, d.on_error), **spec_kwargs(s))
-        for s in d.train
+        build_dataset(s.name, s.root, s.split, **_class_kwargs(cfg, s, transform, f"data.train[{i}]"),
+                      **_error_kwargs(s, d.on_error), **spec_kwargs(s))
+        for i, s in enumerate(d.train)
     ]
     return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+
+
+def _class_kwargs(cfg: Config, spec: DatasetSpec, transform, where: str) -> dict:
+    """transform (+ folder label mapping) that make the dataset yield the experiment's class indices."""
+    from dgseg.data.class_remap import class_set_kwargs
+    from dgseg.data.classes import ClassSetError, config_class_set
+
+    try:
+        return class_set_kwargs(spec, config_class_set(cfg), transform, where)
+    except ClassSetError as e:
+        from dgseg.data import DataError
+
+        raise DataError(str(e)) from None
 
 
 def _error_kwargs(spec: DatasetSpec, on_error: str) -> dict:
@@ -110,12 +124,16 @@ def build_train_loader(cfg: Config, rank: int, world: int, start_step: int) -> t
     return loader, dataset
 
 
-def build_eval_set(spec: DatasetSpec, on_error: str = "raise") -> Dataset:
+def build_eval_set(spec: DatasetSpec, on_error: str = "raise", cfg: Config | None = None) -> Dataset:
+    """An evaluation dataset; with ``cfg`` its labels are read in the experiment's class set (without:
+    the dataset's own, e.g. the 19 Cityscapes classes)."""
     from dgseg.data import EvalTransform, build_dataset
 
     resize = tuple(spec.resize) if isinstance(spec.resize, list) else spec.resize
-    return build_dataset(spec.name, spec.root, spec.split, transform=EvalTransform(resize=resize),
-                         **_error_kwargs(spec, on_error), **spec_kwargs(spec))
+    transform = EvalTransform(resize=resize)
+    kwargs = {"transform": transform} if cfg is None else _class_kwargs(cfg, spec, transform, f"eval {spec.name}")
+    return build_dataset(spec.name, spec.root, spec.split, **kwargs, **_error_kwargs(spec, on_error),
+                         **spec_kwargs(spec))
 
 
 def skipped_samples(dataset: Dataset) -> list[tuple[str, str]]:

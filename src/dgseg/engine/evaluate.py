@@ -31,7 +31,7 @@ def predict_labels(model: nn.Module, image: torch.Tensor, size: tuple[int, int],
 
 def evaluate_domain(model: nn.Module, spec: DatasetSpec, cfg: Config, device: torch.device, rank: int = 0,
                     world: int = 1, progress: bool = True, amp: str = "none") -> dict:
-    dataset = build_eval_set(spec, cfg.data.on_error)
+    dataset = build_eval_set(spec, cfg.data.on_error, cfg)
     metric = SegMetric(num_classes=cfg.model.num_classes)
     mode = spec.mode or cfg.eval.mode
     indices = range(rank, len(dataset), world)
@@ -49,6 +49,7 @@ def evaluate_domain(model: nn.Module, spec: DatasetSpec, cfg: Config, device: to
         metric.update(pred, label)
     metric.all_reduce()
     result = metric.compute()
+    result.update(subset_mious(result["IoU"], cfg))
     result["images"] = len(dataset)
     if skipped:
         result["skipped"] = sorted(skipped)
@@ -73,14 +74,27 @@ def evaluate(model: nn.Module, cfg: Config, device: torch.device | None = None, 
     return results
 
 
-def write_results(results: dict[str, dict], cfg: Config, out_dir: Path, stem: str = "eval") -> str:
-    """Write ``stem.json`` and ``stem.md`` (summary + per-class tables); returns the summary table."""
-    from dgseg.data.labels import CLASSES
+def subset_mious(iou: list[float], cfg: Config) -> dict[str, float]:
+    """``{"mIoU_<subset>": mean IoU over the subset's classes}`` for every ``eval.miou_subsets`` entry."""
+    from dgseg.data.classes import config_class_set, load_class_set, subset_indices, subset_miou, subset_name
 
+    classes = config_class_set(cfg)
+    return {f"mIoU_{subset_name(s)}": subset_miou(iou, subset_indices(load_class_set(s), classes, s))
+            for s in cfg.eval.miou_subsets}
+
+
+def write_results(results: dict[str, dict], cfg: Config, out_dir: Path, stem: str = "eval") -> str:
+    """Write ``stem.json`` and ``stem.md`` (summary + per-class tables, the experiment's class names);
+    returns the summary table."""
+    from dgseg.data.classes import config_class_set, subset_name
+
+    names = list(config_class_set(cfg).names)
     source = cfg.data.source
-    table = format_table(results, CLASSES, source=source)
-    classes = per_class_table(results, CLASSES, source=source)
+    extra = [f"mIoU_{subset_name(s)}" for s in cfg.eval.miou_subsets]
+    table = format_table(results, names, source=source, extra_columns=extra)
+    classes = per_class_table(results, names, source=source)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{stem}.json").write_text(json.dumps({"source": source, "domains": results}, indent=2))
+    (out_dir / f"{stem}.json").write_text(json.dumps({"source": source, "classes": names, "domains": results},
+                                                     indent=2))
     (out_dir / f"{stem}.md").write_text(f"# Evaluation: {cfg.name}\n\n{table}\n\n## Per class IoU\n\n{classes}\n")
     return table

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from dgseg.config import Config, config_from_dict, load_config
 from dgseg.engine.checkpoint import CheckpointError, check_compatible, file_sha256, load_checkpoint
+from dgseg.engine.classes_meta import add_onnx_class_metadata, warn_if_other_class_names
 from dgseg.models.weights_io import mismatch_report
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -66,6 +67,7 @@ def load_model(checkpoint: str | Path, overrides: list[str] | None = None, confi
         check_compatible(meta, expected)
     except CheckpointError as e:
         raise CheckpointError(f"{checkpoint}: {e}") from None
+    warn_if_other_class_names(meta, cfg, str(checkpoint))
     model = dgseg.build_model(cfg)
     load_trainable(model, weights, str(checkpoint))
     return model.eval(), cfg
@@ -107,13 +109,14 @@ def predict_files(model: nn.Module, cfg: Config, inputs: list[str], out_dir: str
     from PIL import Image
 
     from dgseg.data import EvalTransform
+    from dgseg.data.classes import config_class_set
     from dgseg.data.datasets import read_image
-    from dgseg.data.labels import PALETTE
     from dgseg.engine.evaluate import predict_labels
     from dgseg.viz import colorize, overlay, save_png
 
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    palette = config_class_set(cfg).palette
     transform = EvalTransform(resize=None)
     written = []
     model.eval()
@@ -135,8 +138,8 @@ def predict_files(model: nn.Module, cfg: Config, inputs: list[str], out_dir: str
         taken.add(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pred).save(f"{target}_labelTrainIds.png")
-        save_png(f"{target}_color.png", colorize(pred, PALETTE))
-        save_png(f"{target}_overlay.png", overlay(rgb, pred, PALETTE))
+        save_png(f"{target}_color.png", colorize(pred, palette))
+        save_png(f"{target}_overlay.png", overlay(rgb, pred, palette))
         written.append(Path(f"{target}_labelTrainIds.png"))
     return written
 
@@ -205,6 +208,7 @@ def export_onnx(model: nn.Module, cfg: Config, out_file: str | Path, size: tuple
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(module, (dummy,), str(out_file), input_names=["image"], output_names=["scores"],
                           opset_version=17, dynamo=False)
+    add_onnx_class_metadata(out_file, cfg)
     return out_file
 
 

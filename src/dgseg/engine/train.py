@@ -47,6 +47,7 @@ MAX_CONSECUTIVE_SKIPS = 20
 
 def checkpoint_meta(cfg: Config, step: int) -> dict:
     """What a checkpoint must say about itself so it is never used with the wrong backbone."""
+    from dgseg.data.classes import config_class_set
     from dgseg.models.pretrained import EMBEDDED
     from dgseg.models.weights_io import resolve_weights
 
@@ -61,6 +62,7 @@ def checkpoint_meta(cfg: Config, step: int) -> dict:
         "backbone": {"name": cfg.model.backbone.name, "weights": weights, "sha256": sha,
                      "embedded": weights in EMBEDDED},
         "num_classes": cfg.model.num_classes,
+        "classes": config_class_set(cfg).to_dict(),
         "adapter": cfg.model.adapter.name,
     }
 

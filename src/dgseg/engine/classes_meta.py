@@ -1,0 +1,67 @@
+"""The class set recorded with a model: checked when a checkpoint is used, written into ONNX exports."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dgseg.config import Config
+from dgseg.data.classes import config_class_set
+
+ONNX_KEYS = ("dgseg.classes", "dgseg.palette", "dgseg.ignore_index")
+
+
+def warn_if_other_class_names(meta: Mapping[str, Any], cfg: Config, source: str) -> None:
+    """Warn when a checkpoint was trained with other class names than ``cfg`` gives (same count: the
+    count is checked as ``num_classes``); the table would carry the config's names."""
+    recorded = (meta.get("classes") or {}).get("names") if isinstance(meta.get("classes"), Mapping) else None
+    if recorded is None:
+        return
+    names = list(config_class_set(cfg).names)
+    if list(recorded) != names:
+        warnings.warn(f"{source}: trained with the classes {list(recorded)}, but the config names them {names}; "
+                      "results are labelled with the config's names", stacklevel=2)
+
+
+def add_onnx_class_metadata(onnx_file: str | Path, cfg: Config) -> None:
+    """Record the class names, palette and ignore index in an ONNX file's ``metadata_props``
+    (``dgseg.classes``: JSON list of K names; ``dgseg.palette``: JSON [K, 3]; ``dgseg.ignore_index``).
+    The file is rewritten through a temporary file in its folder and a rename."""
+    import onnx
+
+    onnx_file = Path(onnx_file)
+    cs = config_class_set(cfg)
+    model = onnx.load(str(onnx_file), load_external_data=False)
+    values = {"dgseg.classes": json.dumps(list(cs.names)), "dgseg.palette": json.dumps(cs.to_dict()["palette"]),
+              "dgseg.ignore_index": "255"}
+    kept = [p for p in model.metadata_props if p.key not in values]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    for key, value in values.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    fd, tmp = tempfile.mkstemp(prefix=f".{onnx_file.name}.", suffix=".tmp", dir=onnx_file.parent)
+    os.close(fd)
+    try:
+        onnx.save(model, tmp)
+        os.replace(tmp, onnx_file)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def onnx_class_metadata(onnx_file: str | Path) -> dict[str, Any]:
+    """``{"classes": [...], "palette": [[r, g, b], ...], "ignore_index": 255}`` read back from an export."""
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(onnx_file), load_external_data=False).metadata_props}
+    missing = [k for k in ONNX_KEYS if k not in props]
+    if missing:
+        raise ValueError(f"{onnx_file}: no dgseg class metadata ({', '.join(missing)} missing)")
+    return {"classes": json.loads(props["dgseg.classes"]), "palette": json.loads(props["dgseg.palette"]),
+            "ignore_index": int(props["dgseg.ignore_index"])}
