@@ -100,7 +100,9 @@ def test_num_classes_comes_from_the_class_list_and_a_file_is_recorded_inline(tmp
     cfg = tiny_config(data__classes=str(path))
     assert cfg.model.num_classes == 5
     assert cfg.data.classes == {"names": ["a", "b", "c", "d", "e"], "palette": default_palette(5).tolist()}
-    assert dgseg.build_model(cfg).head.num_classes == 5
+    head = dgseg.build_model(cfg).head
+    assert head.cls_embed.out_features == 6  # 5 classes + "no object"
+    assert head.criterion.class_weights == [1.0] * 5 + [0.1]
     assert tiny_config().model.num_classes == 19 and tiny_config().data.classes == "cityscapes"
 
 
