@@ -104,3 +104,11 @@ def test_data_check_prints_the_histogram_with_the_names(run, tmp_path, capsys):
     assert code == 0
     assert "  0 background      19.90%  1,216" in out and "  4 bolt            18.85%  1,152" in out
     assert "255 ignore           0.52% of all pixels  32" in out
+
+
+def test_a_config_that_renames_the_classes_of_a_checkpoint_is_warned_about(run):
+    from dgseg.engine.inference import load_model
+
+    with pytest.warns(UserWarning, match=r"trained with the classes \['background', 'crack'.*config names them \['a'"):
+        _, cfg = load_model(run / "run", overrides=["data.classes={names: [a, b, c, d, e]}"])
+    assert cfg.model.num_classes == 5

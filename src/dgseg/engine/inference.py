@@ -34,6 +34,9 @@ def config_of_checkpoint(meta: dict, overrides: list[str] | None = None, config_
 
     data = meta["config"]
     data = yaml.safe_load(yaml.safe_dump(data))
+    keys = {o.split("=", 1)[0].strip() for o in overrides or []}
+    if "data.classes" in keys and "model.num_classes" not in keys:  # the stored count followed the old classes
+        data.get("model", {})["num_classes"] = None
     for o in overrides or []:
         _apply_override(data, o)
     return config_from_dict(data)
