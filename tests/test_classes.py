@@ -277,3 +277,29 @@ def test_the_readme_example_loads_and_reads_its_toy_data(tmp_path, monkeypatch):
     assert cfg.data.train[0].label_map == {10: 0, 20: 1, 30: 2, 40: 3, 50: 4} == cfg.data.val[0].label_map
     label = build_train_set(cfg)[0]["label"]
     assert set(label.unique().tolist()) <= {0, 1, 2, 3, 4, 255} and (label < 5).any()
+
+
+def test_data_check_of_a_cityscapes_dataset_in_a_subset_counts_the_left_out_classes_as_ignore():
+    from dgseg.data.check import check_dataset
+
+    full = check_dataset("synthetic-game", None, "val", length=2, size=(48, 64))
+    sub = check_dataset("synthetic-game", None, "val", classes="synthia13", length=2, size=(48, 64))
+    assert sub.ok and sub.class_names == tuple(SYNTHIA13) and len(sub.class_pixels) == 14
+    assert sub.class_pixels[:13].tolist() == [int(full.class_pixels[CLASSES.index(n)]) for n in SYNTHIA13]
+    assert sub.class_pixels.sum() == full.class_pixels.sum()
+
+
+def test_data_check_with_an_unreadable_label_map_is_a_clear_error(tmp_path, capsys):
+    from dgseg.cli import main
+
+    assert main(["data", "check", "folder", str(tmp_path), "--label-map", "[10, 20"]) == 2
+    assert "--label-map: not valid YAML" in capsys.readouterr().err
+
+
+def test_synthia_subsets_are_the_usual_train_id_lists():
+    """``synthia_set_16`` / ``synthia_set_13`` of the SYNTHIA -> Cityscapes evaluation scripts."""
+    cityscapes = load_class_set("cityscapes")
+    assert subset_indices(load_class_set("synthia16"), cityscapes, "") == [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12,
+                                                                           13, 15, 17, 18]
+    assert subset_indices(load_class_set("synthia13"), cityscapes, "") == [0, 1, 2, 6, 7, 8, 10, 11, 12, 13, 15,
+                                                                           17, 18]
