@@ -303,3 +303,14 @@ def test_synthia_subsets_are_the_usual_train_id_lists():
                                                                            13, 15, 17, 18]
     assert subset_indices(load_class_set("synthia13"), cityscapes, "") == [0, 1, 2, 6, 7, 8, 10, 11, 12, 13, 15,
                                                                            17, 18]
+
+
+def test_a_config_built_in_code_gets_its_class_count_from_the_classes():
+    from dgseg.config import Config
+    from dgseg.engine.train import checkpoint_meta
+
+    cfg = Config()
+    cfg.data.classes = "synthia13"
+    assert cfg.model.num_classes is None
+    meta = checkpoint_meta(cfg, 0)
+    assert meta["num_classes"] == 13 and meta["classes"]["names"] == SYNTHIA13

@@ -61,7 +61,7 @@ def checkpoint_meta(cfg: Config, step: int) -> dict:
         "dgseg_version": dgseg.__version__,
         "backbone": {"name": cfg.model.backbone.name, "weights": weights, "sha256": sha,
                      "embedded": weights in EMBEDDED},
-        "num_classes": cfg.model.num_classes,
+        "num_classes": config_class_set(cfg).num_classes,  # = model.num_classes (checked), also for a Config built in code
         "classes": config_class_set(cfg).to_dict(),
         "adapter": cfg.model.adapter.name,
     }
