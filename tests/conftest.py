@@ -28,3 +28,11 @@ def imgfocus_weights(dgseg_home):
     path = embedded_weights_path("dinov2_vits14_imgfocus")
     assert path.is_file() and os.path.dirname(path) == str(dgseg_home)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_report_runs(tmp_path_factory):
+    """Two tiny finished run folders (rein, frozen) with eval.json, examples and run.json, for report tests."""
+    from report_runs import make_runs
+
+    return make_runs(tmp_path_factory.mktemp("report_runs"))

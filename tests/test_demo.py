@@ -26,6 +26,8 @@ def test_demo_trains_evaluates_every_domain_and_writes_the_report(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "| rein |" in report and "rPD" in report and "Machine:" in report
     assert (tmp_path / "report.png").stat().st_size > 10_000
+    page = (tmp_path / "report.html").read_text()
+    assert '<tr data-run="rein">' in page and "Predictions" in page  # the comparison page, one run
     assert json.loads((tmp_path / "results.json").read_text())["rein"]["trainable"] > 0
     assert (tmp_path / "rein" / "checkpoints" / "latest").exists()
 

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import torch
 
-from dgseg.bench_report import training_time_s, write_report
+from dgseg.bench_report import write_report
 from dgseg.config import Config, config_to_dict, dump_config, load_config
+from dgseg.engine.run_facts import training_time_s
 
 BENCH_CONFIG = Path(__file__).parent / "configs" / "bench.yaml"
 METHODS = {

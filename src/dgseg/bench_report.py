@@ -19,20 +19,6 @@ from dgseg.viz import _read_jsonl
 METHOD_ORDER = ["rein", "rein-nolink", "frozen", "full", "lora", "adaptformer", "vpt"]
 
 
-def training_time_s(log_path: Path) -> float:
-    """Seconds spent in training steps, from ``log.jsonl`` (summed over resumed sessions; the last record
-    of a repeated iteration wins)."""
-    per_iter: dict[int, float] = {}
-    for r in _read_jsonl(log_path):
-        if "time_per_iter" in r and "iter" in r:
-            per_iter[int(r["iter"])] = float(r["time_per_iter"])
-    total, prev = 0.0, 0
-    for it in sorted(per_iter):
-        total += per_iter[it] * (it - prev)
-        prev = it
-    return total
-
-
 def rise_over_last_quarter(log_path: Path, domain: str) -> float:
     """Source validation mIoU at the end minus at 3/4 of training (the eval nearest to it); NaN without evals."""
     points: dict[int, float] = {}

@@ -133,6 +133,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from dgseg.report import write_report
+
+    path = write_report(args.runs, args.out, baseline=args.baseline, confusion_domain=args.domain,
+                        scenes=args.scenes, title=args.title)
+    print(f"report page: {path} (open it in a browser; pictures in {path.parent / 'report_assets'})")
+    return 0
+
+
 def cmd_text_embed(args: argparse.Namespace) -> int:
     import dgseg
     from dgseg.models.text import build_text_guidance, save_class_embeddings
@@ -218,6 +227,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch threads per run (default: all cores)")
     _add_set(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("report", help="one self-contained HTML page comparing run folders")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", required=True, help="folder for report.html and report_assets/")
+    p.add_argument("--baseline", help="a run (name or folder): heat maps show the others' IoU difference to it")
+    p.add_argument("--domain", help="domain of the confusion matrices (default: the first target domain)")
+    p.add_argument("--scenes", type=int, default=3, help="prediction scenes per domain (default 3)")
+    p.add_argument("--title", default="dgseg comparison")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export", help="export a checkpoint")
     p.add_argument("--checkpoint", required=True)

@@ -174,6 +174,8 @@ class TrainConfig:
     keep_last: int = 3
     on_nan: str = "stop"
     """stop | skip: what a non-finite loss or gradient does."""
+    log_backends: list[str] = field(default_factory=lambda: ["jsonl"])
+    """Where training logs go: jsonl (log.jsonl, always) and optionally tensorboard (tb/ in the run folder)."""
 
 
 @dataclass
@@ -184,6 +186,8 @@ class EvalConfig:
     batch_size: int = 1
     miou_subsets: list[str] = field(default_factory=list)
     """Extra mIoU columns over class subsets, e.g. [synthia16, synthia13] (presets or classes files)."""
+    examples: int = 4
+    """Predictions kept per domain (examples/ in the run folder) for `dgseg report` pages; 0 keeps none."""
 
 
 @dataclass
@@ -195,6 +199,7 @@ class Config:
     name: str = "experiment"
 
 
+LOG_BACKENDS = ("jsonl", "tensorboard")
 CHOICES = {
     "model.adapter.name": ("rein", "lora", "adaptformer", "vpt", "full", "frozen"),
     "model.head.name": ("mask2former", "linear"),
@@ -361,6 +366,12 @@ def _apply_override(data: dict, override: str) -> None:
 
 
 def _validate(cfg: Config) -> None:
+    unknown = [b for b in cfg.train.log_backends if b not in LOG_BACKENDS]
+    if unknown or "jsonl" not in cfg.train.log_backends:
+        raise ConfigError(f"train.log_backends: expected a list of {', '.join(LOG_BACKENDS)} that includes jsonl "
+                          f"(curves, resume and reports read log.jsonl), got {cfg.train.log_backends}")
+    if cfg.eval.examples < 0:
+        raise ConfigError(f"eval.examples: must be >= 0, got {cfg.eval.examples}")
     flat = {
         "model.adapter.name": cfg.model.adapter.name,
         "model.head.name": cfg.model.head.name,

@@ -162,6 +162,9 @@ def run_demo(quick: bool = False, compare: bool = False, out: str | Path = "runs
     classes = config_class_set(cfg)
     report_figure(rows, bars, out / "report.png", palette=classes.palette, class_names=classes.names)
     (out / "results.json").write_text(json.dumps(results, indent=2))
+    from dgseg.report import write_report
+
+    page = write_report([out / m for m in methods], out, title="dgseg demo")
     print(md.split("## Settings")[0])
-    print(f"report: {out / 'report.md'}, figure: {out / 'report.png'}, runs: {', '.join(str(out / m) for m in methods)}")
+    print(f"report: {out / 'report.md'}, figure: {out / 'report.png'}, page: {page}, runs: {', '.join(str(out / m) for m in methods)}")
     return results

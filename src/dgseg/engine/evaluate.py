@@ -30,7 +30,9 @@ def predict_labels(model: nn.Module, image: torch.Tensor, size: tuple[int, int],
 
 
 def evaluate_domain(model: nn.Module, spec: DatasetSpec, cfg: Config, device: torch.device, rank: int = 0,
-                    world: int = 1, progress: bool = True, amp: str = "none") -> dict:
+                    world: int = 1, progress: bool = True, amp: str = "none", examples: list | None = None) -> dict:
+    """``SegMetric.compute()`` of one domain plus its ``confusion`` matrix (rows: ground truth) and
+    ``images``; with an ``examples`` list, the first ``eval.examples`` predictions are appended to it."""
     dataset = build_eval_set(spec, cfg.data.on_error, cfg)
     metric = SegMetric(num_classes=cfg.model.num_classes)
     mode = spec.mode or cfg.eval.mode
@@ -47,9 +49,14 @@ def evaluate_domain(model: nn.Module, spec: DatasetSpec, cfg: Config, device: to
         pred = predict_labels(model, image, tuple(label.shape[-2:]), mode, cfg.eval.crop, cfg.eval.stride,
                               cfg.eval.batch_size, amp)
         metric.update(pred, label)
+        if examples is not None and len(examples) < cfg.eval.examples and rank == 0:
+            from dgseg.engine.examples import example
+
+            examples.append(example(item["image"], item["label"], pred[0]))
     metric.all_reduce()
     result = metric.compute()
     result.update(subset_mious(result["IoU"], cfg))
+    result["confusion"] = metric.confusion.tolist()
     result["images"] = len(dataset)
     if skipped:
         result["skipped"] = sorted(skipped)
@@ -59,8 +66,10 @@ def evaluate_domain(model: nn.Module, spec: DatasetSpec, cfg: Config, device: to
 
 
 def evaluate(model: nn.Module, cfg: Config, device: torch.device | None = None, rank: int = 0, world: int = 1,
-             progress: bool = True, specs: list[DatasetSpec] | None = None) -> dict[str, dict]:
-    """mIoU etc. for every ``data.val`` entry, keyed by domain name."""
+             progress: bool = True, specs: list[DatasetSpec] | None = None,
+             examples: dict[str, list] | None = None) -> dict[str, dict]:
+    """mIoU etc. for every ``data.val`` entry, keyed by domain name. With an ``examples`` dict, the first
+    ``eval.examples`` predictions of each domain are collected into it (domain -> list)."""
     device = device or torch.device("cpu")
     specs = cfg.data.val if specs is None else specs
     if not specs:
@@ -68,8 +77,11 @@ def evaluate(model: nn.Module, cfg: Config, device: torch.device | None = None, 
     was_training = model.training
     model.eval()
     amp = resolve_amp(cfg.train.amp, device, training=False)
-    results = {domain_name(s, specs): evaluate_domain(model, s, cfg, device, rank, world, progress, amp)
-               for s in specs}
+    results = {}
+    for s in specs:
+        name = domain_name(s, specs)
+        kept = examples.setdefault(name, []) if examples is not None else None
+        results[name] = evaluate_domain(model, s, cfg, device, rank, world, progress, amp, kept)
     model.train(was_training)
     return results
 
@@ -83,18 +95,26 @@ def subset_mious(iou: list[float], cfg: Config) -> dict[str, float]:
             for s in cfg.eval.miou_subsets}
 
 
-def write_results(results: dict[str, dict], cfg: Config, out_dir: Path, stem: str = "eval") -> str:
+def write_results(results: dict[str, dict], cfg: Config, out_dir: Path, stem: str = "eval",
+                  examples: dict[str, list] | None = None) -> str:
     """Write ``stem.json`` and ``stem.md`` (summary + per-class tables, the experiment's class names);
-    returns the summary table."""
+    returns the summary table. With ``examples`` (from :func:`evaluate`), their images go to
+    ``out_dir/examples/`` and ``stem.json`` names them."""
     from dgseg.data.classes import config_class_set, subset_name
 
-    names = list(config_class_set(cfg).names)
+    class_set = config_class_set(cfg)
+    names = list(class_set.names)
     source = cfg.data.source
     extra = [f"mIoU_{subset_name(s)}" for s in cfg.eval.miou_subsets]
     table = format_table(results, names, source=source, extra_columns=extra)
     classes = per_class_table(results, names, source=source)
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"{stem}.json").write_text(json.dumps({"source": source, "classes": names, "domains": results},
-                                                     indent=2))
+    record = {"source": source, "classes": names, "palette": class_set.palette.astype(int).tolist(),
+              "domains": results}
+    if examples:
+        from dgseg.engine.examples import save_examples
+
+        record["examples"] = save_examples(out_dir, examples)
+    (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=2))
     (out_dir / f"{stem}.md").write_text(f"# Evaluation: {cfg.name}\n\n{table}\n\n## Per class IoU\n\n{classes}\n")
     return table

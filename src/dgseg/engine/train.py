@@ -7,7 +7,6 @@ steps the optimizer and the poly schedule, logs, evaluates and checkpoints at th
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import signal
 import time
@@ -32,8 +31,10 @@ from dgseg.engine.checkpoint import (
 from dgseg.engine.data import build_train_loader, skipped_samples
 from dgseg.engine.distributed import barrier, broadcast_flag, init_distributed, is_main
 from dgseg.engine.evaluate import evaluate, write_results
+from dgseg.engine.loggers import RunLogger
 from dgseg.engine.optim import build_optimizer, build_scheduler, grad_norm
 from dgseg.engine.precision import autocast, resolve_amp
+from dgseg.engine.run_facts import palette_of, write_run_facts
 from dgseg.models.weights_io import mismatch_report
 
 
@@ -183,10 +184,11 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
         return save_checkpoint(out_dir, at, base.trainable_state_dict(), meta, train_state,
                                keep_last=cfg.train.keep_last)
 
-    def log(record: dict) -> None:
-        if is_main():
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+    logger = RunLogger(out_dir, cfg.train.log_backends, cfg.train.batch_size * cfg.train.accumulate * world,
+                       enabled=is_main())
+    log = logger.log
+    if is_main():
+        write_run_facts(out_dir, cfg, base, amp, started=True)
 
     base.train()
     batches = iter(loader)
@@ -280,8 +282,10 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
             if step % cfg.train.checkpoint_interval == 0 and step < cfg.train.max_iters:
                 save(step)
             if cfg.data.val and step % cfg.train.eval_interval == 0 and step < cfg.train.max_iters:
-                last_eval = evaluate(base, cfg, device, rank, world, progress)
+                kept: dict = {}
+                last_eval = evaluate(base, cfg, device, rank, world, progress, examples=kept)
                 log({"iter": step, "eval": {k: {"mIoU": v["mIoU"]} for k, v in last_eval.items()}})
+                logger.images(step, kept, palette_of(cfg))
                 base.train()
             if broadcast_flag(stop.requested):
                 return stopped(step)
@@ -289,10 +293,15 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
     elapsed = time.perf_counter() - t_start
     save(step)
     if cfg.data.val:
-        last_eval = evaluate(base, cfg, device, rank, world, progress)
+        kept = {}
+        last_eval = evaluate(base, cfg, device, rank, world, progress, examples=kept)
         log({"iter": step, "eval": {k: {"mIoU": v["mIoU"]} for k, v in last_eval.items()}})
+        logger.images(step, kept, palette_of(cfg))
         if is_main():
-            write_results(last_eval, cfg, out_dir)
+            write_results(last_eval, cfg, out_dir, examples=kept)
+    logger.close()
+    if is_main():
+        write_run_facts(out_dir, cfg, base, amp, train_time_s=elapsed)
     if is_main():
         from dgseg.viz import plot_curves
 

@@ -1,0 +1,62 @@
+"""A few predictions kept from an evaluation (``eval.examples`` per domain) for reports and TensorBoard.
+
+On disk (``RUN/examples/<domain>/<k>_{image.jpg,label.png,pred.png}``): the image as RGB JPEG, the
+ground truth and the prediction as single-channel PNGs of class indices (255 = ignore), so a report can
+colour them with the run's class palette. Images wider than :data:`MAX_WIDTH` are downscaled (nearest
+for the label maps) so that pages load fast.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+MAX_WIDTH = 512
+
+
+def example(image: torch.Tensor, label: torch.Tensor, pred: torch.Tensor) -> dict[str, np.ndarray]:
+    """image: normalised float [3, h, w]; label, pred: [H, W] class indices -> uint8 arrays at one size."""
+    from dgseg.data.transforms import denormalize
+
+    label, pred = label.cpu(), pred.cpu()
+    h, w = label.shape[-2:]
+    scale = min(1.0, MAX_WIDTH / w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    img = F.interpolate(image[None].float().cpu(), size=size, mode="bilinear", align_corners=False)[0]
+    maps = [F.interpolate(m[None, None].float(), size=size, mode="nearest")[0, 0] for m in (label, pred)]
+    return {"image": denormalize(img).permute(1, 2, 0).numpy(),
+            "label": maps[0].clamp(0, 255).to(torch.uint8).numpy(),
+            "pred": maps[1].clamp(0, 255).to(torch.uint8).numpy()}
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "domain"
+
+
+def _save(array: np.ndarray, path: Path, **kwargs) -> None:
+    from PIL import Image
+
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+    Image.fromarray(array).save(tmp, **kwargs)
+    os.replace(tmp, path)  # replaces a symlink at the name, never writes through it
+
+
+def save_examples(out_dir: Path, examples: dict[str, list[dict]]) -> dict[str, list[dict[str, str]]]:
+    """Write the examples under ``out_dir/examples/``; returns domain -> [{image, label, pred}] relative paths."""
+    written: dict[str, list[dict[str, str]]] = {}
+    for domain, items in examples.items():
+        folder = out_dir / "examples" / _safe(domain)
+        folder.mkdir(parents=True, exist_ok=True)
+        for k, ex in enumerate(items):
+            names = {"image": f"{k}_image.jpg", "label": f"{k}_label.png", "pred": f"{k}_pred.png"}
+            _save(ex["image"], folder / names["image"], quality=88)
+            _save(ex["label"], folder / names["label"])
+            _save(ex["pred"], folder / names["pred"])
+            written.setdefault(domain, []).append({k2: str((folder / v).relative_to(out_dir))
+                                                   for k2, v in names.items()})
+    return written

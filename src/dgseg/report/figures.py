@@ -1,0 +1,170 @@
+"""The report's pictures (matplotlib, Agg; PNG files next to the page): bars, per-class heat maps,
+confusion matrices, prediction grids, curves. Each function writes one file atomically and returns it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from dgseg.report.runs import RunRecord
+
+
+def _save(fig, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=90)
+    os.replace(tmp, path)
+    return path
+
+
+def _figure(w: float, h: float):
+    from dgseg.viz import _new_figure
+
+    return _new_figure(w, h)
+
+
+def bars(runs: list[RunRecord], domains: list[str], path: Path) -> Path:
+    fig = _figure(max(7.0, 1.1 * (len(domains) + 1)), 3.6)
+    ax = fig.subplots()
+    cols = domains + ["mean targets"]
+    width = 0.8 / max(len(runs), 1)
+    for i, run in enumerate(runs):
+        vals = [run.domains.get(d, {}).get("mIoU", np.nan) for d in domains] + [run.mean_targets()]
+        xs = [j + (i - (len(runs) - 1) / 2) * width for j in range(len(cols))]
+        ax.bar(xs, [np.nan if v is None else v for v in vals], width, label=run.name)
+    ax.set_xticks(range(len(cols)))
+    ax.set_xticklabels([c.replace("synthetic-", "") for c in cols], rotation=20, fontsize=8)
+    ax.set_ylabel("mIoU (%)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def heatmaps(runs: list[RunRecord], domains: list[str], path: Path, baseline: RunRecord | None = None) -> Path:
+    """classes x domains IoU, one panel per run; with a baseline, the other runs show run - baseline."""
+    shown = [r for r in runs if r is not baseline] if baseline is not None else runs
+    classes = shown[0].classes
+    fig = _figure(2.2 + 0.55 * len(domains) * len(shown), 1.2 + 0.22 * len(classes))
+    axes = np.atleast_1d(fig.subplots(1, len(shown), sharey=True))
+    for ax, run in zip(axes, shown):
+        grid = np.array([[_iou(run, d, k) for d in domains] for k in range(len(classes))], dtype=float)
+        if baseline is not None:
+            grid = grid - np.array([[_iou(baseline, d, k) for d in domains] for k in range(len(classes))])
+            im = ax.imshow(grid, cmap="RdBu", vmin=-30, vmax=30, aspect="auto")
+            ax.set_title(f"{run.name} - {baseline.name}", fontsize=8)
+        else:
+            im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+            ax.set_title(run.name, fontsize=8)
+        for (k, j), v in np.ndenumerate(grid):
+            if not np.isnan(v):
+                ax.text(j, k, f"{v:.0f}", ha="center", va="center", fontsize=5, color="w" if baseline is None else "k")
+        ax.set_xticks(range(len(domains)))
+        ax.set_xticklabels([d.replace("synthetic-", "") for d in domains], rotation=60, fontsize=6)
+        ax.set_yticks(range(len(classes)))
+        ax.set_yticklabels(classes, fontsize=6)
+    fig.colorbar(im, ax=list(axes), shrink=0.8, label="IoU difference" if baseline is not None else "IoU (%)")
+    return _save(fig, path)
+
+
+def _iou(run: RunRecord, domain: str, k: int) -> float:
+    values = run.domains.get(domain, {}).get("IoU") or []
+    v = values[k] if k < len(values) else None
+    return np.nan if v is None else float(v)
+
+
+def confusion(run: RunRecord, domain: str, path: Path) -> Path | None:
+    """Row-normalised confusion matrix (rows: ground truth) of one domain; None when the run has none."""
+    matrix = run.domains.get(domain, {}).get("confusion")
+    if not matrix:
+        return None
+    m = np.asarray(matrix, dtype=float)
+    rows = m.sum(1, keepdims=True)
+    norm = np.divide(m, rows, out=np.full_like(m, np.nan), where=rows > 0)
+    k = len(m)
+    fig = _figure(1.8 + 0.26 * k, 1.4 + 0.24 * k)
+    ax = fig.subplots()
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    names = run.classes[:k]
+    ax.set_xticks(range(k))
+    ax.set_xticklabels(names, rotation=90, fontsize=6)
+    ax.set_yticks(range(k))
+    ax.set_yticklabels(names, fontsize=6)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    ax.set_title(f"{run.name}: {domain}", fontsize=8)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="fraction of the row")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def prediction_row(runs: list[RunRecord], domain: str, index: int, path: Path) -> Path | None:
+    """image | ground truth | each run's prediction, side by side (from the runs' stored examples)."""
+    from PIL import Image
+
+    from dgseg.viz import colorize
+
+    owner = next((r for r in runs if len(r.examples.get(domain, [])) > index), None)
+    if owner is None:
+        return None
+    ex = owner.examples[domain][index]
+    image = np.asarray(Image.open(ex["image"]).convert("RGB"))
+    label = np.asarray(Image.open(ex["label"]))
+    tiles = [image, colorize(label, owner.palette)]
+    for run in runs:
+        items = run.examples.get(domain, [])
+        if len(items) > index:
+            pred = np.asarray(Image.open(items[index]["pred"]))
+            tiles.append(colorize(pred, run.palette) if pred.shape == label.shape else np.zeros_like(image))
+        else:
+            tiles.append(np.full_like(image, 128))  # this run stored no prediction for the scene
+    gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
+    row = np.concatenate([t for tile in tiles for t in (tile, gap)][:-1], axis=1)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.jpg")
+    Image.fromarray(row).save(tmp, quality=85)
+    os.replace(tmp, path)
+    return path
+
+
+def legend(classes: list[str], palette: np.ndarray, path: Path) -> Path:
+    cols = min(len(classes), 10)
+    rows = -(-len(classes) // cols)
+    fig = _figure(1.3 * cols, 0.3 * rows + 0.1)
+    ax = fig.add_axes([0, 0, 1, 1])
+    ax.set_axis_off()
+    for i, name in enumerate(classes):
+        r, c = divmod(i, cols)
+        y = 1 - (r + 0.5) / rows
+        ax.add_patch(_rect((c / cols + 0.005, y - 0.3 / rows), 0.15 / cols, 0.6 / rows, palette[i] / 255.0))
+        ax.text(c / cols + 0.18 / cols, y, name, va="center", fontsize=7)
+    return _save(fig, path)
+
+
+def _rect(xy, w, h, colour):
+    from matplotlib.patches import Rectangle
+
+    return Rectangle(xy, w, h, facecolor=colour, edgecolor="k", lw=0.3)
+
+
+def curves(runs: list[RunRecord], path: Path) -> Path:
+    """Total loss, learning rate and validation mIoU (mean over the logged domains) of every run."""
+    fig = _figure(12.0, 3.4)
+    ax_loss, ax_lr, ax_val = fig.subplots(1, 3)
+    for run in runs:
+        train = [r for r in run.log if "loss" in r and "iter" in r]
+        if train:
+            line = ax_loss.plot([r["iter"] for r in train], [r["loss"] for r in train], lw=1, label=run.name)[0]
+            lr = [r for r in train if "lr" in r]
+            ax_lr.plot([r["iter"] for r in lr], [r["lr"] for r in lr], lw=1, color=line.get_color())
+        vals = [(r["iter"], np.nanmean([v["mIoU"] if isinstance(v, dict) else v for v in r["eval"].values()]))
+                for r in run.log if isinstance(r.get("eval"), dict) and r["eval"] and "iter" in r]
+        if vals:
+            ax_val.plot(*zip(*vals), marker="o", ms=3, lw=1, label=run.name)
+    for ax, title in ((ax_loss, "training loss"), (ax_lr, "learning rate"), (ax_val, "validation mIoU (mean of domains)")):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("iteration")
+    ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+    if any(r.log for r in runs):
+        ax_loss.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)

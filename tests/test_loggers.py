@@ -1,0 +1,72 @@
+"""train.log_backends: log.jsonl always; TensorBoard scalars and images when asked."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+from tiny import tiny_config
+
+from dgseg.config import ConfigError, load_config
+from dgseg.engine import loggers
+from dgseg.engine.loggers import RunLogger, scalars
+
+
+def test_a_log_record_becomes_losses_lr_throughput_and_val_scalars():
+    record = {"iter": 10, "loss": 2.0, "lr": 1e-4, "grad_norm": 3.0, "time_per_iter": 0.5, "loss_cls": 1.0,
+              "eval": {"cityscapes": {"mIoU": 45.5}}}
+    assert scalars(record, batch_size=4) == {
+        "train/loss": 2.0, "train/lr": 1e-4, "train/grad_norm": 3.0, "train/time_per_iter": 0.5,
+        "train/images_per_s": 8.0, "train/loss_cls": 1.0, "val/cityscapes/mIoU": 45.5}
+
+
+def test_backends_are_validated_and_jsonl_is_required(tmp_path):
+    with pytest.raises(ConfigError, match="train.log_backends: expected a list of jsonl, tensorboard"):
+        load_config(None, ["train.log_backends=[jsonl, wandb]"])
+    with pytest.raises(ConfigError, match="includes jsonl"):
+        load_config(None, ["train.log_backends=[tensorboard]"])
+
+
+def test_a_missing_tensorboard_package_names_the_extra(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tb(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError("No module named 'tensorboard'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tb)
+    with pytest.raises(ImportError, match=r"dgseg\[tensorboard\]"):
+        loggers._tensorboard_writer(tmp_path)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard not installed")
+def test_tensorboard_receives_every_scalar_and_prediction_images(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from dgseg.engine.train import train
+
+    cfg = tiny_config(train__max_iters=2, train__log_interval=1, train__log_backends=["jsonl", "tensorboard"],
+                      eval__examples=1)
+    train(cfg, tmp_path / "run", progress=False)
+    acc = EventAccumulator(str(tmp_path / "run" / "tb"), size_guidance={"images": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"train/loss", "train/lr", "train/grad_norm", "train/images_per_s", "train/loss_cls",
+            "val/synthetic-game/mIoU", "val/synthetic-night/mIoU"} <= set(tags["scalars"])
+    assert [e.step for e in acc.Scalars("train/loss")] == [1, 2]
+    assert "predictions/synthetic-night/0" in tags["images"]
+    assert (tmp_path / "run" / "log.jsonl").read_text().count('"loss"') == 2
+
+
+def test_the_logger_appends_one_json_line_per_record(tmp_path):
+    log = RunLogger(tmp_path)
+    log.log({"iter": 1, "loss": 1.0})
+    log.log({"iter": 2, "loss": 0.5})
+    log.images(2, {"d": [{"image": np.zeros((2, 2, 3), np.uint8), "label": np.zeros((2, 2), np.uint8),
+                          "pred": np.zeros((2, 2), np.uint8)}]}, np.zeros((1, 3), np.uint8))  # no TB: nothing
+    assert (tmp_path / "log.jsonl").read_text().splitlines() == ['{"iter": 1, "loss": 1.0}',
+                                                                  '{"iter": 2, "loss": 0.5}']

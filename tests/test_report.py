@@ -1,0 +1,75 @@
+"""`dgseg report`: the comparison page from run folders, and what evaluation stores for it."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import pytest
+
+from dgseg.cli import main
+from dgseg.report import write_report
+from dgseg.report.page import domain_table
+from dgseg.report.runs import RunRecord, load_run
+
+
+@pytest.fixture
+def two_runs(tiny_report_runs):
+    return tiny_report_runs
+
+
+def test_evaluation_stores_confusion_matrices_examples_and_run_facts(two_runs):
+    ev = json.loads((two_runs[0] / "eval.json").read_text())
+    for domain in ("synthetic-game", "synthetic-night"):
+        conf = ev["domains"][domain]["confusion"]
+        assert len(conf) == len(conf[0]) == 19 and sum(map(sum, conf)) == 2 * 48 * 64  # 2 images of 48 x 64
+        assert len(ev["examples"][domain]) == 2
+        for paths in ev["examples"][domain]:
+            assert all((two_runs[0] / p).is_file() for p in paths.values())
+    facts = json.loads((two_runs[0] / "run.json").read_text())
+    assert facts["precision"] == "float32" and facts["params"]["trainable"] > 0 and facts["train_time_s"] > 0
+    assert {"dgseg", "torch", "timm", "python"} <= set(facts["versions"]) and "cores" in facts["machine"]
+
+
+def test_the_page_compares_both_runs_in_every_section(two_runs, tmp_path):
+    page = write_report(two_runs, tmp_path, baseline="frozen")
+    text = page.read_text()
+    for heading in ("mIoU per domain", "Per-class IoU", "Confusion matrix: synthetic-night", "Predictions",
+                    "Training curves", "Run facts", "Config keys that differ"):
+        assert heading in text, heading
+    assert text.count('<tr data-run="') == 2 and 'class="best"' in text
+    assert "<code>model.adapter.name</code>" in text and "<script" not in text
+    for src in re.findall(r'src="([^"]+)"', text):
+        assert (tmp_path / src).is_file() and (tmp_path / src).stat().st_size > 500, src
+    assert len(re.findall(r'scene_\d+_\d+\.jpg', text)) == 2 * 2  # two domains x two stored scenes
+
+
+def test_an_old_run_folder_gets_a_page_with_what_it_has(two_runs, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(two_runs[1], old)
+    ev = json.loads((old / "eval.json").read_text())
+    for result in ev["domains"].values():
+        result.pop("confusion")
+    ev.pop("examples")
+    (old / "eval.json").write_text(json.dumps(ev))
+    (old / "run.json").unlink()
+    text = write_report([old], tmp_path / "page").read_text()
+    assert "mIoU per domain" in text and "Confusion matrix" not in text and "Predictions" not in text
+
+
+def test_the_best_value_per_column_is_marked():
+    a = RunRecord("a", None, source="s", domains={"s": {"mIoU": 50.0}, "t": {"mIoU": 30.0}})
+    b = RunRecord("b", None, source="s", domains={"s": {"mIoU": 40.0}, "t": {"mIoU": 35.0}})
+    html = domain_table([a, b], ["s", "t"], "s")
+    assert re.search(r'data-run="a"><td>a</td><td class="best">50.0</td><td>30.0</td>', html)
+    assert re.search(r'data-run="b"><td>b</td><td>40.0</td><td class="best">35.0</td>', html)
+
+
+def test_bad_inputs_name_the_folder_or_value(tmp_path, two_runs, capsys):
+    with pytest.raises(ValueError, match="is not a run folder"):
+        load_run(tmp_path)
+    with pytest.raises(ValueError, match="--baseline 'nope' is none of the runs"):
+        write_report(two_runs, tmp_path / "x", baseline="nope")
+    assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "y")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
