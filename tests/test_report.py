@@ -73,3 +73,11 @@ def test_bad_inputs_name_the_folder_or_value(tmp_path, two_runs, capsys):
         write_report(two_runs, tmp_path / "x", baseline="nope")
     assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "y")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_a_run_keeps_its_own_class_names_and_colours(tmp_path):
+    (tmp_path / "eval.json").write_text(json.dumps({
+        "source": "a", "classes": ["crack", "rust", "paint"], "palette": [[1, 2, 3], [4, 5, 6], [7, 8, 9]],
+        "domains": {"a": {"mIoU": 50.0, "IoU": [40.0, 60.0, None]}}}))
+    run = load_run(tmp_path)
+    assert run.classes == ["crack", "rust", "paint"] and run.palette.tolist() == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
