@@ -33,11 +33,13 @@ def test_lamb_weight_decay_enters_the_update_before_the_trust_ratio():
 
 
 def test_poly_schedule_with_linear_warmup():
-    cfg = TrainConfig(max_iters=100, warmup_iters=10, power=0.9)
+    # mmengine LinearLR / PolyLR in closed form: total_iters = end - begin - 1
+    cfg = TrainConfig(max_iters=102, warmup_iters=11, power=0.9, poly_begin=11)
     assert lr_factor(0, cfg) == pytest.approx(1e-6)
     assert lr_factor(5, cfg) == pytest.approx(1e-6 + (1 - 1e-6) * 0.5)
-    assert lr_factor(50, cfg) == pytest.approx(0.5**0.9)
-    assert lr_factor(100, cfg) == 0.0
+    assert lr_factor(11, cfg) == 1.0
+    assert lr_factor(56, cfg) == pytest.approx(0.5**0.9)
+    assert lr_factor(101, cfg) == 0.0
 
 
 def test_no_weight_decay_on_norms_tokens_embeddings_and_the_rein_scale():

@@ -162,6 +162,9 @@ class TrainConfig:
     """adamw | lamb."""
     power: float = 0.9
     warmup_iters: int = 0
+    """Linear warm-up from 1e-6 x lr over these iterations (mmengine LinearLR, end = warmup_iters)."""
+    poly_begin: int = 0
+    """Iteration where the poly decay starts at factor 1.0 (mmengine PolyLR ``begin``; Rein's Cityscapes recipe: 10000)."""
     grad_clip: float | None = None
     accumulate: int = 1
     amp: str = "none"
@@ -410,6 +413,10 @@ def _validate(cfg: Config) -> None:
     if cfg.train.warmup_iters < 0 or cfg.train.warmup_iters >= cfg.train.max_iters:
         raise ConfigError(
             f"train.warmup_iters: must be in [0, train.max_iters={cfg.train.max_iters}), got {cfg.train.warmup_iters}"
+        )
+    if not 0 <= cfg.train.poly_begin < cfg.train.max_iters:
+        raise ConfigError(
+            f"train.poly_begin: must be in [0, train.max_iters={cfg.train.max_iters}), got {cfg.train.poly_begin}"
         )
     if cfg.train.grad_clip is not None and cfg.train.grad_clip <= 0:
         raise ConfigError(f"train.grad_clip: must be > 0 or null, got {cfg.train.grad_clip}")

@@ -1,4 +1,9 @@
-"""Optimizer parameter groups, LAMB, and the poly learning-rate schedule with linear warm-up."""
+"""Optimizer parameter groups, LAMB, and the poly learning-rate schedule with linear warm-up.
+
+The groups and the schedule follow Rein's official recipe (w1oves/Rein
+``configs/dinov2/rein_dinov2_mask2former_*.py`` with ``rein/optimizers/peft_optimizer_constructor.py``,
+built on mmengine's ``DefaultOptimWrapperConstructor`` and ``LinearLR`` / ``PolyLR``).
+"""
 
 from __future__ import annotations
 
@@ -9,16 +14,27 @@ from dgseg.config import TrainConfig
 
 NO_DECAY_KEYS = ("norm", "tokens", "prompts", "query_embed", "query_feat", "level_embed", "adapter.scale",
                  "pos_embed", "cls_token", "reg_token")
+# ``norm_decay_mult=0`` of Rein's optimizer constructor: the parameters of these module types get no decay,
+# whatever their names (the pixel decoder's ``...gn.weight``), as mmengine's ``is_norm`` decides.
+NORM_TYPES: tuple[type, ...] = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm,
+                                nn.GroupNorm, nn.LayerNorm)
+
+
+def norm_parameter_ids(model: nn.Module) -> set[int]:
+    """ids of the parameters owned directly by a normalisation layer (:data:`NORM_TYPES`)."""
+    return {id(p) for m in model.modules() if isinstance(m, NORM_TYPES) for p in m.parameters(recurse=False)}
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig, backbone_lr_mult: float = 1.0) -> list[dict]:
-    """AdamW groups: no weight decay on norms, tokens, query/level embeddings, position embeddings and the
-    Rein scale; backbone weights (when they train) get ``lr * backbone_lr_mult``."""
+    """AdamW groups: no weight decay on normalisation layers (by module type, :data:`NORM_TYPES`) and on
+    names holding :data:`NO_DECAY_KEYS` (norms, tokens, query/level/position embeddings, the Rein scale);
+    backbone weights (when they train) get ``lr * backbone_lr_mult``."""
     groups: dict[tuple[float, float], list] = {}
+    norms = norm_parameter_ids(model)
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        decay = 0.0 if any(k in name for k in NO_DECAY_KEYS) else cfg.weight_decay
+        decay = 0.0 if id(p) in norms or any(k in name for k in NO_DECAY_KEYS) else cfg.weight_decay
         lr = cfg.lr * (backbone_lr_mult if name.startswith("backbone.") else 1.0)
         groups.setdefault((lr, decay), []).append(p)
     return [{"params": ps, "lr": lr, "initial_lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
@@ -67,11 +83,30 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, backbone_lr_mult: float 
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
 
 
+WARMUP_START = 1e-6
+"""``start_factor`` of Rein's ``LinearLR`` warm-up."""
+
+
 def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Poly decay ``(1 - step / max_iters) ** power`` after a linear warm-up of ``warmup_iters`` steps."""
-    if cfg.warmup_iters and step < cfg.warmup_iters:
-        return 1e-6 + (1 - 1e-6) * step / cfg.warmup_iters
-    return max(1.0 - step / cfg.max_iters, 0.0) ** cfg.power
+    """The learning-rate factor of iteration ``step`` (0-based): mmengine's ``LinearLR`` and ``PolyLR`` in
+    closed form, as Rein's configs chain them (``param_scheduler = [LinearLR(begin=0, end=W), PolyLR(begin=B,
+    end=max_iters)]``).
+
+    - warm-up (``warmup_iters`` W > 0): ``s + (1 - s) * step / (W - 1)`` for step < W, s = 1e-6
+      (mmengine: ``total_iters = end - begin - 1``, so the factor reaches 1.0 at step W - 1);
+    - poly from ``poly_begin`` B: ``(1 - (step - B) / (max_iters - B - 1)) ** power`` for step >= B, 1 before;
+      the poly factor starts at 1.0 at B and is 0 at the last iteration.
+
+    Both are chained (multiplied) where they overlap, as mmengine's chainable schedulers are.
+    """
+    factor = 1.0
+    w = cfg.warmup_iters
+    if w > 0 and step < w:
+        factor = WARMUP_START + (1.0 - WARMUP_START) * step / max(w - 1, 1)
+    b = cfg.poly_begin
+    if step >= b:
+        factor *= max(1.0 - (step - b) / max(cfg.max_iters - b - 1, 1), 0.0) ** cfg.power
+    return factor
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
