@@ -6,12 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from tiny import tiny_config
 from torch import nn
 
 import dgseg
 from dgseg.config import TrainConfig
+from dgseg.data import EvalTransform, TrainTransform
+from dgseg.data.photometric import _convert, hsv_to_rgb_u8, hue_shift, photometric_distortion, rgb_to_hsv_u8
+from dgseg.data.resizing import rein_short_edges, resize_label, shortest_edge_size
 from dgseg.engine.optim import lr_factor, param_groups
+from dgseg.metrics import format_table, mean_miou
 
 CONFIGS = Path(__file__).resolve().parents[1] / "src" / "dgseg" / "configs"
 
@@ -93,3 +98,129 @@ def test_norm_layers_get_no_decay_whatever_their_name(norm):
     decay = {id(p): g["weight_decay"] for g in param_groups(model, TrainConfig(weight_decay=0.05)) for p in g["params"]}
     assert decay[id(model[1].weight)] == 0.0 and decay[id(model[1].bias)] == 0.0
     assert decay[id(model[0].weight)] == 0.05 and decay[id(model[0].bias)] == 0.05
+
+
+# --- training resize: mmcv RandomChoiceResize + mmseg ResizeShortestEdge --------------------------------------
+
+
+def test_short_edge_choices_are_reins_list():
+    # rein_dinov2_mask2former_512x512_bs1x4.py: scales=[int(512 * x * 0.1) for x in range(5, 21)], max_size=2048
+    official_512 = [256, 307, 358, 409, 460, 512, 563, 614, 665, 716, 768, 819, 870, 921, 972, 1024]
+    assert rein_short_edges(512) == official_512
+    gta = dgseg.load_config(CONFIGS / "rein_dinov2_l_gta.yaml").data
+    assert (gta.short_edges, gta.max_long_edge) == (official_512, 2048)
+    # configs/dinov2_citys2acdc/rein_dinov2_mask2former_1024x1024_bs4x2.py: 1024 * x * 0.1, max_size=4096
+    acdc = dgseg.load_config(CONFIGS / "rein_dinov2_l_citys2acdc.yaml").data
+    assert (acdc.short_edges, acdc.max_long_edge) == (rein_short_edges(1024), 4096)
+    assert rein_short_edges(1024)[:3] == [512, 614, 716] and rein_short_edges(1024)[-1] == 2048
+
+
+def test_shortest_edge_size_as_mmseg_then_mmcv_keep_ratio():
+    assert shortest_edge_size(1052, 1914, 1024, 2048) == (1024, 1863)  # GTAV frame, short edge binds
+    assert shortest_edge_size(1080, 1920, 256, 2048) == (256, 455)
+    assert shortest_edge_size(100, 1000, 512, 2048) == (205, 2048)  # the long edge would be 5120: 2048 binds
+    assert shortest_edge_size(3024, 4032, 972, 2048) == (972, 1296)
+
+
+def test_train_transform_draws_the_short_edge_from_the_list():
+    image = torch.zeros(3, 60, 100, dtype=torch.uint8)
+    label = torch.zeros(60, 100, dtype=torch.int64)
+    seen = set()
+    for seed in range(24):
+        t = TrainTransform(crop_size=(200, 200), short_edges=(30, 45, 120), max_long_edge=160, photometric=False,
+                           flip_prob=0.0, generator=torch.Generator().manual_seed(seed))
+        _, lab = t(image, label)
+        valid = lab != 255  # the crop is larger than the image: the rest is padding
+        seen.add((int(valid.any(1).sum()), int(valid.any(0).sum())))
+    assert seen == {(30, 50), (45, 75), (96, 160)}  # 120 would make the long edge 200: 160 binds
+
+
+# --- label resize and photometric distortion as mmcv / mmseg ----------------------------------------------
+
+
+def test_labels_resize_with_opencv_nearest_not_the_pixel_centre():
+    # mmcv imresize(interpolation='nearest') = cv2.INTER_NEAREST: source pixel floor(x * src / dst)
+    label = torch.arange(10).repeat(3, 1)
+    assert resize_label(label, (3, 4))[0].tolist() == [0, 2, 5, 7]  # centre-based "nearest-exact": [1, 3, 6, 8]
+    assert resize_label(label[:, :4], (3, 10))[0].tolist() == [0, 0, 0, 1, 1, 2, 2, 2, 3, 3]
+    assert torch.nn.functional.interpolate(label[None, None].float(), size=(3, 4), mode="nearest-exact")[
+        0, 0, 0].tolist() == [1, 3, 6, 8]
+
+
+def test_labels_resize_equals_cv2_where_available():
+    cv2 = pytest.importorskip("cv2")
+    g = torch.Generator().manual_seed(0)
+    for h, w, oh, ow in [(37, 91, 17, 200), (512, 1024, 333, 1111), (1052, 1914, 512, 931)]:
+        label = torch.randint(0, 256, (h, w), generator=g, dtype=torch.uint8)
+        ref = cv2.resize(label.numpy(), (ow, oh), interpolation=cv2.INTER_NEAREST)
+        assert (resize_label(label, (oh, ow)).numpy() == ref).all()
+
+
+def test_hsv_conversions_are_opencvs_8bit_ones():
+    # values of cv2.cvtColor (COLOR_RGB2HSV / COLOR_HSV2RGB, opencv-python 5.0) on these pixels
+    rgb = torch.tensor([[10, 20, 30], [255, 0, 0], [0, 255, 0], [0, 0, 255], [17, 200, 123], [250, 250, 3],
+                        [128, 128, 128], [0, 0, 0]], dtype=torch.uint8).T[:, None]
+    hsv = [[105, 170, 30], [0, 255, 255], [60, 255, 255], [120, 255, 255], [77, 233, 200], [30, 252, 250],
+           [0, 0, 128], [0, 0, 0]]
+    assert rgb_to_hsv_u8(rgb)[:, 0].T.tolist() == hsv
+    src = torch.tensor([[0, 1, 1], [1, 90, 85], [1, 90, 170], [33, 200, 100], [179, 255, 255], [90, 128, 64],
+                        [0, 0, 77], [120, 255, 255]], dtype=torch.uint8).T[:, None]
+    back = [[1, 0, 0], [85, 56, 55], [170, 112, 110], [92, 100, 21], [255, 0, 8], [31, 63, 64], [77, 77, 77],
+            [0, 0, 255]]
+    assert hsv_to_rgb_u8(src)[:, 0].T.tolist() == back
+
+
+def test_photometric_steps_truncate_to_uint8_and_hue_shifts_minus_18_to_17():
+    # mmseg PhotoMetricDistortion.convert: (img.astype(float32) * alpha + beta).clip(0, 255).astype(uint8)
+    x = torch.tensor([10, 100, 250], dtype=torch.uint8)
+    assert _convert(x, beta=0.9).tolist() == [10, 100, 250]
+    assert _convert(x, alpha=1.3).tolist() == [13, 130, 255]
+    assert _convert(x, beta=-10.5).tolist() == [0, 89, 239]
+    # hue: numpy random.randint(-hue_delta, hue_delta), the high end excluded
+    g = torch.Generator().manual_seed(0)
+    assert {hue_shift(18, g) for _ in range(2000)} == set(range(-18, 18))
+    image = torch.randint(0, 256, (3, 8, 8), generator=g, dtype=torch.uint8)
+    assert photometric_distortion(image, generator=g).dtype == torch.uint8
+
+
+# --- the mean over a chosen subset of domains -------------------------------------------------------------
+
+
+def test_mean_over_the_acdc_conditions_only():
+    # dg_citys2acdc_1024x1024.py: DGIoUMetric(mean_used_keys=["night/", "fog/", "snow/", "rain/"])
+    cfg = dgseg.load_config(CONFIGS / "rein_dinov2_l_citys2acdc.yaml")
+    assert sorted(cfg.data.mean_over) == ["acdc-fog", "acdc-night", "acdc-rain", "acdc-snow"]
+    miou = {"cityscapes": 80.0, "acdc-fog": 70.0, "acdc-night": 50.0, "acdc-rain": 66.0, "acdc-snow": 62.0,
+            "bdd100k": 10.0, "mapillary": 20.0}
+    results = {d: {"mIoU": v, "aAcc": 90.0, "IoU": [v] * 19} for d, v in miou.items()}
+    assert mean_miou(results, "cityscapes", cfg.data.mean_over) == pytest.approx(62.0)
+    assert mean_miou(results, "cityscapes") == pytest.approx(278 / 6)  # every target
+    table = format_table(results, source="cityscapes", mean_over=cfg.data.mean_over)
+    assert "| mean (acdc-fog, acdc-night, acdc-rain, acdc-snow) | 62.00 |" in table.replace("  ", " ")
+
+
+def test_mean_over_an_unknown_domain_is_a_config_error():
+    with pytest.raises(dgseg.config.ConfigError, match="data.mean_over"):
+        dgseg.load_config(CONFIGS / "rein_dinov2_l_citys2acdc.yaml", ["data.mean_over=[acdc-fgo]"])
+
+
+# --- Mapillary: half-size images and labels, then fit to 1024 x 512 ------------------------------------------
+
+
+def test_mapillary_is_scored_on_half_size_labels_by_default():
+    # mapillary_512x512.py: val on half/val_img + half/val_label, Resize(scale=(1024, 512), keep_ratio=True)
+    for name in ("rein_dinov2_l_gta.yaml", "rein_dinov2_l_citys2acdc.yaml", "frozen_dinov2_l_gta.yaml"):
+        (spec,) = [s for s in dgseg.load_config(CONFIGS / name).data.val if s.name == "mapillary"]
+        assert (spec.prescale, spec.resize) == (0.5, [1024, 512]), name
+
+
+def test_prescale_halves_image_and_label_as_mapillary_resize_py():
+    # tools/convert_datasets/mapillary_resize.py: PIL resize to (W // 2, H // 2), image BICUBIC, label NEAREST
+    label = torch.arange(9 * 13).reshape(9, 13) % 19
+    image = torch.randint(0, 256, (3, 9, 13), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    img, lab = EvalTransform(resize=(1024, 512), prescale=0.5)(image, label)
+    # PIL NEAREST samples the pixel centre: source index int((x + 0.5) * 13 / 6) = 1, 3, 5, 7, 9, 11 (cols)
+    assert lab.tolist() == label[[1, 3, 5, 7]][:, [1, 3, 5, 7, 9, 11]].tolist()
+    assert tuple(img.shape) == (3, 512, 768)  # the 6 x 4 half image fitted into 1024 x 512
+    native = EvalTransform(resize=0.5)(image, label)[1]
+    assert native is label  # the native-resolution protocol keeps the label

@@ -125,6 +125,9 @@ class DatasetSpec:
     seed: int = 0
     resize: list[int] | float | None = None
     """Evaluation only: resize the image to [W, H] (or by a factor, e.g. 0.5) before inference; labels stay native."""
+    prescale: float | None = None
+    """Evaluation only: first shrink image (PIL bicubic) and label (PIL nearest) by this factor, as Rein's
+    offline mapillary_resize.py (0.5); the metric is then computed at that label size."""
     mode: str | None = None
     """Evaluation only: whole | slide (null: eval.mode)."""
     label_map: dict[int, int] | None = None
@@ -141,9 +144,15 @@ class DataConfig:
     val: list[DatasetSpec] = field(default_factory=list)
     source: str | None = None
     """Name of the val entry that is the source domain (for rPD)."""
+    mean_over: list[str] | None = None
+    """Names of the val entries the mean row averages (Rein's mean_used_keys); null: every target."""
     crop_size: list[int] = field(default_factory=lambda: [512, 512])
     scale: list[int] = field(default_factory=lambda: [2048, 512])
     ratio_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    short_edges: list[int] | None = None
+    """Rein's RandomChoiceResize: the short edge is one of these (uniformly); scale and ratio_range then unused."""
+    max_long_edge: int = 2048
+    """With short_edges: the long edge is at most this (ResizeShortestEdge max_size)."""
     cat_max_ratio: float = 0.75
     flip_prob: float = 0.5
     photometric: bool = True
@@ -427,7 +436,11 @@ def _validate(cfg: Config) -> None:
     lo, hi = cfg.data.ratio_range
     if not 0 < lo <= hi:
         raise ConfigError(f"data.ratio_range: expected 0 < low <= high, got {cfg.data.ratio_range}")
-    if min(cfg.data.crop_size) > min(cfg.data.scale) * hi:
+    if cfg.data.short_edges is not None:
+        if not cfg.data.short_edges or min(cfg.data.short_edges) <= 0 or cfg.data.max_long_edge <= 0:
+            raise ConfigError(f"data.short_edges / data.max_long_edge: expected positive sizes, got "
+                              f"{cfg.data.short_edges} / {cfg.data.max_long_edge}")
+    elif min(cfg.data.crop_size) > min(cfg.data.scale) * hi:
         raise ConfigError(
             f"data.crop_size {cfg.data.crop_size} is larger than the largest resize "
             f"(data.scale {cfg.data.scale} x ratio {hi}): every crop would be padding"
@@ -439,11 +452,17 @@ def _validate(cfg: Config) -> None:
     if cfg.eval.stride > cfg.eval.crop:
         raise ConfigError(f"eval.stride ({cfg.eval.stride}) must not exceed eval.crop ({cfg.eval.crop})")
     for i, spec in enumerate(cfg.data.val):
+        if spec.prescale is not None and not 0 < spec.prescale <= 1:
+            raise ConfigError(f"data.val[{i}].prescale: expected a factor in (0, 1], got {spec.prescale}")
         if spec.mode is not None and spec.mode not in CHOICES["eval.mode"]:
             raise ConfigError(f"data.val[{i}].mode: '{spec.mode}' is not one of whole, slide")
     names = [s.name for s in cfg.data.val]
     if cfg.data.source is not None and cfg.data.source not in names:
         raise ConfigError(f"data.source: '{cfg.data.source}' is not one of the data.val names {names}")
+    labels = names + [f"{s.name}:{s.split}" for s in cfg.data.val]
+    bad = [m for m in cfg.data.mean_over or [] if m not in labels]
+    if bad or cfg.data.mean_over == []:
+        raise ConfigError(f"data.mean_over: {bad or '[]'} must name data.val entries, one of {names}")
     b = cfg.model.backbone
     if b.patch_size is not None and b.patch_size <= 0:
         raise ConfigError(f"model.backbone.patch_size: must be > 0 or null, got {b.patch_size}")

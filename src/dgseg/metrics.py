@@ -201,20 +201,42 @@ def _check_class_names(results: Mapping[str, Mapping[str, Any]], class_names: Se
             )
 
 
+def mean_domains(
+    results: Mapping[str, Mapping[str, Any]], source: str | None = None, mean_over: Sequence[str] | None = None
+) -> list[str]:
+    """The domains the mean row averages: ``mean_over`` (checked against ``results``; Rein's
+    ``mean_used_keys`` of ``rein/dg_metrics.py``) or, when None, every domain but the source."""
+    if mean_over is None:
+        return [d for d in results if d != source]
+    missing = [d for d in mean_over if d not in results]
+    if missing:
+        raise ValueError(f"mean over {missing}: no such domain; results hold {sorted(results)}")
+    return list(mean_over)
+
+
+def mean_miou(
+    results: Mapping[str, Mapping[str, Any]], source: str | None = None, mean_over: Sequence[str] | None = None
+) -> float:
+    """The mean mIoU over :func:`mean_domains` (NaN domains skipped)."""
+    return _nanmean([float(results[d].get("mIoU", math.nan)) for d in mean_domains(results, source, mean_over)])
+
+
 def format_table(
     results: Mapping[str, Mapping[str, Any]],
     class_names: Sequence[str] | None = None,
     source: str | None = None,
     extra_columns: Sequence[str] = (),
+    mean_over: Sequence[str] | None = None,
 ) -> str:
     """A markdown table of mIoU / aAcc per domain (the source first when given).
 
     ``results`` maps a domain name to ``SegMetric.compute()``'s dict. With ``source`` the source domain
     (in-domain validation) is the first row and an ``rPD`` column gives ``100 * mIoU_target /
     mIoU_source`` for each target (REFERENCE.md section 3). A last row ``mean (targets)`` averages the
-    target domains (all domains but the source) when there are two or more. ``class_names``, when given,
-    is checked against the length of each result's per-class IoU list. ``extra_columns`` are result keys
-    shown after aAcc (e.g. ``mIoU_synthia16``; averaged in the mean row like mIoU).
+    target domains (all domains but the source) when there are two or more; with ``mean_over`` the row
+    ``mean (a, b, ...)`` averages exactly those domains. ``class_names``, when given, is checked against
+    the length of each result's per-class IoU list. ``extra_columns`` are result keys shown after aAcc
+    (e.g. ``mIoU_synthia16``; averaged in the mean row like mIoU).
     """
     if class_names is not None:
         _check_class_names(results, class_names)
@@ -237,13 +259,15 @@ def format_table(
         if has_rpd:
             row.append("-" if d == source else rpd(miou))
         rows.append(row)
-    if len(targets) >= 2:
-        mean_miou = _nanmean([float(results[d].get("mIoU", math.nan)) for d in targets])
-        mean_aacc = _nanmean([float(results[d].get("aAcc", math.nan)) for d in targets])
-        row = ["mean (targets)", _fmt(mean_miou), _fmt(mean_aacc)]
-        row += [_fmt(_nanmean([float(results[d].get(c, math.nan)) for d in targets])) for c in extra_columns]
+    averaged = mean_domains(results, source, mean_over)
+    if len(targets) >= 2 or mean_over is not None:
+        mean_value = _nanmean([float(results[d].get("mIoU", math.nan)) for d in averaged])
+        mean_aacc = _nanmean([float(results[d].get("aAcc", math.nan)) for d in averaged])
+        label = "mean (targets)" if mean_over is None else f"mean ({', '.join(averaged)})"
+        row = [label, _fmt(mean_value), _fmt(mean_aacc)]
+        row += [_fmt(_nanmean([float(results[d].get(c, math.nan)) for d in averaged])) for c in extra_columns]
         if has_rpd:
-            row.append(rpd(mean_miou))
+            row.append(rpd(mean_value))
         rows.append(row)
     return _markdown(header, rows)
 

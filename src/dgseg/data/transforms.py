@@ -16,22 +16,31 @@ import torch
 import torch.nn.functional as F
 
 from .labels import IGNORE_INDEX
+from .photometric import photometric_distortion
+from .resizing import choose_short_edge, prescale, resize_label, shortest_edge_size
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
-# Evaluation resize of the protocol (REFERENCE.md section 2): (W, H) fitted keeping the aspect ratio,
-# or a scale factor. Datasets not listed are evaluated at native resolution.
+# Evaluation resize of Rein's protocol (configs/_base_/datasets/*_512x512.py test pipelines): (W, H) fitted
+# keeping the aspect ratio, or a scale factor. Datasets not listed are evaluated at native resolution.
 EVAL_RESIZE: dict[str, tuple[int, int] | float] = {
     "cityscapes": (1024, 512),
     "bdd100k": (1280, 720),
-    "mapillary": 0.5,
+    "mapillary": (1024, 512),
 }
+# Shrunk offline before evaluation, image and label (tools/convert_datasets/mapillary_resize.py).
+EVAL_PRESCALE: dict[str, float] = {"mapillary": 0.5}
 
 
 def eval_resize_for(name: str) -> tuple[int, int] | float | None:
     """The protocol's evaluation resize for a dataset name: (W, H), a scale factor, or None (native)."""
     return EVAL_RESIZE.get(name.lower())
+
+
+def eval_prescale_for(name: str) -> float | None:
+    """The protocol's offline shrink of image and label for a dataset name (Mapillary: 0.5), or None."""
+    return EVAL_PRESCALE.get(name.lower())
 
 
 def seed_worker(worker_id: int) -> None:
@@ -69,14 +78,14 @@ def rescale_size(height: int, width: int, scale: Sequence[float]) -> tuple[int, 
 def resize(
     image: torch.Tensor, label: torch.Tensor | None, size: tuple[int, int], antialias: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Resize image [3, H, W] (bilinear; uint8 or float) and label [H, W] (nearest) to size (h, w)."""
+    """Resize image [3, H, W] (bilinear; uint8 or float) and label [H, W] (OpenCV ``INTER_NEAREST``, as
+    mmcv resizes label maps: :func:`~dgseg.data.resizing.resize_label`) to size (h, w)."""
     if tuple(image.shape[-2:]) != tuple(size):
         image = F.interpolate(
             image[None], size=size, mode="bilinear", align_corners=False, antialias=antialias
         )[0]
-    if label is not None and tuple(label.shape[-2:]) != tuple(size):
-        small = label.to(torch.uint8) if int(label.max()) <= 255 and int(label.min()) >= 0 else label.float()
-        label = F.interpolate(small[None, None], size=size, mode="nearest-exact")[0, 0].to(label.dtype)
+    if label is not None:
+        label = resize_label(label, size)
     return image, label
 
 
@@ -96,67 +105,6 @@ def denormalize(
     m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
     return (image.float() * s + m).round().clamp(0, 255).to(torch.uint8)
-
-
-def rgb_to_hsv(rgb: torch.Tensor) -> torch.Tensor:
-    """float RGB in [0, 1], [3, H, W] -> HSV [3, H, W], all channels in [0, 1] (hue in turns)."""
-    r, g, b = rgb.unbind(0)
-    maxc, _ = rgb.max(0)
-    minc, _ = rgb.min(0)
-    delta = maxc - minc
-    s = torch.where(maxc > 0, delta / maxc.clamp_min(1e-12), torch.zeros_like(maxc))
-    d = delta.clamp_min(1e-12)
-    h = torch.where(maxc == r, (g - b) / d, torch.where(maxc == g, 2.0 + (b - r) / d, 4.0 + (r - g) / d))
-    h = torch.where(delta > 0, (h / 6.0) % 1.0, torch.zeros_like(h))
-    return torch.stack([h, s, maxc])
-
-
-def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`rgb_to_hsv`: HSV [3, H, W] in [0, 1] -> RGB [3, H, W] in [0, 1]."""
-    h, s, v = hsv.unbind(0)
-    i = torch.floor(h * 6.0)
-    f = h * 6.0 - i
-    i = i.long() % 6
-    p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    table = torch.stack(
-        [
-            torch.stack([v, q, p, p, t, v]),
-            torch.stack([t, v, v, q, p, p]),
-            torch.stack([p, p, t, v, v, q]),
-        ]
-    )  # [3 channels, 6 sectors, H, W]
-    return table.gather(1, i[None, None].expand(3, 1, *i.shape)).squeeze(1)
-
-
-def photometric_distortion(
-    image: torch.Tensor,
-    brightness_delta: float = 32,
-    contrast_range: tuple[float, float] = (0.5, 1.5),
-    saturation_range: tuple[float, float] = (0.5, 1.5),
-    hue_delta: int = 18,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """mmseg's PhotoMetricDistortion on float RGB [3, H, W] in 0..255; each step applied with p = 0.5:
-    brightness (+U(-32, 32)), contrast (x U(0.5, 1.5), before or after the colour steps at random),
-    saturation (HSV S x U(0.5, 1.5)), hue (+ randint(-18, 18) in OpenCV's 180-step hue units).
-    Values are clipped to 0..255 after every step, as mmseg's uint8 round trips do."""
-    img = image.float()
-    if _randint(0, 1, generator):
-        img = (img + _uniform(-brightness_delta, brightness_delta, generator)).clamp(0, 255)
-    contrast_first = _randint(0, 1, generator) == 1
-    if contrast_first and _randint(0, 1, generator):
-        img = (img * _uniform(*contrast_range, generator)).clamp(0, 255)
-    if _randint(0, 1, generator):
-        hsv = rgb_to_hsv(img / 255.0)
-        hsv[1] = (hsv[1] * _uniform(*saturation_range, generator)).clamp(0, 1)
-        img = (hsv_to_rgb(hsv) * 255.0).clamp(0, 255)
-    if _randint(0, 1, generator):
-        hsv = rgb_to_hsv(img / 255.0)
-        hsv[0] = (hsv[0] + _randint(-hue_delta, hue_delta, generator) / 180.0) % 1.0
-        img = (hsv_to_rgb(hsv) * 255.0).clamp(0, 255)
-    if not contrast_first and _randint(0, 1, generator):
-        img = (img * _uniform(*contrast_range, generator)).clamp(0, 255)
-    return img
 
 
 def random_crop_box(
@@ -202,7 +150,9 @@ class TrainTransform:
 
     1. Random resize keeping the aspect ratio: r ~ U(ratio_range), the image is fitted into
        (scale[0] * r, scale[1] * r) as (long edge, short edge) - with the defaults the short edge goes to
-       512 * r unless the long edge would pass 2048 * r. Image bilinear, label nearest.
+       512 * r unless the long edge would pass 2048 * r. With ``short_edges`` instead (Rein's
+       ``RandomChoiceResize`` with ``ResizeShortestEdge``): the short edge is one of ``short_edges`` drawn
+       uniformly, the long edge at most ``max_long_edge``. Image bilinear, label OpenCV nearest.
     2. Random crop of ``crop_size`` (h, w) with ``cat_max_ratio``.
     3. Horizontal flip with ``flip_prob``.
     4. Photometric distortion (image only) when ``photometric``.
@@ -225,6 +175,8 @@ class TrainTransform:
         ignore_index: int = IGNORE_INDEX,
         antialias: bool = False,
         generator: torch.Generator | None = None,
+        short_edges: Sequence[int] | None = None,
+        max_long_edge: int = 2048,
     ) -> None:
         if isinstance(crop_size, int):
             crop_size = (crop_size, crop_size)
@@ -238,12 +190,18 @@ class TrainTransform:
         self.ignore_index = ignore_index
         self.antialias = antialias
         self.generator = generator
+        self.short_edges = tuple(int(e) for e in short_edges) if short_edges else None
+        self.max_long_edge = int(max_long_edge)
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         g = self.generator
         if image.shape[-2:] != label.shape[-2:]:
             raise ValueError(f"image {tuple(image.shape)} and label {tuple(label.shape)} differ in size")
-        if self.scale is not None:
+        if self.short_edges is not None:
+            short = choose_short_edge(self.short_edges, g)
+            size = shortest_edge_size(image.shape[-2], image.shape[-1], short, self.max_long_edge)
+            image, label = resize(image, label, size, self.antialias)
+        elif self.scale is not None:
             ratio = _uniform(*self.ratio_range, g) if self.ratio_range is not None else 1.0
             target = (int(self.scale[0] * ratio), int(self.scale[1] * ratio))
             size = rescale_size(image.shape[-2], image.shape[-1], target)
@@ -272,6 +230,7 @@ class TrainTransform:
     def __repr__(self) -> str:
         return (
             f"TrainTransform(crop_size={self.crop_size}, scale={self.scale}, ratio_range={self.ratio_range}, "
+            f"short_edges={self.short_edges}, max_long_edge={self.max_long_edge}, "
             f"cat_max_ratio={self.cat_max_ratio}, flip_prob={self.flip_prob}, photometric={self.photometric})"
         )
 
@@ -282,7 +241,9 @@ class EvalTransform:
 
     ``resize``: None (native), (W, H) fitted keeping the aspect ratio as mmseg's ``Resize(keep_ratio=True)``
     (or exactly (W, H) with ``keep_ratio=False``), or a float scale factor (0.5 = half resolution).
-    Call: ``(image uint8 [3, H, W], label int64 [H, W]) -> (float32 [3, h, w], the same label)``.
+    ``prescale``: first shrink image and label by this factor as Rein's offline Mapillary step
+    (:func:`~dgseg.data.resizing.prescale`: PIL bicubic / nearest); the label is then scored at that size.
+    Call: ``(image uint8 [3, H, W], label int64 [H, W]) -> (float32 [3, h, w], the (prescaled) label)``.
     """
 
     def __init__(
@@ -292,9 +253,11 @@ class EvalTransform:
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         antialias: bool = False,
+        prescale: float | None = None,
     ) -> None:
         self.resize = resize
         self.keep_ratio = keep_ratio
+        self.prescale = prescale
         self.mean, self.std = tuple(mean), tuple(std)
         self.antialias = antialias
 
@@ -308,9 +271,11 @@ class EvalTransform:
         return rescale_size(height, width, (w, h)) if self.keep_ratio else (int(h), int(w))
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.prescale is not None:
+            image, label = prescale(image, label, self.prescale)
         size = self.output_size(image.shape[-2], image.shape[-1])
         image, _ = resize(image, None, size, self.antialias)
         return normalize(image, self.mean, self.std).contiguous(), label
 
     def __repr__(self) -> str:
-        return f"EvalTransform(resize={self.resize}, keep_ratio={self.keep_ratio})"
+        return f"EvalTransform(resize={self.resize}, keep_ratio={self.keep_ratio}, prescale={self.prescale})"

@@ -82,6 +82,7 @@ def build_train_set(cfg: Config) -> Dataset:
     transform = TrainTransform(
         crop_size=tuple(d.crop_size), scale=tuple(d.scale), ratio_range=tuple(d.ratio_range),
         cat_max_ratio=d.cat_max_ratio, flip_prob=d.flip_prob, photometric=d.photometric,
+        short_edges=d.short_edges, max_long_edge=d.max_long_edge,
     )
     parts = [
         build_dataset(s.name, s.root, s.split, **_class_kwargs(cfg, s, transform, f"data.train[{i}]"),
@@ -130,7 +131,7 @@ def build_eval_set(spec: DatasetSpec, on_error: str = "raise", cfg: Config | Non
     from dgseg.data import EvalTransform, build_dataset
 
     resize = tuple(spec.resize) if isinstance(spec.resize, list) else spec.resize
-    transform = EvalTransform(resize=resize)
+    transform = EvalTransform(resize=resize, prescale=spec.prescale)
     kwargs = {"transform": transform} if cfg is None else _class_kwargs(cfg, spec, transform, f"eval {spec.name}")
     return build_dataset(spec.name, spec.root, spec.split, **kwargs, **_error_kwargs(spec, on_error),
                          **spec_kwargs(spec))

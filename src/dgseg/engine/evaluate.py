@@ -15,7 +15,7 @@ from dgseg.config import Config, DatasetSpec
 from dgseg.engine.data import build_eval_set, domain_name
 from dgseg.engine.distributed import is_main
 from dgseg.engine.precision import autocast, resolve_amp
-from dgseg.metrics import SegMetric, format_table, per_class_table
+from dgseg.metrics import SegMetric, format_table, mean_domains, mean_miou, per_class_table
 
 
 @torch.no_grad()
@@ -106,11 +106,13 @@ def write_results(results: dict[str, dict], cfg: Config, out_dir: Path, stem: st
     names = list(class_set.names)
     source = cfg.data.source
     extra = [f"mIoU_{subset_name(s)}" for s in cfg.eval.miou_subsets]
-    table = format_table(results, names, source=source, extra_columns=extra)
+    table = format_table(results, names, source=source, extra_columns=extra, mean_over=cfg.data.mean_over)
     classes = per_class_table(results, names, source=source)
+    mean = {"over": mean_domains(results, source, cfg.data.mean_over),
+            "mIoU": mean_miou(results, source, cfg.data.mean_over)}
     out_dir.mkdir(parents=True, exist_ok=True)
     record = {"source": source, "classes": names, "palette": class_set.palette.astype(int).tolist(),
-              "domains": results}
+              "mean": mean, "domains": results}
     if examples:
         from dgseg.engine.examples import save_examples
 
