@@ -103,10 +103,7 @@ def test_mapillary_names_follow_the_dg_rules(name, expected):
 @pytest.mark.parametrize(
     "name",
     [
-        "object--support--utility-pole",
-        "construction--flat--curb-cut",
         "object--vehicle--caravan",
-        "object--support--traffic-sign-frame",
         "void--unlabeled",
         "nature--water",
         "animal--bird",

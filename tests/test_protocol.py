@@ -224,3 +224,60 @@ def test_prescale_halves_image_and_label_as_mapillary_resize_py():
     assert tuple(img.shape) == (3, 512, 768)  # the 6 x 4 half image fitted into 1024 x 512
     native = EvalTransform(resize=0.5)(image, label)[1]
     assert native is label  # the native-resolution protocol keeps the label
+
+
+# --- Mapillary classes: Rein's converter ----------------------------------------------------------------------
+
+# The 66 classes of Mapillary Vistas config_v1.2.json, in file order (name, readable).
+MAPILLARY_V12 = [
+    ("animal--bird", "Bird"), ("animal--ground-animal", "Ground Animal"), ("construction--barrier--curb", "Curb"),
+    ("construction--barrier--fence", "Fence"), ("construction--barrier--guard-rail", "Guard Rail"),
+    ("construction--barrier--other-barrier", "Barrier"), ("construction--barrier--wall", "Wall"),
+    ("construction--flat--bike-lane", "Bike Lane"), ("construction--flat--crosswalk-plain", "Crosswalk - Plain"),
+    ("construction--flat--curb-cut", "Curb Cut"), ("construction--flat--parking", "Parking"),
+    ("construction--flat--pedestrian-area", "Pedestrian Area"), ("construction--flat--rail-track", "Rail Track"),
+    ("construction--flat--road", "Road"), ("construction--flat--service-lane", "Service Lane"),
+    ("construction--flat--sidewalk", "Sidewalk"), ("construction--structure--bridge", "Bridge"),
+    ("construction--structure--building", "Building"), ("construction--structure--tunnel", "Tunnel"),
+    ("human--person", "Person"), ("human--rider--bicyclist", "Bicyclist"),
+    ("human--rider--motorcyclist", "Motorcyclist"), ("human--rider--other-rider", "Other Rider"),
+    ("marking--crosswalk-zebra", "Lane Marking - Crosswalk"), ("marking--general", "Lane Marking - General"),
+    ("nature--mountain", "Mountain"), ("nature--sand", "Sand"), ("nature--sky", "Sky"), ("nature--snow", "Snow"),
+    ("nature--terrain", "Terrain"), ("nature--vegetation", "Vegetation"), ("nature--water", "Water"),
+    ("object--banner", "Banner"), ("object--bench", "Bench"), ("object--bike-rack", "Bike Rack"),
+    ("object--billboard", "Billboard"), ("object--catch-basin", "Catch Basin"),
+    ("object--cctv-camera", "CCTV Camera"), ("object--fire-hydrant", "Fire Hydrant"),
+    ("object--junction-box", "Junction Box"), ("object--mailbox", "Mailbox"), ("object--manhole", "Manhole"),
+    ("object--phone-booth", "Phone Booth"), ("object--pothole", "Pothole"),
+    ("object--street-light", "Street Light"), ("object--support--pole", "Pole"),
+    ("object--support--traffic-sign-frame", "Traffic Sign Frame"),
+    ("object--support--utility-pole", "Utility Pole"), ("object--traffic-light", "Traffic Light"),
+    ("object--traffic-sign--back", "Traffic Sign (Back)"), ("object--traffic-sign--front", "Traffic Sign (Front)"),
+    ("object--trash-can", "Trash Can"), ("object--vehicle--bicycle", "Bicycle"), ("object--vehicle--boat", "Boat"),
+    ("object--vehicle--bus", "Bus"), ("object--vehicle--car", "Car"), ("object--vehicle--caravan", "Caravan"),
+    ("object--vehicle--motorcycle", "Motorcycle"), ("object--vehicle--on-rails", "On Rails"),
+    ("object--vehicle--other-vehicle", "Other Vehicle"), ("object--vehicle--trailer", "Trailer"),
+    ("object--vehicle--truck", "Truck"), ("object--vehicle--wheeled-slow", "Wheeled Slow"),
+    ("void--car-mount", "Car Mount"), ("void--ego-vehicle", "Ego Vehicle"), ("void--unlabeled", "Unlabeled"),
+]  # fmt: skip
+# What tools/convert_datasets/mapillary2cityscape.py (--train_id) writes for each of them.
+REIN_TRAIN_IDS = [
+    255, 255, 1, 4, 255, 255, 3, 0, 0, 1, 0, 1, 255, 0, 0, 1, 255, 2, 255, 11, 12, 12, 12, 0, 0, 255, 255, 10,
+    255, 9, 8, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 5, 5, 7, 5, 6, 7, 7, 255, 18, 255,
+    15, 13, 255, 17, 16, 255, 255, 14, 255, 255, 255, 255,
+]  # fmt: skip
+
+
+def test_mapillary_classes_map_as_reins_converter(tmp_path):
+    import json
+
+    from dgseg.data.labels import mapillary_id_map, mapillary_train_id, rein_readable_train_id
+
+    assert [rein_readable_train_id(r) for _, r in MAPILLARY_V12] == REIN_TRAIN_IDS
+    assert [mapillary_train_id(n, r) for n, r in MAPILLARY_V12] == REIN_TRAIN_IDS
+    assert [mapillary_train_id(n) for n, _ in MAPILLARY_V12] == REIN_TRAIN_IDS  # by name alone, too
+    config = tmp_path / "config_v1.2.json"
+    config.write_text(json.dumps({"labels": [{"name": n, "readable": r} for n, r in MAPILLARY_V12]}))
+    assert mapillary_id_map(config).lut[:66].tolist() == REIN_TRAIN_IDS
+    by_readable = dict(zip((r for _, r in MAPILLARY_V12), REIN_TRAIN_IDS))
+    assert (by_readable["Curb Cut"], by_readable["Traffic Sign Frame"], by_readable["Utility Pole"]) == (1, 7, 5)

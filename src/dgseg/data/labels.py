@@ -123,7 +123,10 @@ URBANSYN_IDS = make_id_map(
 
 # Mapillary Vistas: mapped by class name (config_v1.2.json), never by number. A rule is a glob on the
 # class `name` field (e.g. "construction--flat--road"); the first matching rule wins. Names not
-# matched by any rule are ignored (255).
+# matched by any rule are ignored (255). On the 66 v1.2 classes these rules give exactly what Rein's
+# converter (w1oves/Rein tools/convert_datasets/mapillary2cityscape.py) gives by substrings of the
+# `readable` names, which also maps Curb Cut -> sidewalk, Traffic Sign Frame -> traffic sign and
+# Utility Pole -> pole (:func:`rein_readable_train_id`).
 MAPILLARY_NAME_RULES: tuple[tuple[str, str], ...] = (
     ("construction--flat--road", "road"),
     ("construction--flat--crosswalk-plain", "road"),
@@ -134,14 +137,17 @@ MAPILLARY_NAME_RULES: tuple[tuple[str, str], ...] = (
     ("construction--flat--sidewalk", "sidewalk"),
     ("construction--flat--pedestrian-area", "sidewalk"),
     ("construction--barrier--curb", "sidewalk"),
+    ("construction--flat--curb-cut", "sidewalk"),
     ("construction--structure--building", "building"),
     ("construction--barrier--wall", "wall"),
     ("construction--barrier--fence", "fence"),
     ("object--support--pole", "pole"),
+    ("object--support--utility-pole", "pole"),
     ("object--street-light", "pole"),
     ("object--traffic-light", "traffic light"),
     ("object--traffic-sign--front", "traffic sign"),
     ("object--traffic-sign--back", "traffic sign"),
+    ("object--support--traffic-sign-frame", "traffic sign"),
     ("nature--vegetation", "vegetation"),
     ("nature--terrain", "terrain"),
     ("nature--sky", "sky"),
@@ -155,18 +161,28 @@ MAPILLARY_NAME_RULES: tuple[tuple[str, str], ...] = (
     ("object--vehicle--bicycle", "bicycle"),
 )
 
-# The same rules by the `readable` field, used for a config whose `name` fields match no rule.
-MAPILLARY_READABLE_RULES: tuple[tuple[str, str], ...] = (
-    ("road", "road"), ("crosswalk - plain", "road"), ("parking", "road"), ("bike lane", "road"),
-    ("service lane", "road"), ("lane marking*", "road"),
-    ("sidewalk", "sidewalk"), ("pedestrian area", "sidewalk"), ("curb", "sidewalk"),
-    ("building", "building"), ("wall", "wall"), ("fence", "fence"), ("pole", "pole"),
-    ("street light", "pole"), ("traffic light", "traffic light"), ("traffic sign (front)", "traffic sign"),
-    ("traffic sign (back)", "traffic sign"), ("vegetation", "vegetation"), ("terrain", "terrain"),
-    ("sky", "sky"), ("person", "person"), ("bicyclist", "rider"), ("motorcyclist", "rider"),
-    ("other rider", "rider"), ("car", "car"), ("truck", "truck"), ("bus", "bus"), ("on rails", "train"),
-    ("motorcycle", "motorcycle"), ("bicycle", "bicycle"),
-)  # fmt: skip
+# Rein's converter on the `readable` field (lower case, spaces and "-" removed): an exact class name first,
+# then these substring rules in order (tools/convert_datasets/mapillary2cityscape.py, get_trans_idx).
+REIN_READABLE_SUBSTRINGS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("trafficsign", "front", "back"), "traffic sign"),
+    (("onrail",), "train"),
+    (("cyclist", "rider"), "rider"),
+    (("pole", "streetlight"), "pole"),
+    (("curb", "pedestrianarea"), "sidewalk"),
+    (("crosswalkplain", "parking", "bikelane", "servicelane", "lanemarking"), "road"),
+)
+
+
+def rein_readable_train_id(readable: str) -> int:
+    """Train ID of a Mapillary class by its ``readable`` name, as Rein's converter decides; 255 if none."""
+    key = readable.lower().replace(" ", "").replace("-", "")
+    exact = {c.replace(" ", ""): i for i, c in enumerate(CLASSES)}
+    if key in exact:
+        return exact[key]
+    for parts, cls in REIN_READABLE_SUBSTRINGS:
+        if any(p in key for p in parts):
+            return CLASSES.index(cls)
+    return IGNORE_INDEX
 
 
 def mapillary_train_id(name: str, readable: str | None = None) -> int:
@@ -176,10 +192,7 @@ def mapillary_train_id(name: str, readable: str | None = None) -> int:
         if fnmatchcase(key, pattern):
             return CLASSES.index(cls)
     if readable is not None and "--" not in key:
-        key = readable.strip().lower()
-        for pattern, cls in MAPILLARY_READABLE_RULES:
-            if fnmatchcase(key, pattern):
-                return CLASSES.index(cls)
+        return rein_readable_train_id(readable)
     return IGNORE_INDEX
 
 
