@@ -281,3 +281,61 @@ def test_mapillary_classes_map_as_reins_converter(tmp_path):
     assert mapillary_id_map(config).lut[:66].tolist() == REIN_TRAIN_IDS
     by_readable = dict(zip((r for _, r in MAPILLARY_V12), REIN_TRAIN_IDS))
     assert (by_readable["Curb Cut"], by_readable["Traffic Sign Frame"], by_readable["Utility Pole"]) == (1, 7, 5)
+
+
+# --- DINOv2 position grid on other input sizes -----------------------------------------------------------------
+
+
+def dinov2_official_grid(pos_embed: torch.Tensor, height: int, width: int, patch: int) -> torch.Tensor:
+    """facebookresearch/dinov2 dinov2/models/vision_transformer.py interpolate_pos_encoding, transcribed:
+    ``w`` and ``h`` are the image's height and width (``B, nc, w, h = x.shape``)."""
+    import math
+
+    n = pos_embed.shape[1] - 1
+    cls_pos, patch_pos = pos_embed[:, 0], pos_embed[:, 1:].float()
+    if height * width // patch**2 == n and height == width:
+        return pos_embed
+    dim = pos_embed.shape[-1]
+    w0, h0 = height // patch + 0.1, width // patch + 0.1
+    patch_pos = torch.nn.functional.interpolate(
+        patch_pos.reshape(1, int(math.sqrt(n)), int(math.sqrt(n)), dim).permute(0, 3, 1, 2),
+        scale_factor=(float(w0 / math.sqrt(n)), float(h0 / math.sqrt(n))), mode="bicubic")
+    return torch.cat((cls_pos[None], patch_pos.permute(0, 2, 3, 1).reshape(1, -1, dim)), dim=1)
+
+
+@pytest.mark.parametrize("size", [(512, 1024), (384, 384), (512, 512)])
+def test_dinov2_position_grid_follows_dinov2s_formula(size):
+    from dgseg.config import BackboneConfig
+    from dgseg.models.backbones import build_backbone
+
+    torch.manual_seed(0)
+    backbone = build_backbone(BackboneConfig(name="vit_small_patch14_dinov2", weights=None, patch_size=16,
+                                             img_size=512, model_kwargs={"depth": 1, "embed_dim": 16, "num_heads": 2}))
+    vit = backbone.vit
+    with torch.no_grad():
+        vit.pos_embed.normal_()
+        vit.cls_token.zero_()
+    h, w = size[0] // 16, size[1] // 16
+    got = vit._pos_embed(torch.zeros(1, h, w, 16))
+    expected = dinov2_official_grid(vit.pos_embed, *size, patch=16)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    if size == (512, 1024):  # timm's own resampling (size=, antialiased) is another function
+        from timm.layers import resample_abs_pos_embed
+
+        timm_pos = resample_abs_pos_embed(vit.pos_embed, (h, w), (32, 32), num_prefix_tokens=1)
+        assert (timm_pos - expected).abs().max() > 0.05
+
+
+def test_dinov2_with_registers_keeps_the_cls_position_in_the_token():
+    from dgseg.config import BackboneConfig
+    from dgseg.models.backbones import build_backbone
+
+    vit = build_backbone(BackboneConfig(name="vit_small_patch14_reg4_dinov2", weights=None, patch_size=16,
+                                        img_size=64, model_kwargs={"depth": 1, "embed_dim": 16, "num_heads": 2})).vit
+    with torch.no_grad():
+        vit.pos_embed.normal_()
+    out = vit._pos_embed(torch.zeros(1, 4, 8, 16))
+    assert out.shape == (1, 5 + 32, 16)
+    with_cls = torch.cat([torch.zeros(1, 1, 16), vit.pos_embed], dim=1)
+    torch.testing.assert_close(out[:, 5:], dinov2_official_grid(with_cls, 64, 128, 16)[:, 1:], rtol=0, atol=0)
+    torch.testing.assert_close(out[:, :1], vit.cls_token, rtol=0, atol=0)

@@ -182,8 +182,11 @@ class ScoresModule(nn.Module):
 
 @contextlib.contextmanager
 def plain_pos_embed_resampling():
-    """timm resamples position embeddings with antialiased bicubic, which ONNX lacks; without antialias it
-    is the same function whenever the grid does not shrink (export at or above the training crop)."""
+    """timm resamples position embeddings with antialiased bicubic, which ONNX lacks; the export uses plain
+    bicubic instead. That is a different function (PIL's a = -0.5 kernel against torch's a = -0.75, when
+    upsampling too) unless the grid keeps its stored size: export CLIP / EVA / SAM models at the training
+    crop for an exact graph. DINOv2 backbones resample as DINOv2 does (plain bicubic,
+    :mod:`dgseg.models.dinov2_pos`), so their export is exact at any size."""
     import timm.models.eva as eva
     import timm.models.vision_transformer as vit
     import timm.models.vision_transformer_sam as sam

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgseg.config import BackboneConfig
+from dgseg.models.dinov2_pos import is_dinov2, use_dinov2_pos_embed
 from dgseg.models.weights_io import WeightsError, mismatch_report, read_state_dict, resolve_weights
 
 
@@ -226,6 +227,8 @@ def build_backbone(cfg: BackboneConfig) -> Backbone:
     if cfg.weights is not None:
         path = resolve_weights(cfg.weights, name)
         load_vit_weights(vit, path, name)
+    if is_dinov2(name) and getattr(vit, "dynamic_img_size", False):
+        use_dinov2_pos_embed(vit)  # other grids than the crop's are resampled as DINOv2 / Rein do
     depth = len(vit.blocks)
     if cfg.out_indices is not None:
         out_indices = list(cfg.out_indices)
