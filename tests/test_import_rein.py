@@ -253,7 +253,7 @@ def test_numpy_numbers_in_the_meta_are_read_as_numbers(files, tmp_path):
 
 
 def test_dinov2_is_converted_as_rein_converts_it(files):
-    """Rein's tools/convert_models/convert_dinov2.py: the 14x14 patch kernel and the 37x37 (here 2x2) position
+    """Rein's tools/convert_models/convert_dinov2_large_512x512.py: the 14x14 patch kernel and the 37x37 (here 2x2) position
     grid are both resized with F.interpolate(bicubic, align_corners=False), no antialiasing."""
     from dgseg.config import BackboneConfig
 

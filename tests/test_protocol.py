@@ -339,3 +339,35 @@ def test_dinov2_with_registers_keeps_the_cls_position_in_the_token():
     with_cls = torch.cat([torch.zeros(1, 1, 16), vit.pos_embed], dim=1)
     torch.testing.assert_close(out[:, 5:], dinov2_official_grid(with_cls, 64, 128, 16)[:, 1:], rtol=0, atol=0)
     torch.testing.assert_close(out[:, :1], vit.cls_token, rtol=0, atol=0)
+
+
+# --- the README's protocol table names real files of the official repository -----------------------------------
+
+# Files of w1oves/Rein (git ls-tree of its main branch) that dgseg cites.
+REIN_FILES = {
+    "configs/dinov2/rein_dinov2_mask2former_512x512_bs1x4.py",
+    "configs/dinov2_citys2acdc/rein_dinov2_mask2former_1024x1024_bs4x2.py",
+    "configs/_base_/models/rein_dinov2_mask2former.py",
+    "configs/_base_/datasets/cityscapes_512x512.py", "configs/_base_/datasets/cityscapes_1024x1024.py",
+    "configs/_base_/datasets/bdd100k_512x512.py", "configs/_base_/datasets/mapillary_512x512.py",
+    "configs/_base_/datasets/dg_gta_512x512.py", "configs/_base_/datasets/dg_citys2acdc_1024x1024.py",
+    "rein/optimizers/peft_optimizer_constructor.py", "rein/dg_metrics.py", "rein/models/backbones/dino_v2.py",
+    "tools/convert_datasets/mapillary_resize.py", "tools/convert_datasets/mapillary2cityscape.py",
+    "tools/convert_models/convert_dinov2_large_512x512.py", "tools/convert_models/convert_dinov2_large_1024x1024.py",
+}
+
+
+def test_readme_protocol_table_cites_files_that_exist_in_rein():
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    section = readme.split("### Rein's protocol", 1)[1].split("\n## ", 1)[0]
+    cited = set(re.findall(r"`((?:configs|tools|rein)/[\w/.-]+\.py)`", section))
+    assert cited and cited <= REIN_FILES, cited - REIN_FILES
+    for choice in ("schedule", "training resize", "label resize", "photometric distortion", "Mapillary val",
+                   "Mapillary classes", "mean row", "no weight decay", "position grid on other sizes (DINOv2)"):
+        assert f"| {choice} |" in section, choice
+    # Rein has no tools/convert_models/convert_dinov2.py: nothing may cite it
+    for path in [root / "README.md", *root.glob("src/dgseg/**/*.py")]:
+        assert "convert_models/convert_dinov2.py" not in path.read_text(), path

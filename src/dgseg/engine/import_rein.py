@@ -3,8 +3,9 @@
 The official files (``iter_40000_published.pth``, ``citys2acdc_40k_rein_head.pth``, ...) are
 ``torch.save({"meta": {...}, "state_dict": {name: tensor}})`` with only the Rein and decode-head
 weights, under mmseg/mmdet names. The backbone is not in them: it is the DINOv2 file the user gives,
-converted by dgseg's loader exactly as Rein's ``tools/convert_models/convert_dinov2.py`` converts it
-(patch kernel 14 -> 16 and the position grid resized bicubically).
+converted by dgseg's loader exactly as Rein's ``tools/convert_models/convert_dinov2_large_512x512.py`` (and
+``..._1024x1024.py``) converts it (patch kernel 14 -> 16 and the 37 x 37 position grid resized bicubically to the
+crop's grid, 32 x 32 or 64 x 64).
 
 The names map by a short table (:data:`RENAME_RULES`); dgseg's head keeps mmdet's names, so the head
 needs one prefix rule. Nothing is unpickled but tensors and plain containers (``weights_only=True``);

@@ -62,7 +62,8 @@ _RAW_PATCH_KERNEL_KEYS = ("patch_embed.proj.weight", "visual.conv1.weight", "mod
 
 
 def resize_patch_kernel(kernel: Tensor, size: tuple[int, int]) -> Tensor:
-    """Rein's patch-kernel conversion (``tools/convert_models/convert_dinov2.py``; EVA02's p14to16 files
+    """Rein's patch-kernel conversion (``tools/convert_models/convert_dinov2_large_512x512.py`` and
+    ``..._1024x1024.py``; EVA02's p14to16 files
     were made the same way): bicubic interpolation of the [O, I, k, k] kernel itself, float32,
     align_corners=False, no antialiasing. (timm's ``resample_patch_embed``, a pseudo-inverse resize, is a
     different function: the official Rein checkpoints were trained on this one.)"""
