@@ -20,7 +20,7 @@ def _round_table(numerator: int, scale: float) -> torch.Tensor:
     i = torch.arange(256, dtype=torch.float64)
     table = torch.round(numerator / (scale * i.clamp_min(1)))  # cvRound: half to even, as torch.round
     table[0] = 0
-    return table.to(torch.int64)
+    return table.to(torch.int32)
 
 
 _SDIV = _round_table(255 << _HSV_SHIFT, 1.0)
@@ -29,14 +29,14 @@ _HDIV180 = _round_table(180 << _HSV_SHIFT, 6.0)
 
 def rgb_to_hsv_u8(rgb: torch.Tensor) -> torch.Tensor:
     """uint8 RGB [3, H, W] -> uint8 HSV [3, H, W] as ``cv2.cvtColor(..., COLOR_RGB2HSV)``: H = degrees / 2
-    (0..179), S and V 0..255."""
-    r, g, b = rgb.to(torch.int64).unbind(0)
+    (0..179), S and V 0..255 (OpenCV's integer arithmetic; every product fits in int32)."""
+    r, g, b = rgb.to(torch.int32).unbind(0)
     v = torch.maximum(torch.maximum(r, g), b)
     diff = v - torch.minimum(torch.minimum(r, g), b)
     s = (diff * _SDIV[v] + (1 << (_HSV_SHIFT - 1))) >> _HSV_SHIFT
     h = torch.where(v == r, g - b, torch.where(v == g, b - r + 2 * diff, r - g + 4 * diff))
     h = (h * _HDIV180[diff] + (1 << (_HSV_SHIFT - 1))) >> _HSV_SHIFT  # arithmetic shift: floor, as C++ on int
-    h = torch.where(h < 0, h + 180, h)
+    h += (h < 0) * 180
     return torch.stack([h, s, v]).to(torch.uint8)
 
 
