@@ -371,3 +371,15 @@ def test_readme_protocol_table_cites_files_that_exist_in_rein():
     # Rein has no tools/convert_models/convert_dinov2.py: nothing may cite it
     for path in [root / "README.md", *root.glob("src/dgseg/**/*.py")]:
         assert "convert_models/convert_dinov2.py" not in path.read_text(), path
+
+
+def test_the_report_mean_follows_the_runs_mean_over(tmp_path):
+    import json
+
+    from dgseg.report.runs import load_run
+
+    miou = {"cityscapes": 80.0, "acdc-fog": 70.0, "acdc-night": 50.0, "bdd100k": 10.0}
+    (tmp_path / "eval.json").write_text(json.dumps({
+        "source": "cityscapes", "mean": {"over": ["acdc-fog", "acdc-night"], "mIoU": 60.0},
+        "domains": {d: {"mIoU": v, "aAcc": 90.0, "IoU": [v] * 19} for d, v in miou.items()}}))
+    assert load_run(tmp_path).mean_targets() == pytest.approx(60.0)

@@ -26,6 +26,8 @@ class RunRecord:
     palette: np.ndarray | None = None
     domains: dict[str, dict] = field(default_factory=dict)
     """domain -> {"mIoU", "IoU" [K], "aAcc", "confusion" [K][K] or None}"""
+    mean_over: list[str] | None = None
+    """The domains the run's mean averages (eval.json ``mean.over``, from data.mean_over); None: every target."""
     examples: dict[str, list[dict[str, Path]]] = field(default_factory=dict)
     log: list[dict] = field(default_factory=list)
     config: dict = field(default_factory=dict)
@@ -36,7 +38,8 @@ class RunRecord:
         return [d for d in self.domains if d != self.source]
 
     def mean_targets(self) -> float:
-        vals = [self.domains[d]["mIoU"] for d in self.targets if _num(self.domains[d].get("mIoU"))]
+        over = [d for d in self.mean_over if d in self.domains] if self.mean_over else self.targets
+        vals = [self.domains[d]["mIoU"] for d in over if _num(self.domains[d].get("mIoU"))]
         return float(np.mean(vals)) if vals else math.nan
 
     def rpd(self) -> float:
@@ -90,6 +93,8 @@ def load_run(path: str | Path, name: str | None = None) -> RunRecord:
         rec.source = ev.get("source")
         rec.domains = {d: r for d, r in (ev.get("domains") or {}).items() if isinstance(r, dict)}
         rec.classes = list(ev.get("classes") or [])
+        over = (ev.get("mean") or {}).get("over") if isinstance(ev.get("mean"), dict) else None
+        rec.mean_over = [str(d) for d in over] if isinstance(over, list) and over else None
         if ev.get("palette"):
             rec.palette = np.asarray(ev["palette"], dtype=np.uint8)
         for domain, items in (ev.get("examples") or {}).items():
