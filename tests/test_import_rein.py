@@ -266,3 +266,63 @@ def test_dinov2_is_converted_as_rein_converts_it(files):
     grid = F.interpolate(grid, size=(4, 4), mode="bicubic", align_corners=False).permute(0, 2, 3, 1).reshape(1, 16, D)
     torch.testing.assert_close(vit.patch_embed.proj.weight, kernel, rtol=0, atol=0)
     torch.testing.assert_close(vit.pos_embed, torch.cat([raw["pos_embed"][:, :1], grid], 1), rtol=0, atol=0)
+
+
+def _with_stand_in_mmengine(monkeypatch):
+    """Put a stand-in ``mmengine.logging.history_buffer.HistoryBuffer`` where the real class lives, so that
+    ``torch.save`` pickles it by that path (as mmengine's Runner.save_checkpoint does)."""
+    import sys
+    import types
+
+    class HistoryBuffer:  # mmengine/logging/history_buffer.py keeps numpy arrays and a max length
+        def __init__(self, values):
+            self._log_history = np.asarray(values, dtype=np.float64)
+            self._count_history = np.ones(len(values))
+            self.max_length = 1000000
+
+        def __setstate__(self, state):  # would run if the class were ever imported on loading
+            _mark_loaded()
+
+    names = ["mmengine", "mmengine.logging", "mmengine.logging.history_buffer"]
+    for name in names:
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    HistoryBuffer.__module__ = "mmengine.logging.history_buffer"
+    HistoryBuffer.__qualname__ = "HistoryBuffer"
+    sys.modules["mmengine.logging.history_buffer"].HistoryBuffer = HistoryBuffer
+    return HistoryBuffer, names
+
+
+def test_an_mmengine_checkpoint_gives_its_state_dict_without_importing_mmengine(files, tmp_path, monkeypatch):
+    import sys
+
+    history_buffer, names = _with_stand_in_mmengine(monkeypatch)
+    path = tmp_path / "iter_40000.pth"
+    torch.save({
+        "meta": {"mmengine_version": "0.10.3", "iter": 40000, "seed": np.int64(0)},
+        "state_dict": official_state_dict(),
+        "message_hub": {"log_scalars": {"train/loss": history_buffer([1.5, 1.2]),
+                                        "train/lr": history_buffer([1e-4])},
+                        "runtime_info": {"iter": 40000, "last_loss": np.float32(0.5)}},
+        "param_schedulers": [{"last_step": 40000, "base_values": [1e-4]}],
+    }, path)
+    for name in names:  # the stand-in is gone: nothing can import or run it
+        monkeypatch.delitem(sys.modules, name)
+    unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    assert "mmengine.logging.history_buffer.HistoryBuffer" in unsafe  # weights_only=True refuses the file
+    weights, report = convert_rein_checkpoint(path)
+    assert "mmengine" not in sys.modules and LOADED == []
+    expected = official_state_dict()
+    assert set(weights) == {dgseg_name(k) for k in expected}
+    for key, value in expected.items():
+        torch.testing.assert_close(weights[dgseg_name(key)], value, rtol=0, atol=0)
+    assert report.ignored == ["message_hub", "meta", "param_schedulers"]
+    assert report.stand_ins["mmengine.logging.history_buffer.HistoryBuffer"] == 2
+    assert "HistoryBuffer x 2" in report.summary()
+
+
+def test_an_mmengine_checkpoint_with_another_class_is_still_refused(files, tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"state_dict": official_state_dict(), "message_hub": PickledObject()}, path)
+    with pytest.raises(ReinImportError, match="_mark_loaded"):
+        convert_rein_checkpoint(path)
+    assert LOADED == []

@@ -24,6 +24,7 @@ from .transforms import (
     EvalTransform,
     TrainTransform,
     denormalize,
+    eval_prescale_for,
     eval_resize_for,
     normalize,
     seed_worker,
@@ -34,6 +35,6 @@ __all__ = [
     "STYLES",
     "CheckReport", "DataError", "EvalTransform", "SegmentationDataset", "SyntheticDataset", "TrainTransform",
     "add_check_parser", "build_dataset", "build_datasets", "check_dataset", "colorize", "dataset_names",
-    "denormalize", "eval_resize_for", "main_check", "make_scene", "normalize", "render", "run_check",
+    "denormalize", "eval_prescale_for", "eval_resize_for", "main_check", "make_scene", "normalize", "render", "run_check",
     "seed_worker",
 ]  # fmt: skip

@@ -10,12 +10,19 @@ crop's grid, 32 x 32 or 64 x 64).
 The names map by a short table (:data:`RENAME_RULES`); dgseg's head keeps mmdet's names, so the head
 needs one prefix rule. Nothing is unpickled but tensors and plain containers (``weights_only=True``);
 a key that no rule places, or that lands on no tensor of the model, is refused with its name.
+
+A checkpoint as mmengine's ``Runner.save_checkpoint`` writes it (mmseg's publish step only drops the
+optimizer) also holds a ``message_hub`` with mmengine ``HistoryBuffer`` objects and numpy arrays, which
+``weights_only=True`` refuses. Such a file is read by :func:`dgseg.safe_pickle.read_archive` with the
+``mmengine`` and ``numpy`` classes as inert stand-ins (never imported, nothing run); only ``state_dict``
+is taken, and the report lists what was skipped.
 """
 
 from __future__ import annotations
 
 import importlib
 import warnings
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +70,8 @@ class RenameReport:
     renamed: dict[str, str] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)
     """Top-level entries of the file other than ``state_dict`` (e.g. ``meta``), not read."""
+    stand_ins: dict[str, int] = field(default_factory=dict)
+    """Classes of the objects outside ``state_dict`` read as inert stand-ins (mmengine files), with counts."""
 
     def counts(self) -> dict[str, int]:
         """Number of tensors placed by each rule, ``"official -> dgseg"``."""
@@ -78,6 +87,9 @@ class RenameReport:
         lines += [f"  {n:4d}  {label}" for label, n in self.counts().items()]
         if self.ignored:
             lines.append(f"  not read: {', '.join(self.ignored)}")
+        if self.stand_ins:
+            objects = ", ".join(f"{name} x {n}" for name, n in sorted(self.stand_ins.items()))
+            lines.append(f"  skipped objects (read as inert stand-ins, nothing run): {objects}")
         return "\n".join(lines)
 
 
@@ -142,6 +154,39 @@ def _numpy_scalar_globals(names: list[str]) -> list | None:
     return allowed
 
 
+def _inert_classes(obj: object, counts: dict[str, int], depth: int = 0) -> dict[str, int]:
+    """Count the :class:`~dgseg.safe_pickle.InertObject` stand-ins in a nested structure, by class name."""
+    from dgseg.safe_pickle import InertObject
+
+    if depth > 50:
+        return counts
+    if isinstance(obj, InertObject):
+        counts[obj.qualname] = counts.get(obj.qualname, 0) + 1
+        children = [*getattr(obj, "args", ()), getattr(obj, "state", None)]  # NEWOBJ skips __init__
+    elif isinstance(obj, Mapping):
+        children = list(obj.values())
+    elif isinstance(obj, (list, tuple, set)):
+        children = list(obj)
+    else:
+        return counts
+    for child in children:
+        _inert_classes(child, counts, depth + 1)
+    return counts
+
+
+def _load_mmengine(path: Path, first: Exception) -> object:
+    """An mmengine-written checkpoint: mmengine / numpy objects become inert stand-ins, tensors stay."""
+    from dgseg.safe_pickle import UnsafePickleError, read_archive
+
+    try:
+        return read_archive(path, inert=("mmengine", "numpy"))
+    except UnsafePickleError as exc:
+        raise ReinImportError(
+            f"{path}: not readable with torch.load(weights_only=True) ({type(first).__name__}), nor as an "
+            f"mmengine checkpoint: {str(exc).removeprefix(f'{path}: ')}"
+        ) from exc
+
+
 def _load(path: Path) -> object:
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True)
@@ -158,6 +203,8 @@ def _load(path: Path) -> object:
                 return torch.load(str(path), map_location="cpu", weights_only=True)
         except Exception as exc:
             first = exc
+    if unsafe and zipfile.is_zipfile(path):
+        return _load_mmengine(path, first)
     what = f" (it needs the Python objects {unsafe})" if unsafe else ""
     raise ReinImportError(
         f"{path}: not readable with torch.load(weights_only=True){what}: {type(first).__name__}: "
@@ -186,6 +233,7 @@ def convert_rein_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], Rename
     if isinstance(data.get("state_dict"), Mapping):
         state = data["state_dict"]
         report.ignored = sorted(str(k) for k in data if k != "state_dict")
+        report.stand_ins = _inert_classes([v for k, v in data.items() if k != "state_dict"], {})
     elif data and all(isinstance(v, Tensor) for v in data.values()):
         state = data
     else:
