@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dgseg.models.weights_io import WeightsError, dgseg_home
+from dgseg.models.weights_home import WeightsError, dgseg_home
 
 EMBEDDED = {"dinov2_vits14_imgfocus": "vit_small_patch14_dinov2"}
 IMGFOCUS_DEPTH = 12

@@ -14,14 +14,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from dgseg.models.pretrained import EMBEDDED, embedded_weights_path
+from dgseg.models.weights_home import WeightsError, dgseg_home
 
-class WeightsError(ValueError):
-    """A weights file is missing, unreadable or of the wrong kind; the message names the file."""
-
-
-def dgseg_home() -> Path:
-    """The cache folder: ``$DGSEG_HOME`` or ``~/.cache/dgseg``."""
-    return Path(os.environ.get("DGSEG_HOME", Path.home() / ".cache" / "dgseg"))
+__all__ = ["WeightsError", "dgseg_home", "download_hint", "mismatch_report", "read_state_dict", "resolve_weights"]
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -99,8 +95,6 @@ def download_hint(name: str) -> str:
 
 def resolve_weights(spec: str, model_name: str) -> Path:
     """Turn a ``weights:`` entry into an existing local file (embedded names are imported once)."""
-    from dgseg.models.pretrained import EMBEDDED, embedded_weights_path
-
     if spec in EMBEDDED:
         return embedded_weights_path(spec)
     path = Path(os.path.expanduser(spec))
