@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -84,3 +85,35 @@ def test_checkpoint_metadata_is_written_in_sorted_order(tmp_path):
     assert list(meta) == sorted(meta) == ["dgseg_meta", "dgseg_version", "format", "step"]
     weights, record = load_checkpoint(tmp_path)
     assert record["num_classes"] == 2 and torch.equal(weights["w"], torch.ones(2))
+
+
+def test_a_moved_run_folder_predicts_with_another_dgseg_home(tmp_path, monkeypatch, imgfocus_weights, second_home):
+    """Train with one $DGSEG_HOME (this session's), move the run folder, predict with another one whose
+    embedded weights another process imported, through the command line."""
+    import numpy as np
+    from PIL import Image
+    from tiny import tiny_config
+
+    from dgseg.cli import main
+    from dgseg.engine.inference import load_model, predict_files
+    from dgseg.engine.train import train
+
+    backbone = {"name": "vit_small_patch14_dinov2", "weights": NAME, "patch_size": 8, "img_size": 32}
+    cfg = tiny_config(model__backbone=backbone, train__max_iters=1, train__checkpoint_interval=1,
+                      train__eval_interval=1000, data__val=[], data__source=None)
+    first = tmp_path / "machine_a" / "runs" / "rein"
+    train(cfg, first, progress=False)
+    image = tmp_path / "street.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(image)
+    model, loaded = load_model(first)
+    (want,) = predict_files(model, loaded, [str(image)], tmp_path / "pred_a", progress=False)
+
+    moved = tmp_path / "machine_b" / "rein"
+    moved.parent.mkdir()
+    shutil.move(str(first), str(moved))
+    shutil.rmtree(tmp_path / "machine_a")
+    monkeypatch.setenv("DGSEG_HOME", str(second_home))
+    assert main(["predict", "--checkpoint", str(moved), str(image), "--out", str(tmp_path / "pred_b")]) == 0
+    got = tmp_path / "pred_b" / want.name
+    assert np.array_equal(np.asarray(Image.open(got)), np.asarray(Image.open(want)))
+    assert (second_home / "digests").is_dir()  # the digest was computed there, from that home's own import

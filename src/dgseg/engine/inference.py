@@ -14,7 +14,8 @@ from torch import nn
 from tqdm import tqdm
 
 from dgseg.config import Config, config_from_dict, load_config
-from dgseg.engine.checkpoint import CheckpointError, check_compatible, file_sha256, load_checkpoint
+from dgseg.engine.backbone_check import check_backbone
+from dgseg.engine.checkpoint import CheckpointError, check_compatible, load_checkpoint
 from dgseg.engine.classes_meta import add_onnx_class_metadata, warn_if_other_class_names
 from dgseg.models.weights_io import mismatch_report
 
@@ -47,8 +48,6 @@ def load_model(checkpoint: str | Path, overrides: list[str] | None = None, confi
     """Rebuild the model of a checkpoint (trainable weights + the backbone file it names, or a full export)."""
     import dgseg
     from dgseg.engine.train import load_trainable
-    from dgseg.models.weights_io import resolve_weights
-
     weights, meta = load_checkpoint(checkpoint)
     cfg = config_of_checkpoint(meta, overrides, config_path)
     if meta.get("format") == FULL_FORMAT:
@@ -61,16 +60,14 @@ def load_model(checkpoint: str | Path, overrides: list[str] | None = None, confi
                                   f"config describes: {problems}")
         model.load_state_dict(weights)
         return model.eval(), cfg
-    backbone = meta.get("backbone", {})
     expected = {"num_classes": cfg.model.num_classes}
     expected["backbone.name"] = cfg.model.backbone.name
-    if cfg.model.backbone.weights is not None and backbone.get("sha256"):
-        expected["backbone.sha256"] = file_sha256(resolve_weights(cfg.model.backbone.weights, cfg.model.backbone.name))
     try:
         check_compatible(meta, expected)
     except CheckpointError as e:
         raise CheckpointError(f"{checkpoint}: {e}") from None
     warn_if_other_class_names(meta, cfg, str(checkpoint))
+    check_backbone(checkpoint, meta, cfg)  # the same tensors, by content digest, wherever the file lives
     model = dgseg.build_model(cfg)
     load_trainable(model, weights, str(checkpoint))
     return model.eval(), cfg

@@ -19,9 +19,9 @@ from tqdm import tqdm
 
 import dgseg
 from dgseg.config import Config, config_to_dict, dump_config
+from dgseg.engine.backbone_check import check_backbone
 from dgseg.engine.checkpoint import (
     capture_rng_state,
-    file_sha256,
     latest_checkpoint,
     load_checkpoint,
     load_train_state,
@@ -49,19 +49,13 @@ MAX_CONSECUTIVE_SKIPS = 20
 def checkpoint_meta(cfg: Config, step: int) -> dict:
     """What a checkpoint must say about itself so it is never used with the wrong backbone."""
     from dgseg.data.classes import config_class_set
-    from dgseg.models.pretrained import EMBEDDED
-    from dgseg.models.weights_io import resolve_weights
+    from dgseg.engine.backbone_check import backbone_record
 
-    weights = cfg.model.backbone.weights
-    sha = None
-    if weights is not None:
-        sha = file_sha256(resolve_weights(weights, cfg.model.backbone.name))
     return {
         "config": config_to_dict(cfg),
         "step": step,
         "dgseg_version": dgseg.__version__,
-        "backbone": {"name": cfg.model.backbone.name, "weights": weights, "sha256": sha,
-                     "embedded": weights in EMBEDDED},
+        "backbone": backbone_record(cfg),  # name, weights entry, file name, content digest, sha256, tensors
         "num_classes": config_class_set(cfg).num_classes,  # = model.num_classes (checked), also for a Config built in code
         "classes": config_class_set(cfg).to_dict(),
         "adapter": cfg.model.adapter.name,
@@ -144,6 +138,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
         if ckpt is None:
             raise FileNotFoundError(f"--resume: no checkpoint in {out_dir / 'checkpoints'}; start without --resume")
         weights, meta = load_checkpoint(ckpt)
+        check_backbone(ckpt, meta, cfg)
         load_trainable(base, weights, str(ckpt))
         state = load_train_state(ckpt)
         optimizer.load_state_dict(state["optimizer"])
