@@ -195,7 +195,8 @@ class EvalConfig:
     mode: str = "slide"
     crop: int = 512
     stride: int = 341
-    batch_size: int = 1
+    batch_size: int | None = None
+    """Sliding windows per forward pass; null: by device (1 on a CPU, 4 on a GPU; models/segmentor.py)."""
     miou_subsets: list[str] = field(default_factory=list)
     """Extra mIoU columns over class subsets, e.g. [synthia16, synthia13] (presets or classes files)."""
     examples: int = 4
@@ -408,7 +409,7 @@ def _validate(cfg: Config) -> None:
         "train.keep_last": cfg.train.keep_last,
         "eval.crop": cfg.eval.crop,
         "eval.stride": cfg.eval.stride,
-        "eval.batch_size": cfg.eval.batch_size,
+        "eval.batch_size": 1 if cfg.eval.batch_size is None else cfg.eval.batch_size,  # null: by device
         "model.num_classes": 1 if cfg.model.num_classes is None else cfg.model.num_classes,
         "model.backbone.img_size": cfg.model.backbone.img_size,
     }

@@ -20,7 +20,7 @@ from dgseg.metrics import SegMetric, format_table, mean_domains, mean_miou, per_
 
 @torch.no_grad()
 def predict_labels(model: nn.Module, image: torch.Tensor, size: tuple[int, int], mode: str, crop: int,
-                   stride: int, batch: int, amp: str = "none") -> torch.Tensor:
+                   stride: int, batch: int | None, amp: str = "none") -> torch.Tensor:
     """Train-ID prediction [B, H, W] at ``size`` (the label's native resolution) for a normalised batch."""
     with autocast(image.device, amp):
         scores = model.predict(image, mode=mode, crop=crop, stride=stride, batch=batch)
