@@ -61,7 +61,8 @@ def check_backbone(checkpoint: str | Path, meta: dict, cfg: Config) -> None:
     if recorded.get("digest"):
         if recorded["digest"] == current["digest"]:
             return
-        diff = first_difference(recorded.get("tensors") or {}, current["tensors"])
+        table = recorded.get("tensors")
+        diff = first_difference(table, current["tensors"]) if table else "unknown (no tensor table recorded)"
         raise CheckpointError(
             f"{checkpoint}: the backbone weights differ from those it was trained with\n"
             f"  checkpoint: {trained_with}\n"
