@@ -25,7 +25,8 @@ from typing import Any
 import torch
 
 from dgseg.fileio import output_temp, safetensors_header_variants
-from dgseg.models.weights_io import WeightsError, dgseg_home, read_state_dict
+from dgseg.models.weights_home import WeightsError, dgseg_home
+from dgseg.models.weights_io import read_state_dict
 
 __all__ = ["weights_identity", "first_difference", "reordered_metadata_hashes", "DIGEST_VERSION"]
 
