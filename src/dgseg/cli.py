@@ -91,11 +91,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from dgseg.engine.inference import load_model, predict_files
+    from dgseg.engine.inference import list_images, load_model, predict_files
+    from dgseg.engine.submission import split_images, write_predictions, zip_folder
 
-    model, cfg = load_model(args.checkpoint, args.overrides)
-    written = predict_files(model, cfg, args.inputs, args.out, mode=args.mode, progress=not args.no_progress)
-    print(f"{len(written)} predictions written to {args.out} (*_labelTrainIds.png, *_color.png, *_overlay.png)")
+    model, cfg = load_model(args.checkpoint, args.overrides + (["eval.tta.enabled=true"] if args.tta else []))
+    if args.dataset is None and not args.inputs:
+        raise ValueError("predict: give IMAGE_OR_DIR arguments or --dataset NAME --root DIR --split SPLIT")
+    if args.dataset is not None and args.inputs:
+        raise ValueError(f"predict: give either IMAGE_OR_DIR ({args.inputs[0]}, ...) or --dataset, not both")
+    if args.dataset is not None and not args.root:
+        raise ValueError(f"predict --dataset {args.dataset}: --root (the dataset folder) is required")
+    if args.dataset is None and args.format == "trainids" and args.zip is None:
+        written = predict_files(model, cfg, args.inputs, args.out, mode=args.mode, progress=not args.no_progress)
+        print(f"{len(written)} predictions written to {args.out} (*_labelTrainIds.png, *_color.png, *_overlay.png)")
+        return 0
+    files = split_images(args.dataset, args.root, args.split) if args.dataset else list_images(args.inputs)
+    written = write_predictions(model, cfg, files, args.out, args.format, mode=args.mode,
+                                progress=not args.no_progress)
+    what = "label-ID PNGs (test-server format)" if args.format == "cityscapes-ids" else "predictions"
+    print(f"{len(written)} {what} written to {args.out}")
+    if args.zip is not None:
+        zip_path = Path(args.zip or f"{Path(args.out).resolve()}.zip")
+        print(f"zip: {zip_folder(args.out, zip_path, written)}")
     return 0
 
 
@@ -197,9 +214,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="label PNGs and colour overlays for images")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR")
     p.add_argument("--out", required=True)
     p.add_argument("--mode", choices=("whole", "slide"))
+    p.add_argument("--format", choices=("trainids", "cityscapes-ids"), default="trainids",
+                   help="trainids: train-ID, colour and overlay PNGs; cityscapes-ids: one label-ID PNG per image, "
+                        "named after it (Cityscapes / ACDC test servers)")
+    p.add_argument("--dataset", help="predict a dataset split instead of files: cityscapes, acdc (all four "
+                                     "conditions) or acdc-fog|night|rain|snow")
+    p.add_argument("--root", help="the dataset folder (with --dataset)")
+    p.add_argument("--split", default="test", help="the split (with --dataset; default test)")
+    p.add_argument("--zip", nargs="?", const="", metavar="FILE", help="also zip the written files (default OUT.zip)")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation (same as --set eval.tta.enabled=true)")
     _add_set(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_predict)

@@ -191,6 +191,17 @@ class TrainConfig:
 
 
 @dataclass
+class TTAConfig:
+    """Test-time augmentation as mmseg's ``SegTTAModel``: class probabilities averaged over scales x flips."""
+
+    enabled: bool = False
+    scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5, 1.75])
+    """Resize factors of the eval input (mmseg's Cityscapes TTA ratios)."""
+    flip: bool = True
+    """Also each scale mirrored left-right."""
+
+
+@dataclass
 class EvalConfig:
     mode: str = "slide"
     crop: int = 512
@@ -201,6 +212,7 @@ class EvalConfig:
     """Extra mIoU columns over class subsets, e.g. [synthia16, synthia13] (presets or classes files)."""
     examples: int = 4
     """Predictions kept per domain (examples/ in the run folder) for `dgseg report` pages; 0 keeps none."""
+    tta: TTAConfig = field(default_factory=TTAConfig)
 
 
 @dataclass
@@ -452,6 +464,8 @@ def _validate(cfg: Config) -> None:
         raise ConfigError(f"data.num_workers: must be >= 0, got {cfg.data.num_workers}")
     if cfg.eval.stride > cfg.eval.crop:
         raise ConfigError(f"eval.stride ({cfg.eval.stride}) must not exceed eval.crop ({cfg.eval.crop})")
+    if not cfg.eval.tta.scales or min(cfg.eval.tta.scales) <= 0:
+        raise ConfigError(f"eval.tta.scales: expected a non-empty list of factors > 0, got {cfg.eval.tta.scales}")
     for i, spec in enumerate(cfg.data.val):
         if spec.prescale is not None and not 0 < spec.prescale <= 1:
             raise ConfigError(f"data.val[{i}].prescale: expected a factor in (0, 1], got {spec.prescale}")

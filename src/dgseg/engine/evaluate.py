@@ -9,9 +9,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from dgseg.config import Config, DatasetSpec
+from dgseg.config import Config, DatasetSpec, TTAConfig
 from dgseg.engine.data import build_eval_set, domain_name
 from dgseg.engine.distributed import is_main
 from dgseg.engine.precision import autocast, resolve_amp
@@ -20,8 +21,13 @@ from dgseg.metrics import SegMetric, format_table, mean_domains, mean_miou, per_
 
 @torch.no_grad()
 def predict_labels(model: nn.Module, image: torch.Tensor, size: tuple[int, int], mode: str, crop: int,
-                   stride: int, batch: int | None, amp: str = "none") -> torch.Tensor:
-    """Train-ID prediction [B, H, W] at ``size`` (the label's native resolution) for a normalised batch."""
+                   stride: int, batch: int | None, amp: str = "none", tta: TTAConfig | None = None) -> torch.Tensor:
+    """Train-ID prediction [B, H, W] at ``size`` (the label's native resolution) for a normalised batch;
+    with ``tta.enabled``, the argmax of the probabilities averaged over its views (engine/tta.py)."""
+    if tta is not None and tta.enabled:
+        from dgseg.engine.tta import tta_probabilities
+
+        return tta_probabilities(model, image, size, tta.scales, tta.flip, mode, crop, stride, batch, amp).argmax(1)
     with autocast(image.device, amp):
         scores = model.predict(image, mode=mode, crop=crop, stride=stride, batch=batch)
     if tuple(scores.shape[-2:]) != tuple(size):
@@ -30,14 +36,16 @@ def predict_labels(model: nn.Module, image: torch.Tensor, size: tuple[int, int],
 
 
 def evaluate_domain(model: nn.Module, spec: DatasetSpec, cfg: Config, device: torch.device, rank: int = 0,
-                    world: int = 1, progress: bool = True, amp: str = "none", examples: list | None = None) -> dict:
+                    world: int = 1, progress: bool = True, amp: str = "none", examples: list | None = None,
+                    dataset: Dataset | None = None, desc: str | None = None) -> dict:
     """``SegMetric.compute()`` of one domain plus its ``confusion`` matrix (rows: ground truth) and
-    ``images``; with an ``examples`` list, the first ``eval.examples`` predictions are appended to it."""
-    dataset = build_eval_set(spec, cfg.data.on_error, cfg)
+    ``images``; with an ``examples`` list, the first ``eval.examples`` predictions are appended to it.
+    ``dataset``: evaluate it instead of the entry's own (items as :func:`build_eval_set`'s)."""
+    dataset = build_eval_set(spec, cfg.data.on_error, cfg) if dataset is None else dataset
     metric = SegMetric(num_classes=cfg.model.num_classes)
     mode = spec.mode or cfg.eval.mode
     indices = range(rank, len(dataset), world)
-    bar = tqdm(indices, desc=f"eval {spec.name}", disable=not (progress and is_main()), leave=False)
+    bar = tqdm(indices, desc=desc or f"eval {spec.name}", disable=not (progress and is_main()), leave=False)
     skipped: dict[str, str] = {}
     for i in bar:
         item = dataset[i]
@@ -47,7 +55,7 @@ def evaluate_domain(model: nn.Module, spec: DatasetSpec, cfg: Config, device: to
         image = item["image"][None].to(device)
         label = item["label"][None].to(device)
         pred = predict_labels(model, image, tuple(label.shape[-2:]), mode, cfg.eval.crop, cfg.eval.stride,
-                              cfg.eval.batch_size, amp)
+                              cfg.eval.batch_size, amp, tta=cfg.eval.tta)
         metric.update(pred, label)
         if examples is not None and len(examples) < cfg.eval.examples and rank == 0:
             from dgseg.engine.examples import example

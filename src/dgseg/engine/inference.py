@@ -127,7 +127,7 @@ def predict_files(model: nn.Module, cfg: Config, inputs: list[str], out_dir: str
         image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
         norm, _ = transform(image, torch.zeros(rgb.shape[:2], dtype=torch.int64))
         pred = predict_labels(model, norm[None], rgb.shape[:2], mode or cfg.eval.mode, cfg.eval.crop,
-                              cfg.eval.stride, cfg.eval.batch_size)[0].numpy().astype(np.uint8)
+                              cfg.eval.stride, cfg.eval.batch_size, tta=cfg.eval.tta)[0].numpy().astype(np.uint8)
         target = (out / safe_relative(stem)).resolve()
         if out not in target.parents:
             raise ValueError(f"{path}: output name escapes the output folder {out}")

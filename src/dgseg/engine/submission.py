@@ -1,0 +1,187 @@
+"""Test-server submissions: predictions as Cityscapes *label ID* PNGs, for a dataset split or loose files.
+
+The Cityscapes and ACDC evaluation servers read one single-channel PNG per test image, in the label IDs
+of the official Cityscapes table (``cityscapesscripts/helpers/labels.py``), named after the image. This
+is what mmseg's ``CityscapesMetric(format_only=True)`` writes (``mmseg/evaluation/metrics/citys_metric.py``:
+``<image stem>.png``, train ID -> ``trainId2label[train_id].id``). dgseg keeps the dataset's sub-folders
+(``test/<city>/...`` for Cityscapes, ``<condition>/test/<sequence>/...`` for ACDC) and can zip the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from dgseg.config import Config
+
+# The official table's (label ID, train ID) rows for the 19 evaluated classes. cityscapesScripts builds
+# ``trainId2label = {label.trainId: label for label in reversed(labels)}``: a train ID maps to the FIRST
+# label of the table with that train ID, so ignore (255) maps to 'unlabeled' (ID 0).
+CITYSCAPES_TRAIN_TO_LABEL_ID: dict[int, int] = {
+    0: 7, 1: 8, 2: 11, 3: 12, 4: 13, 5: 17, 6: 19, 7: 20, 8: 21, 9: 22, 10: 23, 11: 24, 12: 25, 13: 26,
+    14: 27, 15: 28, 16: 31, 17: 32, 18: 33, 255: 0,
+}  # fmt: skip
+
+FORMATS = ("trainids", "cityscapes-ids")
+
+# Where each dataset keeps the images of a split: (image root under the dataset root, split folder under
+# it, image file suffixes). Output paths are relative to the image root, so the sub-folders are kept.
+SPLIT_IMAGES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "cityscapes": ("leftImg8bit", "{split}", ("_leftImg8bit.png",)),
+    **{f"acdc-{c}": ("rgb_anon", f"{c}/{{split}}", ("_rgb_anon.png",)) for c in ("fog", "night", "rain", "snow")},
+}
+GROUPS = {"acdc": ["acdc-fog", "acdc-night", "acdc-rain", "acdc-snow"]}
+
+
+def to_label_ids(train_ids: np.ndarray) -> np.ndarray:
+    """Cityscapes train IDs (0..18, 255) [H, W] -> label IDs uint8 [H, W] through the official table."""
+    train_ids = np.asarray(train_ids)
+    bad = sorted(set(np.unique(train_ids).tolist()) - set(CITYSCAPES_TRAIN_TO_LABEL_ID))
+    if bad:
+        raise ValueError(f"to_label_ids: values {bad[:10]} are not Cityscapes train IDs (0..18 or 255)")
+    lut = np.zeros(256, dtype=np.uint8)
+    for train_id, label_id in CITYSCAPES_TRAIN_TO_LABEL_ID.items():
+        lut[train_id] = label_id
+    return lut[train_ids.astype(np.int64)]
+
+
+def split_images(name: str, root: str | os.PathLike, split: str) -> list[tuple[Path, Path]]:
+    """(image file, output path relative to the output folder, without suffix) for every image of a
+    dataset split, labels not needed (test splits have none). ``name``: cityscapes, acdc-<condition>, or
+    acdc (the four conditions at once)."""
+    key = name.lower()
+    names = GROUPS.get(key, [key])
+    if any(n not in SPLIT_IMAGES for n in names):
+        raise ValueError(f"--dataset {name}: submissions are written for {', '.join([*SPLIT_IMAGES, *GROUPS])}; "
+                         "for other images pass their folder as IMAGE_OR_DIR")
+    found: list[tuple[Path, Path]] = []
+    for n in names:
+        image_root, split_dir, suffixes = SPLIT_IMAGES[n]
+        base = Path(root).expanduser() / image_root
+        folder = base / split_dir.format(split=split)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: image folder of {n} split '{split}' not found; expected "
+                                    f"{Path(root) / image_root / split_dir.format(split='<split>')}/**/*{suffixes[0]}")
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name.endswith(suffixes))
+        if not files:
+            raise FileNotFoundError(f"{folder}: no *{suffixes[0]} images in {n} split '{split}'")
+        found += [(p, p.relative_to(base).with_suffix("")) for p in files]
+    return found
+
+
+@contextlib.contextmanager
+def atomic_target(path: Path) -> Iterator[Path]:
+    """Yield a temporary path in ``path``'s folder, renamed onto ``path`` when the block succeeds.
+    Refuses a ``path`` that is a symbolic link (dgseg never writes through links)."""
+    if path.is_symlink():
+        raise ValueError(f"{path}: is a symbolic link; dgseg does not write through links, remove it first")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    with atomic_target(path) as tmp, open(tmp, "xb") as f:
+        f.write(data)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """A uint8 [H, W] or [H, W, 3] array encoded as PNG."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _writer(fmt: str, palette: np.ndarray) -> Callable[[Path, np.ndarray, np.ndarray], list[Path]]:
+    from dgseg.viz import colorize, overlay
+
+    def cityscapes_ids(target: Path, rgb: np.ndarray, pred: np.ndarray) -> list[Path]:
+        path = target.with_name(target.name + ".png")
+        _write_atomic(path, png_bytes(to_label_ids(pred)))
+        return [path]
+
+    def trainids(target: Path, rgb: np.ndarray, pred: np.ndarray) -> list[Path]:
+        paths = [target.with_name(target.name + s) for s in ("_labelTrainIds.png", "_color.png", "_overlay.png")]
+        for path, array in zip(paths, (pred, colorize(pred, palette), overlay(rgb, pred, palette))):
+            _write_atomic(path, png_bytes(array))
+        return paths[:1]
+
+    if fmt not in FORMATS:
+        raise ValueError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+    return cityscapes_ids if fmt == "cityscapes-ids" else trainids
+
+
+def check_cityscapes_classes(cfg: Config) -> None:
+    """Label IDs are defined for the 19 Cityscapes classes only."""
+    from dgseg.data.classes import config_class_set
+    from dgseg.data.labels import CLASSES
+
+    names = config_class_set(cfg).names
+    if cfg.model.num_classes != len(CLASSES) or tuple(names) != tuple(CLASSES):
+        raise ValueError(f"--format cityscapes-ids needs a model of the 19 Cityscapes classes; this checkpoint has "
+                         f"model.num_classes={cfg.model.num_classes}, classes {list(names)[:5]}...")
+
+
+@torch.no_grad()
+def write_predictions(model: nn.Module, cfg: Config, files: list[tuple[Path, Path]], out_dir: str | Path,
+                      fmt: str = "trainids", mode: str | None = None, progress: bool = True) -> list[Path]:
+    """Predict every ``(image, relative output path)`` and write it in ``fmt``: ``cityscapes-ids``
+    (``<rel>.png`` in label IDs) or ``trainids`` (``<rel>_labelTrainIds.png``, ``_color.png``,
+    ``_overlay.png``). Uses ``cfg.eval`` (mode, crop, stride, batch size, tta). Returns the label files."""
+    from dgseg.data import EvalTransform
+    from dgseg.data.datasets import read_image
+    from dgseg.engine.evaluate import predict_labels
+    from dgseg.engine.inference import safe_relative
+
+    if fmt == "cityscapes-ids":
+        check_cityscapes_classes(cfg)
+    from dgseg.data.classes import config_class_set
+
+    write = _writer(fmt, config_class_set(cfg).palette)
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    device = next(model.parameters()).device
+    transform = EvalTransform(resize=None)
+    model.eval()
+    written: list[Path] = []
+    taken: set[Path] = set()
+    for path, rel in tqdm(files, desc="predict", disable=not progress):
+        target = (out / safe_relative(rel)).resolve()
+        if out not in target.parents:
+            raise ValueError(f"{path}: output name escapes the output folder {out}")
+        if target in taken:
+            raise ValueError(f"{path}: two inputs would write {target}; a submission needs one file per image")
+        taken.add(target)
+        rgb = read_image(path)
+        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
+        norm, _ = transform(image, torch.zeros(rgb.shape[:2], dtype=torch.int64))
+        pred = predict_labels(model, norm[None].to(device), rgb.shape[:2], mode or cfg.eval.mode, cfg.eval.crop,
+                              cfg.eval.stride, cfg.eval.batch_size, tta=cfg.eval.tta)[0]
+        written += write(target, rgb, pred.cpu().numpy().astype(np.uint8))
+    return written
+
+
+def zip_folder(folder: str | Path, zip_path: str | Path, files: list[Path]) -> Path:
+    """Zip ``files`` (inside ``folder``) with paths relative to ``folder``; written atomically."""
+    folder, zip_path = Path(folder).resolve(), Path(zip_path)
+    with atomic_target(zip_path) as tmp, zipfile.ZipFile(tmp, "x", compression=zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(files):
+            zf.write(f, f.resolve().relative_to(folder).as_posix())
+    return zip_path

@@ -1,0 +1,130 @@
+"""Test-server submissions: the official train ID -> label ID table, dataset splits, names, zip."""
+
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+from tiny_run import tiny_run
+
+from dgseg.cli import main
+from dgseg.data import build_dataset
+from dgseg.data.labels import CITYSCAPES_ID_TO_TRAIN
+from dgseg.engine.inference import load_model, predict_files
+from dgseg.engine.submission import CITYSCAPES_TRAIN_TO_LABEL_ID, split_images, to_label_ids
+from dgseg.metrics import SegMetric
+
+# cityscapesScripts' labels.py, (label ID, train ID) of the 19 evaluated classes, in table order
+OFFICIAL = [(7, 0), (8, 1), (11, 2), (12, 3), (13, 4), (17, 5), (19, 6), (20, 7), (21, 8), (22, 9), (23, 10),
+            (24, 11), (25, 12), (26, 13), (27, 14), (28, 15), (31, 16), (32, 17), (33, 18)]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return tiny_run(tmp_path_factory.mktemp("run"))
+
+
+def image(path, seed=0, size=(40, 56)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_table_is_the_official_one_and_inverts_the_loader_table():
+    assert {t: i for i, t in OFFICIAL} | {255: 0} == CITYSCAPES_TRAIN_TO_LABEL_ID
+    assert {t: i for i, t in CITYSCAPES_ID_TO_TRAIN.items()} | {255: 0} == CITYSCAPES_TRAIN_TO_LABEL_ID
+
+
+def test_label_ids_of_every_train_id_and_ignore():
+    train_ids = np.array([[*range(19), 255]], dtype=np.uint8)
+    assert to_label_ids(train_ids).tolist() == [[i for i, _ in OFFICIAL] + [0]]
+    with pytest.raises(ValueError, match=r"\[19\].*not Cityscapes train IDs"):
+        to_label_ids(np.array([[19]]))
+
+
+def test_round_trip_through_the_cityscapes_loader_gives_100_miou(tmp_path):
+    rng = np.random.default_rng(0)
+    gt = rng.choice([*range(19), 255], size=(2, 20, 24)).astype(np.uint8)
+    gt[0, 0, :20] = [*range(19), 255]  # every class and ignore present
+    (tmp_path / "gtFine" / "val" / "aachen").mkdir(parents=True)
+    for k in range(2):
+        stem = f"aachen_000000_00000{k}"
+        image(tmp_path / "leftImg8bit" / "val" / "aachen" / f"{stem}_leftImg8bit.png", k, (20, 24))
+        Image.fromarray(to_label_ids(gt[k])).save(tmp_path / "gtFine" / "val" / "aachen" / f"{stem}_gtFine_labelIds.png")
+    ds = build_dataset("cityscapes", tmp_path, "val")
+    metric = SegMetric(num_classes=19)
+    for k in range(2):
+        read = ds[k]["label"].numpy()
+        assert (read == gt[k]).all()
+        metric.update(read, gt[k].astype(np.int64))
+    result = metric.compute()
+    assert result["mIoU"] == 100.0 and not any(np.isnan(result["IoU"]))
+
+
+def test_split_images_keep_sub_folders_and_the_image_stems(tmp_path):
+    image(tmp_path / "leftImg8bit" / "test" / "berlin" / "berlin_000000_000019_leftImg8bit.png")
+    files = split_images("cityscapes", tmp_path, "test")
+    assert [str(rel) for _, rel in files] == ["test/berlin/berlin_000000_000019_leftImg8bit"]
+    for c in ("fog", "night", "rain", "snow"):
+        image(tmp_path / "rgb_anon" / c / "test" / "GOPR0475" / f"GOPR0475_frame_{c}_rgb_anon.png")
+    assert [str(r) for _, r in split_images("acdc-night", tmp_path, "test")] == [
+        "night/test/GOPR0475/GOPR0475_frame_night_rgb_anon"]
+    assert [str(r).split("/")[0] for _, r in split_images("acdc", tmp_path, "test")] == ["fog", "night", "rain", "snow"]
+    with pytest.raises(FileNotFoundError, match="leftImg8bit/val"):
+        split_images("cityscapes", tmp_path, "val")
+    with pytest.raises(ValueError, match="submissions are written for cityscapes"):
+        split_images("bdd100k", tmp_path, "test")
+
+
+def test_cli_writes_label_id_pngs_of_a_test_split_and_zips_them(tmp_path, run, capsys):
+    root, out = tmp_path / "cs", tmp_path / "sub"
+    src = image(root / "leftImg8bit" / "test" / "bonn" / "bonn_000000_000019_leftImg8bit.png")
+    assert main(["predict", "--checkpoint", str(run), "--format", "cityscapes-ids", "--dataset", "cityscapes",
+                 "--root", str(root), "--split", "test", "--out", str(out), "--zip", "--no-progress"]) == 0
+    written = out / "test" / "bonn" / "bonn_000000_000019_leftImg8bit.png"
+    ids = np.array(Image.open(written))
+    # the same prediction in train IDs, through the plain predict path, mapped with the table
+    model, cfg = load_model(run)
+    (plain,) = predict_files(model, cfg, [str(src)], tmp_path / "plain", progress=False)
+    assert ids.shape == (40, 56) and (ids == to_label_ids(np.array(Image.open(plain)))).all()
+    with zipfile.ZipFile(f"{out}.zip") as zf:
+        assert zf.namelist() == ["test/bonn/bonn_000000_000019_leftImg8bit.png"]
+        assert zf.read(zf.namelist()[0]) == written.read_bytes()
+
+
+def test_cli_acdc_all_four_conditions_and_errors(tmp_path, run, capsys):
+    root, out = tmp_path / "acdc", tmp_path / "sub"
+    for c in ("fog", "night", "rain", "snow"):
+        image(root / "rgb_anon" / c / "test" / "GP01" / f"GP01_frame_00000{len(c)}_rgb_anon.png", size=(36, 40))
+    assert main(["predict", "--checkpoint", str(run), "--format", "cityscapes-ids", "--dataset", "acdc",
+                 "--root", str(root), "--out", str(out), "--no-progress"]) == 0
+    got = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert got == [f"{c}/test/GP01/GP01_frame_00000{len(c)}_rgb_anon.png" for c in ("fog", "night", "rain", "snow")]
+    assert set(np.unique(np.array(Image.open(out / got[0])))) <= {i for i, _ in OFFICIAL}
+    assert main(["predict", "--checkpoint", str(run), "--out", str(out)]) == 2
+    assert "IMAGE_OR_DIR arguments or --dataset" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(run), "--dataset", "acdc", "--out", str(out)]) == 2
+    assert "--root" in capsys.readouterr().err
+
+
+def test_label_ids_need_the_19_cityscapes_classes(tmp_path, run, capsys):
+    src = image(tmp_path / "a.png")
+    code = main(["predict", "--checkpoint", str(run), str(src), "--format", "cityscapes-ids", "--out",
+                 str(tmp_path / "o"), "--set", "model.num_classes=7"])
+    assert code == 2 and "num_classes" in capsys.readouterr().err
+
+
+def test_no_write_through_a_symlink(tmp_path, run):
+    from dgseg.engine.submission import write_predictions
+
+    model, cfg = load_model(run)
+    src = image(tmp_path / "in" / "x_leftImg8bit.png")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "elsewhere.png").write_bytes(b"keep")
+    (tmp_path / "out" / "x_leftImg8bit.png").symlink_to(tmp_path / "elsewhere.png")
+    with pytest.raises(ValueError, match="symbolic link"):
+        write_predictions(model, cfg, [(src, src.relative_to(tmp_path / "in").with_suffix(""))], tmp_path / "out",
+                          "cityscapes-ids", progress=False)
+    assert (tmp_path / "elsewhere.png").read_bytes() == b"keep"
