@@ -70,14 +70,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from dgseg.engine.evaluate import evaluate, write_results
     from dgseg.engine.inference import load_model
 
-    model, cfg = load_model(args.checkpoint, args.overrides, config_path=args.config)
+    overrides = args.overrides + (["eval.tta.enabled=true"] if args.tta else [])
+    if args.corruptions is not None:
+        from dgseg.data.corruptions import corruption_function, parse_corruptions, parse_severities
+
+        names, severities = parse_corruptions(args.corruptions), parse_severities(args.severities)
+        try:
+            for name in names:
+                corruption_function(name)  # the optional extra missing: say so before the model is built
+        except ImportError as e:
+            raise RuntimeError(str(e)) from e
+    model, cfg = load_model(args.checkpoint, overrides, config_path=args.config)
     rank, world, device = init_distributed()
+    ckpt = Path(args.checkpoint).resolve()
+    out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent)
+    if out.name == "checkpoints":
+        out = out.parent
+    if args.corruptions is not None:
+        from dgseg.engine.robustness import (
+            corruptions_markdown,
+            evaluate_corruptions,
+            json_safe,
+            write_corruptions,
+        )
+
+        found = evaluate_corruptions(model.to(device), cfg, names, severities, args.corruption_seed, device, rank,
+                                     world, progress=not args.no_progress)
+        if is_main():
+            paths = write_corruptions(found, out, title=cfg.name)
+            print(json.dumps(json_safe(found)) if args.json else corruptions_markdown(found, cfg.name))
+            print(f"written: {', '.join(str(p) for p in paths)}")
+        return 0
     results = evaluate(model.to(device), cfg, device, rank, world, progress=not args.no_progress)
     if is_main():
-        ckpt = Path(args.checkpoint).resolve()
-        out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent)
-        if out.name == "checkpoints":
-            out = out.parent
         table = write_results(results, cfg, out)
         if args.json:
             from dgseg.data.classes import config_class_set
@@ -210,6 +235,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for eval.json / eval.md (default: the run folder)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation (same as --set eval.tta.enabled=true)")
+    p.add_argument("--corruptions", metavar="all|extra|FAMILY|NAME,..",
+                   help="Cityscapes-C protocol: corrupted copies of every data.val set; writes corruptions.json "
+                        "(mPC, rPC), corruptions.md and corruptions.png instead of eval.json")
+    p.add_argument("--severities", default="1,2,3,4,5", help="with --corruptions: severities 1..5 (default all)")
+    p.add_argument("--corruption-seed", type=int, default=0, help="with --corruptions: the per-image seeds' base")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="label PNGs and colour overlays for images")
