@@ -32,6 +32,17 @@ def test_demo_trains_evaluates_every_domain_and_writes_the_report(tmp_path):
     assert (tmp_path / "rein" / "checkpoints" / "latest").exists()
 
 
+def test_demo_robustness_adds_a_row_per_method_on_the_source(tmp_path):
+    results = run_demo(quick=True, out=tmp_path, overrides=TINY, corruptions=["gaussian_noise"], severities=[2])
+    report = (tmp_path / "report.md").read_text()
+    robust = results["rein"]["robustness"]["synthetic-game"]
+    assert list(results["rein"]["robustness"]) == ["synthetic-game"]
+    assert robust["mIoU"]["gaussian_noise"]["2"] == robust["mPC"]
+    assert "## Robustness (Cityscapes-C protocol)" in report
+    assert f"| rein | synthetic-game | {robust['clean']:.1f} | {robust['mPC']:.1f} |" in report
+    assert (tmp_path / "rein" / "corruptions.json").exists()
+
+
 def test_demo_comparison_has_a_row_and_a_bar_per_method(tmp_path):
     results = run_demo(quick=True, out=tmp_path, overrides=TINY, methods=["rein", "frozen"])
     assert list(results) == ["rein", "frozen"]

@@ -161,7 +161,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from dgseg.demo import run_demo
 
-    run_demo(quick=args.quick, compare=args.compare, out=args.out, overrides=args.overrides)
+    corruptions = severities = None
+    if args.corruptions:
+        from dgseg.data.corruptions import corruption_function, parse_corruptions, parse_severities
+
+        corruptions, severities = parse_corruptions(args.corruptions), parse_severities(args.severities)
+        try:
+            for name in corruptions:
+                corruption_function(name)
+        except ImportError as e:
+            raise RuntimeError(str(e)) from e
+    run_demo(quick=args.quick, compare=args.compare, out=args.out, overrides=args.overrides,
+             corruptions=corruptions, severities=severities)
     return 0
 
 
@@ -271,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a 3-minute smoke run")
     p.add_argument("--compare", action="store_true", help="also train frozen, full and lora")
     p.add_argument("--out", default="runs/demo")
+    p.add_argument("--corruptions", metavar="all|NAME,..",
+                   help="also a robustness row per method: Cityscapes-C corruptions of the source's held-out scenes")
+    p.add_argument("--severities", default="1,2,3,4,5", help="with --corruptions (default 1,2,3,4,5)")
     _add_set(p)
     p.set_defaults(func=cmd_demo)
 

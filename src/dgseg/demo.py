@@ -101,7 +101,21 @@ def _precision(cfg: Config) -> str:
     return f"float32 (train.amp={cfg.train.amp} asked; this CPU has no native bf16)"
 
 
-def report_markdown(results: dict[str, dict], cfg: Config, settings: str, wall_s: float) -> str:
+def robustness_section(found: dict[str, dict]) -> str:
+    """Report rows: per method, clean mIoU, mPC and rPC on the source's held-out scenes (Cityscapes-C)."""
+    first = next(iter(found.values()))
+    names, sev = ", ".join(first["corruptions"]), ",".join(map(str, first["severities"]))
+    lines = ["| method | domain | clean mIoU | mPC | rPC % |", "|---|---|---|---|---|"]
+    for method, r in found.items():
+        for domain, d in r["domains"].items():
+            lines.append(f"| {method} | {domain} | {d['clean']:.1f} | {d['mPC']:.1f} | {d['rPC']:.1f} |")
+    return (f"## Robustness (Cityscapes-C protocol)\n\nCorruptions {names} at severities {sev}, seed "
+            f"{first['seed']}; mPC = mean mIoU over them, rPC = 100 x mPC / clean mIoU. Inference: "
+            f"{first['inference']['precision']}. Per corruption and severity: <method>/corruptions.md.\n\n"
+            + "\n".join(lines) + "\n\n")
+
+
+def report_markdown(results: dict[str, dict], cfg: Config, settings: str, wall_s: float, extra: str = "") -> str:
     domains = list(next(iter(results.values()))["eval"].keys())
     source = cfg.data.source
     targets = [d for d in domains if d != source]
@@ -123,13 +137,30 @@ def report_markdown(results: dict[str, dict], cfg: Config, settings: str, wall_s
         f"{table}\n\n"
         f"Machine: {machine_line()}. Precision: {_precision(cfg)}. "
         f"Whole demo wall time: {wall_s / 60:.1f} min.\n\n"
-        f"## Settings\n\n{settings}\n"
+        f"{extra}## Settings\n\n{settings}\n"
     )
 
 
+def demo_robustness(out: Path, methods: list[str], corruptions: list[str], severities: list[int]) -> dict[str, dict]:
+    """Corruption robustness of each trained method on the source domain's held-out scenes."""
+    from dgseg.engine.inference import load_model
+    from dgseg.engine.robustness import evaluate_corruptions, write_corruptions
+
+    found = {}
+    for method in methods:
+        model, cfg = load_model(out / method)
+        specs = [s for s in cfg.data.val if s.name == cfg.data.source] or cfg.data.val[:1]
+        print(f"== demo: corruption robustness of {method} on {specs[0].name} ==", flush=True)
+        found[method] = evaluate_corruptions(model, cfg, corruptions, severities, specs=specs)
+        write_corruptions(found[method], out / method, title=f"demo {method}")
+    return found
+
+
 def run_demo(quick: bool = False, compare: bool = False, out: str | Path = "runs/demo",
-             overrides: list[str] | None = None, methods: list[str] | None = None) -> dict:
-    """Train and evaluate ``methods`` (default: rein; ``compare``: rein, frozen, full, lora); write the report."""
+             overrides: list[str] | None = None, methods: list[str] | None = None,
+             corruptions: list[str] | None = None, severities: list[int] | None = None) -> dict:
+    """Train and evaluate ``methods`` (default: rein; ``compare``: rein, frozen, full, lora); write the report.
+    With ``corruptions``: also each method's robustness on the source domain (a report section)."""
     import dgseg
     from dgseg.data.classes import config_class_set
     from dgseg.models.pretrained import EMBEDDED, embedded_weights_path
@@ -153,9 +184,15 @@ def run_demo(quick: bool = False, compare: bool = False, out: str | Path = "runs
         r = run_method(method, cfg, out / method)
         r["trainable"] = counts["trainable"]
         results[method] = r
+    extra = ""
+    if corruptions:
+        robust = demo_robustness(out, methods, corruptions, severities or [1, 2, 3, 4, 5])
+        extra = robustness_section(robust)
+        for method in methods:
+            results[method]["robustness"] = robust[method]["domains"]
     cfg = demo_config(methods[0], quick, overrides or [])
     settings = "```yaml\n" + dump_config(cfg) + "```"
-    md = report_markdown(results, cfg, settings, time.perf_counter() - t0)
+    md = report_markdown(results, cfg, settings, time.perf_counter() - t0, extra)
     (out / "report.md").write_text(md)
     rows = _example_rows(out / methods[0], cfg)
     bars = {m: {d: v["mIoU"] for d, v in r["eval"].items()} for m, r in results.items()}

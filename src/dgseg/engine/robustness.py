@@ -98,8 +98,13 @@ def evaluate_corruptions(model: nn.Module, cfg: Config, corruptions: list[str], 
                 miou[name][str(severity)] = r["mIoU"]
         domains[domain] = {**summarize(clean["mIoU"], miou), "mIoU": miou, "images": clean["images"]}
     model.train(was_training)
+    from dgseg.machine import machine_line
+
+    precision = "float32" if amp == "none" else f"{amp} autocast"
     return {"protocol": "Cityscapes-C (Kamann & Rother 2020), imagecorruptions", "corruptions": list(corruptions),
             "severities": list(severities), "seed": seed, "tta": cfg.eval.tta.enabled,
+            "inference": {"machine": machine_line(), "device": device.type, "precision": precision,
+                          "mode": cfg.eval.mode},
             "implementation": {n: implementation(n) for n in corruptions}, "domains": domains}
 
 
@@ -116,6 +121,8 @@ def corruptions_markdown(results: dict[str, Any], title: str = "") -> str:
              f"Cityscapes-C protocol: {len(results['corruptions'])} corruptions x severities "
              f"{', '.join(map(str, sev))}, seed {results['seed']}. mIoU in %; mPC = mean mIoU over corruptions "
              "and severities; rPC = 100 x mPC / clean mIoU.", "",
+             f"Inference: {results['inference']['machine']}, {results['inference']['precision']}"
+             f"{', test-time augmentation' if results['tta'] else ''}.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for d, r in results["domains"].items():
         cells = [d, _fmt(r["clean"]), _fmt(r["mPC"]), _fmt(r["rPC"]), *[_fmt(r["per_family"][f]) for f in fams]]
