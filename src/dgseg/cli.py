@@ -131,6 +131,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"{len(written)} predictions written to {args.out} (*_labelTrainIds.png, *_color.png, *_overlay.png)")
         return 0
     files = split_images(args.dataset, args.root, args.split) if args.dataset else list_images(args.inputs)
+    import torch
+
+    model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     written = write_predictions(model, cfg, files, args.out, args.format, mode=args.mode,
                                 progress=not args.no_progress)
     what = "label-ID PNGs (test-server format)" if args.format == "cityscapes-ids" else "predictions"

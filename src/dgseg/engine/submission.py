@@ -144,7 +144,8 @@ def write_predictions(model: nn.Module, cfg: Config, files: list[tuple[Path, Pat
                       fmt: str = "trainids", mode: str | None = None, progress: bool = True) -> list[Path]:
     """Predict every ``(image, relative output path)`` and write it in ``fmt``: ``cityscapes-ids``
     (``<rel>.png`` in label IDs) or ``trainids`` (``<rel>_labelTrainIds.png``, ``_color.png``,
-    ``_overlay.png``). Uses ``cfg.eval`` (mode, crop, stride, batch size, tta). Returns the label files."""
+    ``_overlay.png``). Uses ``cfg.eval`` (mode, crop, stride, batch size, tta) and the evaluation precision
+    (``train.amp`` as resolved for inference on the model's device). Returns the label files."""
     from dgseg.data import EvalTransform
     from dgseg.data.datasets import read_image
     from dgseg.engine.evaluate import predict_labels
@@ -157,7 +158,10 @@ def write_predictions(model: nn.Module, cfg: Config, files: list[tuple[Path, Pat
     write = _writer(fmt, config_class_set(cfg).palette)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    from dgseg.engine.precision import resolve_amp
+
     device = next(model.parameters()).device
+    amp = resolve_amp(cfg.train.amp, device, training=False)
     transform = EvalTransform(resize=None)
     model.eval()
     written: list[Path] = []
@@ -173,7 +177,7 @@ def write_predictions(model: nn.Module, cfg: Config, files: list[tuple[Path, Pat
         image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
         norm, _ = transform(image, torch.zeros(rgb.shape[:2], dtype=torch.int64))
         pred = predict_labels(model, norm[None].to(device), rgb.shape[:2], mode or cfg.eval.mode, cfg.eval.crop,
-                              cfg.eval.stride, cfg.eval.batch_size, tta=cfg.eval.tta)[0]
+                              cfg.eval.stride, cfg.eval.batch_size, amp, tta=cfg.eval.tta)[0]
         written += write(target, rgb, pred.cpu().numpy().astype(np.uint8))
     return written
 
