@@ -42,9 +42,10 @@ def test_one_scale_without_flip_is_plain_inference_exactly():
 
     model = dgseg.build_model(tiny_config()).eval()
     x = torch.randn(2, 3, 40, 56)
-    plain = predict_labels(model, x, (45, 60), "whole", 32, 24, 1)
-    tta = predict_labels(model, x, (45, 60), "whole", 32, 24, 1, tta=TTAConfig(True, [1.0], False))
-    assert torch.equal(plain, tta)
+    for mode in ("whole", "slide"):
+        plain = predict_labels(model, x, (45, 60), mode, 32, 24, 1)
+        tta = predict_labels(model, x, (45, 60), mode, 32, 24, 1, tta=TTAConfig(True, [1.0], False))
+        assert torch.equal(plain, tta), mode
     probs = tta_probabilities(model, x, (45, 60), [1.0], False, "whole", 32, 24, 1)
     expected = F.interpolate(model.predict(x), (45, 60), mode="bilinear", align_corners=False).softmax(1)
     torch.testing.assert_close(probs, expected, rtol=0, atol=0)
