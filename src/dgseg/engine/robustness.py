@@ -30,8 +30,9 @@ from dgseg.engine.submission import atomic_target
 class CorruptedSet(Dataset):
     """An eval set whose images are corrupted before its transform: items as :func:`build_eval_set`'s."""
 
-    def __init__(self, spec: DatasetSpec, name: str, severity: int, seed: int = 0, on_error: str = "raise") -> None:
-        self.dataset = build_eval_set(spec, on_error)
+    def __init__(self, spec: DatasetSpec, name: str, severity: int, seed: int = 0, on_error: str = "raise",
+                 cfg: Config | None = None) -> None:
+        self.dataset = build_eval_set(spec, on_error, cfg)
         if not hasattr(self.dataset, "transform"):
             raise TypeError(f"{spec.name}: dataset has no 'transform' to apply after the corruption")
         self.transform, self.dataset.transform = self.dataset.transform, None
@@ -92,7 +93,7 @@ def evaluate_corruptions(model: nn.Module, cfg: Config, corruptions: list[str], 
         for name in corruptions:
             miou[name] = {}
             for severity in severities:
-                ds = CorruptedSet(spec, name, severity, seed, cfg.data.on_error)
+                ds = CorruptedSet(spec, name, severity, seed, cfg.data.on_error, cfg)
                 r = evaluate_domain(model, spec, cfg, device, rank, world, progress, amp, dataset=ds,
                                     desc=f"{domain} {name} {severity}")
                 miou[name][str(severity)] = r["mIoU"]
