@@ -49,3 +49,17 @@ def test_demo_comparison_has_a_row_and_a_bar_per_method(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "| rein |" in report and "| frozen |" in report
     assert results["frozen"]["trainable"] < results["rein"]["trainable"]
+
+
+def test_an_interrupted_demo_child_exits_cleanly_without_a_summary(tmp_path, monkeypatch):
+    import pytest
+
+    import dgseg.engine.train as train_module
+    from dgseg.config import dump_config
+    from dgseg.demo import _train_child, demo_config
+
+    monkeypatch.setattr(train_module, "train", lambda *a, **k: {"stopped": True, "step": 7, "losses": []})
+    cfg = demo_config("rein", True, TINY)
+    with pytest.raises(SystemExit) as stop:
+        _train_child(dump_config(cfg), str(tmp_path), str(tmp_path / "summary.json"))
+    assert stop.value.code == 3 and not (tmp_path / "summary.json").exists()

@@ -49,6 +49,10 @@ def _train_child(cfg_yaml: str, out_dir: str, summary_path: str) -> None:
     cfg = config_from_dict(yaml.safe_load(cfg_yaml))
     torch.set_num_threads(os.cpu_count() or 1)
     result = train(cfg, out_dir, progress=True)
+    if result.get("stopped"):  # SIGINT/SIGTERM: train saved a checkpoint; there is nothing to summarise
+        print(f"demo: training stopped at iteration {result['step']}; checkpoint in {out_dir}/checkpoints",
+              flush=True)
+        raise SystemExit(3)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available():
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
@@ -65,6 +69,9 @@ def run_method(method: str, cfg: Config, out: Path) -> dict:
     proc = ctx.Process(target=_train_child, args=(dump_config(cfg), str(out), str(summary)))
     proc.start()
     proc.join()
+    if proc.exitcode == 3:
+        raise RuntimeError(f"demo: training '{method}' was interrupted; its last checkpoint is in {out}/checkpoints "
+                           f"(continue it with: dgseg train {out}/config.yaml --out {out} --resume)")
     if proc.exitcode != 0 or not summary.exists():
         raise RuntimeError(f"demo: training '{method}' failed (exit code {proc.exitcode}); see the output above")
     return json.loads(summary.read_text())
