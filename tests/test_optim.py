@@ -10,26 +10,57 @@ from tiny import tiny_config
 
 import dgseg
 from dgseg.config import TrainConfig
-from dgseg.engine.optim import Lamb, lr_factor, param_groups
+from dgseg.engine.optim import build_lamb, build_optimizer, lr_factor, param_groups
 
 
-def test_lamb_step_is_adam_direction_scaled_by_the_trust_ratio():
-    w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))  # |w| = 5
-    w.grad = torch.tensor([0.5, -1.0])
-    Lamb([w], lr=0.1, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0).step()
-    m = 0.1 * torch.tensor([0.5, -1.0]) / (1 - 0.9)
-    v = 0.001 * torch.tensor([0.25, 1.0]) / (1 - 0.999)
-    update = m / (v.sqrt() + 1e-6)
-    expected = torch.tensor([3.0, 4.0]) - 0.1 * (5.0 / update.norm()) * update
-    torch.testing.assert_close(w.detach(), expected)
+def _lamb_reference(w, g, lr, wd, adapt, b1=0.9, b2=0.999, eps=1e-6):
+    """One step of LAMB (You et al. 2020, Algorithm 2) from zero moments, written out."""
+    m = (1 - b1) * g / (1 - b1)
+    v = (1 - b2) * g * g / (1 - b2)
+    u = m / (v.sqrt() + eps) + wd * w
+    trust = w.norm() / u.norm() if adapt else 1.0
+    return w - lr * trust * u
+
+
+def test_lamb_is_timms_and_a_step_equals_the_reference_formula():
+    from timm.optim import Lamb
+
+    w0, g = torch.tensor([3.0, 4.0, -1.0]), torch.tensor([0.5, -1.0, 0.25])
+    decay, plain = torch.nn.Parameter(w0.clone()), torch.nn.Parameter(w0.clone())
+    decay.grad, plain.grad = g.clone(), g.clone()
+    model = torch.nn.Module()
+    model.weight, model.norm = decay, plain  # "norm" -> the no-decay group
+    opt = build_optimizer(model, TrainConfig(optimizer="lamb", lr=0.1, weight_decay=0.05))
+    assert isinstance(opt, Lamb) and opt.defaults["max_grad_norm"] is None
+    opt.step()
+    torch.testing.assert_close(decay.detach(), _lamb_reference(w0, g, 0.1, 0.05, adapt=True))
+    # no weight decay: no layer adaptation either (the LAMB reference code's exclusion, timm's default)
+    torch.testing.assert_close(plain.detach(), _lamb_reference(w0, g, 0.1, 0.0, adapt=False))
 
 
 def test_lamb_weight_decay_enters_the_update_before_the_trust_ratio():
     w = torch.nn.Parameter(torch.tensor([1.0, 0.0]))
     w.grad = torch.zeros(2)
-    Lamb([w], lr=0.5, weight_decay=0.1).step()
+    build_lamb([{"params": [w], "lr": 0.5, "weight_decay": 0.1}], lr=0.5).step()
     # Adam part is 0, update = 0.1 * w, trust = |w| / |update| = 10: w <- w - 0.5 * 10 * 0.1 * w
     torch.testing.assert_close(w.detach(), torch.tensor([0.5, 0.0]))
+
+
+def test_poly_from_an_iteration_keeps_the_lr_constant_before_it():
+    """VLTSeg's re-implementation (``schedule_5k.py``): ``PolyLR(power=0.9, begin=500, end=5000)``; mmengine's
+    ``total_iters = end - begin - 1``, so the factor reaches 0 at the last iteration."""
+    cfg = TrainConfig(max_iters=5000, poly_begin=500, power=0.9)
+    assert lr_factor(0, cfg) == lr_factor(499, cfg) == lr_factor(500, cfg) == 1.0
+    assert lr_factor(501, cfg) == pytest.approx((4498 / 4499) ** 0.9)
+    assert lr_factor(2750, cfg) == pytest.approx((1 - 2250 / 4499) ** 0.9)
+    assert lr_factor(4999, cfg) == 0.0
+
+
+def test_poly_begin_must_lie_inside_the_run():
+    from dgseg.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.poly_begin"):
+        tiny_config(train__max_iters=4, train__poly_begin=4)
 
 
 def test_poly_schedule_with_linear_warmup():

@@ -27,9 +27,14 @@ def text_weights(tmp_path_factory):
     return path
 
 
+# a 2-block EVA02-CLIP-shaped encoder whose visual projection (timm's head) gives 24-d embeddings
+CLIP_BACKBONE = {"name": "eva02_large_patch14_clip_224", "weights": None, "patch_size": 16, "img_size": 64,
+                 "model_kwargs": {"depth": 2, "embed_dim": 32, "num_heads": 2, "num_classes": 24}}
+
+
 def vltseg(text_weights, **sections):
     base = dict(
-        model__backbone__patch_size=16, model__backbone__img_size=64,
+        model__backbone=dict(CLIP_BACKBONE),
         model__adapter={"name": "full", "link": False}, model__neck={"name": "fpn"},
         model__text={"name": "clip", "weights": str(text_weights), "learnable_context": True},
         data__crop_size=[64, 64], data__scale=[192, 64], train__optimizer="lamb", train__grad_clip=0.01,
@@ -39,8 +44,9 @@ def vltseg(text_weights, **sections):
 
 def test_score_map_is_b_k_h16_w16_and_feeds_the_stride16_features(text_weights):
     model = dgseg.build_model(vltseg(text_weights))
-    feats = model.neck(model.backbone(torch.randn(2, 3, 64, 96)))
-    out, aux = model.text(feats)
+    maps, visual = model.backbone(torch.randn(2, 3, 64, 96), embeddings=True)
+    feats = model.neck(maps)
+    out, aux = model.text(feats, visual)
     assert aux["score_map"].shape == (2, 19, 4, 6)
     assert out[2].shape[1] == feats[2].shape[1] + 19
 
@@ -91,7 +97,7 @@ def test_fixed_class_embeddings_file_needs_no_text_tower(tmp_path, text_weights,
 
     from dgseg.config import config_to_dict
 
-    cfg_file.write_text(yaml.safe_dump(config_to_dict(vltseg(text_weights))))
+    cfg_file.write_text(yaml.safe_dump(config_to_dict(vltseg(text_weights))))  # the decoder is off for text-embed
     assert main(["text-embed", str(cfg_file), "--out", str(tmp_path / "emb.safetensors")]) == 0
     model = dgseg.build_model(vltseg(text_weights, model__text={
         "name": "clip", "embeddings": str(tmp_path / "emb.safetensors"), "learnable_context": False}))
@@ -100,5 +106,11 @@ def test_fixed_class_embeddings_file_needs_no_text_tower(tmp_path, text_weights,
 
 def test_clip_text_without_weights_says_what_to_give():
     with pytest.raises(WeightsError, match="model.text.weights"):
-        dgseg.build_model(tiny_config(model__adapter={"name": "full", "link": False},
+        dgseg.build_model(tiny_config(model__backbone=dict(CLIP_BACKBONE), model__adapter={"name": "full", "link": False},
                                       model__text={"name": "clip"}))
+
+
+def test_clip_text_on_an_encoder_without_a_visual_projection_says_so():
+    with pytest.raises(ValueError, match="no visual projection"):
+        dgseg.build_model(tiny_config(model__adapter={"name": "full", "link": False},
+                                      model__text={"name": "clip", "arch": "EVA02-L-14"}))

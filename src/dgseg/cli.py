@@ -19,7 +19,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     import dgseg
 
     cfg = dgseg.load_config(args.config, args.overrides)
-    if cfg.model.text.name == "none":
+    t = cfg.model.text
+    if t.name == "none" or (t.weights is None and t.embeddings is None):
         # counting needs shapes only: no weights file is read and no memory is filled
         cfg.model.backbone.weights = None
         with torch.device("meta"):
@@ -202,11 +203,14 @@ def cmd_text_embed(args: argparse.Namespace) -> int:
     import dgseg
     from dgseg.models.text import build_text_guidance, save_class_embeddings
 
-    cfg = dgseg.load_config(args.config, args.overrides + ["model.text.learnable_context=false"])
-    guidance = build_text_guidance(cfg.model.text, [1, 1, 1, 1], cfg.model.num_classes)
+    cfg = dgseg.load_config(args.config, args.overrides + ["model.text.learnable_context=false",
+                                                           "model.text.context_decoder=false"])
     from dgseg.data.classes import config_class_set
 
-    path = save_class_embeddings(args.out, guidance.class_embeddings, list(config_class_set(cfg).names))
+    names = list(config_class_set(cfg).names)
+    guidance = build_text_guidance(cfg.model.text, names)
+
+    path = save_class_embeddings(args.out, guidance.class_embeddings, names)
     print(f"class embeddings {tuple(guidance.class_embeddings.shape)} written to {path}; "
           f"use them with --set model.text.embeddings={path} --set model.text.learnable_context=false")
     return 0

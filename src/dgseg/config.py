@@ -93,11 +93,26 @@ class NeckConfig:
 @dataclass
 class TextConfig:
     name: str = "none"
-    """none | clip: CLIP text guidance (VLTSeg v1)."""
+    """none | clip: CLIP text guidance (VLTSeg v1, DenseCLIP-style)."""
     weights: str | None = None
+    """Local CLIP checkpoint holding the text tower (OpenAI .pt, open_clip or EVA-CLIP file)."""
     embeddings: str | None = None
+    """Precomputed class embeddings (dgseg text-embed) instead of a text tower; needs learnable_context: false."""
+    arch: str | None = None
+    """open_clip model name (e.g. EVA02-L-14) of a randomly initialised tower, used when weights is null."""
+    activation: str = "auto"
+    """auto | gelu | quick_gelu: the text tower's MLP activation; auto: GELU for EVA-CLIP files, QuickGELU for
+    OpenAI's."""
     context_length: int = 8
+    """Learnable context vectors before the class name."""
     learnable_context: bool = True
+    context_init: str = "denseclip"
+    """denseclip: trunc_normal_ (std 1) as DenseCLIP; coop: normal, std 0.02."""
+    context_decoder: bool = True
+    """DenseCLIP's post-model prompting: the class embeddings attend to the visual context (t + gamma * dt)."""
+    decoder_layers: int = 3
+    decoder_width: int = 256
+    decoder_heads: int = 4
     aux_weight: float = 0.4
     temperature: float = 0.07
 
@@ -153,6 +168,10 @@ class DataConfig:
     """Rein's RandomChoiceResize: the short edge is one of these (uniformly); scale and ratio_range then unused."""
     max_long_edge: int = 2048
     """With short_edges: the long edge is at most this (ResizeShortestEdge max_size)."""
+    keep_ratio: bool = True
+    """Training resize: true fits the image into ``scale`` x ratio as (long edge, short edge), keeping its aspect
+    ratio (mmseg's RandomResize); false resizes it to exactly ``scale`` = [W, H] x ratio (mmcv's
+    ``Resize(scale=(1280, 720))``, keep_ratio=False, as VLTSeg's re-implementation)."""
     cat_max_ratio: float = 0.75
     flip_prob: float = 0.5
     photometric: bool = True
@@ -230,6 +249,8 @@ CHOICES = {
     "model.head.name": ("mask2former", "linear"),
     "model.neck.name": ("simple", "fpn"),
     "model.text.name": ("none", "clip"),
+    "model.text.activation": ("auto", "gelu", "quick_gelu"),
+    "model.text.context_init": ("denseclip", "coop"),
     "data.on_error": ("raise", "skip"),
     "train.optimizer": ("adamw", "lamb"),
     "train.amp": ("none", "bf16", "fp16"),
@@ -402,6 +423,8 @@ def _validate(cfg: Config) -> None:
         "model.head.name": cfg.model.head.name,
         "model.neck.name": cfg.model.neck.name,
         "model.text.name": cfg.model.text.name,
+        "model.text.activation": cfg.model.text.activation,
+        "model.text.context_init": cfg.model.text.context_init,
         "data.on_error": cfg.data.on_error,
         "train.optimizer": cfg.train.optimizer,
         "train.amp": cfg.train.amp,
@@ -481,6 +504,13 @@ def _validate(cfg: Config) -> None:
     b = cfg.model.backbone
     if b.patch_size is not None and b.patch_size <= 0:
         raise ConfigError(f"model.backbone.patch_size: must be > 0 or null, got {b.patch_size}")
+    t = cfg.model.text
+    for key in ("decoder_layers", "decoder_width", "decoder_heads"):
+        if getattr(t, key) <= 0:
+            raise ConfigError(f"model.text.{key}: must be > 0, got {getattr(t, key)}")
+    if t.decoder_width % t.decoder_heads:
+        raise ConfigError(f"model.text.decoder_width ({t.decoder_width}) must be divisible by "
+                          f"model.text.decoder_heads ({t.decoder_heads})")
     a = cfg.model.adapter
     for key in ("tokens", "rank"):
         v = getattr(a, key)

@@ -152,7 +152,8 @@ class TrainTransform:
        (scale[0] * r, scale[1] * r) as (long edge, short edge) - with the defaults the short edge goes to
        512 * r unless the long edge would pass 2048 * r. With ``short_edges`` instead (Rein's
        ``RandomChoiceResize`` with ``ResizeShortestEdge``): the short edge is one of ``short_edges`` drawn
-       uniformly, the long edge at most ``max_long_edge``. Image bilinear, label OpenCV nearest.
+       uniformly, the long edge at most ``max_long_edge``. Image bilinear, label OpenCV nearest. With
+       ``keep_ratio=False`` the image becomes exactly (W, H) = scale * r (mmcv's ``Resize(keep_ratio=False)``).
     2. Random crop of ``crop_size`` (h, w) with ``cat_max_ratio``.
     3. Horizontal flip with ``flip_prob``.
     4. Photometric distortion (image only) when ``photometric``.
@@ -177,6 +178,7 @@ class TrainTransform:
         generator: torch.Generator | None = None,
         short_edges: Sequence[int] | None = None,
         max_long_edge: int = 2048,
+        keep_ratio: bool = True,
     ) -> None:
         if isinstance(crop_size, int):
             crop_size = (crop_size, crop_size)
@@ -192,6 +194,7 @@ class TrainTransform:
         self.generator = generator
         self.short_edges = tuple(int(e) for e in short_edges) if short_edges else None
         self.max_long_edge = int(max_long_edge)
+        self.keep_ratio = keep_ratio
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         g = self.generator
@@ -204,7 +207,7 @@ class TrainTransform:
         elif self.scale is not None:
             ratio = _uniform(*self.ratio_range, g) if self.ratio_range is not None else 1.0
             target = (int(self.scale[0] * ratio), int(self.scale[1] * ratio))
-            size = rescale_size(image.shape[-2], image.shape[-1], target)
+            size = rescale_size(image.shape[-2], image.shape[-1], target) if self.keep_ratio else target[::-1]
             image, label = resize(image, label, size, self.antialias)
         top, left, h, w = random_crop_box(
             image.shape[-2],

@@ -81,6 +81,7 @@ def build_train_set(cfg: Config) -> Dataset:
     d = cfg.data
     transform = TrainTransform(
         crop_size=tuple(d.crop_size), scale=tuple(d.scale), ratio_range=tuple(d.ratio_range),
+        keep_ratio=d.keep_ratio,
         cat_max_ratio=d.cat_max_ratio, flip_prob=d.flip_prob, photometric=d.photometric,
         short_edges=d.short_edges, max_long_edge=d.max_long_edge,
     )

@@ -40,38 +40,17 @@ def param_groups(model: nn.Module, cfg: TrainConfig, backbone_lr_mult: float = 1
     return [{"params": ps, "lr": lr, "initial_lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
 
 
-class Lamb(torch.optim.Optimizer):
-    """LAMB (You et al. 2020): Adam moments with a per-tensor trust ratio ||w|| / ||update||."""
+def build_lamb(groups: list[dict], lr: float) -> torch.optim.Optimizer:
+    """LAMB (You et al. 2020, "Large Batch Optimization for Deep Learning", Algorithm 2) as timm ships it
+    (``timm.optim.Lamb``, NVIDIA's FusedLAMB behaviour): Adam moments with bias correction, betas
+    (0.9, 0.999), eps 1e-6; for a tensor w with weight decay wd > 0 the step is
+    ``w -= lr * (|w| / |u|) * u`` with ``u = m_hat / (sqrt(v_hat) + eps) + wd * w`` (trust ratio 1 when a
+    norm is 0); tensors of the no-decay groups take the plain Adam step ``w -= lr * u`` (no layer
+    adaptation, as the LAMB reference code excludes norms and biases from it). timm's own global
+    gradient clipping (``max_grad_norm``) is off: dgseg clips with ``train.grad_clip``."""
+    from timm.optim import Lamb
 
-    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-6,
-                 weight_decay: float = 0.0) -> None:
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = closure() if closure is not None else None
-        for group in self.param_groups:
-            b1, b2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.zeros((), dtype=torch.float32)
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                state["step"] += 1
-                t = state["step"].item()
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                m.mul_(b1).add_(p.grad, alpha=1 - b1)
-                v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
-                update = (m / (1 - b1**t)) / ((v / (1 - b2**t)).sqrt() + group["eps"])
-                if group["weight_decay"]:
-                    update = update + group["weight_decay"] * p
-                w_norm, u_norm = p.norm(), update.norm()
-                trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
-                p.add_(update * trust, alpha=-group["lr"])
-        return loss
+    return Lamb(groups, lr=lr, betas=(0.9, 0.999), eps=1e-6, max_grad_norm=None, always_adapt=False)
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, backbone_lr_mult: float = 1.0) -> torch.optim.Optimizer:
@@ -79,7 +58,7 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig, backbone_lr_mult: float 
     if not groups:
         raise ValueError("nothing to train: no parameter of the model requires grad")
     if cfg.optimizer == "lamb":
-        return Lamb(groups, lr=cfg.lr)
+        return build_lamb(groups, cfg.lr)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
 
 
@@ -122,4 +101,4 @@ def grad_norm(params) -> float:
     return float(torch.stack(norms).norm()) if norms else 0.0
 
 
-__all__ = ["param_groups", "build_optimizer", "build_scheduler", "lr_factor", "Lamb"]
+__all__ = ["param_groups", "build_optimizer", "build_lamb", "build_scheduler", "lr_factor"]

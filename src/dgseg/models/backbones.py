@@ -78,14 +78,15 @@ def _raw_patch_kernel(state_dict: dict) -> Tensor | None:
     return None
 
 
-def load_vit_weights(model: nn.Module, path: Path, name: str) -> None:
+def load_vit_weights(model: nn.Module, path: Path, name: str, keep_head: bool = False) -> None:
     """Load a local checkpoint into a timm ViT, through the model family's own timm filter.
 
     Accepts timm/Hugging Face safetensors, official DINOv2 ``*_pretrain.pth``, OpenAI CLIP ``.pt``
     (TorchScript), official EVA02 checkpoints, SAM ``sam_vit_*.pth`` (its ``image_encoder.*`` part)
     and MAE ``mae_pretrain_vit_*.pth``. A patch kernel of another size is resized with
     :func:`resize_patch_kernel`; the position grid bicubically without antialiasing (both as Rein's
-    conversion script does).
+    conversion script does). ``keep_head``: the file must also hold the head (a CLIP encoder's visual
+    projection), which is loaded instead of being dropped.
     """
     state_dict = _unwrap(read_state_dict(path))
     raw_kernel = _raw_patch_kernel(state_dict)
@@ -110,6 +111,8 @@ def load_vit_weights(model: nn.Module, path: Path, name: str) -> None:
     state_dict = _resample_leftovers(state_dict, model)
     own = model.state_dict()
     ignorable = ("head.", "fc_norm.", "neck.", "mask_token", "lm_head.")
+    if keep_head:
+        ignorable = tuple(p for p in ignorable if p != "head.")
     state_dict = {k: v for k, v in state_dict.items() if k in own or not k.startswith(ignorable)}
     problems = mismatch_report(own, state_dict, [k for k in own if not k.startswith(ignorable)])
     if problems:
@@ -126,6 +129,9 @@ class Backbone(nn.Module):
 
     def __init__(self, vit: nn.Module, name: str, out_indices: list[int], patch_size: int):
         super().__init__()
+        head = getattr(vit, "head", None)
+        # a CLIP image encoder's final norm + visual projection (timm keeps it as norm + head)
+        self.embed_out = head.out_features if isinstance(head, nn.Linear) else None
         self.vit = vit
         self.name = name
         self.out_indices = list(out_indices)
@@ -175,23 +181,59 @@ class Backbone(nn.Module):
         y = self.adapter.after_block(x, layer, self.num_prefix_tokens)
         return None if y is x else self._from_tokens(y, hw)
 
-    def forward(self, images: Tensor) -> list[Tensor]:
+    def forward(self, images: Tensor, embeddings: bool = False):
+        """Maps of ``out_indices`` [B, C, H/p, W/p]; with ``embeddings`` also the CLIP embeddings
+        (global [B, D], dense [B, D, H/p, W/p]) of :meth:`project`: ``(maps, (global, dense))``."""
         # timm returns one map per distinct block, in block order; give one per out_indices entry, in its
         # order (shallow models repeat blocks: [0, 0, 0, 1] for 2 blocks, and the neck wants four maps)
         blocks = sorted(set(self.out_indices))
-        feats = self.vit.forward_intermediates(
-            images, indices=blocks, norm=False, output_fmt="NCHW", intermediates_only=True,
-            stop_early=True,
+        out = self.vit.forward_intermediates(
+            images, indices=blocks, norm=False, output_fmt="NCHW", intermediates_only=not embeddings,
+            stop_early=not embeddings,
         )
+        final, feats = out if embeddings else (None, out)
         by_block = dict(zip(blocks, feats))
-        return [by_block[i] for i in self.out_indices]
+        maps = [by_block[i] for i in self.out_indices]
+        if not embeddings:
+            return maps
+        return maps, self.project(final, feats[0].shape[-2:])
+
+    def project(self, tokens: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """The last block's tokens after the final norm [B, P + h*w, C] -> through the visual projection:
+        the global embedding (cls token) [B, D] and the dense embeddings [B, D, h, w] (DenseCLIP's
+        ``CLIPVisionTransformer`` with ``get_embeddings``: ``ln_post`` then ``@ proj`` on every token)."""
+        if self.embed_out is None:
+            raise ValueError(f"backbone '{self.name}' has no visual projection (timm head); CLIP text guidance "
+                             "needs a CLIP image encoder built with it")
+        z = self.vit.head(tokens)
+        h, w = grid
+        dense = z[:, self.num_prefix_tokens:].reshape(z.shape[0], h, w, -1).permute(0, 3, 1, 2)
+        return z[:, 0], dense
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.vit.set_grad_checkpointing(enable)
 
 
-def _create_kwargs(name: str, cfg: BackboneConfig) -> dict:
-    kwargs = dict(pretrained=False, num_classes=0, img_size=cfg.img_size, drop_path_rate=cfg.drop_path)
+def projection_dim(name: str, cfg: BackboneConfig) -> int:
+    """Width of a CLIP encoder's visual projection: ``model_kwargs.num_classes``, else timm's pretrained config
+    of ``name`` (768 for ``eva02_large_patch14_clip_224`` and ``vit_large_patch14_clip_224.openai``)."""
+    extra = cfg.model_kwargs or {}
+    if "num_classes" in extra:
+        return int(extra["num_classes"])
+    pretrained = timm.models.get_pretrained_cfg(name)
+    dim = getattr(pretrained, "num_classes", 0) or 0
+    if dim <= 0:
+        raise ValueError(
+            f"model.backbone.name: '{name}' has no visual projection (timm num_classes 0); CLIP text guidance "
+            "needs a CLIP image encoder such as eva02_large_patch14_clip_224 or vit_large_patch14_clip_224.openai "
+            "(or set model.backbone.model_kwargs.num_classes to the projection width)"
+        )
+    return dim
+
+
+def _create_kwargs(name: str, cfg: BackboneConfig, projection: bool = False) -> dict:
+    num_classes = projection_dim(name, cfg) if projection else 0
+    kwargs = dict(pretrained=False, num_classes=num_classes, img_size=cfg.img_size, drop_path_rate=cfg.drop_path)
     if cfg.patch_size is not None:
         kwargs["patch_size"] = cfg.patch_size
     if not name.startswith("samvit"):
@@ -209,15 +251,16 @@ def _create_kwargs(name: str, cfg: BackboneConfig) -> dict:
     return kwargs
 
 
-def build_backbone(cfg: BackboneConfig) -> Backbone:
+def build_backbone(cfg: BackboneConfig, projection: bool = False) -> Backbone:
     """Create the timm ViT named ``cfg.name``, load ``cfg.weights`` from a local file, and wrap it.
 
     Nothing is ever downloaded: a weights entry that is not a local file (nor an embedded name)
-    raises an error saying which file to fetch.
+    raises an error saying which file to fetch. ``projection``: keep the final norm and the visual
+    projection of a CLIP encoder (timm's ``head``), loaded from the same file (CLIP text guidance).
     """
     name = cfg.name
     try:
-        vit = timm.create_model(name, **_create_kwargs(name, cfg))
+        vit = timm.create_model(name, **_create_kwargs(name, cfg, projection))
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
             close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
@@ -227,7 +270,7 @@ def build_backbone(cfg: BackboneConfig) -> Backbone:
         raise ValueError(f"model.backbone.name: '{name}' is not a plain ViT with blocks (got {type(vit).__name__})")
     if cfg.weights is not None:
         path = resolve_weights(cfg.weights, name)
-        load_vit_weights(vit, path, name)
+        load_vit_weights(vit, path, name, keep_head=projection)
     if is_dinov2(name) and getattr(vit, "dynamic_img_size", False):
         use_dinov2_pos_embed(vit)  # other grids than the crop's are resampled as DINOv2 / Rein do
     depth = len(vit.blocks)

@@ -73,6 +73,8 @@ class Segmentor(nn.Module):
             "neck": count(self.neck),
             "head": count(self.head),
             "text": count(self.text, trainable_only=True),
+            "context_decoder": (count(self.text.decoder) + self.text.gamma.numel()
+                                if self.text is not None and self.text.decoder is not None else 0),
             "trainable": sum(p.numel() for p in self.parameters() if p.requires_grad),
             "total": sum(p.numel() for p in self.parameters()),
         }
@@ -80,10 +82,17 @@ class Segmentor(nn.Module):
     # ------------------------------------------------------------------ forward
     def extract(self, images: Tensor) -> list[Tensor]:
         """Pyramid features [B, C_i, H/s, W/s] for s = 4, 8, 16, 32 (``images`` already padded)."""
+        return self._features(images)[0]
+
+    def _features(self, images: Tensor) -> tuple[list[Tensor], tuple[Tensor, Tensor] | None]:
+        """The pyramid, and with text guidance the encoder's projected CLIP embeddings (global, dense)."""
         grad = self.adapter.backbone_grad and torch.is_grad_enabled()
         with contextlib.nullcontext() if grad else torch.no_grad():
-            feats = self.backbone(images)
-        return self.neck(feats)
+            if self.text is None:
+                feats, visual = self.backbone(images), None
+            else:
+                feats, visual = self.backbone(images, embeddings=True)
+        return self.neck(feats), visual
 
     def forward(self, images: Tensor, labels: Tensor | None = None) -> dict:
         """Named losses when ``labels`` are given (so DDP wraps the training step), else the raw head
@@ -91,11 +100,11 @@ class Segmentor(nn.Module):
         if labels is not None and images.shape[-2:] != labels.shape[-2:]:
             raise ValueError(f"images {tuple(images.shape)} and labels {tuple(labels.shape)} differ in size")
         padded, (h, w) = pad_to_multiple(images, self.backbone.patch_size)
-        feats = self.extract(padded)
+        feats, visual = self._features(padded)
         queries = self.adapter.queries() if self.head_uses_queries else None
         aux = {}
         if self.text is not None:
-            feats, aux = self.text(feats)
+            feats, aux = self.text(feats, visual)
         outputs = self.head(feats, queries)
         if labels is None:
             return outputs
@@ -185,7 +194,7 @@ def _build_model(cfg: Config) -> Segmentor:
     from dgseg.models.heads import build_head
 
     m = cfg.model
-    backbone = build_backbone(m.backbone)
+    backbone = build_backbone(m.backbone, projection=m.text.name != "none")
     adapter = build_adapter(m.adapter, backbone)
     if m.neck.name not in NECKS:
         raise ValueError(f"model.neck.name: unknown neck '{m.neck.name}'; choose one of {', '.join(NECKS)}")
@@ -193,9 +202,16 @@ def _build_model(cfg: Config) -> Segmentor:
     text = None
     in_channels = list(neck.out_channels)
     if m.text.name != "none":
+        from dgseg.data.classes import config_class_set
         from dgseg.models.text import build_text_guidance
 
-        text = build_text_guidance(m.text, in_channels, m.num_classes)
+        text = build_text_guidance(m.text, list(config_class_set(cfg).names))
+        if backbone.embed_out != text.embed_dim:
+            raise ValueError(
+                f"model.text: the class embeddings are {text.embed_dim}-d but the visual projection of "
+                f"'{m.backbone.name}' gives {backbone.embed_out}-d embeddings; use the image and text towers of "
+                "one CLIP model"
+            )
         in_channels = text.head_in_channels(in_channels)
     if m.head.name == "mask2former":
         kwargs = {k: v for k, v in vars(m.head).items() if k != "name"}
