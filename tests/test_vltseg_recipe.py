@@ -1,0 +1,56 @@
+"""The shipped VLTSeg recipes: the text-guided v1 config (LAMB) and the plain fine-tuning config (the
+public re-implementation's AdamW recipe), and the exact training resize they use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+import dgseg
+from dgseg.data.transforms import TrainTransform
+
+CONFIGS = Path(dgseg.__file__).parent / "configs"
+
+
+def _shared_recipe(cfg) -> None:
+    m, d, t, e = cfg.model, cfg.data, cfg.train, cfg.eval
+    assert (m.backbone.name, m.backbone.patch_size, m.backbone.img_size) == ("eva02_large_patch14_clip_224", 14, 512)
+    assert (m.backbone.drop_path, m.backbone.out_indices) == (0.2, [9, 14, 19, 23])
+    assert (m.adapter.name, m.adapter.lr_mult, m.adapter.link, m.neck.name) == ("full", 0.1, False, "fpn")
+    assert (d.scale, d.ratio_range, d.keep_ratio, d.short_edges) == ([1280, 720], [1.0, 1.0], False, None)
+    assert (d.crop_size, d.cat_max_ratio, d.flip_prob, d.photometric) == ([512, 512], 0.75, 0.5, True)
+    assert [(v.name, v.resize, v.prescale) for v in d.val] == [
+        ("cityscapes", [1024, 512], None), ("bdd100k", [1024, 512], None), ("mapillary", [1024, 512], None)]
+    assert (t.max_iters, t.batch_size, t.warmup_iters, t.poly_begin, t.power) == (5000, 16, 0, 500, 0.9)
+    assert (e.mode, e.crop, e.stride) == ("slide", 512, 426)
+
+
+def test_plain_vltseg_is_the_reimplementations_adamw_recipe():
+    cfg = dgseg.load_config(CONFIGS / "vltseg_plain_eva02_clip_l_gta.yaml")
+    _shared_recipe(cfg)
+    t = cfg.train
+    assert cfg.model.text.name == "none"
+    assert (t.optimizer, t.lr, t.weight_decay, t.grad_clip) == ("adamw", 1e-4, 0.05, 0.01)
+
+
+def test_text_guided_vltseg_trains_with_lamb_and_denseclips_text_branch():
+    cfg = dgseg.load_config(CONFIGS / "vltseg_eva02_clip_l_gta.yaml")
+    _shared_recipe(cfg)
+    x, t = cfg.model.text, cfg.train
+    assert (x.name, x.arch, x.activation, x.context_length, x.context_init) == (
+        "clip", "EVA02-L-14", "auto", 8, "denseclip")
+    assert (x.context_decoder, x.decoder_layers, x.decoder_width, x.decoder_heads) == (True, 3, 256, 4)
+    assert (x.aux_weight, x.temperature) == (0.4, 0.07)
+    # LAMB's lr / weight decay are not in the paper: DenseCLIP's lr, the LAMB paper's weight decay
+    assert (t.optimizer, t.lr, t.weight_decay, t.grad_clip) == ("lamb", 1e-4, 0.01, None)
+
+
+def test_training_resize_without_keeping_the_ratio_is_exact():
+    image = torch.randint(0, 255, (3, 100, 300), dtype=torch.uint8)
+    label = torch.zeros(100, 300, dtype=torch.long)
+    common = dict(crop_size=(72, 128), scale=(128, 72), ratio_range=None, flip_prob=0.0, photometric=False)
+    img, lab = TrainTransform(keep_ratio=False, **common)(image, label)
+    assert img.shape == (3, 72, 128) and not (lab == 255).any()  # the whole crop is the resized image
+    _, fitted = TrainTransform(keep_ratio=True, **common)(image, label)
+    assert (fitted == 255).any()  # fitted to 43 x 128, padded
