@@ -307,3 +307,21 @@ def test_info_counts_the_context_decoder_of_the_shipped_vltseg_config(capsys):
     params = json.loads(capsys.readouterr().out)["params"]
     assert params["context_decoder"] == 3_751_680
     assert params["text"] == 3_751_680 + 8 * 768  # + the learnable context
+
+
+def test_openai_clip_vit_gives_its_image_embedding_as_the_global_embedding():
+    from dgseg.config import BackboneConfig
+    from dgseg.models.backbones import build_backbone
+
+    cfg = BackboneConfig(name="vit_large_patch14_clip_224.openai", patch_size=16, img_size=64,
+                         model_kwargs={"depth": 2, "embed_dim": 32, "num_heads": 2})
+    with pytest.raises(ValueError, match="no visual projection"):
+        build_backbone(BackboneConfig(name="vit_small_patch14_dinov2", img_size=64), projection=True)
+    backbone = build_backbone(cfg, projection=True)  # projection width from timm's pretrained config: 768
+    assert backbone.embed_out == 768
+    x = torch.randn(1, 3, 64, 48)
+    with torch.no_grad():
+        _, (glob, dense) = backbone(x, embeddings=True)
+        vit = backbone.vit
+        torch.testing.assert_close(glob, vit.forward_head(vit.forward_features(x)))  # ln_post, then proj
+    assert dense.shape == (1, 768, 4, 3)

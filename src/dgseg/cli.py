@@ -41,7 +41,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         print(f"{cfg.name}: {cfg.model.backbone.name} + {cfg.model.adapter.name} + {cfg.model.head.name}")
         for k, v in counts.items():
-            print(f"  {k:>10}: {v:,}")
+            print(f"  {k:>15}: {v:,}")
         print(f"  {info['trainable_percent']:.2f}% of all parameters train")
     return 0
 
