@@ -12,7 +12,8 @@ gamma per channel, initialised to 1e-4. The score map ``s = <z / |z|, t / |t|>``
 trained with an auxiliary cross-entropy on ``s / temperature`` and concatenated to the stride-16 features
 the head reads.
 
-Class embeddings of a frozen tower without learnable context can be written to a file (:func:`save_class_embeddings`) so that training and inference need no text tower.
+Class embeddings of a frozen tower without learnable context can be written to a file
+(:func:`save_class_embeddings`) so that training and inference need no text tower.
 """
 
 from __future__ import annotations
