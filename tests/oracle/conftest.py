@@ -10,8 +10,8 @@ if mmcv_shim.oracle_available():
     mmcv_shim.install_ext_stubs()
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session, exitstatus):
-    if mmcv_shim.STUB_CALLS:
-        session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        print(f"\noracle: mmcv._ext stubs were called: {sorted(set(mmcv_shim.STUB_CALLS))}")
+@pytest.fixture(scope="session", autouse=True)
+def no_ext_stub_called():
+    """After the last oracle test: no code path reached a compiled mmcv op (they are stubs here)."""
+    yield
+    assert mmcv_shim.STUB_CALLS == [], f"mmcv._ext stubs were called: {sorted(set(mmcv_shim.STUB_CALLS))}"

@@ -38,8 +38,6 @@ def require_oracle() -> None:
         if strict:
             raise RuntimeError(f"{ORACLE_ENV_VAR}=1 but {reason}")
         pytest.skip(reason, allow_module_level=True)
-    import importlib
-
     wrong = {}
     for name, version in ORACLE_VERSIONS.items():
         found = importlib.import_module(name).__version__
