@@ -28,12 +28,13 @@ K, Q, POINTS = 6, 12, 500
 
 
 def build(cfg: dict, registry: str = "models"):
-    from mmdet.registry import MODELS, TASK_UTILS
+    """Build an entry of the Rein config as its `mmdet.` type says, through mmseg's registries (as the
+    config does): mmseg has classes of the same names (its own `HungarianAssigner`, `CrossEntropyLoss`)."""
     from mmengine.config import ConfigDict
+    from mmseg.registry import MODELS, TASK_UTILS
 
-    cfg = ConfigDict(cfg)
-    cfg["type"] = cfg["type"].removeprefix("mmdet.")
-    return (MODELS if registry == "models" else TASK_UTILS).build(cfg)
+    assert cfg["type"].startswith("mmdet."), cfg["type"]
+    return (MODELS if registry == "models" else TASK_UTILS).build(ConfigDict(cfg))
 
 
 def labels_batch(seed: int) -> torch.Tensor:
