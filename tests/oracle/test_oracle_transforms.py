@@ -20,8 +20,6 @@ import torch  # noqa: E402
 
 from dgseg.data import transforms as T  # noqa: E402
 
-ISSUE_15 = "issue 15: label resize with cv2 INTER_NEAREST, photometric steps as uint8, hue shift -18..17"
-
 
 def to_bgr(image: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(image.permute(1, 2, 0).numpy()[..., ::-1])
@@ -112,8 +110,46 @@ def test_random_crop_cat_max_ratio_matches_mmseg(kind, monkeypatch):
 # ----------------------------------------------------------------------------- photometric distortion
 
 
+class PhotoDraws:
+    """The draws of one PhotoMetricDistortion call for both sides: coins (0/1), hue shifts (ints) and
+    uniform fractions u in [0, 1), a uniform draw in [lo, hi) being lo + (hi - lo) * u on both sides.
+    Records (kind, range) per call; dgseg's fractions carry no range (its `_draw` does not see it)."""
+
+    def __init__(self, values):
+        self.values = list(values)
+        self.calls: list[tuple] = []
+
+    def _next(self, call):
+        assert self.values, f"more draws than given ({call})"
+        self.calls.append(call)
+        return self.values.pop(0)
+
+    # numpy.random, as mmseg calls it
+    def randint(self, low, high=None, size=None):
+        low, high = (0, low) if high is None else (low, high)
+        value = self._next(("int", low, high - 1))
+        assert low <= value < high, (value, low, high)
+        return value
+
+    def uniform(self, low=0.0, high=1.0, size=None):
+        self.calls.append(("float",))
+        return low + (high - low) * self.values.pop(0)
+
+    # dgseg.data.photometric's draws
+    def coin(self, generator=None):
+        return bool(self._next(("int", 0, 1)))
+
+    def hue_shift(self, hue_delta, generator=None):
+        value = self._next(("int", -hue_delta, hue_delta - 1))
+        assert -hue_delta <= value < hue_delta
+        return value
+
+    def fraction(self, generator=None):
+        return self._next(("float",))
+
+
 def photometric_draws(brightness, contrast_first, contrast, saturation, hue):
-    """The draws of one PhotoMetricDistortion call in mmseg's order; each step None (off) or its value."""
+    """The draws of one PhotoMetricDistortion call in mmseg's order; each step None (off) or its draw."""
     values = [1, brightness] if brightness is not None else [0]
     values.append(1 if contrast_first else 0)
     if contrast_first:
@@ -129,13 +165,16 @@ def run_photometric(image: torch.Tensor, values, monkeypatch):
     import mmseg.datasets.transforms.transforms as mmseg_transforms
     from mmseg.datasets.transforms import PhotoMetricDistortion
 
-    theirs_draws = Draws(values)
+    from dgseg.data import photometric
+
+    theirs_draws = PhotoDraws(values)
     monkeypatch.setattr(mmseg_transforms, "random", theirs_draws)
     theirs = from_bgr(PhotoMetricDistortion().transform({"img": to_bgr(image)})["img"])
     monkeypatch.undo()
-    ours_draws = Draws(values)
-    monkeypatch.setattr(T, "_randint", ours_draws.dg_randint)
-    monkeypatch.setattr(T, "_uniform", ours_draws.dg_uniform)
+    ours_draws = PhotoDraws(values)
+    monkeypatch.setattr(photometric, "_coin", ours_draws.coin)
+    monkeypatch.setattr(photometric, "hue_shift", ours_draws.hue_shift)
+    monkeypatch.setattr(photometric, "_draw", ours_draws.fraction)
     ours = T.photometric_distortion(image)
     monkeypatch.undo()
     assert theirs_draws.values == [] and ours_draws.values == []
@@ -148,45 +187,24 @@ def photo() -> torch.Tensor:
     return (smooth[0] + torch.randn(3, 48, 64, generator=g) * 20).clamp(0, 255).to(torch.uint8)
 
 
-@pytest.mark.xfail(strict=True, reason=ISSUE_15)
 @pytest.mark.parametrize(
     "steps",
-    [dict(brightness=23.7, contrast_first=True, contrast=1.37, saturation=None, hue=None),
-     dict(brightness=-17.2, contrast_first=False, contrast=0.61, saturation=None, hue=None),
-     dict(brightness=None, contrast_first=False, contrast=1.49, saturation=None, hue=None)],
-    ids=["bright-then-contrast", "contrast-last", "contrast-only"],
-)
-def test_photometric_brightness_contrast_equal_mmseg(steps, monkeypatch):
-    """Brightness and contrast are uint8 arithmetic in mmseg (clip, then truncate to uint8 after each
-    step): the same draws give the same image, exactly."""
-    ours, theirs, _, _ = run_photometric(photo(), photometric_draws(**steps), monkeypatch)
-    assert torch.equal(ours.float(), theirs.float())
-
-
-@pytest.mark.parametrize(
-    "steps",
-    [dict(brightness=None, contrast_first=True, contrast=None, saturation=1.42, hue=None),
+    [dict(brightness=0.87, contrast_first=True, contrast=0.37, saturation=None, hue=None),
+     dict(brightness=0.23, contrast_first=False, contrast=0.11, saturation=None, hue=None),
+     dict(brightness=None, contrast_first=False, contrast=0.99, saturation=None, hue=None),
+     dict(brightness=None, contrast_first=True, contrast=None, saturation=0.92, hue=None),
      dict(brightness=None, contrast_first=True, contrast=None, saturation=None, hue=-11),
-     dict(brightness=None, contrast_first=True, contrast=None, saturation=0.55, hue=9)],
-    ids=["saturation", "hue", "saturation-and-hue"],
+     dict(brightness=None, contrast_first=True, contrast=None, saturation=0.05, hue=17),
+     dict(brightness=0.61, contrast_first=False, contrast=0.72, saturation=0.33, hue=-18)],
+    ids=["bright-then-contrast", "contrast-last", "contrast-only", "saturation", "hue", "saturation-and-hue",
+         "all-steps"],
 )
-def test_photometric_colour_steps_close_to_mmseg(steps, monkeypatch):
-    """Saturation and hue go through OpenCV's 8-bit HSV in mmseg (hue in 2-degree steps), so they match
-    up to that quantisation: mmcv's own bgr2hsv -> hsv2bgr round trip moves pixels by up to 5 levels.
-    Tolerance: at most 6 levels anywhere, under 1 level on average."""
+def test_photometric_distortion_equals_mmseg(steps, monkeypatch):
+    """uint8 after every step (brightness and contrast clip and truncate; saturation and hue through
+    OpenCV's 8-bit HSV): the same draws give the same image, exactly."""
     ours, theirs, our_calls, their_calls = run_photometric(photo(), photometric_draws(**steps), monkeypatch)
-    assert [c[0] for c in our_calls] == [c[0] for c in their_calls]
-    diff = (ours - theirs.float()).abs()
-    assert diff.max() <= 6 and diff.mean() < 1.0, (float(diff.max()), float(diff.mean()))
-
-
-@pytest.mark.xfail(strict=True, reason=ISSUE_15)
-def test_photometric_draw_ranges_equal_mmseg(monkeypatch):
-    """Every draw with the same range as mmseg's: flags 0..1, brightness -32..32, contrast and saturation
-    0.5..1.5, hue -18..17 (numpy's randint(-18, 18) excludes 18)."""
-    steps = dict(brightness=5.0, contrast_first=False, contrast=1.1, saturation=0.9, hue=3)
-    _, _, our_calls, their_calls = run_photometric(photo(), photometric_draws(**steps), monkeypatch)
-    assert our_calls == their_calls
+    assert our_calls == [c[:1] if c[0] == "float" else c for c in their_calls]  # ranges: hue -18..17
+    assert ours.dtype == torch.uint8 and torch.equal(ours, theirs)
 
 
 # ------------------------------------------------------------------------------ resize and normalise
@@ -202,7 +220,6 @@ def test_rescale_size_matches_mmcv():
             assert T.rescale_size(h, w, scale) == (their_h, their_w), (h, w, ratio)
 
 
-@pytest.mark.xfail(strict=True, reason=ISSUE_15)
 @pytest.mark.parametrize("size", [(37, 53), (96, 150), (120, 160), (61, 240)], ids=str)
 def test_label_resize_is_mmcv_nearest(size):
     import mmcv
