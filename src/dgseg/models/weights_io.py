@@ -1,13 +1,13 @@
 """Reading weight files safely, and resolving a ``weights:`` entry to a local file.
 
 No pickle from a user's file is ever loaded without ``weights_only=True``; OpenAI's CLIP ``.pt``
-files are TorchScript archives and are read with ``torch.jit.load`` (which runs no pickled code).
+files are TorchScript archives and are read by :func:`dgseg.safe_pickle.torchscript_state_dict`, which
+rebuilds their tensors without loading the archive (``torch.jit.load`` would run its code).
 """
 
 from __future__ import annotations
 
 import os
-import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -16,15 +16,9 @@ from torch import Tensor
 
 from dgseg.models.pretrained import EMBEDDED, embedded_weights_path
 from dgseg.models.weights_home import WeightsError, dgseg_home
+from dgseg.safe_pickle import UnsafePickleError, is_torchscript, torchscript_state_dict
 
 __all__ = ["WeightsError", "dgseg_home", "download_hint", "mismatch_report", "read_state_dict", "resolve_weights"]
-
-
-def _is_torchscript(path: Path) -> bool:
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as zf:
-        return any(n.endswith("constants.pkl") or "/code/" in n for n in zf.namelist())
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -39,11 +33,11 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
             return load_file(str(path))
         except Exception as exc:
             raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
-    if _is_torchscript(path):
+    if is_torchscript(path):
         try:
-            return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
-        except Exception as exc:
-            raise WeightsError(f"{path}: unreadable TorchScript archive ({exc})") from exc
+            return torchscript_state_dict(path)
+        except UnsafePickleError as exc:
+            raise WeightsError(f"TorchScript archive refused: {exc}") from exc
     try:
         data = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
