@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from dgseg.atomic import write_atomic
 from dgseg.config import Config, dump_config, load_config
 from dgseg.machine import machine_line
 
@@ -56,7 +57,7 @@ def _train_child(cfg_yaml: str, out_dir: str, summary_path: str) -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if torch.cuda.is_available():
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
-    Path(summary_path).write_text(json.dumps({
+    write_atomic(summary_path, json.dumps({
         "eval": result["eval"], "train_time_s": result["train_time_s"], "peak_memory_mb": peak_mb,
         "final_loss": sum(result["losses"][-10:]) / max(len(result["losses"][-10:]), 1),
     }))
@@ -200,12 +201,12 @@ def run_demo(quick: bool = False, compare: bool = False, out: str | Path = "runs
     cfg = demo_config(methods[0], quick, overrides or [])
     settings = "```yaml\n" + dump_config(cfg) + "```"
     md = report_markdown(results, cfg, settings, time.perf_counter() - t0, extra)
-    (out / "report.md").write_text(md)
+    write_atomic(out / "report.md", md)
     rows = _example_rows(out / methods[0], cfg)
     bars = {m: {d: v["mIoU"] for d, v in r["eval"].items()} for m, r in results.items()}
     classes = config_class_set(cfg)
     report_figure(rows, bars, out / "report.png", palette=classes.palette, class_names=classes.names)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    write_atomic(out / "results.json", json.dumps(results, indent=2))
     from dgseg.report import write_report
 
     page = write_report([out / m for m in methods], out, title="dgseg demo")

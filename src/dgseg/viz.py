@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from dgseg.atomic import write_atomic
+
 __all__ = ["colorize", "overlay", "save_png", "report_figure", "plot_curves"]
 
 Palette = Sequence[Sequence[int]] | np.ndarray
@@ -124,10 +126,7 @@ def save_png(path: str | Path, array: np.ndarray | torch.Tensor) -> Path:
         if a.dtype.kind not in "iu" or (a.size and (a.min() < 0 or a.max() > 255)):
             raise ValueError(f"save_png expects uint8 values 0..255, got dtype {a.dtype}")
         a = a.astype(np.uint8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(a)).save(path, format="PNG")
-    return path
+    return write_atomic(path, lambda f: Image.fromarray(np.ascontiguousarray(a)).save(f, format="PNG"))
 
 
 def _new_figure(width: float, height: float):
@@ -203,7 +202,7 @@ def report_figure(
     fig.tight_layout(rect=(0, 0, 0.88 if class_names is not None else 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
+    write_atomic(path, lambda f: fig.savefig(f, format="png"))
     return path
 
 
@@ -276,5 +275,5 @@ def plot_curves(jsonl_log_path: str | Path, out_png: str | Path) -> Path:
     fig.tight_layout()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png")
+    write_atomic(out, lambda f: fig.savefig(f, format="png"))
     return out

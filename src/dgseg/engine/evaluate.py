@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from dgseg.atomic import write_atomic
 from dgseg.config import Config, DatasetSpec, TTAConfig
 from dgseg.engine.data import build_eval_set, domain_name
 from dgseg.engine.distributed import is_main
@@ -118,13 +119,12 @@ def write_results(results: dict[str, dict], cfg: Config, out_dir: Path, stem: st
     classes = per_class_table(results, names, source=source)
     mean = {"over": mean_domains(results, source, cfg.data.mean_over),
             "mIoU": mean_miou(results, source, cfg.data.mean_over)}
-    out_dir.mkdir(parents=True, exist_ok=True)
     record = {"source": source, "classes": names, "palette": class_set.palette.astype(int).tolist(),
               "mean": mean, "domains": results}
     if examples:
         from dgseg.engine.examples import save_examples
 
         record["examples"] = save_examples(out_dir, examples)
-    (out_dir / f"{stem}.json").write_text(json.dumps(record, indent=2))
-    (out_dir / f"{stem}.md").write_text(f"# Evaluation: {cfg.name}\n\n{table}\n\n## Per class IoU\n\n{classes}\n")
+    write_atomic(out_dir / f"{stem}.json", json.dumps(record, indent=2))
+    write_atomic(out_dir / f"{stem}.md", f"# Evaluation: {cfg.name}\n\n{table}\n\n## Per class IoU\n\n{classes}\n")
     return table

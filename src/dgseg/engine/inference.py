@@ -105,9 +105,8 @@ def safe_relative(stem: Path) -> Path:
 @torch.no_grad()
 def predict_files(model: nn.Module, cfg: Config, inputs: list[str], out_dir: str | Path, mode: str | None = None,
                   progress: bool = True) -> list[Path]:
-    """Write ``<stem>_labelTrainIds.png``, ``<stem>_color.png`` and ``<stem>_overlay.png`` per image."""
-    from PIL import Image
-
+    """Write ``<stem>_labelTrainIds.png``, ``<stem>_color.png`` and ``<stem>_overlay.png`` per image (each by
+    temp file + rename: a symlink at an output name is replaced, never written through)."""
     from dgseg.data import EvalTransform
     from dgseg.data.classes import config_class_set
     from dgseg.data.datasets import read_image
@@ -137,7 +136,7 @@ def predict_files(model: nn.Module, cfg: Config, inputs: list[str], out_dir: str
             target = base.with_name(f"{base.name}_{n}")
         taken.add(target)
         target.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pred).save(f"{target}_labelTrainIds.png")
+        save_png(f"{target}_labelTrainIds.png", pred)
         save_png(f"{target}_color.png", colorize(pred, palette))
         save_png(f"{target}_overlay.png", overlay(rgb, pred, palette))
         written.append(Path(f"{target}_labelTrainIds.png"))
@@ -148,22 +147,15 @@ def export_full(model: nn.Module, cfg: Config, meta: dict, out_file: str | Path)
     """One safetensors file with every weight (backbone included): loads without the backbone file."""
     import json
 
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
+    from dgseg.atomic import write_atomic
     from dgseg.config import config_to_dict
 
-    out_file = Path(out_file)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
     full_meta = dict(meta, format=FULL_FORMAT, config=config_to_dict(cfg))
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    tmp = out_file.with_name(out_file.name + ".tmp")
-    try:
-        save_file(state, str(tmp), metadata={"dgseg_meta": json.dumps(full_meta), "format": FULL_FORMAT})
-        tmp.replace(out_file)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return out_file
+    return write_atomic(out_file, lambda f: f.write(
+        save(state, metadata={"dgseg_meta": json.dumps(full_meta), "format": FULL_FORMAT})))
 
 
 class ScoresModule(nn.Module):
@@ -202,14 +194,15 @@ def plain_pos_embed_resampling():
 
 def export_onnx(model: nn.Module, cfg: Config, out_file: str | Path, size: tuple[int, int] | None = None) -> Path:
     """ONNX graph of whole-image inference at a fixed ``size`` (default: the training crop)."""
+    from dgseg.atomic import atomic_path
+
     out_file = Path(out_file)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
     h, w = size or tuple(cfg.data.crop_size)
     dummy = torch.randn(1, 3, h, w)
     module = ScoresModule(model.eval()).eval()
-    with plain_pos_embed_resampling(), warnings.catch_warnings():
+    with plain_pos_embed_resampling(), warnings.catch_warnings(), atomic_path(out_file) as tmp:
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
-        torch.onnx.export(module, (dummy,), str(out_file), input_names=["image"], output_names=["scores"],
+        torch.onnx.export(module, (dummy,), str(tmp), input_names=["image"], output_names=["scores"],
                           opset_version=17, dynamo=False)
     add_onnx_class_metadata(out_file, cfg)
     return out_file

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dgseg.atomic import append_line
+
 TENSORBOARD_EXTRA = "pip install 'dgseg[tensorboard]'  (or: pip install tensorboard)"
 
 
@@ -46,7 +48,8 @@ def scalars(record: Mapping, batch_size: int = 1) -> dict[str, float]:
 
 
 class RunLogger:
-    """``log(record)`` appends to ``log.jsonl`` (one line, flushed) and mirrors it to the other backends."""
+    """``log(record)`` appends to ``log.jsonl`` (one line, by atomic rewrite: never a cut line, never through a
+    symlink) and mirrors it to the other backends."""
 
     def __init__(self, out_dir: str | Path, backends: Sequence[str] = ("jsonl",), batch_size: int = 1,
                  enabled: bool = True) -> None:
@@ -58,8 +61,7 @@ class RunLogger:
     def log(self, record: dict) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_line(self.path, json.dumps(record))
         if self.tb is not None and "iter" in record:
             for tag, value in scalars(record, self.batch_size).items():
                 self.tb.add_scalar(tag, value, int(record["iter"]))

@@ -18,6 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 import dgseg
+from dgseg.atomic import write_atomic
 from dgseg.config import Config, config_to_dict, dump_config
 from dgseg.engine.backbone_check import check_backbone
 from dgseg.engine.checkpoint import (
@@ -161,7 +162,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
     trainable = [p for p in base.parameters() if p.requires_grad]
     if is_main():
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(dump_config(cfg))
+        write_atomic(out_dir / "config.yaml", dump_config(cfg))
     log_path = out_dir / "log.jsonl"
     consecutive_skips = 0
     last_eval = None

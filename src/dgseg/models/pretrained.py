@@ -7,14 +7,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from dgseg.fileio import output_temp, safetensors_bytes
+from dgseg.fileio import safetensors_bytes
 from dgseg.models.weights_home import WeightsError, dgseg_home
 
 EMBEDDED = {"dinov2_vits14_imgfocus": "vit_small_patch14_dinov2"}
@@ -105,15 +104,8 @@ def embedded_weights_path(name: str) -> Path:
     path = dgseg_home() / f"{name}.safetensors"
     if path.is_file():
         return path
+    from dgseg.atomic import write_atomic
+
     state_dict = convert_imgfocus(imgfocus_onnx_path())
     data = safetensors_bytes(state_dict, metadata=IMPORT_METADATA[name])  # the same bytes in every process
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = output_temp(path.parent, prefix=f".{path.name}.")  # mode: 0o666 less the umask
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_atomic(path, data)  # temp file (mode: 0o666 less the umask) + rename

@@ -108,13 +108,12 @@ class TextGuidance(nn.Module):
 
 def save_class_embeddings(path: str | Path, embeddings: Tensor, names: list[str]) -> Path:
     """Write class embeddings [K, D] to safetensors (``class_embeddings``; the names in the metadata)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({"class_embeddings": embeddings.detach().float().contiguous()}, str(path),
-              metadata={"classes": "\n".join(names)})
-    return path
+    from dgseg.atomic import write_atomic
+
+    return write_atomic(path, save({"class_embeddings": embeddings.detach().float().contiguous()},
+                                   metadata={"classes": "\n".join(names)}))
 
 
 def load_class_embeddings(path: str | Path, num_classes: int) -> Tensor:

@@ -1,0 +1,99 @@
+"""Every file dgseg writes goes through here: a temp file in the target folder, then a rename.
+
+The rename (``os.replace``) puts the new file at the name: an existing file there is replaced whole
+(readers see the old or the new content, never a part), and a symlink there is replaced itself, never
+followed, so a link planted at an output name cannot make dgseg write somewhere else. The temp file gets
+the mode an ordinary ``open(name, "w")`` would (``0o666`` less the process umask, by
+:func:`dgseg.fileio.output_temp`), not ``mkstemp``'s 0600.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO
+
+from dgseg.fileio import output_mode, output_temp
+
+__all__ = ["write_temp", "write_atomic", "atomic_path", "append_line", "file_mode"]
+
+
+def file_mode() -> int:
+    """``0o666`` less the process umask: the mode of a file made by ``open(name, "w")``."""
+    return output_mode()
+
+
+def _temp_name(final: Path) -> tuple[int, str]:
+    fd, tmp = output_temp(final.parent, prefix=f".{final.name}.", suffix=".tmp")  # mode: the umask's
+    return fd, str(tmp)
+
+
+def write_temp(final: str | Path, write: Callable[[IO[bytes]], object], sync: bool = True) -> Path:
+    """Writes a temp file beside ``final`` with ``write(f)`` (flushed, fsynced when ``sync``) and the
+    umask's mode; returns its path for the caller to ``os.replace`` over ``final``. Removed on error."""
+    final = Path(final)
+    fd, tmp = _temp_name(final)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            if sync:
+                os.fsync(f.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return Path(tmp)
+
+
+def write_atomic(path: str | Path, data: bytes | str | Callable[[IO[bytes]], object], sync: bool = True) -> Path:
+    """Writes ``data`` (bytes, text as UTF-8, or a ``write(f)`` callable) to ``path`` by temp file + rename.
+
+    Creates the folder. A symlink at ``path`` is replaced by the file, never written through.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    write = data if callable(data) else (lambda f: f.write(data))
+    tmp = write_temp(path, write, sync)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """For writers that need a file name (ONNX export): yields a temp path beside ``path``; renames it
+    over ``path`` when the block ends without error, removes it otherwise."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = _temp_name(path)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def append_line(path: str | Path, line: str) -> Path:
+    """Appends ``line`` (a newline is added) to a text file by rewriting it atomically: a crash or a full
+    disk leaves the old file whole, never a cut line; a symlink at ``path`` is replaced, not followed.
+
+    A file whose last line is cut (from an earlier crash elsewhere) gets the new line on a line of its own.
+    """
+    path = Path(path)
+    old = b""
+    if path.is_file() and not path.is_symlink():
+        old = path.read_bytes()
+        if old and not old.endswith(b"\n"):
+            old += b"\n"
+    return write_atomic(path, old + line.rstrip("\n").encode() + b"\n")
