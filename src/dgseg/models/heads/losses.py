@@ -152,6 +152,11 @@ class Mask2FormerCriterion:
         """
         cls_logits = cls_logits.float()
         mask_logits = mask_logits.float()
+        if not (torch.isfinite(cls_logits).all() and torch.isfinite(mask_logits).all()):
+            # a diverged model: no assignment exists; NaN losses (still in the graph, so backward runs)
+            # let the training loop stop or skip the step per train.on_nan
+            nan = (cls_logits.sum() + mask_logits.sum()) * float("nan")
+            return nan, nan, nan
         b, q = cls_logits.shape[:2]
         target_classes = torch.full((b, q), self.num_classes, dtype=torch.long, device=cls_logits.device)
         matched_masks, matched_targets = [], []

@@ -118,6 +118,11 @@ class HungarianMatcher:
             empty = torch.zeros(0, dtype=torch.long, device=device)
             return empty, empty
         cost = self.cost_matrix(cls_logits, mask_logits, gt_classes, gt_masks, points)
+        if not torch.isfinite(cost).all():
+            raise ValueError(
+                "HungarianMatcher: the cost matrix has NaN/Inf entries (non-finite class or mask logits: a "
+                "diverged model?); no assignment exists"
+            )
         rows, cols = linear_sum_assignment(cost.cpu().numpy())
         return (
             torch.as_tensor(rows, dtype=torch.long, device=device),
