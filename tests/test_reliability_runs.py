@@ -10,11 +10,11 @@ import pytest
 import torch
 from tiny import tiny_config
 
-import dgseg
 from dgseg.engine import train as train_module
 from dgseg.engine.checkpoint import latest_checkpoint
 from dgseg.engine.train import TrainingError, train
 from dgseg.models.heads.matcher import HungarianMatcher
+from dgseg.viz import read_log
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +31,7 @@ def run_config(**sections):
 
 
 def records(run) -> list[dict]:
-    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    return read_log(run / "log.jsonl")[0]
 
 
 # ------------------------------------------------------------------ item 3: divergence with the default head
@@ -44,27 +44,19 @@ def test_divergence_with_the_mask2former_head_stops_naming_step_losses_and_files
         train(cfg, tmp_path, progress=False)
     msg = str(err.value)
     assert "non-finite loss or gradient at iteration 2" in msg and "'loss_cls': nan" in msg
-    assert "batch files ['synthetic://game/train/" in msg
+    assert "batch files ['synthetic://game/train/" in msg and "(--set train.on_nan=skip)" in msg
     assert latest_checkpoint(tmp_path).name == "iter_0000001.safetensors" and "iter_0000001" in msg
 
 
-def test_non_finite_mask2former_predictions_are_skipped_under_on_nan_skip(tmp_path, monkeypatch):
-    cfg = run_config(train__on_nan="skip")
-    torch.manual_seed(cfg.train.seed)
-    model = dgseg.build_model(cfg)
-    real, calls = type(model.head).forward, {"n": 0}
-
-    def diverged_once(self, *args, **kwargs):
-        out = real(self, *args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] == 2:
-            out["pred_masks"] = out["pred_masks"] * float("inf")
-        return out
-
-    monkeypatch.setattr(type(model.head), "forward", diverged_once)
-    result = train(cfg, tmp_path, progress=False, model=model)
-    assert result["step"] == 3 and result["skipped_steps"] == 1
-    (skip,) = [r for r in records(tmp_path) if "skipped" in r]
+def test_under_on_nan_skip_diverged_steps_are_skipped_then_stop_without_suggesting_skip(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "MAX_CONSECUTIVE_SKIPS", 2)
+    cfg = run_config(train__lr=1e30, train__on_nan="skip")
+    with pytest.raises(TrainingError) as err:
+        train(cfg, tmp_path, progress=False)
+    msg = str(err.value)
+    assert "iteration 2 (2 non-finite iterations in a row" in msg and "train.on_nan" not in msg
+    assert "--set train.lr=1e+29" in msg and "--set train.grad_clip=" in msg
+    (skip,) = [r for r in records(tmp_path) if "skipped" in r]  # the Mask2Former loss reached on_nan=skip
     assert skip["iter"] == 2 and len(skip["files"]) == cfg.train.batch_size
 
 
@@ -77,3 +69,155 @@ def test_the_matcher_refuses_a_non_finite_cost_by_name():
 
 def test_max_consecutive_skips_is_pinned():
     assert train_module.MAX_CONSECUTIVE_SKIPS == 20
+
+
+# ------------------------------------------------------------------ items 6, 8, 9: torn logs, run folders, resume
+
+
+def test_a_rerun_folder_is_refused_resume_marks_the_log_and_force_moves_the_old_run(tmp_path, capsys):
+    from dgseg.cli import main
+    from dgseg.engine.run_folder import RunFolderError
+    from dgseg.viz import _last_per_step
+
+    run = tmp_path / "run"
+    cfg = run_config(train__max_iters=4, train__checkpoint_interval=2)
+    train(cfg, run, progress=False)
+    for f in (run / "checkpoints").glob("iter_0000004.*"):  # as if killed after iteration 4 was logged
+        f.unlink()
+    (run / "checkpoints" / "latest").unlink()
+    with open(run / "log.jsonl", "a") as f:
+        f.write('{"iter": 4, "loss": 1.')  # and the disk filled up mid-line
+
+    with pytest.raises(RunFolderError, match=r"run: already holds a run \(checkpoints/, log.jsonl, config.yaml, "
+                                             r"curves.png\). Continue it with --resume.*--out.*--force"):
+        train(cfg, run, progress=False)
+    with pytest.warns(UserWarning, match=r"log.jsonl: 1 line\(s\) are not JSON objects .* line 5"):
+        train(cfg, run, resume=True, progress=False)
+    assert (run / "curves.png").is_file() and latest_checkpoint(run).name == "iter_0000004.safetensors"
+    log = records(run)
+    marker = next(i for i, r in enumerate(log) if "resumed_from" in r)
+    assert log[marker] == {"iter": 2, "resumed_from": "iter_0000002.safetensors"}
+    assert [r["iter"] for r in log if "loss" in r] == [1, 2, 3, 4, 3, 4]
+    assert [r["iter"] for r in _last_per_step([r for r in log if "loss" in r])] == [1, 2, 3, 4]
+    assert _last_per_step([r for r in log if "loss" in r])[2:] == log[marker + 1:marker + 3]
+
+    config = tmp_path / "tiny.yaml"
+    import yaml
+
+    from dgseg.config import config_to_dict
+
+    config.write_text(yaml.safe_dump(config_to_dict(run_config(train__max_iters=1))))
+    assert main(["train", str(config), "--out", str(run), "--no-progress"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["train", str(config), "--out", str(run), "--no-progress", "--force"]) == 0
+    (old,) = run.glob("previous-*")
+    assert sorted(p.name for p in old.iterdir()) == ["checkpoints", "config.yaml", "curves.png", "log.jsonl"]
+    assert [r["iter"] for r in records(run) if "loss" in r] == [1]
+    assert [p.name for p in (run / "checkpoints").glob("*.safetensors")] == ["iter_0000001.safetensors"]
+
+
+def test_end_of_run_failures_never_lose_the_trained_weights(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import dgseg.viz
+
+    calls = {"n": 0}
+    from dgseg.engine import loggers
+
+    real_append = loggers.append_line
+
+    def full_disk_once(path, line):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_append(path, line)
+
+    def broken_plot(*args):
+        raise ValueError("log.jsonl:37: not a JSON object")
+
+    monkeypatch.setattr(loggers, "append_line", full_disk_once)
+    monkeypatch.setattr(dgseg.viz, "plot_curves", broken_plot)
+    result = train(run_config(train__max_iters=3), tmp_path, progress=False)
+    err = capsys.readouterr().err
+    assert result["step"] == 3 and latest_checkpoint(tmp_path).name == "iter_0000003.safetensors"
+    assert "log.jsonl (No space left on device); record lost: {\"iter\": 2" in err
+    assert "curves.png not drawn (ValueError: log.jsonl:37" in err and "iter_0000003.safetensors" in err
+    assert [r["iter"] for r in records(tmp_path)] == [1, 3]
+
+
+# ------------------------------------------------------------------ item 7: a config that names nothing
+
+
+@pytest.mark.parametrize("text, missing", [("", "name, data.train"), ("name: x\n", "data.train"),
+                                           ("data:\n  train: [{name: synthetic-game}]\n", "name")])
+def test_train_refuses_a_config_that_names_no_experiment_or_data(tmp_path, capsys, text, missing):
+    from dgseg.cli import main
+
+    config = tmp_path / "c.yaml"
+    config.write_text(text)
+    assert main(["train", str(config), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"c.yaml: nothing to train: the config does not set {missing} (" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_shipped_configs_name_their_experiment_and_data():
+    from pathlib import Path
+
+    from dgseg.engine.preflight import missing_for_training
+
+    configs = sorted(Path(__file__).parents[1].glob("configs/*.yaml"))
+    assert configs and {c.name: missing_for_training(c) for c in configs} == {c.name: [] for c in configs}
+
+
+# ------------------------------------------------------------------ items 10, 11, 12: log, messages, strict JSON
+
+
+def test_samples_left_out_while_pairing_are_written_to_the_log(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "ds" / "train"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "lonely"):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(root / "images" / f"{name}.png")
+        if name != "lonely":
+            Image.fromarray(rng.integers(0, 19, (40, 48), dtype=np.uint8)).save(root / "labels" / f"{name}.png")
+    spec = {"name": "folder", "root": str(tmp_path / "ds"), "split": "train"}
+    with pytest.raises(Exception, match=r"lonely.png: .*leave such files out with --set data.on_error=skip"):
+        train(run_config(data__train=[spec], train__max_iters=1), tmp_path / "strict", progress=False)
+    with pytest.warns(UserWarning, match="left out while pairing"):
+        train(run_config(data__train=[spec], data__on_error="skip", train__max_iters=1), tmp_path / "run",
+              progress=False)
+    (left,) = [r for r in records(tmp_path / "run") if "skipped_sample" in r]
+    assert left["skipped_sample"].endswith("lonely.png") and left["while"] == "listing files" and left["reason"]
+
+
+def test_a_truncated_checkpoint_names_the_previous_good_one(tmp_path):
+    from dgseg.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    for step in (2, 4):
+        save_checkpoint(tmp_path, step, {"w": torch.zeros(64)}, {"step": step})
+    broken = tmp_path / "checkpoints" / "iter_0000004.safetensors"
+    broken.write_bytes(broken.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match=r"iter_0000004.safetensors: not a readable safetensors file .*"
+                                              r"The previous checkpoint .*iter_0000002.safetensors reads fine"):
+        load_checkpoint(tmp_path)
+
+
+def test_eval_json_writes_null_for_nan_and_parses_strictly(tmp_path):
+    from dgseg.engine.evaluate import write_results
+
+    results = {"synthetic-game": {"mIoU": 50.0, "IoU": [100.0, float("nan")] + [0.0] * 17, "aAcc": 1.0,
+                                  "mAcc": float("nan"), "images": 1}}
+    write_results(results, tiny_config(), tmp_path)
+    text = (tmp_path / "eval.json").read_text()
+
+    def refuse(name):
+        raise ValueError(f"not strict JSON: {name}")
+
+    data = json.loads(text, parse_constant=refuse)
+    assert data["domains"]["synthetic-game"]["IoU"][:2] == [100.0, None]
+    assert data["domains"]["synthetic-game"]["mAcc"] is None

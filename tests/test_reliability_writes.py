@@ -139,6 +139,7 @@ def test_no_module_writes_a_file_except_through_dgseg_atomic():
             if name in WRITE_CALLS or writes_open or (name == "replace" and isinstance(node.func, ast.Attribute)
                                                       and getattr(node.func.value, "id", "") == "os"):
                 found.append(f"{file.relative_to(SRC)}:{node.lineno} {name}")
-    allowed = {"engine/checkpoint.py": {"replace"}}  # renames the temp files of one checkpoint set in order
+    # checkpoint.py renames the temp files of one checkpoint set in order; run_folder.py moves an old run aside
+    allowed = {"engine/checkpoint.py": {"replace"}, "engine/run_folder.py": {"replace"}}
     found = [f for f in found if f.split(" ")[1] not in allowed.get(f.split(":")[0], set())]
     assert found == []

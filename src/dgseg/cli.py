@@ -48,11 +48,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     import dgseg
+    from dgseg.engine.preflight import require_training_setup
     from dgseg.engine.train import train
 
     cfg = dgseg.load_config(args.config, args.overrides)
+    require_training_setup(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
-    result = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    result = train(cfg, out, resume=args.resume, progress=not args.no_progress, force=args.force)
     if result.get("eval") is not None:
         from dgseg.engine.distributed import is_main
         from dgseg.engine.evaluate import write_results
@@ -68,7 +70,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from dgseg.engine.distributed import init_distributed, is_main
-    from dgseg.engine.evaluate import evaluate, write_results
+    from dgseg.engine.evaluate import evaluate, json_results, write_results
     from dgseg.engine.inference import load_model
 
     overrides = args.overrides + (["eval.tta.enabled=true"] if args.tta else [])
@@ -108,8 +110,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.json:
             from dgseg.data.classes import config_class_set
 
-            print(json.dumps({"source": cfg.data.source, "classes": list(config_class_set(cfg).names),
-                              "domains": results}))
+            print(json.dumps(json_results({"source": cfg.data.source, "classes": list(config_class_set(cfg).names),
+                                           "domains": results}), allow_nan=False))
         else:
             print(table)
             print(f"written: {out / 'eval.md'}, {out / 'eval.json'}")
@@ -231,7 +233,7 @@ def cmd_import_rein(args: argparse.Namespace) -> int:
 def cmd_data_check(args: argparse.Namespace) -> int:
     from dgseg.data.check import class_arguments, run_check
 
-    return run_check(args.name, args.root, args.split, **class_arguments(args))
+    return run_check(args.name, args.root, args.split, patch_size=args.patch_size, **class_arguments(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -243,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(p)
     p.add_argument("--out", help="run folder (default runs/<name>)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's latest checkpoint")
+    p.add_argument("--force", action="store_true",
+                   help="train into a folder that holds a run: move the old run into previous-<time>/ first")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
 
@@ -346,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     from dgseg.data.check import add_class_arguments
 
     add_class_arguments(c)
+    c.add_argument("--patch-size", type=int, default=16,
+                   help="flag images too small for a model with this patch size (default 16)")
     c.set_defaults(func=cmd_data_check)
     return parser
 

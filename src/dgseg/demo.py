@@ -49,7 +49,7 @@ def _train_child(cfg_yaml: str, out_dir: str, summary_path: str) -> None:
 
     cfg = config_from_dict(yaml.safe_load(cfg_yaml))
     torch.set_num_threads(os.cpu_count() or 1)
-    result = train(cfg, out_dir, progress=True)
+    result = train(cfg, out_dir, progress=True, force=True)  # a rerun moves the last one aside
     if result.get("stopped"):  # SIGINT/SIGTERM: train saved a checkpoint; there is nothing to summarise
         print(f"demo: training stopped at iteration {result['step']}; checkpoint in {out_dir}/checkpoints",
               flush=True)

@@ -206,21 +206,43 @@ def report_figure(
     return path
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    lines = path.read_text().splitlines()
-    records = []
-    for i, line in enumerate(lines):
+def read_log(path: str | Path) -> tuple[list[dict[str, Any]], list[int]]:
+    """The JSON-object lines of a ``log.jsonl`` and the numbers (1-based) of the lines that are not.
+
+    A line cut short (a crash or a full disk mid-write, by a writer other than dgseg's atomic one) is
+    reported, not fatal: the records around it are kept.
+    """
+    path = Path(path)
+    records, bad = [], []
+    for i, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            if i == len(lines) - 1:  # a line cut short by a crash mid-write
-                break
-            raise ValueError(f"{path}:{i + 1}: not a JSON object ({e})") from e
+        except json.JSONDecodeError:
+            bad.append(i)
+            continue
         if isinstance(rec, dict):
             records.append(rec)
+        else:
+            bad.append(i)
+    return records, bad
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    records, bad = read_log(path)
+    if bad:
+        import warnings
+
+        warnings.warn(f"{path}: {len(bad)} line(s) are not JSON objects (cut short by a crash or a full disk?) "
+                      f"and are left out: line {', '.join(map(str, bad[:5]))}", stacklevel=3)
     return records
+
+
+def _last_per_step(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per iteration, the last one written (a resumed run logs its re-run iterations again)."""
+    by_step = {r["iter"]: r for r in records}
+    return [by_step[k] for k in sorted(by_step)]
 
 
 def plot_curves(jsonl_log_path: str | Path, out_png: str | Path) -> Path:
@@ -232,13 +254,15 @@ def plot_curves(jsonl_log_path: str | Path, out_png: str | Path) -> Path:
         {"iter": 100, "eval": {"cityscapes": {"mIoU": 45.6}, "bdd100k": {"mIoU": 40.1}}}
 
     Records without ``iter`` are skipped; ``lr`` is optional (drawn on a right-hand axis); an eval value
-    may also be a plain number (the mIoU). A last line cut short (crash mid-write) is ignored.
+    may also be a plain number (the mIoU). Lines that are not JSON objects (cut short by a crash) are left
+    out with a warning naming them; an iteration logged twice (after ``--resume``) is drawn with its last
+    record.
     """
     path = Path(jsonl_log_path)
     records = [r for r in _read_jsonl(path) if "iter" in r]
-    train = [r for r in records if "loss" in r]
+    train = _last_per_step([r for r in records if "loss" in r])
     evals: dict[str, list[tuple[float, float]]] = {}
-    for r in records:
+    for r in _last_per_step([r for r in records if r.get("eval")]):
         for domain, res in (r.get("eval") or {}).items():
             miou = res.get("mIoU") if isinstance(res, Mapping) else res
             if miou is not None:

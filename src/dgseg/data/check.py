@@ -12,6 +12,8 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from dgseg.image_size import DEFAULT_PATCH, image_size_problem
+
 from .class_remap import declared_classes
 from .classes import ClassSet, ClassSetError, index_remap, load_class_set
 from .datasets import DataError, build_dataset
@@ -74,11 +76,12 @@ class CheckReport:
 
 def check_dataset(
     name: str, root: str | None, split: str = "train", limit: int | None = None,
-    classes: str | ClassSet | None = None, **kwargs: Any
+    classes: str | ClassSet | None = None, patch_size: int = DEFAULT_PATCH, **kwargs: Any
 ) -> CheckReport:
     """Scan a dataset: list and pair its files, decode every image and label (or the first ``limit``),
     and collect the class histogram and every problem (unpaired files, unreadable or truncated
-    files, size mismatches, label values outside the dataset's ID table).
+    files, size mismatches, label values outside the dataset's ID table, images too small for a model
+    with ``patch_size``-px patches).
 
     ``classes`` (a preset, a classes file or a ClassSet; default cityscapes) names the histogram rows;
     for ``folder`` it also sets the class count, and ``kwargs`` may carry ``label_map`` or
@@ -113,6 +116,10 @@ def check_dataset(
             report.problems.append(str(e))
             continue
         report.read += 1
+        small = image_size_problem(image.shape[0], image.shape[1], patch_size)
+        if small:
+            where = ds.samples[i].image if hasattr(ds, "samples") else f"{name} sample {i}"
+            report.problems.append(f"{where}: {small}")
         if unknown:
             sample = ds.samples[i]
             report.problems.append(
@@ -132,6 +139,7 @@ def check_dataset(
 def run_check(
     name: str, root: str | None, split: str = "train", out: TextIO | None = None, limit: int | None = None,
     classes: str | None = None, label_map: dict | None = None, reduce_zero_label: bool = False,
+    patch_size: int = DEFAULT_PATCH,
 ) -> int:
     """Check a dataset and print the report to ``out`` (stdout); return 0 when clean, 1 otherwise.
 
@@ -145,7 +153,7 @@ def run_check(
         extra["label_map"] = label_map
     if reduce_zero_label:
         extra["reduce_zero_label"] = True
-    report = check_dataset(name, root, split, limit=limit, classes=classes, **extra)
+    report = check_dataset(name, root, split, limit=limit, classes=classes, patch_size=patch_size, **extra)
     print(report.format(), file=out)
     return 0 if report.ok else 1
 
@@ -163,6 +171,8 @@ def add_check_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--split", default="train", help="train, val, test or the dataset's own folder name")
     p.add_argument("--limit", type=int, default=None, help="check only the first N samples")
     add_class_arguments(p)
+    p.add_argument("--patch-size", type=int, default=DEFAULT_PATCH,
+                   help="flag images too small for a model with this patch size (default 16)")
     p.set_defaults(func=main_check)
     return p
 
@@ -192,7 +202,8 @@ def class_arguments(args: argparse.Namespace) -> dict[str, Any]:
 
 def main_check(args: argparse.Namespace) -> int:
     """Entry point for parsed ``check`` arguments; returns the exit code."""
-    return run_check(args.name, args.root, args.split, limit=getattr(args, "limit", None), **class_arguments(args))
+    return run_check(args.name, args.root, args.split, limit=getattr(args, "limit", None),
+                     patch_size=getattr(args, "patch_size", DEFAULT_PATCH), **class_arguments(args))
 
 
 if __name__ == "__main__":

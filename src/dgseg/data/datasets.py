@@ -492,7 +492,8 @@ class PairedFilesDataset(SegmentationDataset):
         if problems and on_error == "raise":
             more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
             path, reason = problems[0]
-            raise DataError(f"{path}: {reason}{more}; pass on_error='skip' to leave such files out")
+            raise DataError(f"{path}: {reason}{more}; leave such files out with --set data.on_error=skip "
+                            "(on_error='skip' in Python)")
         if problems:
             warnings.warn(
                 f"{self.name}: {len(problems)} files left out while pairing, first: "

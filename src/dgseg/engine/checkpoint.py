@@ -338,7 +338,7 @@ def load_checkpoint(
     except Exception as e:  # safetensors raises its own error type for truncated or garbled files
         raise CheckpointError(
             f"{file}: not a readable safetensors file ({e}); expected a checkpoint written by "
-            "dgseg.engine.checkpoint.save_checkpoint (truncated or corrupted?)"
+            "dgseg.engine.checkpoint.save_checkpoint (truncated or corrupted?)" + _fallback_hint(file)
         ) from e
     if "dgseg_meta" not in header:
         raise CheckpointError(
@@ -354,6 +354,25 @@ def load_checkpoint(
             f"{file}: its 'dgseg_meta' metadata is a {type(meta).__name__}, expected an object"
         )
     return weights, meta
+
+
+def _fallback_hint(broken: Path) -> str:
+    """Names the newest readable checkpoint older than ``broken`` in its folder, if there is one."""
+    from safetensors import safe_open
+
+    m = _NAME.match(broken.name)
+    step = int(m.group(1)) if m else None
+    older = sorted((int(n.group(1)), p) for p in broken.parent.glob("iter_*.safetensors")
+                   if (n := _NAME.match(p.name)) and p != broken and (step is None or int(n.group(1)) < step))
+    for _, p in reversed(older):
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                if "dgseg_meta" in (f.metadata() or {}):
+                    return (f". The previous checkpoint {p} reads fine: give it as --checkpoint, or move {broken.name} "
+                            "out of the folder and --resume takes the newest remaining one")
+        except Exception:
+            continue
+    return ""
 
 
 def load_train_state(path: str | Path) -> dict[str, Any]:

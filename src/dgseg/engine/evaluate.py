@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,7 @@ from dgseg.config import Config, DatasetSpec, TTAConfig
 from dgseg.engine.data import build_eval_set, domain_name
 from dgseg.engine.distributed import is_main
 from dgseg.engine.precision import autocast, resolve_amp
+from dgseg.image_size import check_image_size
 from dgseg.metrics import SegMetric, format_table, mean_domains, mean_miou, per_class_table
 
 
@@ -53,6 +56,7 @@ def evaluate_domain(model: nn.Module, spec: DatasetSpec, cfg: Config, device: to
         if item.get("skipped"):  # data.on_error=skip: a stand-in for bad samples; it is counted in its own turn
             skipped.update(item["skipped"])
             continue
+        check_image_size(*item["image"].shape[-2:], model.backbone.patch_size, item["path"])
         image = item["image"][None].to(device)
         label = item["label"][None].to(device)
         pred = predict_labels(model, image, tuple(label.shape[-2:]), mode, cfg.eval.crop, cfg.eval.stride,
@@ -95,6 +99,18 @@ def evaluate(model: nn.Module, cfg: Config, device: torch.device | None = None, 
     return results
 
 
+def json_results(obj: Any) -> Any:
+    """``obj`` with every NaN/Inf float as None: strict JSON (``null``), e.g. the IoU of a class absent from
+    a domain."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_results(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_results(v) for v in obj]
+    return obj
+
+
 def subset_mious(iou: list[float], cfg: Config) -> dict[str, float]:
     """``{"mIoU_<subset>": mean IoU over the subset's classes}`` for every ``eval.miou_subsets`` entry."""
     from dgseg.data.classes import config_class_set, load_class_set, subset_indices, subset_miou, subset_name
@@ -125,6 +141,6 @@ def write_results(results: dict[str, dict], cfg: Config, out_dir: Path, stem: st
         from dgseg.engine.examples import save_examples
 
         record["examples"] = save_examples(out_dir, examples)
-    write_atomic(out_dir / f"{stem}.json", json.dumps(record, indent=2))
+    write_atomic(out_dir / f"{stem}.json", json.dumps(json_results(record), indent=2, allow_nan=False))
     write_atomic(out_dir / f"{stem}.md", f"# Evaluation: {cfg.name}\n\n{table}\n\n## Per class IoU\n\n{classes}\n")
     return table

@@ -9,6 +9,7 @@ prediction images per domain (image | ground truth | prediction).
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -61,7 +62,11 @@ class RunLogger:
     def log(self, record: dict) -> None:
         if not self.enabled:
             return
-        append_line(self.path, json.dumps(record))
+        try:
+            append_line(self.path, json.dumps(record))
+        except OSError as e:  # a full disk: the log is not worth the run (a checkpoint failure says more)
+            print(f"warning: could not write to {self.path} ({e.strerror or e}); record lost: {json.dumps(record)}",
+                  file=sys.stderr)
         if self.tb is not None and "iter" in record:
             for tag, value in scalars(record, self.batch_size).items():
                 self.tb.add_scalar(tag, value, int(record["iter"]))

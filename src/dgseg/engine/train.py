@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from dgseg.engine.loggers import RunLogger
 from dgseg.engine.optim import build_optimizer, build_scheduler, grad_norm
 from dgseg.engine.precision import autocast, resolve_amp
 from dgseg.engine.run_facts import palette_of, write_run_facts
+from dgseg.engine.run_folder import claim_run_folder
 from dgseg.models.weights_io import mismatch_report
 
 
@@ -112,11 +114,20 @@ def _gather_skips(skipped: dict[str, str]) -> list[tuple[str, str]]:
 
 
 def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool = True,
-          model: nn.Module | None = None) -> dict:
+          model: nn.Module | None = None, force: bool = False) -> dict:
     """Train ``cfg`` into ``out_dir``; returns {"step", "losses", "eval" (last results or None), "out_dir",
-    "skipped_samples" ([(path, reason)], data.on_error=skip), "skipped_steps" (train.on_nan=skip)}."""
+    "skipped_samples" ([(path, reason)], data.on_error=skip), "skipped_steps" (train.on_nan=skip)}.
+
+    A folder that already holds a run needs ``resume`` (continue it) or ``force`` (move it aside first,
+    see :mod:`dgseg.engine.run_folder`)."""
     out_dir = Path(out_dir)
     rank, world, device = init_distributed()
+    if not resume:
+        if not force:
+            claim_run_folder(out_dir)  # raises when the folder holds a run (every rank sees the same files)
+        elif is_main() and (moved := claim_run_folder(out_dir, force=True)):
+            print(f"--force: the previous run in {out_dir} was moved to {moved}")
+        barrier()
     torch.manual_seed(cfg.train.seed)
     if model is None:
         model = dgseg.build_model(cfg)
@@ -186,6 +197,11 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
     if is_main():
         write_run_facts(out_dir, cfg, base, amp, started=True)
 
+    if resume:
+        log({"iter": step, "resumed_from": ckpt.name})  # the iterations after it may repeat earlier lines
+    for path, reason in left_out:
+        log({"iter": step, "skipped_sample": path, "reason": reason, "while": "listing files"})
+
     base.train()
     batches = iter(loader)
     bar = tqdm(total=cfg.train.max_iters, initial=step, desc="train", disable=not (progress and is_main()),
@@ -252,12 +268,15 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
                         return stopped(step)
                     continue
                 saved = save(step)
+                skipping = cfg.train.on_nan == "skip"
                 again = (f" ({MAX_CONSECUTIVE_SKIPS} non-finite iterations in a row: skipping more would not help)"
-                         if cfg.train.on_nan == "skip" else "")
+                         if skipping else "")
                 raise TrainingError(
                     f"non-finite loss or gradient at iteration {step + 1}{again}: losses {loss_values}, "
                     f"grad norm {gnorm}; batch files {paths}. The last good state is saved at {saved}. "
-                    "Lower train.lr, set train.grad_clip, or set train.on_nan=skip."
+                    f"Lower the learning rate (--set train.lr={cfg.train.lr / 10:g}) or clip gradients "
+                    f"(--set train.grad_clip=1.0)"
+                    + ("." if skipping else ", or skip such steps (--set train.on_nan=skip).")
                 )
             consecutive_skips = 0
             scaler.step(optimizer)
@@ -287,22 +306,31 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
                 return stopped(step)
     bar.close()
     elapsed = time.perf_counter() - t_start
-    save(step)
+    final = save(step)  # first: nothing after this can lose the trained weights
     if cfg.data.val:
-        kept = {}
-        last_eval = evaluate(base, cfg, device, rank, world, progress, examples=kept)
-        log({"iter": step, "eval": {k: {"mIoU": v["mIoU"]} for k, v in last_eval.items()}})
-        logger.images(step, kept, palette_of(cfg))
-        if is_main():
-            write_results(last_eval, cfg, out_dir, examples=kept)
+        try:
+            kept = {}
+            last_eval = evaluate(base, cfg, device, rank, world, progress, examples=kept)
+            log({"iter": step, "eval": {k: {"mIoU": v["mIoU"]} for k, v in last_eval.items()}})
+            logger.images(step, kept, palette_of(cfg))
+            if is_main():
+                write_results(last_eval, cfg, out_dir, examples=kept)
+        except Exception as e:
+            raise TrainingError(
+                f"training finished and its final checkpoint is saved ({final or out_dir}), but the final "
+                f"evaluation failed: {e}. Evaluate it later with `dgseg eval --checkpoint {out_dir}`."
+            ) from e
     logger.close()
     if is_main():
         write_run_facts(out_dir, cfg, base, amp, train_time_s=elapsed)
-    if is_main():
+    if is_main() and log_path.exists():
         from dgseg.viz import plot_curves
 
-        if log_path.exists():
+        try:
             plot_curves(log_path, out_dir / "curves.png")
+        except Exception as e:  # the curves are a picture of the log; the weights are what matters
+            print(f"warning: curves.png not drawn ({type(e).__name__}: {e}); the trained weights are saved "
+                  f"at {final}", file=sys.stderr)
     bad_samples = left_out + _gather_skips(skipped)
     if is_main() and (bad_samples or skipped_steps):
         print(f"note: {len(bad_samples)} bad samples skipped, {skipped_steps} non-finite steps skipped; "

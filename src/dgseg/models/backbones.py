@@ -251,6 +251,28 @@ def _create_kwargs(name: str, cfg: BackboneConfig, projection: bool = False) -> 
     return kwargs
 
 
+SUPPORTED_FAMILIES = (
+    "plain ViTs with patch tokens: timm's VisionTransformer (vit_*: DINOv2 with/without registers, OpenAI/LAION "
+    "CLIP, MAE), Eva (eva02_*, DINOv3) and VisionTransformerSAM (samvit_*)"
+)
+VIT_FAMILIES = ("vision_transformer", "eva", "vision_transformer_sam")
+
+
+def _family(name: str) -> str:
+    """The timm module that defines ``name`` (``resnet``, ``vision_transformer``, ...)."""
+    try:
+        return timm.models.model_entrypoint(name).__module__.rsplit(".", 1)[-1]
+    except Exception:
+        return "?"
+
+
+def _not_a_vit(name: str, why: str) -> str:
+    family = _family(name)
+    return (f"model.backbone.name: '{name}' (timm family '{family}') is not a supported backbone ({why}). dgseg's "
+            f"adapters hook the blocks of {SUPPORTED_FAMILIES}; CNNs such as resnet50 or convnext_tiny are not "
+            "supported. See `timm.list_models('vit_*')`.")
+
+
 def build_backbone(cfg: BackboneConfig, projection: bool = False) -> Backbone:
     """Create the timm ViT named ``cfg.name``, load ``cfg.weights`` from a local file, and wrap it.
 
@@ -266,8 +288,13 @@ def build_backbone(cfg: BackboneConfig, projection: bool = False) -> Backbone:
             close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
             raise ValueError(f"model.backbone.name: timm has no model '{name}'; similar: {close}") from exc
         raise
-    if not hasattr(vit, "blocks") or not hasattr(vit, "forward_intermediates"):
-        raise ValueError(f"model.backbone.name: '{name}' is not a plain ViT with blocks (got {type(vit).__name__})")
+    except TypeError as exc:  # a CNN or another family that takes no img_size / patch_size
+        if _family(name) in VIT_FAMILIES:
+            raise ValueError(f"model.backbone.model_kwargs: timm's '{name}' does not take one of "
+                             f"{sorted(cfg.model_kwargs or {})} ({exc})") from exc
+        raise ValueError(_not_a_vit(name, str(exc))) from exc
+    if not hasattr(vit, "blocks") or not hasattr(vit, "forward_intermediates") or not hasattr(vit, "patch_embed"):
+        raise ValueError(_not_a_vit(name, f"it builds a {type(vit).__name__}"))
     if cfg.weights is not None:
         path = resolve_weights(cfg.weights, name)
         load_vit_weights(vit, path, name, keep_head=projection)

@@ -1,0 +1,58 @@
+"""A run folder belongs to one run: a new run does not write into an old one unless told to.
+
+A folder holds a run when it has ``checkpoints/`` with files in it, ``log.jsonl`` or ``config.yaml``.
+``dgseg train`` into such a folder without ``--resume`` is refused (it would append to the old log,
+overwrite the config, move ``latest`` and leave the old checkpoints behind); ``--force`` first moves the
+old run's files into ``previous-<UTC time>/`` inside the folder, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+RUN_FILES = ("checkpoints", "log.jsonl", "config.yaml", "curves.png", "eval.json", "eval.md")
+"""What a run writes at the top of its folder (moved aside together by ``--force``)."""
+
+
+class RunFolderError(FileExistsError):
+    """``dgseg train`` was pointed at a folder that already holds a run."""
+
+
+def holds_run(out_dir: str | Path) -> list[str]:
+    """The run files found in ``out_dir`` (empty: the folder is free for a new run)."""
+    out = Path(out_dir)
+    found = []
+    for name in RUN_FILES:
+        p = out / name
+        if p.is_dir() and any(p.iterdir()):
+            found.append(name + "/")
+        elif p.is_file() or p.is_symlink():
+            found.append(name)
+    return found
+
+
+def claim_run_folder(out_dir: str | Path, force: bool = False) -> Path | None:
+    """Makes ``out_dir`` ready for a new run. Returns the folder the old run was moved to (``force``), or
+    None when there was none; raises :class:`RunFolderError` when it holds a run and ``force`` is False."""
+    out = Path(out_dir)
+    found = holds_run(out)
+    if not found:
+        return None
+    if not force:
+        raise RunFolderError(
+            f"{out}: already holds a run ({', '.join(found)}). Continue it with --resume, train into a new "
+            "folder with --out, or pass --force to move the old run's files into a previous-<time>/ folder "
+            "inside it first"
+        )
+    archive = out / time.strftime("previous-%Y%m%d-%H%M%S", time.gmtime())
+    n = 1
+    while archive.exists():
+        n += 1
+        archive = archive.with_name(f"{archive.name.split('.')[0]}.{n}")
+    archive.mkdir()
+    for name in RUN_FILES:
+        if (out / name).exists() or (out / name).is_symlink():
+            os.replace(out / name, archive / name)
+    return archive

@@ -1,0 +1,99 @@
+"""Inputs a new user tries (issue 16): a non-ViT timm name, images smaller than the model takes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tiny import tiny_config
+
+import dgseg
+from dgseg.config import BackboneConfig
+from dgseg.data.check import check_dataset
+from dgseg.engine.evaluate import evaluate
+from dgseg.engine.inference import predict_files
+from dgseg.image_size import image_size_problem, min_image_size
+from dgseg.models.backbones import build_backbone
+
+# ------------------------------------------------------------------ item 4: a non-ViT timm name
+
+
+SMALL_SWIN = {"embed_dim": 8, "depths": (1, 1, 1, 1), "num_heads": (1, 1, 1, 1)}
+
+
+@pytest.mark.parametrize("name, family, kwargs", [("resnet50", "resnet", None), ("convnext_tiny", "convnext", None),
+                                                  ("swin_tiny_patch4_window7_224", "swin_transformer", SMALL_SWIN)])
+def test_a_cnn_or_hierarchical_timm_name_says_which_families_are_supported(name, family, kwargs):
+    with pytest.raises(ValueError) as err:
+        build_backbone(BackboneConfig(name=name, weights=None, patch_size=None, img_size=32, model_kwargs=kwargs))
+    msg = str(err.value)
+    assert msg.startswith(f"model.backbone.name: '{name}' (timm family '{family}') is not a supported backbone")
+    assert "VisionTransformer (vit_*" in msg and "Eva (eva02_*" in msg and "samvit_*" in msg
+
+
+def test_a_wrong_model_kwargs_key_of_a_vit_is_named_as_such():
+    with pytest.raises(ValueError, match=r"model.backbone.model_kwargs: timm's 'vit_small_patch14_dinov2' does not "
+                                         r"take one of \['depht'\]"):
+        build_backbone(BackboneConfig(name="vit_small_patch14_dinov2", weights=None, patch_size=None,
+                                      img_size=28, model_kwargs={"depht": 1}))
+
+
+# ------------------------------------------------------------------ item 5: images smaller than the model takes
+
+
+@pytest.fixture(scope="module")
+def model_cfg():
+    cfg = tiny_config(eval__mode="whole")
+    torch.manual_seed(0)
+    return dgseg.build_model(cfg).eval(), cfg
+
+
+def test_min_image_size_is_two_by_four_patches():
+    assert min_image_size(16) == (17, 49) and min_image_size(8) == (9, 25)
+    assert image_size_problem(9, 25, 8) is None and image_size_problem(25, 9, 8) is None
+    assert image_size_problem(32, 32, 8) is None
+    for h, w in [(8, 64), (9, 24), (24, 24), (1, 1), (1, 3000)]:
+        assert "at least 9 px on its shorter side and 25 px on its longer side" in image_size_problem(h, w, 8)
+
+
+@pytest.mark.parametrize("mode", ["whole", "slide"])
+def test_the_smallest_accepted_images_really_run(model_cfg, mode):
+    model, cfg = model_cfg
+    with torch.no_grad():
+        for h, w in [(9, 25), (25, 9), (17, 32)]:
+            assert model.predict(torch.zeros(1, 3, h, w), mode=mode, crop=32, stride=24).shape[-2:] == (h, w)
+
+
+def tiny_image(path, h, w):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("h, w", [(1, 1), (7, 7), (1, 3000)])
+def test_predict_names_a_too_small_image_and_the_minimum(tmp_path, model_cfg, h, w):
+    model, cfg = model_cfg
+    path = tiny_image(tmp_path / f"im_{h}x{w}.png", h, w)
+    with pytest.raises(ValueError, match=rf"im_{h}x{w}\.png: image is {w}x{h} px \(WxH\), smaller than the model "
+                                         r"takes: with 8-px patches an image needs at least 9 px"):
+        predict_files(model, cfg, [str(path)], tmp_path / "out", progress=False)
+
+
+def folder(root, h, w):
+    tiny_image(root / "val" / "images" / "small.png", h, w)
+    (root / "val" / "labels").mkdir()
+    Image.fromarray(np.zeros((h, w), np.uint8)).save(root / "val" / "labels" / "small.png")
+    return root
+
+
+def test_eval_and_data_check_name_a_too_small_image(tmp_path, model_cfg):
+    model, cfg = model_cfg
+    root = folder(tmp_path / "ds", 7, 7)
+    spec = {"name": "folder", "root": str(root), "split": "val"}
+    cfg = tiny_config(eval__mode="whole", data__val=[spec], data__source=None)
+    with pytest.raises(ValueError, match=r"small\.png: image is 7x7 px .*at least 9 px on its shorter side"):
+        evaluate(model, cfg, progress=False)
+    report = check_dataset("folder", str(root), "val")
+    assert [p for p in report.problems if "small.png: image is 7x7 px" in p and "17 px on its shorter" in p]
+    assert not check_dataset("folder", str(root), "val", patch_size=2).problems
