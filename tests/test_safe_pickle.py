@@ -171,3 +171,18 @@ def test_read_archive_keeps_objects_of_named_roots_inert_and_refuses_the_rest(tm
     log = data["log"]
     assert isinstance(log, InertObject) and log.qualname == f"{__name__}.Recorder"
     assert log.state["values"] == [1.0, 2.0] and torch.equal(log.state["tensor"], torch.arange(3.0))
+
+
+def test_numpy_values_can_be_kept_inert_as_in_an_mmengine_checkpoint(tmp_path):
+    import numpy as np
+
+    buffer = io.BytesIO()
+    torch.save({"state_dict": {"w": torch.ones(2)}, "message_hub": {"lr": np.float64(0.5), "hist": np.arange(3)}},
+               buffer)
+    path = tmp_path / "iter_40000.pth"
+    path.write_bytes(buffer.getvalue())
+    with pytest.raises(UnsafePickleError, match=r"iter_40000\.pth: its pickle names 'numpy\."):
+        read_archive(path)
+    data = read_archive(path, inert=("numpy",))
+    assert torch.equal(data["state_dict"]["w"], torch.ones(2))
+    assert all(isinstance(v, InertObject) for v in data["message_hub"].values())
