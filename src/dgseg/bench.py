@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from dgseg.atomic import write_atomic
 from dgseg.bench_report import write_report
 from dgseg.config import Config, config_to_dict, dump_config, load_config
 from dgseg.engine.run_facts import training_time_s
@@ -65,12 +66,6 @@ def training_config(cfg: Config) -> Config:
     return train_cfg
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _run_child(train_yaml: str, full_yaml: str, out_dir: str, resume: bool, summary_path: str,
                threads: int | None) -> None:
     """Train (or resume) one run, evaluate it on every domain, write its summary last."""
@@ -99,7 +94,7 @@ def _run_child(train_yaml: str, full_yaml: str, out_dir: str, resume: bool, summ
         "train_time_s": training_time_s(Path(out_dir) / "log.jsonl"), "peak_memory_mb": peak_mb,
         "trainable": model.parameter_counts()["trainable"],
     }
-    _write_atomic(Path(summary_path), json.dumps(summary, indent=2))
+    write_atomic(Path(summary_path), json.dumps(summary, indent=2))
 
 
 def run_state(run_dir: Path, cfg: Config) -> str:

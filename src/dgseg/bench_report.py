@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 from pathlib import Path
 
+from dgseg.atomic import write_atomic
 from dgseg.machine import machine_line
 from dgseg.viz import _read_jsonl
 
@@ -31,12 +31,6 @@ def rise_over_last_quarter(log_path: Path, domain: str) -> float:
     last = max(points)
     quarter = min(points, key=lambda i: abs(i - 0.75 * last))
     return points[last] - points[quarter] if quarter != last else math.nan
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def collect(out: Path) -> dict[str, dict[int, dict]]:
@@ -169,7 +163,7 @@ def bars_figure(table: dict, path: Path) -> None:
     ax.set_title("mIoU per domain: mean over seeds, bars = min-max")
     ax.legend(fontsize=7, ncols=min(len(table), 4))
     fig.tight_layout()
-    fig.savefig(path)
+    write_atomic(path, lambda f: fig.savefig(f, format="png"))
 
 
 def curves_figure(table: dict, out: Path, path: Path) -> None:
@@ -197,19 +191,17 @@ def curves_figure(table: dict, out: Path, path: Path) -> None:
     if colours:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
+    write_atomic(path, lambda f: fig.savefig(f, format="png"))
 
 
 def write_report(out: str | Path) -> dict:
     """Rewrite the combined report from the finished runs under ``out``; returns the aggregated table."""
     out = Path(out)
     table = aggregate(collect(out), out)
-    _write_atomic(out / "bench.md", markdown(table))
-    _write_atomic(out / "bench.json", json.dumps(table, indent=2, default=str))
+    write_atomic(out / "bench.md", markdown(table))
+    write_atomic(out / "bench.json", json.dumps(table, indent=2, default=str))
     if table:
         for name, draw in (("bench.png", lambda p: bars_figure(table, p)),
                            ("bench_curves.png", lambda p: curves_figure(table, out, p))):
-            tmp = out / f".{name}.tmp{os.getpid()}.png"
-            draw(tmp)
-            os.replace(tmp, out / name)
+            draw(out / name)  # each figure is written by temp file + rename
     return table
