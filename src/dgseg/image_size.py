@@ -15,6 +15,12 @@ DEFAULT_PATCH = 16
 """The patch size ``dgseg data check`` assumes (that of every shipped config)."""
 
 
+def model_patch_size(model: object) -> int | None:
+    """The patch size of a Segmentor's backbone (None for any other module)."""
+    patch = getattr(getattr(model, "backbone", None), "patch_size", None)
+    return int(patch) if isinstance(patch, int) else None
+
+
 def min_image_size(patch: int) -> tuple[int, int]:
     """(shorter side, longer side) in pixels of the smallest image a model with ``patch``-px patches takes."""
     return patch + 1, 3 * patch + 1
@@ -30,8 +36,11 @@ def image_size_problem(height: int, width: int, patch: int) -> str | None:
             f"needs at least {short} px on its shorter side and {long} px on its longer side")
 
 
-def check_image_size(height: int, width: int, patch: int, where: str) -> None:
-    """Raises ValueError naming ``where`` (a file) when the image is too small for the model."""
+def check_image_size(height: int, width: int, patch: int | None, where: str) -> None:
+    """Raises ValueError naming ``where`` (a file) when the image is too small for the model (``patch`` None:
+    a model without patches, nothing to check)."""
+    if patch is None:
+        return
     problem = image_size_problem(height, width, patch)
     if problem is not None:
         raise ValueError(f"{where}: {problem}")
