@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,14 +43,10 @@ def add_onnx_class_metadata(onnx_file: str | Path, cfg: Config) -> None:
     for key, value in values.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    fd, tmp = tempfile.mkstemp(prefix=f".{onnx_file.name}.", suffix=".tmp", dir=onnx_file.parent)
-    os.close(fd)
-    try:
-        onnx.save(model, tmp)
-        os.replace(tmp, onnx_file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from dgseg.atomic import atomic_path
+
+    with atomic_path(onnx_file) as tmp:
+        onnx.save(model, str(tmp))
 
 
 def onnx_class_metadata(onnx_file: str | Path) -> dict[str, Any]:

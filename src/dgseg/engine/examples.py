@@ -8,7 +8,6 @@ for the label maps) so that pages load fast.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -41,9 +40,11 @@ def _safe(name: str) -> str:
 def _save(array: np.ndarray, path: Path, **kwargs) -> None:
     from PIL import Image
 
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
-    Image.fromarray(array).save(tmp, **kwargs)
-    os.replace(tmp, path)  # replaces a symlink at the name, never writes through it
+    from dgseg.atomic import write_atomic
+
+    kind = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+    # temp file + rename: replaces a symlink at the name, never writes through it
+    write_atomic(path, lambda f: Image.fromarray(array).save(f, format=kind, **kwargs))
 
 
 def save_examples(out_dir: Path, examples: dict[str, list[dict]]) -> dict[str, list[dict[str, str]]]:

@@ -4,7 +4,6 @@ parameter counts, training time), written when training starts and again when it
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 from pathlib import Path
@@ -72,10 +71,9 @@ def write_run_facts(out_dir: Path, cfg: Config, model: nn.Module, amp: str, star
     if train_time_s is not None:
         facts["finished"] = now
         facts["train_time_s"] = training_time_s(out_dir / "log.jsonl") or train_time_s
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(facts, indent=2))
-    os.replace(tmp, path)
-    return path
+    from dgseg.atomic import write_atomic
+
+    return write_atomic(path, json.dumps(facts, indent=2))
 
 
 def palette_of(cfg: Config) -> np.ndarray:

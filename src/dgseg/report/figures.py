@@ -3,19 +3,16 @@ confusion matrices, prediction grids, curves. Each function writes one file atom
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
+from dgseg.atomic import write_atomic
 from dgseg.report.runs import RunRecord
 
 
 def _save(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=90)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=90))
 
 
 def _figure(w: float, h: float):
@@ -120,10 +117,7 @@ def prediction_row(runs: list[RunRecord], domain: str, index: int, path: Path) -
             tiles.append(np.full_like(image, 128))  # this run stored no prediction for the scene
     gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
     row = np.concatenate([t for tile in tiles for t in (tile, gap)][:-1], axis=1)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.jpg")
-    Image.fromarray(row).save(tmp, quality=85)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, lambda f: Image.fromarray(row).save(f, format="JPEG", quality=85))
 
 
 def legend(classes: list[str], palette: np.ndarray, path: Path) -> Path:

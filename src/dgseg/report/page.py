@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import html
 import math
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from string import Template
@@ -178,8 +177,6 @@ def write_report(run_dirs: list[str | Path], out: str | Path, baseline: str | No
     page = PAGE.substitute(title=_e(title), css=CSS, sections="\n".join(sections),
                            subtitle=_e(f"{len(runs)} runs: " + ", ".join(f"{r.name} ({r.path})" for r in runs)
                                        + f". Written {now}."))
-    path = out / "report.html"
-    tmp = out / f".report.html.tmp{os.getpid()}"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    from dgseg.atomic import write_atomic
+
+    return write_atomic(out / "report.html", page)
