@@ -13,7 +13,7 @@ from dgseg.config import BackboneConfig
 from dgseg.data.check import check_dataset
 from dgseg.engine.evaluate import evaluate
 from dgseg.engine.inference import predict_files
-from dgseg.image_size import image_size_problem, min_image_size
+from dgseg.image_size import SizeRule, image_size_problem, min_image_size, model_size_rule
 from dgseg.models.backbones import build_backbone
 
 # ------------------------------------------------------------------ item 4: a non-ViT timm name
@@ -49,20 +49,34 @@ def model_cfg():
     return dgseg.build_model(cfg).eval(), cfg
 
 
-def test_min_image_size_is_two_by_four_patches():
-    assert min_image_size(16) == (17, 49) and min_image_size(8) == (9, 25)
-    assert image_size_problem(9, 25, 8) is None and image_size_problem(25, 9, 8) is None
-    assert image_size_problem(32, 32, 8) is None
+def test_min_image_size_is_two_by_two_patches_or_two_by_four_with_single_channel_groups():
+    assert min_image_size(SizeRule(16)) == (17, 17) and min_image_size(SizeRule(16, 2)) == (17, 49)
+    assert image_size_problem(9, 9, SizeRule(8)) is None and image_size_problem(9, 25, SizeRule(8, 2)) is None
+    assert "needs at least 17 px on each side" in image_size_problem(16, 100, SizeRule(16))
     for h, w in [(8, 64), (9, 24), (24, 24), (1, 1), (1, 3000)]:
-        assert "at least 9 px on its shorter side and 25 px on its longer side" in image_size_problem(h, w, 8)
+        assert "at least 9 px on its shorter side and 25 px on its longer side" in image_size_problem(
+            h, w, SizeRule(8, 2))
 
 
-@pytest.mark.parametrize("mode", ["whole", "slide"])
-def test_the_smallest_accepted_images_really_run(model_cfg, mode):
-    model, cfg = model_cfg
-    with torch.no_grad():
-        for h, w in [(9, 25), (25, 9), (17, 32)]:
-            assert model.predict(torch.zeros(1, 3, h, w), mode=mode, crop=32, stride=24).shape[-2:] == (h, w)
+SIZES = [(8, 64), (64, 8), (9, 9), (9, 17), (9, 24), (9, 25), (25, 9), (16, 24), (17, 32), (24, 24), (32, 32)]
+
+
+@pytest.mark.parametrize("head", ["mask2former", "linear"])
+def test_the_size_rule_is_exactly_what_the_model_runs_on(head):
+    cfg = tiny_config(model__head__name=head, model__adapter__link=head == "mask2former")
+    torch.manual_seed(0)
+    model = dgseg.build_model(cfg).eval()
+    rule = model_size_rule(model)
+    assert rule == SizeRule(8, 2 if head == "mask2former" else 1)  # the tiny head: GroupNorm(32) of 32 channels
+    for mode in ("whole", "slide"):
+        for h, w in SIZES:
+            try:
+                with torch.no_grad():
+                    model.predict(torch.zeros(1, 3, h, w), mode=mode, crop=32, stride=24)
+                runs = True
+            except (RuntimeError, ValueError):
+                runs = False
+            assert runs == (image_size_problem(h, w, rule) is None), (head, mode, h, w)
 
 
 def tiny_image(path, h, w):
@@ -95,5 +109,5 @@ def test_eval_and_data_check_name_a_too_small_image(tmp_path, model_cfg):
     with pytest.raises(ValueError, match=r"small\.png: image is 7x7 px .*at least 9 px on its shorter side"):
         evaluate(model, cfg, progress=False)
     report = check_dataset("folder", str(root), "val")
-    assert [p for p in report.problems if "small.png: image is 7x7 px" in p and "17 px on its shorter" in p]
+    assert [p for p in report.problems if "small.png: image is 7x7 px" in p and "17 px on each side" in p]
     assert not check_dataset("folder", str(root), "val", patch_size=2).problems

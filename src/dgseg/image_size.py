@@ -1,46 +1,60 @@
 """The smallest image a dgseg model takes, and the check that names the file when one is smaller.
 
-The image is zero-padded to whole patches; the neck's coarsest level halves the patch grid (rounding
-down), so the grid must be at least 2 x 2 patches, and that halved level must hold more than one cell
-(a 1 x 1 map has no spread for the GroupNorm layers that follow): a grid of at least 2 x 4 patches, either
-way round. With ``p``-pixel patches: at least ``p + 1`` px on the shorter side and ``3p + 1`` px on the
-longer one.
+The image is zero-padded to whole patches and the neck's coarsest level halves the patch grid (rounding
+down), so the grid must be at least 2 x 2 patches: with ``p``-pixel patches, ``p + 1`` px on each side.
+A head with a GroupNorm of one channel per group (Mask2Former with ``hidden_dim`` 32) also needs more
+than one cell in that coarsest map (a 1 x 1 map has no spread to normalise): a grid of at least 2 x 4
+patches, either way round, i.e. ``p + 1`` px on the shorter side and ``3p + 1`` px on the longer one.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 DEFAULT_PATCH = 16
 """The patch size ``dgseg data check`` assumes (that of every shipped config)."""
 
 
-def model_patch_size(model: object) -> int | None:
-    """The patch size of a Segmentor's backbone (None for any other module)."""
+class SizeRule(NamedTuple):
+    """What a model needs: ``patch`` px patches, ``coarse_cells`` cells at least in the coarsest map."""
+
+    patch: int
+    coarse_cells: int = 1
+
+
+def model_size_rule(model: object) -> SizeRule | None:
+    """The :class:`SizeRule` of a Segmentor (None for a module without a patch backbone: nothing to check)."""
+    import torch.nn as nn
+
     patch = getattr(getattr(model, "backbone", None), "patch_size", None)
-    return int(patch) if isinstance(patch, int) else None
-
-
-def min_image_size(patch: int) -> tuple[int, int]:
-    """(shorter side, longer side) in pixels of the smallest image a model with ``patch``-px patches takes."""
-    return patch + 1, 3 * patch + 1
-
-
-def image_size_problem(height: int, width: int, patch: int) -> str | None:
-    """None when an image of ``height`` x ``width`` px fits a model with ``patch``-px patches; else why not."""
-    gh, gw = math.ceil(height / patch), math.ceil(width / patch)
-    if min(gh, gw) >= 2 and max(gh, gw) >= 4:
+    if not isinstance(patch, int) or not isinstance(model, nn.Module):
         return None
-    short, long = min_image_size(patch)
-    return (f"image is {width}x{height} px (WxH), smaller than the model takes: with {patch}-px patches an image "
-            f"needs at least {short} px on its shorter side and {long} px on its longer side")
+    single = any(isinstance(m, nn.GroupNorm) and m.num_channels == m.num_groups for m in model.modules())
+    return SizeRule(patch, 2 if single else 1)
 
 
-def check_image_size(height: int, width: int, patch: int | None, where: str) -> None:
-    """Raises ValueError naming ``where`` (a file) when the image is too small for the model (``patch`` None:
-    a model without patches, nothing to check)."""
-    if patch is None:
+def min_image_size(rule: SizeRule) -> tuple[int, int]:
+    """(shorter side, longer side) in pixels of the smallest image a model with ``rule`` takes."""
+    return rule.patch + 1, (3 * rule.patch + 1 if rule.coarse_cells > 1 else rule.patch + 1)
+
+
+def image_size_problem(height: int, width: int, rule: SizeRule) -> str | None:
+    """None when an image of ``height`` x ``width`` px fits a model with ``rule``; else why not."""
+    gh, gw = math.ceil(height / rule.patch), math.ceil(width / rule.patch)
+    if min(gh, gw) >= 2 and (gh // 2) * (gw // 2) >= rule.coarse_cells:
+        return None
+    short, long = min_image_size(rule)
+    need = (f"at least {short} px on each side" if short == long
+            else f"at least {short} px on its shorter side and {long} px on its longer side")
+    return (f"image is {width}x{height} px (WxH), smaller than the model takes: with {rule.patch}-px patches "
+            f"an image needs {need}")
+
+
+def check_image_size(height: int, width: int, rule: SizeRule | None, where: str) -> None:
+    """Raises ValueError naming ``where`` (a file) when the image is too small (``rule`` None: no check)."""
+    if rule is None:
         return
-    problem = image_size_problem(height, width, patch)
+    problem = image_size_problem(height, width, rule)
     if problem is not None:
         raise ValueError(f"{where}: {problem}")

@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from dgseg.image_size import DEFAULT_PATCH, image_size_problem
+from dgseg.image_size import DEFAULT_PATCH, SizeRule, image_size_problem
 
 from .class_remap import declared_classes
 from .classes import ClassSet, ClassSetError, index_remap, load_class_set
@@ -116,7 +116,7 @@ def check_dataset(
             report.problems.append(str(e))
             continue
         report.read += 1
-        small = image_size_problem(image.shape[0], image.shape[1], patch_size)
+        small = image_size_problem(image.shape[0], image.shape[1], SizeRule(patch_size))
         if small:
             where = ds.samples[i].image if hasattr(ds, "samples") else f"{name} sample {i}"
             report.problems.append(f"{where}: {small}")

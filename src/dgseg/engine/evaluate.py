@@ -19,7 +19,7 @@ from dgseg.config import Config, DatasetSpec, TTAConfig
 from dgseg.engine.data import build_eval_set, domain_name
 from dgseg.engine.distributed import is_main
 from dgseg.engine.precision import autocast, resolve_amp
-from dgseg.image_size import check_image_size, model_patch_size
+from dgseg.image_size import check_image_size, model_size_rule
 from dgseg.metrics import SegMetric, format_table, mean_domains, mean_miou, per_class_table
 
 
@@ -56,7 +56,7 @@ def evaluate_domain(model: nn.Module, spec: DatasetSpec, cfg: Config, device: to
         if item.get("skipped"):  # data.on_error=skip: a stand-in for bad samples; it is counted in its own turn
             skipped.update(item["skipped"])
             continue
-        check_image_size(*item["image"].shape[-2:], model_patch_size(model), item["path"])
+        check_image_size(*item["image"].shape[-2:], model_size_rule(model), item["path"])
         image = item["image"][None].to(device)
         label = item["label"][None].to(device)
         pred = predict_labels(model, image, tuple(label.shape[-2:]), mode, cfg.eval.crop, cfg.eval.stride,

@@ -111,7 +111,7 @@ def predict_files(model: nn.Module, cfg: Config, inputs: list[str], out_dir: str
     from dgseg.data.classes import config_class_set
     from dgseg.data.datasets import read_image
     from dgseg.engine.evaluate import predict_labels
-    from dgseg.image_size import check_image_size, model_patch_size
+    from dgseg.image_size import check_image_size, model_size_rule
     from dgseg.viz import colorize, overlay, save_png
 
     out = Path(out_dir).resolve()
@@ -124,7 +124,7 @@ def predict_files(model: nn.Module, cfg: Config, inputs: list[str], out_dir: str
     taken: set[Path] = set()
     for path, stem in tqdm(files, desc="predict", disable=not progress):
         rgb = read_image(path)
-        check_image_size(rgb.shape[0], rgb.shape[1], model_patch_size(model), str(path))
+        check_image_size(rgb.shape[0], rgb.shape[1], model_size_rule(model), str(path))
         image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
         norm, _ = transform(image, torch.zeros(rgb.shape[:2], dtype=torch.int64))
         pred = predict_labels(model, norm[None], rgb.shape[:2], mode or cfg.eval.mode, cfg.eval.crop,
