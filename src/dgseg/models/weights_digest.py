@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 
 import torch
 
-from dgseg.fileio import output_temp, safetensors_header_variants
+from dgseg.fileio import safetensors_header_variants
 from dgseg.models.weights_home import WeightsError, dgseg_home
 from dgseg.models.weights_io import read_state_dict
 
@@ -119,14 +118,9 @@ def weights_identity(path: str | Path) -> dict:
     identity = compute_identity(path)
     _MEMORY[name] = identity
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = output_temp(cache.parent, prefix=f".{cache.name}.")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump({"key": key, "identity": identity}, f)
-            os.replace(tmp, cache)
-        finally:
-            tmp.unlink(missing_ok=True)
+        from dgseg.atomic import write_atomic
+
+        write_atomic(cache, json.dumps({"key": key, "identity": identity}))
     except OSError as e:
         warnings.warn(f"could not cache the content digest of {path} in {cache.parent} ({e.strerror or e}); "
                       "it is computed again next time", stacklevel=2)
