@@ -78,18 +78,25 @@ def evaluate_domain(model: nn.Module, spec: DatasetSpec, cfg: Config, device: to
     return result
 
 
-def evaluate(model: nn.Module, cfg: Config, device: torch.device | None = None, rank: int = 0, world: int = 1,
-             progress: bool = True, specs: list[DatasetSpec] | None = None,
-             examples: dict[str, list] | None = None) -> dict[str, dict]:
-    """mIoU etc. for every ``data.val`` entry, keyed by domain name. With an ``examples`` dict, the first
-    ``eval.examples`` predictions of each domain are collected into it (domain -> list)."""
+def eval_setup(model: nn.Module, cfg: Config, device: torch.device | None, specs: list[DatasetSpec] | None
+               ) -> tuple[torch.device, list[DatasetSpec], str, bool]:
+    """What every evaluation starts with: the device, the domains (``data.val`` unless ``specs``), the
+    inference precision, and the model put in eval mode (returns whether it was training)."""
     device = device or torch.device("cpu")
     specs = cfg.data.val if specs is None else specs
     if not specs:
         raise ValueError("nothing to evaluate: data.val is empty; add at least one {name, root, split}")
     was_training = model.training
     model.eval()
-    amp = resolve_amp(cfg.train.amp, device, training=False)
+    return device, specs, resolve_amp(cfg.train.amp, device, training=False), was_training
+
+
+def evaluate(model: nn.Module, cfg: Config, device: torch.device | None = None, rank: int = 0, world: int = 1,
+             progress: bool = True, specs: list[DatasetSpec] | None = None,
+             examples: dict[str, list] | None = None) -> dict[str, dict]:
+    """mIoU etc. for every ``data.val`` entry, keyed by domain name. With an ``examples`` dict, the first
+    ``eval.examples`` predictions of each domain are collected into it (domain -> list)."""
+    device, specs, amp, was_training = eval_setup(model, cfg, device, specs)
     results = {}
     for s in specs:
         name = domain_name(s, specs)

@@ -22,8 +22,7 @@ from torch.utils.data import Dataset
 from dgseg.config import Config, DatasetSpec
 from dgseg.data.corruptions import FAMILIES, FAMILY_OF, corrupt, corruption_seed, implementation
 from dgseg.engine.data import build_eval_set, domain_name
-from dgseg.engine.evaluate import evaluate_domain
-from dgseg.engine.precision import resolve_amp
+from dgseg.engine.evaluate import eval_setup, evaluate_domain
 from dgseg.engine.submission import atomic_target
 
 
@@ -78,13 +77,7 @@ def evaluate_corruptions(model: nn.Module, cfg: Config, corruptions: list[str], 
                          seed: int = 0, device: torch.device | None = None, rank: int = 0, world: int = 1,
                          progress: bool = True, specs: list[DatasetSpec] | None = None) -> dict[str, Any]:
     """Clean and corrupted mIoU of every ``data.val`` entry (or ``specs``); see the module docstring."""
-    device = device or torch.device("cpu")
-    specs = cfg.data.val if specs is None else specs
-    if not specs:
-        raise ValueError("nothing to evaluate: data.val is empty; add at least one {name, root, split}")
-    was_training = model.training
-    model.eval()
-    amp = resolve_amp(cfg.train.amp, device, training=False)
+    device, specs, amp, was_training = eval_setup(model, cfg, device, specs)
     domains: dict[str, Any] = {}
     for spec in specs:
         domain = domain_name(spec, specs)
