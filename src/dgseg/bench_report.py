@@ -19,13 +19,19 @@ from dgseg.viz import _read_jsonl
 METHOD_ORDER = ["rein", "rein-nolink", "frozen", "full", "lora", "adaptformer", "vpt"]
 
 
-def rise_over_last_quarter(log_path: Path, domain: str) -> float:
-    """Source validation mIoU at the end minus at 3/4 of training (the eval nearest to it); NaN without evals."""
+def eval_points(log_path: Path, domain: str) -> dict[int, float]:
+    """iteration -> validation mIoU of ``domain`` from a run's ``log.jsonl`` (the last record per step wins)."""
     points: dict[int, float] = {}
     for r in _read_jsonl(log_path):
         ev = (r.get("eval") or {}).get(domain)
         if ev is not None and "iter" in r:
             points[int(r["iter"])] = float(ev["mIoU"] if isinstance(ev, dict) else ev)
+    return points
+
+
+def rise_over_last_quarter(log_path: Path, domain: str) -> float:
+    """Source validation mIoU at the end minus at 3/4 of training (the eval nearest to it); NaN without evals."""
+    points = eval_points(log_path, domain)
     if len(points) < 2:
         return math.nan
     last = max(points)
@@ -174,11 +180,7 @@ def curves_figure(table: dict, out: Path, path: Path) -> None:
     colours = {}
     for method, row in table.items():
         for seed in row["seeds"]:
-            points = {}
-            for r in _read_jsonl(out / method / f"seed{seed}" / "log.jsonl"):
-                ev = (r.get("eval") or {}).get(row["source"])
-                if ev is not None:
-                    points[int(r["iter"])] = float(ev["mIoU"] if isinstance(ev, dict) else ev)
+            points = eval_points(out / method / f"seed{seed}" / "log.jsonl", row["source"])
             if not points:
                 continue
             xs = sorted(points)
