@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from dgseg import strict_json
 from dgseg.atomic import write_atomic
 from dgseg.bench_report import write_report
 from dgseg.config import Config, config_to_dict, dump_config, load_config
@@ -94,7 +95,7 @@ def _run_child(train_yaml: str, full_yaml: str, out_dir: str, resume: bool, summ
         "train_time_s": training_time_s(Path(out_dir) / "log.jsonl"), "peak_memory_mb": peak_mb,
         "trainable": model.parameter_counts()["trainable"],
     }
-    write_atomic(Path(summary_path), json.dumps(summary, indent=2))
+    write_atomic(Path(summary_path), strict_json.dumps(summary, indent=2))
 
 
 def run_state(run_dir: Path, cfg: Config) -> str:

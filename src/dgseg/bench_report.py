@@ -12,6 +12,7 @@ import math
 import statistics
 from pathlib import Path
 
+from dgseg import strict_json
 from dgseg.atomic import write_atomic
 from dgseg.machine import machine_line
 from dgseg.viz import _read_jsonl
@@ -61,7 +62,7 @@ def run_scores(summary: dict) -> dict[str, float]:
     """Per-domain mIoU of one run, plus 'mean targets' and 'rPD' (100 x mean targets / source)."""
     source = summary["config"]["data"]["source"]
     ev = summary["eval"]
-    scores = {d: float(v["mIoU"]) for d, v in ev.items()}
+    scores = {d: math.nan if v["mIoU"] is None else float(v["mIoU"]) for d, v in ev.items()}
     targets = [scores[d] for d in scores if d != source]
     mean_t = statistics.fmean(targets) if targets else math.nan
     scores["mean targets"] = mean_t
@@ -201,7 +202,7 @@ def write_report(out: str | Path) -> dict:
     out = Path(out)
     table = aggregate(collect(out), out)
     write_atomic(out / "bench.md", markdown(table))
-    write_atomic(out / "bench.json", json.dumps(table, indent=2, default=str))
+    write_atomic(out / "bench.json", strict_json.dumps(table, indent=2, default=str))
     if table:
         for name, draw in (("bench.png", lambda p: bars_figure(table, p)),
                            ("bench_curves.png", lambda p: curves_figure(table, out, p))):

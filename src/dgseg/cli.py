@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from dgseg import strict_json
+
 
 def _add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -70,7 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from dgseg.engine.distributed import init_distributed, is_main
-    from dgseg.engine.evaluate import evaluate, json_results, write_results
+    from dgseg.engine.evaluate import evaluate, write_results
     from dgseg.engine.inference import load_model
 
     overrides = args.overrides + (["eval.tta.enabled=true"] if args.tta else [])
@@ -93,7 +95,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from dgseg.engine.robustness import (
             corruptions_markdown,
             evaluate_corruptions,
-            json_safe,
             write_corruptions,
         )
 
@@ -101,7 +102,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                                      world, progress=not args.no_progress)
         if is_main():
             paths = write_corruptions(found, out, title=cfg.name)
-            print(json.dumps(json_safe(found)) if args.json else corruptions_markdown(found, cfg.name))
+            print(strict_json.dumps(found) if args.json else corruptions_markdown(found, cfg.name))
             print(f"written: {', '.join(str(p) for p in paths)}")
         return 0
     results = evaluate(model.to(device), cfg, device, rank, world, progress=not args.no_progress)
@@ -110,8 +111,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.json:
             from dgseg.data.classes import config_class_set
 
-            print(json.dumps(json_results({"source": cfg.data.source, "classes": list(config_class_set(cfg).names),
-                                           "domains": results}), allow_nan=False))
+            print(strict_json.dumps({"source": cfg.data.source, "classes": list(config_class_set(cfg).names),
+                                     "domains": results}))
         else:
             print(table)
             print(f"written: {out / 'eval.md'}, {out / 'eval.json'}")

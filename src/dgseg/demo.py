@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from dgseg import strict_json
 from dgseg.atomic import write_atomic
 from dgseg.config import Config, dump_config, load_config
 from dgseg.machine import machine_line
@@ -206,7 +207,7 @@ def run_demo(quick: bool = False, compare: bool = False, out: str | Path = "runs
     bars = {m: {d: v["mIoU"] for d, v in r["eval"].items()} for m, r in results.items()}
     classes = config_class_set(cfg)
     report_figure(rows, bars, out / "report.png", palette=classes.palette, class_names=classes.names)
-    write_atomic(out / "results.json", json.dumps(results, indent=2))
+    write_atomic(out / "results.json", strict_json.dumps(results, indent=2))
     from dgseg.report import write_report
 
     page = write_report([out / m for m in methods], out, title="dgseg demo")

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import math
 import warnings
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +11,7 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from dgseg import strict_json
 from dgseg.atomic import write_atomic
 from dgseg.config import Config, DatasetSpec, TTAConfig
 from dgseg.engine.data import build_eval_set, domain_name
@@ -106,18 +104,6 @@ def evaluate(model: nn.Module, cfg: Config, device: torch.device | None = None, 
     return results
 
 
-def json_results(obj: Any) -> Any:
-    """``obj`` with every NaN/Inf float as None: strict JSON (``null``), e.g. the IoU of a class absent from
-    a domain."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: json_results(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_results(v) for v in obj]
-    return obj
-
-
 def subset_mious(iou: list[float], cfg: Config) -> dict[str, float]:
     """``{"mIoU_<subset>": mean IoU over the subset's classes}`` for every ``eval.miou_subsets`` entry."""
     from dgseg.data.classes import config_class_set, load_class_set, subset_indices, subset_miou, subset_name
@@ -148,6 +134,6 @@ def write_results(results: dict[str, dict], cfg: Config, out_dir: Path, stem: st
         from dgseg.engine.examples import save_examples
 
         record["examples"] = save_examples(out_dir, examples)
-    write_atomic(out_dir / f"{stem}.json", json.dumps(json_results(record), indent=2, allow_nan=False))
+    write_atomic(out_dir / f"{stem}.json", strict_json.dumps(record, indent=2))
     write_atomic(out_dir / f"{stem}.md", f"# Evaluation: {cfg.name}\n\n{table}\n\n## Per class IoU\n\n{classes}\n")
     return table

@@ -9,7 +9,6 @@ Written as ``corruptions.json``, ``corruptions.md`` and ``corruptions.png`` (mIo
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from dgseg import strict_json
 from dgseg.config import Config, DatasetSpec
 from dgseg.data.corruptions import FAMILIES, FAMILY_OF, corrupt, corruption_seed, implementation
 from dgseg.engine.data import build_eval_set, domain_name
@@ -165,22 +165,11 @@ def corruptions_figure(results: dict[str, Any], out_png: str | Path) -> Path:
     return out_png
 
 
-def json_safe(obj: Any) -> Any:
-    """``obj`` with every NaN float replaced by None (strict JSON has no NaN)."""
-    if isinstance(obj, float) and math.isnan(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [json_safe(v) for v in obj]
-    return obj
-
-
 def write_corruptions(results: dict[str, Any], out_dir: str | Path, title: str = "") -> list[Path]:
     """``corruptions.json`` (NaN as null), ``corruptions.md`` and ``corruptions.png`` in ``out_dir``."""
     out = Path(out_dir)
     paths = [out / "corruptions.json", out / "corruptions.md"]
-    texts = [json.dumps(json_safe(results), indent=2), corruptions_markdown(results, title)]
+    texts = [strict_json.dumps(results, indent=2), corruptions_markdown(results, title)]
     for path, text in zip(paths, texts):
         with atomic_target(path) as tmp, open(tmp, "x", encoding="utf-8") as fh:
             fh.write(text)
