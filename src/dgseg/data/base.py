@@ -1,0 +1,246 @@
+"""The dataset base classes: :class:`SegmentationDataset` reads a list of :class:`Sample` pairs as
+train-ID segmentation items (with the ``on_error`` and ``unknown_labels`` policies), and
+:class:`PairedFilesDataset` lists and pairs the folders of a layout its subclasses describe by class
+attributes (the named datasets in :mod:`dgseg.data.datasets`).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .labels import TRAIN_IDS, IdMap
+from .pairing import IMAGE_SUFFIXES, Sample, pair_files, read_split_file
+from .reading import DataError, read_image, read_label
+
+Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+OnError = Literal["raise", "skip"]
+UnknownLabels = Literal["warn", "error", "ignore"]
+
+
+class SegmentationDataset(Dataset):
+    """A list of :class:`Sample` read as train-ID segmentation items.
+
+    Args:
+        samples: the image/label pairs.
+        transform: ``(image uint8 [3,H,W], label int64 [H,W]) -> (image, label)``, applied last.
+        on_error: ``raise`` a DataError on a bad sample, or ``skip`` it: it is replaced by the next
+            good one and recorded in ``self.skipped`` as (path, reason), with a warning; the
+            replacement item carries ``"skipped": [(path, reason), ...]`` of the samples it stands in
+            for (DataLoader workers keep their own ``self.skipped``; this key is how their skips
+            reach the main process).
+        unknown_labels: label values the dataset does not define are mapped to 255 and ``warn``
+            (default, once per file), raise (``error``) or pass silently (``ignore``).
+        name: shown in messages.
+        skipped: problems found while listing (on_error="skip"), kept in ``self.skipped``.
+    """
+
+    name = "dataset"
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        transform: Transform | None = None,
+        on_error: OnError = "raise",
+        unknown_labels: UnknownLabels = "warn",
+        name: str | None = None,
+        skipped: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if unknown_labels not in ("warn", "error", "ignore"):
+            raise ValueError(f"unknown_labels must be 'warn', 'error' or 'ignore', got {unknown_labels!r}")
+        self.samples = list(samples)
+        self.transform = transform
+        self.on_error = on_error
+        self.unknown_labels = unknown_labels
+        if name is not None:
+            self.name = name
+        self.skipped: list[tuple[str, str]] = list(skipped)
+        self._bad: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def read(self, index: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+        """Decode sample ``index``: (image uint8 [H,W,3], label uint8 train IDs [H,W], unknown raw values).
+
+        Raises DataError for an unreadable file or an image/label size mismatch; never skips.
+        """
+        s = self.samples[index]
+        image = read_image(s.image)
+        raw = read_label(s.label, s.reader)
+        if raw.shape != image.shape[:2]:
+            raise DataError(
+                f"{s.label}: label is {raw.shape[1]}x{raw.shape[0]} but its image {s.image} is "
+                f"{image.shape[1]}x{image.shape[0]} (WxH); expected the same size"
+            )
+        label, unknown = s.id_map.map_checked(raw)
+        return image, label, unknown
+
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        image, label, unknown = self.read(index)
+        if unknown and self.unknown_labels != "ignore":
+            s = self.samples[index]
+            msg = (
+                f"{s.label}: label values {unknown} are not defined by {s.id_map.name}; "
+                "they are read as 255 (ignore)"
+            )
+            if self.unknown_labels == "error":
+                raise DataError(msg)
+            warnings.warn(msg, stacklevel=3)
+        return image, label
+
+    def _skip(self, index: int, error: DataError) -> None:
+        reason = str(error)
+        self._bad[index] = reason
+        path = str(self.samples[index].image)
+        self.skipped.append((path, reason))
+        warnings.warn(f"{self.name}: skipping a bad sample ({reason})", stacklevel=3)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        n = len(self.samples)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {self.name} of length {n}")
+        index %= n
+        passed: list[tuple[str, str]] = []
+        for attempt in range(n):
+            i = (index + attempt) % n
+            if i not in self._bad:
+                try:
+                    image, label = self._load(i)
+                    break
+                except DataError as e:
+                    if self.on_error == "raise":
+                        raise
+                    self._skip(i, e)
+            passed.append((str(self.samples[i].image), self._bad[i]))
+        else:
+            raise DataError(f"{self.name}: every sample failed to load; see dataset.skipped")
+        image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+        label_t = torch.from_numpy(label.astype(np.int64))
+        if self.transform is not None:
+            image_t, label_t = self.transform(image_t, label_t)
+        item = {"image": image_t, "label": label_t, "path": str(self.samples[i].image)}
+        if passed:  # the item stands in for these bad samples: a DataLoader worker's report travels with it
+            item["skipped"] = passed
+        return item
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, samples={len(self)}, skipped={len(self.skipped)})"
+
+
+class PairedFilesDataset(SegmentationDataset):
+    """A dataset of paired image/label files in a known layout; subclasses set the class attributes.
+
+    ``image_dir``/``label_dir`` are relative to root; ``{split}`` is replaced by the split's folder name
+    (``split_dirs`` maps accepted split names to folder names; ``None``: no split folders, see
+    ``split_file``).
+    """
+
+    image_dir: str = "images"
+    label_dir: str = "labels"
+    image_suffixes: tuple[str, ...] = IMAGE_SUFFIXES
+    label_kinds: tuple[tuple[str, IdMap], ...] = ((".png", TRAIN_IDS),)
+    recursive: bool = False
+    image_prefix: str = ""
+    label_prefix: str = ""
+    reader: str = "png8"
+    split_dirs: Mapping[str, str] | None = {"train": "train", "val": "val", "test": "test"}
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "train",
+        transform: Transform | None = None,
+        on_error: OnError = "raise",
+        unknown_labels: UnknownLabels = "warn",
+        split_file: str | os.PathLike | None = None,
+    ) -> None:
+        if root is None:
+            raise DataError(f"{self.name}: root is None; expected the dataset folder")
+        self.root = Path(root).expanduser()
+        self.split = split
+        if not self.root.is_dir():
+            raise DataError(
+                f"{self.root}: {self.name} root folder not found; expected a folder "
+                f"with {self.image_dir.format(split='<split>')}/ and "
+                f"{self.label_dir.format(split='<split>')}/"
+            )
+        if self.split_dirs is None:
+            split_dir = ""
+            only_stems = self._split_stems(split, split_file)
+        else:  # a split file selects a subset of the split folder (e.g. 1/16 of the labels)
+            split_dir = self._split_folder(split)
+            only_stems = None if split_file is None else read_split_file(Path(split_file), split)
+        image_dir = self.root / self.image_dir.format(split=split_dir)
+        label_dir = self.root / self._label_dir(split_dir)
+        for folder, what in ((image_dir, "image"), (label_dir, "label")):
+            if not folder.is_dir():
+                raise DataError(
+                    f"{folder}: {what} folder of {self.name} split '{split}' not found; "
+                    f"expected the layout {self._layout_hint()}"
+                )
+        samples, problems = pair_files(
+            image_dir, label_dir, self.image_suffixes, self._label_kinds(),
+            recursive=self.recursive, image_prefix=self.image_prefix, label_prefix=self.label_prefix,
+            reader=self.reader, only_stems=only_stems,
+        )  # fmt: skip
+        if problems and on_error == "raise":
+            more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+            path, reason = problems[0]
+            raise DataError(f"{path}: {reason}{more}; leave such files out with --set data.on_error=skip "
+                            "(on_error='skip' in Python)")
+        if problems:
+            warnings.warn(
+                f"{self.name}: {len(problems)} files left out while pairing, first: "
+                f"{problems[0][0]}: {problems[0][1]} (see dataset.skipped)",
+                stacklevel=2,
+            )
+        if not samples:
+            raise DataError(
+                f"{image_dir}: split '{split}' of {self.name} is empty; expected image files "
+                f"({', '.join(self.image_suffixes)}) with labels in {label_dir}"
+            )
+        super().__init__(samples, transform, on_error, unknown_labels, skipped=problems)
+
+    def _label_kinds(self) -> tuple[tuple[str, IdMap], ...]:
+        return self.label_kinds
+
+    def _label_dir(self, split_dir: str) -> str:
+        return self.label_dir.format(split=split_dir)
+
+    def _layout_hint(self) -> str:
+        return f"{self.root}/{self.image_dir} and {self.root}/{self.label_dir}"
+
+    def _split_folder(self, split: str) -> str:
+        assert self.split_dirs is not None
+        if split in self.split_dirs:
+            return self.split_dirs[split]
+        if split in self.split_dirs.values():
+            return split
+        raise DataError(
+            f"{self.root}: unknown split '{split}' for {self.name}; expected one of "
+            f"{sorted(set(self.split_dirs) | set(self.split_dirs.values()))}"
+        )
+
+    def _split_stems(self, split: str, split_file: str | os.PathLike | None) -> set[str] | None:
+        if split_file is not None:
+            return read_split_file(Path(split_file), split)
+        if split in ("train", "all"):
+            return None
+        for candidate in (self.root / f"{split}.txt", self.root / "split.mat"):
+            if candidate.is_file():
+                return read_split_file(candidate, split)
+        raise DataError(
+            f"{self.root}: {self.name} has no split folders; split 'train' (or 'all') uses "
+            f"every image, split '{split}' needs split_file=... or {self.root}/{split}.txt "
+            "(one image stem per line)"
+        )

@@ -1,0 +1,164 @@
+"""Listing a dataset's files and pairing images with labels by stem; reading split files.
+
+:func:`pair_files` returns the :class:`Sample` pairs and the problems found (duplicates, an image
+without a label, a label without an image) as (path, reason); the dataset decides whether a problem
+raises or is skipped. Only names are read here: files are decoded by :mod:`dgseg.data.reading` when an
+item is read.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .labels import IdMap
+from .reading import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image/label pair. ``id_map`` maps the raw label file to train IDs; ``reader`` is ``png8``
+    (PIL: palette/grayscale 8- or 16-bit) or ``png16`` (first channel of a 16-bit PNG, any channels)."""
+
+    image: Path
+    label: Path
+    id_map: IdMap
+    reader: str = "png8"
+
+
+def _list_files(folder: Path, suffixes: Sequence[str], recursive: bool) -> list[Path]:
+    lowered = tuple(s.lower() for s in suffixes)
+    if recursive:
+        found = []
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames.sort()
+            found += [Path(dirpath) / f for f in sorted(filenames) if f.lower().endswith(lowered)]
+        return found
+    return sorted(p for p in folder.iterdir() if p.name.lower().endswith(lowered) and p.is_file())
+
+
+def _stem(name: str, suffix: str, prefix: str) -> str:
+    stem = name[: len(name) - len(suffix)]
+    return stem[len(prefix) :] if prefix and stem.startswith(prefix) else stem
+
+
+def _match_suffix(name: str, suffixes: Sequence[str]) -> str | None:
+    low = name.lower()
+    for s in sorted(suffixes, key=len, reverse=True):
+        if low.endswith(s.lower()):
+            return name[len(name) - len(s) :]
+    return None
+
+
+def pair_files(
+    image_dir: Path,
+    label_dir: Path,
+    image_suffixes: Sequence[str],
+    label_kinds: Sequence[tuple[str, IdMap]],
+    *,
+    recursive: bool = False,
+    image_prefix: str = "",
+    label_prefix: str = "",
+    reader: str = "png8",
+    only_stems: set[str] | None = None,
+) -> tuple[list[Sample], list[tuple[str, str]]]:
+    """Pair images and labels by stem (file name less suffix and prefix).
+
+    ``label_kinds`` lists (file suffix, IdMap) in order of preference: when a stem has several label
+    files (e.g. ``_labelTrainIds.png`` and ``_labelIds.png``) the first kind is used. Returns the pairs
+    (sorted by image path) and the problems found as (path, reason): duplicate stems, an image without
+    a label, a label without an image.
+    """
+    problems: list[tuple[str, str]] = []
+    images: dict[str, Path] = {}
+    for path in _list_files(image_dir, image_suffixes, recursive):
+        suffix = _match_suffix(path.name, image_suffixes)
+        stem = _stem(path.name, suffix or path.suffix, image_prefix)
+        if only_stems is not None and stem not in only_stems:
+            continue
+        if stem in images:
+            problems.append(
+                (
+                    str(path),
+                    f"duplicate image stem '{stem}' (also {images[stem]}); expected one image per stem",
+                )
+            )
+            continue
+        images[stem] = path
+
+    suffixes = [s for s, _ in label_kinds]
+    rank = {s.lower(): i for i, s in enumerate(suffixes)}
+    labels: dict[str, tuple[int, Path, IdMap]] = {}
+    for path in _list_files(label_dir, suffixes, recursive):
+        suffix = _match_suffix(path.name, suffixes)
+        assert suffix is not None
+        kind = rank[suffix.lower()]
+        stem = _stem(path.name, suffix, label_prefix)
+        if only_stems is not None and stem not in only_stems:
+            continue
+        if stem in labels:
+            old_kind, old_path, _ = labels[stem]
+            if old_kind == kind:
+                problems.append(
+                    (
+                        str(path),
+                        f"duplicate label stem '{stem}' (also {old_path}); expected one label per stem",
+                    )
+                )
+                continue
+            if old_kind < kind:
+                continue
+        labels[stem] = (kind, path, label_kinds[kind][1])
+
+    samples = []
+    for stem, image in images.items():
+        if stem not in labels:
+            want = " or ".join(f"{label_prefix}{stem}{s}" for s in suffixes)
+            problems.append((str(image), f"image without a label: expected {want} under {label_dir}"))
+            continue
+        _, label, id_map = labels[stem]
+        samples.append(Sample(image, label, id_map, reader))
+    if only_stems is not None:
+        for stem in sorted(only_stems - set(images)):
+            problems.append((str(image_dir / stem), "listed in the split file but no such image found"))
+    for stem, (_, label, _) in labels.items():
+        if stem not in images:
+            want = " or ".join(f"{image_prefix}{stem}{s}" for s in image_suffixes)
+            problems.append((str(label), f"label without an image: expected {want} under {image_dir}"))
+    samples.sort(key=lambda s: str(s.image))
+    return samples, problems
+
+
+def read_split_file(path: Path, split: str) -> set[str]:
+    """Stems listed by a split file: text (one stem or file name per line, '#' comments) or GTAV's
+    ``split.mat`` (1-based image numbers under ``{split}Ids``, stems zero-padded to 5 digits)."""
+    if not path.is_file():
+        raise DataError(f"{path}: split file not found")
+    if path.suffix.lower() == ".mat":
+        from scipy.io import loadmat
+
+        try:
+            ids = loadmat(str(path))[f"{split}Ids"]
+        except KeyError as e:
+            raise DataError(
+                f"{path}: no '{split}Ids' in this split file; expected trainIds/valIds/testIds"
+            ) from e
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: unreadable .mat split file ({e})") from e
+        return {f"{int(i):05d}" for i in np.asarray(ids).ravel()}
+    stems = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name = Path(line).name
+            suffix = _match_suffix(name, IMAGE_SUFFIXES)
+            stems.add(name[: len(name) - len(suffix)] if suffix else name)
+    if not stems:
+        raise DataError(f"{path}: split file lists no images; expected one image stem per line")
+    return stems
