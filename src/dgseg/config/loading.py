@@ -1,0 +1,201 @@
+"""Loading a config: YAML files with ``_base_`` includes merged, ``key=value`` overrides applied, values
+checked against the annotations of :mod:`dgseg.config.schema` and converted (dicts become dataclasses),
+then validated (:mod:`dgseg.config.validate`); and the way back to a plain dict / YAML text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .schema import Config, ConfigError
+from .validate import validate_config
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _type_name(tp: Any) -> str:
+    """How an error message names an annotation: 'an integer', 'a list of integers or null', ..."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return f"a list of {_type_name(item).split(' ', 1)[-1]}s"
+    if tp is dict or origin is dict or _is_dataclass_type(tp):
+        return "a mapping"
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(tp) or getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+# PyYAML follows YAML 1.1, where a float needs a dot: "2e-4" or "1e5" stay strings. Numeric fields accept
+# them (YAML 1.2 reads them as numbers); string fields are untouched.
+_NUMBER = re.compile(r"^[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9_]*)?)([eE][-+]?[0-9]+)?$")
+
+
+def _as_number(value: Any) -> Any:
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        return float(value.strip().replace("_", ""))
+    return value
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert it (dicts become dataclasses)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        if len(errors) == 1 and not errors[0].startswith(f"{key}:"):
+            raise ConfigError(errors[0])  # the problem is deeper (a list item, a nested key): name that
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    if _is_dataclass_type(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} keys, got {value!r}")
+        return _build(tp, value, key)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_convert(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        if origin is dict:
+            key_tp, val_tp = typing.get_args(tp)
+            return {_convert(k, key_tp, f"{key} key"): _convert(v, val_tp, f"{key}.{k}") for k, v in value.items()}
+        return {str(k): v for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if tp in (int, float):
+        value = _as_number(value)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if k not in names:
+            close = difflib.get_close_matches(str(k), names, n=3, cutoff=0.5)
+            hint = f" Did you mean: {', '.join((prefix + '.' if prefix else '') + c for c in close)}?" if close else ""
+            raise ConfigError(f"unknown config key '{key}'.{hint} Valid keys here: {', '.join(names)}")
+        kwargs[k] = _convert(v, hints[k], key)
+    return cls(**kwargs)
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: circular _base_ include ({' -> '.join(str(p) for p in seen)})")
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    bases = data.pop("_base_", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    merged: dict = {}
+    for base in bases:
+        merged = _deep_merge(merged, _read_yaml(path.parent / base, seen + (path,)))
+    return _deep_merge(merged, data)
+
+
+def _apply_override(data: dict, override: str) -> None:
+    if "=" not in override:
+        raise ConfigError(f"override '{override}': expected key=value, e.g. train.lr=1e-4")
+    key, raw = override.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{override}': value is not valid YAML: {exc}") from exc
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override '{override}': '{part}' is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def config_from_dict(data: dict) -> Config:
+    """Build and validate a :class:`Config` from a plain nested dict."""
+    cfg = _build(Config, data)
+    validate_config(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML experiment (with ``_base_`` includes) and apply ``key=value`` overrides.
+
+    ``path=None`` starts from the defaults.
+    """
+    data = _read_yaml(Path(path)) if path is not None else {}
+    for override in overrides or []:
+        _apply_override(data, override)
+    try:
+        return config_from_dict(data)
+    except ConfigError as exc:
+        where = f"{path}: " if path is not None else ""
+        raise ConfigError(f"{where}{exc}") from None
+
+
+def config_to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)

@@ -1,0 +1,122 @@
+"""Validating a built :class:`Config` beyond the types of its keys: allowed names (:data:`CHOICES`),
+positive sizes and counts, ranges, consistency between keys (crop vs resize, stride vs crop, data.source
+and data.mean_over naming data.val entries) and the class set (``data.classes`` vs ``model.num_classes``).
+"""
+
+from __future__ import annotations
+
+from .schema import CHOICES, LOG_BACKENDS, Config, ConfigError
+
+
+def validate_config(cfg: Config) -> None:
+    """Raise a ConfigError naming the key and what is expected when ``cfg`` is not a possible experiment."""
+    unknown = [b for b in cfg.train.log_backends if b not in LOG_BACKENDS]
+    if unknown or "jsonl" not in cfg.train.log_backends:
+        raise ConfigError(f"train.log_backends: expected a list of {', '.join(LOG_BACKENDS)} that includes jsonl "
+                          f"(curves, resume and reports read log.jsonl), got {cfg.train.log_backends}")
+    if cfg.eval.examples < 0:
+        raise ConfigError(f"eval.examples: must be >= 0, got {cfg.eval.examples}")
+    flat = {
+        "model.adapter.name": cfg.model.adapter.name,
+        "model.head.name": cfg.model.head.name,
+        "model.neck.name": cfg.model.neck.name,
+        "model.text.name": cfg.model.text.name,
+        "model.text.activation": cfg.model.text.activation,
+        "model.text.context_init": cfg.model.text.context_init,
+        "data.on_error": cfg.data.on_error,
+        "train.optimizer": cfg.train.optimizer,
+        "train.amp": cfg.train.amp,
+        "train.on_nan": cfg.train.on_nan,
+        "eval.mode": cfg.eval.mode,
+    }
+    for key, value in flat.items():
+        if value not in CHOICES[key]:
+            raise ConfigError(f"{key}: '{value}' is not one of {', '.join(CHOICES[key])}")
+    positive = {
+        "train.max_iters": cfg.train.max_iters,
+        "train.batch_size": cfg.train.batch_size,
+        "train.accumulate": cfg.train.accumulate,
+        "train.log_interval": cfg.train.log_interval,
+        "train.checkpoint_interval": cfg.train.checkpoint_interval,
+        "train.eval_interval": cfg.train.eval_interval,
+        "train.keep_last": cfg.train.keep_last,
+        "eval.crop": cfg.eval.crop,
+        "eval.stride": cfg.eval.stride,
+        "eval.batch_size": 1 if cfg.eval.batch_size is None else cfg.eval.batch_size,  # null: by device
+        "model.num_classes": 1 if cfg.model.num_classes is None else cfg.model.num_classes,
+        "model.backbone.img_size": cfg.model.backbone.img_size,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key}: must be > 0, got {value}")
+    if cfg.train.lr <= 0:
+        raise ConfigError(f"train.lr: must be > 0, got {cfg.train.lr}")
+    if cfg.train.weight_decay < 0:
+        raise ConfigError(f"train.weight_decay: must be >= 0, got {cfg.train.weight_decay}")
+    if cfg.train.warmup_iters < 0 or cfg.train.warmup_iters >= cfg.train.max_iters:
+        raise ConfigError(
+            f"train.warmup_iters: must be in [0, train.max_iters={cfg.train.max_iters}), got {cfg.train.warmup_iters}"
+        )
+    if not 0 <= cfg.train.poly_begin < cfg.train.max_iters:
+        raise ConfigError(
+            f"train.poly_begin: must be in [0, train.max_iters={cfg.train.max_iters}), got {cfg.train.poly_begin}"
+        )
+    if cfg.train.grad_clip is not None and cfg.train.grad_clip <= 0:
+        raise ConfigError(f"train.grad_clip: must be > 0 or null, got {cfg.train.grad_clip}")
+    if len(cfg.data.crop_size) != 2 or min(cfg.data.crop_size) <= 0:
+        raise ConfigError(f"data.crop_size: expected [H, W] > 0, got {cfg.data.crop_size}")
+    if len(cfg.data.scale) != 2 or len(cfg.data.ratio_range) != 2:
+        raise ConfigError("data.scale and data.ratio_range: expected two numbers each")
+    lo, hi = cfg.data.ratio_range
+    if not 0 < lo <= hi:
+        raise ConfigError(f"data.ratio_range: expected 0 < low <= high, got {cfg.data.ratio_range}")
+    if cfg.data.short_edges is not None:
+        if not cfg.data.short_edges or min(cfg.data.short_edges) <= 0 or cfg.data.max_long_edge <= 0:
+            raise ConfigError(f"data.short_edges / data.max_long_edge: expected positive sizes, got "
+                              f"{cfg.data.short_edges} / {cfg.data.max_long_edge}")
+    elif min(cfg.data.crop_size) > min(cfg.data.scale) * hi:
+        raise ConfigError(
+            f"data.crop_size {cfg.data.crop_size} is larger than the largest resize "
+            f"(data.scale {cfg.data.scale} x ratio {hi}): every crop would be padding"
+        )
+    if not 0 < cfg.data.cat_max_ratio <= 1:
+        raise ConfigError(f"data.cat_max_ratio: expected (0, 1], got {cfg.data.cat_max_ratio}")
+    if cfg.data.num_workers < 0:
+        raise ConfigError(f"data.num_workers: must be >= 0, got {cfg.data.num_workers}")
+    if cfg.eval.stride > cfg.eval.crop:
+        raise ConfigError(f"eval.stride ({cfg.eval.stride}) must not exceed eval.crop ({cfg.eval.crop})")
+    if not cfg.eval.tta.scales or min(cfg.eval.tta.scales) <= 0:
+        raise ConfigError(f"eval.tta.scales: expected a non-empty list of factors > 0, got {cfg.eval.tta.scales}")
+    for i, spec in enumerate(cfg.data.val):
+        if spec.prescale is not None and not 0 < spec.prescale <= 1:
+            raise ConfigError(f"data.val[{i}].prescale: expected a factor in (0, 1], got {spec.prescale}")
+        if spec.mode is not None and spec.mode not in CHOICES["eval.mode"]:
+            raise ConfigError(f"data.val[{i}].mode: '{spec.mode}' is not one of whole, slide")
+    names = [s.name for s in cfg.data.val]
+    if cfg.data.source is not None and cfg.data.source not in names:
+        raise ConfigError(f"data.source: '{cfg.data.source}' is not one of the data.val names {names}")
+    labels = names + [f"{s.name}:{s.split}" for s in cfg.data.val]
+    bad = [m for m in cfg.data.mean_over or [] if m not in labels]
+    if bad or cfg.data.mean_over == []:
+        raise ConfigError(f"data.mean_over: {bad or '[]'} must name data.val entries, one of {names}")
+    b = cfg.model.backbone
+    if b.patch_size is not None and b.patch_size <= 0:
+        raise ConfigError(f"model.backbone.patch_size: must be > 0 or null, got {b.patch_size}")
+    t = cfg.model.text
+    for key in ("decoder_layers", "decoder_width", "decoder_heads"):
+        if getattr(t, key) <= 0:
+            raise ConfigError(f"model.text.{key}: must be > 0, got {getattr(t, key)}")
+    if t.decoder_width % t.decoder_heads:
+        raise ConfigError(f"model.text.decoder_width ({t.decoder_width}) must be divisible by "
+                          f"model.text.decoder_heads ({t.decoder_heads})")
+    a = cfg.model.adapter
+    for key in ("tokens", "rank"):
+        v = getattr(a, key)
+        if v is not None and v < 0:
+            raise ConfigError(f"model.adapter.{key}: must be >= 0, got {v}")
+    from dgseg.data.classes import ClassSetError, resolve_config_classes
+
+    try:
+        resolve_config_classes(cfg)  # model.num_classes from data.classes; label maps checked
+    except ClassSetError as e:
+        raise ConfigError(str(e)) from None
