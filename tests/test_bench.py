@@ -53,7 +53,7 @@ def test_an_interrupted_comparison_resumes_without_retraining_finished_runs(tmp_
     evals = json.loads((out / "frozen" / "seed0" / "eval.json").read_text())["domains"]
     assert set(evals) == {"synthetic-game", "synthetic-night"}  # the finished run is scored on every domain
     for name in ("bench.json", "rein/seed0/summary.json"):  # strict JSON: a NaN IoU is null, never bare NaN
-        json.loads((out / name).read_text(), parse_constant=lambda c: pytest.fail(f"bare {c} in {name}"))
+        json.loads((out / name).read_text(), parse_constant=pytest.fail)
 
 
 def test_a_run_trained_to_another_setting_is_refused_by_name(tmp_path, tiny_bench):
