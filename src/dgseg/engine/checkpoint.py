@@ -14,16 +14,19 @@ renames them into place with ``os.replace``: the state and JSON files first, the
 ``latest`` last. Until ``latest`` moves, readers see the previous checkpoint; the safetensors file is
 self-contained (weights + meta), so the set is usable from the moment it exists. Older sets beyond
 ``keep_last`` are pruned only after the new one is complete.
+
+This module writes a checkpoint set and is the public face of checkpoint handling: it re-exports the
+readers and the layout (:mod:`dgseg.engine.checkpoint_read`), the compatibility checks and file hashing
+(:mod:`dgseg.engine.checkpoint_compat`) and the RNG capture/restore (:mod:`dgseg.engine.rng_state`), so
+``from dgseg.engine.checkpoint import ...`` serves every name.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
-import random
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -33,6 +36,18 @@ from typing import IO, Any
 import numpy as np
 import torch
 
+from dgseg.engine.checkpoint_compat import check_compatible, file_sha256
+from dgseg.engine.checkpoint_read import (
+    CHECKPOINT_DIR,
+    CHECKPOINT_FILE,
+    LATEST,
+    CheckpointError,
+    file_stem,
+    latest_checkpoint,
+    load_checkpoint,
+    load_train_state,
+)
+from dgseg.engine.rng_state import capture_rng_state, restore_rng_state
 from dgseg.fileio import output_temp, safetensors_bytes
 
 __all__ = [
@@ -45,17 +60,12 @@ __all__ = [
     "check_compatible",
     "capture_rng_state",
     "restore_rng_state",
+    "CHECKPOINT_DIR",
+    "LATEST",
 ]
 
-CHECKPOINT_DIR = "checkpoints"
-LATEST = "latest"
 _FORMAT = "dgseg.checkpoint.v1"
-_NAME = re.compile(r"^iter_(\d{7,})\.(safetensors|json|state\.pt)$")
 _TEMP = re.compile(r"^\.(iter_\d{7,}\.(safetensors|json|state\.pt)|latest)\..*\.tmp$")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint could not be written, read, or does not fit the current model."""
 
 
 def _version() -> str:
@@ -70,19 +80,6 @@ def _version() -> str:
             return version("dgseg")
         except PackageNotFoundError:
             return "unknown"
-
-
-def _stem(step: int) -> str:
-    return f"iter_{step:07d}"
-
-
-def _checkpoint_dir(path: str | Path) -> Path:
-    """The checkpoints folder of a run folder, or the folder itself when it already is one."""
-    path = Path(path)
-    return path / CHECKPOINT_DIR if (path / CHECKPOINT_DIR).is_dir() else path
-
-
-# ------------------------------------------------------------------------------------------- writing
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -186,7 +183,7 @@ def save_checkpoint(
     if step < 0:
         raise CheckpointError(f"step must be >= 0, got {step}")
     folder = Path(run_dir) / CHECKPOINT_DIR
-    stem = _stem(step)
+    stem = file_stem(step)
     record = dict(meta)
     record.setdefault("step", step)
     record.setdefault("dgseg_version", _version())
@@ -258,7 +255,7 @@ def _prune(folder: Path, keep: int, current: int) -> None:
     another trajectory and are left to the user); removes older sets, their orphans and stale temps."""
     steps: dict[int, set[str]] = {}
     for p in folder.iterdir():
-        m = _NAME.match(p.name)
+        m = CHECKPOINT_FILE.match(p.name)
         if m:
             steps.setdefault(int(m.group(1)), set()).add(m.group(2))
         elif _TEMP.match(p.name):
@@ -271,248 +268,4 @@ def _prune(folder: Path, keep: int, current: int) -> None:
             continue
         for suffix in ("safetensors", "state.pt", "json"):
             with contextlib.suppress(FileNotFoundError):
-                (folder / f"{_stem(s)}.{suffix}").unlink()
-
-
-# ------------------------------------------------------------------------------------------- reading
-
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint of a run folder (or a checkpoints folder), or None.
-
-    Follows ``latest``; when that pointer is missing or names a missing file, falls back to the
-    highest-step ``iter_*.safetensors`` (such a file exists only once fully written).
-    """
-    folder = _checkpoint_dir(run_dir)
-    if not folder.is_dir():
-        return None
-    pointer = folder / LATEST
-    if pointer.is_file():
-        name = pointer.read_text().strip()
-        if name and "/" not in name and (folder / name).is_file():
-            return folder / name
-    found = []
-    for p in folder.iterdir():
-        m = _NAME.match(p.name)
-        if m and m.group(2) == "safetensors":
-            found.append((int(m.group(1)), p))
-    return max(found)[1] if found else None
-
-
-def _resolve(path: str | Path) -> Path:
-    """A checkpoint's safetensors file from itself, its run folder or its checkpoints folder."""
-    path = Path(path)
-    if path.is_dir():
-        found = latest_checkpoint(path)
-        if found is None:
-            raise CheckpointError(
-                f"{path}: no checkpoint found (expected {CHECKPOINT_DIR}/{LATEST} or iter_*.safetensors)"
-            )
-        return found
-    if not path.exists():
-        raise CheckpointError(
-            f"{path}: no such checkpoint file (expected a .safetensors file or a run folder)"
-        )
-    if path.suffix != ".safetensors":
-        raise CheckpointError(
-            f"{path}: expected a .safetensors checkpoint, a run folder or a checkpoints folder"
-        )
-    return path
-
-
-def load_checkpoint(
-    path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[dict[str, torch.Tensor], dict]:
-    """Reads ``(weights, meta)`` from a checkpoint file, a run folder or a checkpoints folder (latest).
-
-    ``meta`` is the record saved with it (the caller's meta plus ``step`` and ``dgseg_version``).
-    Raises CheckpointError naming the file when it is missing, unreadable or not a dgseg checkpoint.
-    """
-    from safetensors import safe_open
-
-    file = _resolve(path)
-    try:
-        with safe_open(str(file), framework="pt", device=str(device)) as f:
-            header = f.metadata() or {}
-            weights = {name: f.get_tensor(name) for name in f.keys()}
-    except Exception as e:  # safetensors raises its own error type for truncated or garbled files
-        raise CheckpointError(
-            f"{file}: not a readable safetensors file ({e}); expected a checkpoint written by "
-            "dgseg.engine.checkpoint.save_checkpoint (truncated or corrupted?)" + _fallback_hint(file)
-        ) from e
-    if "dgseg_meta" not in header:
-        raise CheckpointError(
-            f"{file}: has no dgseg metadata (safetensors header key 'dgseg_meta'); expected a checkpoint "
-            "written by dgseg.engine.checkpoint.save_checkpoint"
-        )
-    try:
-        meta = json.loads(header["dgseg_meta"])
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{file}: its 'dgseg_meta' metadata is not valid JSON ({e})") from e
-    if not isinstance(meta, dict):
-        raise CheckpointError(
-            f"{file}: its 'dgseg_meta' metadata is a {type(meta).__name__}, expected an object"
-        )
-    return weights, meta
-
-
-def _fallback_hint(broken: Path) -> str:
-    """Names the newest readable checkpoint older than ``broken`` in its folder, if there is one."""
-    from safetensors import safe_open
-
-    m = _NAME.match(broken.name)
-    step = int(m.group(1)) if m else None
-    older = sorted((int(n.group(1)), p) for p in broken.parent.glob("iter_*.safetensors")
-                   if (n := _NAME.match(p.name)) and p != broken and (step is None or int(n.group(1)) < step))
-    for _, p in reversed(older):
-        try:
-            with safe_open(str(p), framework="pt") as f:
-                if "dgseg_meta" in (f.metadata() or {}):
-                    return (f". The previous checkpoint {p} reads fine: give it as --checkpoint, or move {broken.name} "
-                            "out of the folder and --resume takes the newest remaining one")
-        except Exception:
-            continue
-    return ""
-
-
-def load_train_state(path: str | Path) -> dict[str, Any]:
-    """Reads the training state saved beside a checkpoint (``iter_*.state.pt``) on CPU.
-
-    ``path``: the state file, its checkpoint's safetensors file, a run folder or a checkpoints folder.
-    Loads with ``torch.load(weights_only=True)``.
-    """
-    path = Path(path)
-    if path.name.endswith(".state.pt") and not path.is_dir():
-        file = path
-    else:
-        weights_file = _resolve(path)
-        file = weights_file.with_name(weights_file.name.removesuffix(".safetensors") + ".state.pt")
-    if not file.is_file():
-        raise CheckpointError(
-            f"{file}: no training state (expected the .state.pt file saved beside the checkpoint; was it "
-            "saved without train_state?)"
-        )
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(
-            f"{file}: could not load the training state with torch.load(weights_only=True) ({e}); "
-            "expected a file written by save_checkpoint (truncated or corrupted?)"
-        ) from e
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{file}: training state is a {type(state).__name__}, expected a dict")
-    return state
-
-
-# ----------------------------------------------------------------------------------- RNG, hashing, checks
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """Python, numpy and torch (CPU and CUDA) RNG states as plain containers (weights_only-loadable)."""
-    np_state = np.random.get_state(legacy=False)
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": {
-            "bit_generator": np_state["bit_generator"],
-            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-            "pos": int(np_state["state"]["pos"]),
-            "has_gauss": int(np_state["has_gauss"]),
-            "gauss": float(np_state["gauss"]),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: Mapping[str, Any]) -> None:
-    """Restores the RNG states captured by ``capture_rng_state`` (after a weights_only load)."""
-    if "python" in state:
-        version, internal, gauss = state["python"]
-        random.setstate((int(version), tuple(int(v) for v in internal), gauss))
-    if "numpy" in state:
-        n = state["numpy"]
-        key = np.asarray(
-            n["key"].numpy() if isinstance(n["key"], torch.Tensor) else n["key"], dtype=np.uint32
-        )
-        np.random.set_state(
-            {
-                "bit_generator": n["bit_generator"],
-                "state": {"key": key, "pos": int(n["pos"])},
-                "has_gauss": int(n["has_gauss"]),
-                "gauss": float(n["gauss"]),
-            }
-        )
-    if "torch" in state:
-        torch.set_rng_state(state["torch"].cpu())
-    if state.get("cuda") and torch.cuda.is_available():
-        cuda = list(state["cuda"])[: torch.cuda.device_count()]
-        torch.cuda.set_rng_state_all([t.cpu() for t in cuda])
-
-
-_SHA_CACHE: OrderedDict[tuple[str, int, int], str] = OrderedDict()
-_SHA_CACHE_SIZE = 64
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in ``chunk``-byte pieces; cached by (path, size, mtime)."""
-    path = Path(path).resolve()
-    try:
-        st = path.stat()
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot hash ({e.strerror or e})") from e
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    if key in _SHA_CACHE:
-        _SHA_CACHE.move_to_end(key)
-        return _SHA_CACHE[key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    _SHA_CACHE[key] = digest.hexdigest()
-    if len(_SHA_CACHE) > _SHA_CACHE_SIZE:
-        _SHA_CACHE.popitem(last=False)
-    return _SHA_CACHE[key]
-
-
-_MISSING = object()
-
-
-def _lookup(meta: Mapping[str, Any], key: str) -> Any:
-    """``meta[key]``, or for a dotted key (``model.backbone.name``) the nested value."""
-    if key in meta:
-        return meta[key]
-    node: Any = meta
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
-
-
-def _normalise(value: Any) -> Any:
-    """JSON's view of a value: tuples become lists (as they come back from a checkpoint)."""
-    if isinstance(value, (list, tuple)):
-        return [_normalise(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _normalise(v) for k, v in value.items()}
-    return value
-
-
-def check_compatible(meta: Mapping[str, Any], expected: Mapping[str, Any]) -> None:
-    """Raises CheckpointError when a checkpoint's meta disagrees with the current setup.
-
-    ``expected`` maps a field (a top-level key or a dotted path such as ``model.backbone.name``) to the
-    value the current config/model has, e.g. ``{"backbone": "vit_large_patch14_dinov2",
-    "backbone_sha256": "ab12..", "num_classes": 19}``. Every mismatch is listed with both values.
-    """
-    problems = []
-    for key, want in expected.items():
-        have = _lookup(meta, key)
-        if have is _MISSING:
-            problems.append(f"{key}: missing from the checkpoint (current: {want!r})")
-        elif _normalise(have) != _normalise(want):
-            problems.append(f"{key}: checkpoint has {have!r}, current setup has {want!r}")
-    if problems:
-        raise CheckpointError("checkpoint does not match the current setup:\n  " + "\n  ".join(problems))
+                (folder / f"{file_stem(s)}.{suffix}").unlink()

@@ -1,0 +1,175 @@
+"""Where a checkpoint's files are and how they are read back: the names in ``run_dir/checkpoints/``, the
+``latest`` pointer, :class:`CheckpointError`, and the readers (weights + meta, training state).
+
+The file format and the atomic writes are described in :mod:`dgseg.engine.checkpoint`, which writes them
+and re-exports everything here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = [
+    "CHECKPOINT_DIR",
+    "LATEST",
+    "CHECKPOINT_FILE",
+    "CheckpointError",
+    "file_stem",
+    "checkpoint_dir",
+    "latest_checkpoint",
+    "resolve_checkpoint",
+    "load_checkpoint",
+    "load_train_state",
+]
+
+CHECKPOINT_DIR = "checkpoints"
+LATEST = "latest"
+CHECKPOINT_FILE = re.compile(r"^iter_(\d{7,})\.(safetensors|json|state\.pt)$")
+"""A checkpoint set's file name: group 1 the step, group 2 the kind (safetensors, json, state.pt)."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written, read, or does not fit the current model."""
+
+
+def file_stem(step: int) -> str:
+    """The common stem of a checkpoint set's files, ``iter_{step:07d}``."""
+    return f"iter_{step:07d}"
+
+
+def checkpoint_dir(path: str | Path) -> Path:
+    """The checkpoints folder of a run folder, or the folder itself when it already is one."""
+    path = Path(path)
+    return path / CHECKPOINT_DIR if (path / CHECKPOINT_DIR).is_dir() else path
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint of a run folder (or a checkpoints folder), or None.
+
+    Follows ``latest``; when that pointer is missing or names a missing file, falls back to the
+    highest-step ``iter_*.safetensors`` (such a file exists only once fully written).
+    """
+    folder = checkpoint_dir(run_dir)
+    if not folder.is_dir():
+        return None
+    pointer = folder / LATEST
+    if pointer.is_file():
+        name = pointer.read_text().strip()
+        if name and "/" not in name and (folder / name).is_file():
+            return folder / name
+    found = []
+    for p in folder.iterdir():
+        m = CHECKPOINT_FILE.match(p.name)
+        if m and m.group(2) == "safetensors":
+            found.append((int(m.group(1)), p))
+    return max(found)[1] if found else None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint's safetensors file from itself, its run folder or its checkpoints folder."""
+    path = Path(path)
+    if path.is_dir():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise CheckpointError(
+                f"{path}: no checkpoint found (expected {CHECKPOINT_DIR}/{LATEST} or iter_*.safetensors)"
+            )
+        return found
+    if not path.exists():
+        raise CheckpointError(
+            f"{path}: no such checkpoint file (expected a .safetensors file or a run folder)"
+        )
+    if path.suffix != ".safetensors":
+        raise CheckpointError(
+            f"{path}: expected a .safetensors checkpoint, a run folder or a checkpoints folder"
+        )
+    return path
+
+
+def load_checkpoint(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """Reads ``(weights, meta)`` from a checkpoint file, a run folder or a checkpoints folder (latest).
+
+    ``meta`` is the record saved with it (the caller's meta plus ``step`` and ``dgseg_version``).
+    Raises CheckpointError naming the file when it is missing, unreadable or not a dgseg checkpoint.
+    """
+    from safetensors import safe_open
+
+    file = resolve_checkpoint(path)
+    try:
+        with safe_open(str(file), framework="pt", device=str(device)) as f:
+            header = f.metadata() or {}
+            weights = {name: f.get_tensor(name) for name in f.keys()}
+    except Exception as e:  # safetensors raises its own error type for truncated or garbled files
+        raise CheckpointError(
+            f"{file}: not a readable safetensors file ({e}); expected a checkpoint written by "
+            "dgseg.engine.checkpoint.save_checkpoint (truncated or corrupted?)" + _fallback_hint(file)
+        ) from e
+    if "dgseg_meta" not in header:
+        raise CheckpointError(
+            f"{file}: has no dgseg metadata (safetensors header key 'dgseg_meta'); expected a checkpoint "
+            "written by dgseg.engine.checkpoint.save_checkpoint"
+        )
+    try:
+        meta = json.loads(header["dgseg_meta"])
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{file}: its 'dgseg_meta' metadata is not valid JSON ({e})") from e
+    if not isinstance(meta, dict):
+        raise CheckpointError(
+            f"{file}: its 'dgseg_meta' metadata is a {type(meta).__name__}, expected an object"
+        )
+    return weights, meta
+
+
+def _fallback_hint(broken: Path) -> str:
+    """Names the newest readable checkpoint older than ``broken`` in its folder, if there is one."""
+    from safetensors import safe_open
+
+    m = CHECKPOINT_FILE.match(broken.name)
+    step = int(m.group(1)) if m else None
+    older = sorted((int(n.group(1)), p) for p in broken.parent.glob("iter_*.safetensors")
+                   if (n := CHECKPOINT_FILE.match(p.name)) and p != broken and (step is None or int(n.group(1)) < step))
+    for _, p in reversed(older):
+        try:
+            with safe_open(str(p), framework="pt") as f:
+                if "dgseg_meta" in (f.metadata() or {}):
+                    return (f". The previous checkpoint {p} reads fine: give it as --checkpoint, or move {broken.name} "
+                            "out of the folder and --resume takes the newest remaining one")
+        except Exception:
+            continue
+    return ""
+
+
+def load_train_state(path: str | Path) -> dict[str, Any]:
+    """Reads the training state saved beside a checkpoint (``iter_*.state.pt``) on CPU.
+
+    ``path``: the state file, its checkpoint's safetensors file, a run folder or a checkpoints folder.
+    Loads with ``torch.load(weights_only=True)``.
+    """
+    path = Path(path)
+    if path.name.endswith(".state.pt") and not path.is_dir():
+        file = path
+    else:
+        weights_file = resolve_checkpoint(path)
+        file = weights_file.with_name(weights_file.name.removesuffix(".safetensors") + ".state.pt")
+    if not file.is_file():
+        raise CheckpointError(
+            f"{file}: no training state (expected the .state.pt file saved beside the checkpoint; was it "
+            "saved without train_state?)"
+        )
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(
+            f"{file}: could not load the training state with torch.load(weights_only=True) ({e}); "
+            "expected a file written by save_checkpoint (truncated or corrupted?)"
+        ) from e
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{file}: training state is a {type(state).__name__}, expected a dict")
+    return state
