@@ -1,0 +1,193 @@
+"""Setting up a training run for :func:`dgseg.engine.train.train`: the run folder, the model and its
+optimisation, resuming from the newest checkpoint, the data loader and the outputs (config, log, run facts).
+
+The loop works on the two records built here: :class:`TrainRun` (what is set up once) and
+:class:`TrainState` (what changes from step to step; a checkpoint's training state holds what resuming
+needs of it). The order of the setup is part of the resume contract: the RNGs are seeded before the model
+is built and restored before the data loader is made.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+import dgseg
+from dgseg.atomic import write_atomic
+from dgseg.config import Config, config_to_dict, dump_config
+from dgseg.engine.backbone_check import check_backbone
+from dgseg.engine.checkpoint import latest_checkpoint, load_checkpoint, load_train_state, restore_rng_state
+from dgseg.engine.data import build_train_loader, skipped_samples
+from dgseg.engine.distributed import barrier, init_distributed, is_main
+from dgseg.engine.loggers import RunLogger
+from dgseg.engine.optim import build_optimizer, build_scheduler
+from dgseg.engine.precision import resolve_amp
+from dgseg.engine.run_facts import write_run_facts
+from dgseg.engine.run_folder import claim_run_folder
+from dgseg.models.weights_io import mismatch_report
+
+__all__ = ["checkpoint_meta", "load_trainable", "TrainRun", "TrainState", "setup_training"]
+
+
+def checkpoint_meta(cfg: Config, step: int) -> dict:
+    """What a checkpoint must say about itself so it is never used with the wrong backbone."""
+    from dgseg.data.classes import config_class_set
+    from dgseg.engine.backbone_check import backbone_record
+
+    return {
+        "config": config_to_dict(cfg),
+        "step": step,
+        "dgseg_version": dgseg.__version__,
+        "backbone": backbone_record(cfg),  # name, weights entry, file name, content digest, sha256, tensors
+        "num_classes": config_class_set(cfg).num_classes,  # = model.num_classes (checked), also for a Config built in code
+        "classes": config_class_set(cfg).to_dict(),
+        "adapter": cfg.model.adapter.name,
+    }
+
+
+def load_trainable(model: nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:
+    """Load checkpoint weights into a model; every key must fit, and every trainable key must be there."""
+    problems = mismatch_report(model.state_dict(), weights, model.trainable_state_dict())
+    if problems:
+        raise ValueError(
+            f"{source} does not fit this model: {problems} (was it trained with another backbone, adapter, head "
+            "or num_classes?)"
+        )
+    model.load_state_dict(weights, strict=False)
+
+
+@dataclass
+class TrainRun:
+    """What :func:`dgseg.engine.train.train` sets up once and every step reads."""
+
+    cfg: Config
+    out_dir: Path
+    rank: int
+    world: int
+    device: torch.device
+    progress: bool
+    base: nn.Module  # the Segmentor
+    model: nn.Module  # ``base``, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    amp: str
+    trainable: list[nn.Parameter]  # what gradient clipping and the grad norm see
+    meta_base: dict  # checkpoint_meta of the run; each checkpoint sets its own step
+    left_out: list[tuple[str, str]]  # files left out while listing the data (before any sample is read)
+    logger: RunLogger
+    batches: Iterator[dict]
+    bar: tqdm
+    t_start: float
+
+    def log(self, record: dict) -> None:
+        self.logger.log(record)
+
+
+@dataclass
+class TrainState:
+    """What changes from step to step; a checkpoint's training state holds what resuming needs of it."""
+
+    step: int = 0
+    skipped_steps: int = 0  # non-finite steps skipped (train.on_nan=skip): their batches were consumed too
+    skipped: dict[str, str] = field(default_factory=dict)  # bad samples skipped while reading: path -> reason
+    consecutive_skips: int = 0
+    last_eval: dict | None = None
+    history: list[float] = field(default_factory=list)  # total loss of every step
+    window_t: float = 0.0  # start and length of the current log interval (time_per_iter)
+    window_n: int = 0
+
+
+def setup_training(cfg: Config, out_dir: Path, resume: bool, force: bool, model: nn.Module | None,
+                   progress: bool) -> tuple[TrainRun, TrainState]:
+    """The setup of :func:`dgseg.engine.train.train`, in order: claims the folder (unless resuming), seeds,
+    builds the model, optimizer, scheduler and grad scaler, resumes, wraps the model for DDP, builds the data
+    loader from the resumed position, writes config.yaml and the run facts, opens the log."""
+    rank, world, device = init_distributed()
+    if not resume:
+        _claim_folder(out_dir, force)
+    torch.manual_seed(cfg.train.seed)
+    base, optimizer, scheduler, amp, scaler = _build_model_and_optimizer(cfg, device, model)
+    st = TrainState()
+    resumed_from = _resume(cfg, out_dir, base, optimizer, scheduler, scaler, st) if resume else None
+    meta_base = checkpoint_meta(cfg, st.step)
+    model = base
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(
+            base, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False
+        )
+    loader, dataset = build_train_loader(cfg, rank, world, st.step + st.skipped_steps)
+    left_out = skipped_samples(dataset)
+    trainable = [p for p in base.parameters() if p.requires_grad]
+    if is_main():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(out_dir / "config.yaml", dump_config(cfg))
+    logger = RunLogger(out_dir, cfg.train.log_backends, cfg.train.batch_size * cfg.train.accumulate * world,
+                       enabled=is_main())
+    if is_main():
+        write_run_facts(out_dir, cfg, base, amp, started=True)
+    if resumed_from is not None:
+        # the iterations after it may repeat earlier lines
+        logger.log({"iter": st.step, "resumed_from": resumed_from.name})
+    for path, reason in left_out:
+        logger.log({"iter": st.step, "skipped_sample": path, "reason": reason, "while": "listing files"})
+
+    base.train()
+    batches = iter(loader)
+    bar = tqdm(total=cfg.train.max_iters, initial=st.step, desc="train", disable=not (progress and is_main()),
+               dynamic_ncols=True)
+    run = TrainRun(cfg, out_dir, rank, world, device, progress, base, model, optimizer, scheduler, scaler, amp,
+                   trainable, meta_base, left_out, logger, batches, bar, t_start=time.perf_counter())
+    st.window_t = time.perf_counter()
+    return run, st
+
+
+def _claim_folder(out_dir: Path, force: bool) -> None:
+    """A new run: refuses a folder that holds a run, or with ``force`` moves that run aside."""
+    if not force:
+        claim_run_folder(out_dir)  # raises when the folder holds a run (every rank sees the same files)
+    elif is_main() and (moved := claim_run_folder(out_dir, force=True)):
+        print(f"--force: the previous run in {out_dir} was moved to {moved}")
+    barrier()
+
+
+def _build_model_and_optimizer(cfg: Config, device: torch.device, model: nn.Module | None) -> tuple:
+    """(model on ``device``, optimizer, poly scheduler, resolved amp, grad scaler) of ``cfg``."""
+    if model is None:
+        model = dgseg.build_model(cfg)
+    model.to(device)
+    if cfg.train.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    lr_mult = getattr(model.adapter, "lr_mult", 1.0) if model.adapter.trains_backbone else 1.0
+    optimizer = build_optimizer(model, cfg.train, backbone_lr_mult=lr_mult)
+    scheduler = build_scheduler(optimizer, cfg.train)
+    amp = resolve_amp(cfg.train.amp, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+    return model, optimizer, scheduler, amp, scaler
+
+
+def _resume(cfg: Config, out_dir: Path, base: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
+            scaler: torch.amp.GradScaler, st: TrainState) -> Path:
+    """Loads the newest checkpoint of ``out_dir`` into the model, the optimisation, the RNGs and ``st``."""
+    ckpt = latest_checkpoint(out_dir)
+    if ckpt is None:
+        raise FileNotFoundError(f"--resume: no checkpoint in {out_dir / 'checkpoints'}; start without --resume")
+    weights, meta = load_checkpoint(ckpt)
+    check_backbone(ckpt, meta, cfg)
+    load_trainable(base, weights, str(ckpt))
+    state = load_train_state(ckpt)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
+    restore_rng_state(state["rng"])
+    st.step = int(state["step"])
+    st.skipped_steps = int(state.get("skipped_steps", 0))
+    st.skipped = {str(p): str(r) for p, r in state.get("skipped_samples", [])}
+    return ckpt
