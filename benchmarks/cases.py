@@ -9,10 +9,7 @@ parameters, the recipe's groups), ``model.predict(mode="whole" | "slide")``, and
 checkpointing ``model.set_grad_checkpointing(True)``, which is what ``train.grad_checkpointing``
 does in ``dgseg.engine.train``. Weights are random (``weights: null``): the timings do not depend on them.
 
-Memory. On CUDA: ``torch.cuda.max_memory_allocated`` (tensors only). On CPU: the process's peak resident
-set (``ru_maxrss``) minus its resident set right after the imports, before the model exists, so the
-figure holds what CUDA's counter would (weights, gradients, optimizer state, activations) plus the
-allocator's slack; ``model_mib`` is what building the model added (mostly its fp32 weights).
+Memory and time are measured with :mod:`benchmarks.measure`.
 """
 
 from __future__ import annotations
@@ -21,11 +18,12 @@ import contextlib
 import json
 import math
 import os
-import resource
 import statistics
 import sys
 import time
 import traceback
+
+from benchmarks.measure import Clock, Memory, SavedActivations
 
 RESULT_PREFIX = "BENCH_RESULT "
 
@@ -76,48 +74,6 @@ def build(spec: dict, device=None):
     return cfg, model
 
 
-# ---------------------------------------------------------------------------------------------- memory
-def _rss_bytes() -> int:
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        return _peak_rss_bytes()
-
-
-def _peak_rss_bytes() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
-
-
-class Memory:
-    """Peak memory of this process above a baseline taken at construction (see the module docstring)."""
-
-    def __init__(self, device) -> None:
-        import torch
-
-        self.cuda = device.type == "cuda"
-        if self.cuda:
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            self.base = 0
-        else:
-            self.base = _rss_bytes()
-        self.device = device
-
-    def current(self) -> float:
-        import torch
-
-        now = torch.cuda.memory_allocated(self.device) if self.cuda else _rss_bytes()
-        return (now - self.base) / 2**20
-
-    def peak(self) -> float:
-        import torch
-
-        now = torch.cuda.max_memory_allocated(self.device) if self.cuda else _peak_rss_bytes()
-        return (now - self.base) / 2**20
-
-
 # ---------------------------------------------------------------------------------------------- helpers
 def _device(name: str):
     import torch
@@ -134,20 +90,6 @@ def _amp(spec: dict, device) -> str:
     return resolve_amp(spec.get("amp", "bf16"), device)
 
 
-class _Clock:
-    """Wall and process CPU time (all threads); synchronises CUDA first."""
-
-    def __init__(self, device) -> None:
-        self.device = device
-
-    def __call__(self) -> tuple[float, float]:
-        import torch
-
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter(), time.process_time()
-
-
 def synthetic_batch(batch: int, height: int, width: int, num_classes: int, seed: int = 0):
     """Normalised-range random images and blocky labels (8 x 8 cells of random classes)."""
     import torch
@@ -158,38 +100,6 @@ def synthetic_batch(batch: int, height: int, width: int, num_classes: int, seed:
     cells = torch.randint(0, num_classes, (batch, 8, 8), generator=g)
     labels = cells.repeat_interleave(ch, 1).repeat_interleave(cw, 2)[:, :height, :width].contiguous()
     return images, labels
-
-
-class SavedActivations:
-    """Bytes autograd saves for the backward pass (the activation memory), counted once per storage.
-
-    Saved tensors that share a parameter's storage (weights kept for the backward) are left out: they are
-    the model's own memory. A ``torch.autograd.graph.saved_tensors_hooks`` pair that returns the tensor
-    itself: nothing is copied or kept alive longer.
-    """
-
-    def __init__(self, model) -> None:
-        self.params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-        self.seen: dict[int, int] = {}
-
-    def pack(self, t):
-        try:
-            storage = t.untyped_storage()
-            ptr = storage.data_ptr()
-            if ptr not in self.params and t.device.type != "meta":
-                self.seen[ptr] = max(self.seen.get(ptr, 0), storage.nbytes())
-        except (RuntimeError, NotImplementedError):  # tensors without a storage (sparse, nested, ...)
-            pass
-        return t
-
-    def hooks(self):
-        import torch
-
-        return torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
-
-    @property
-    def mib(self) -> float:
-        return sum(self.seen.values()) / 2**20
 
 
 def _env() -> dict:
@@ -224,7 +134,7 @@ def train_case(spec: dict) -> dict:
     images, labels = synthetic_batch(spec["batch"], spec["crop"], spec["crop"], cfg.model.num_classes,
                                      spec.get("seed", 0))
     images, labels = images.to(device), labels.to(device)
-    clock = _Clock(device)
+    clock = Clock(device)
     amp = _amp(spec, device)
     frozen = [p for p in model.parameters() if not p.requires_grad]
     rows = []
@@ -289,7 +199,7 @@ def infer_case(spec: dict) -> dict:
     crop, stride = spec["crop"], spec["stride"]
     image, _ = synthetic_batch(1, h, w, cfg.model.num_classes, spec.get("seed", 0))
     image = image.to(device)
-    clock = _Clock(device)
+    clock = Clock(device)
     amp = _amp(spec, device)
     env0 = _env()
     with torch.no_grad(), autocast(device, amp):
