@@ -10,7 +10,7 @@ from tiny import tiny_dict
 
 import dgseg.engine.train as train_module
 from dgseg.bench import bench_config, run_bench
-from dgseg.bench_report import markdown, rise_over_last_quarter, ties
+from dgseg.bench_report import markdown, rise_over_last_quarter, ties, write_report
 
 
 @pytest.fixture
@@ -54,6 +54,14 @@ def test_an_interrupted_comparison_resumes_without_retraining_finished_runs(tmp_
     assert set(evals) == {"synthetic-game", "synthetic-night"}  # the finished run is scored on every domain
     for name in ("bench.json", "rein/seed0/summary.json"):  # strict JSON: a NaN IoU is null, never bare NaN
         json.loads((out / name).read_text(), parse_constant=pytest.fail)
+    assert "different precisions" not in report and "Runs trained on: " in report
+
+    # a comparison continued on a machine that trained in another precision says so in the table
+    facts = json.loads((out / "frozen" / "seed0" / "run.json").read_text())
+    (out / "frozen" / "seed0" / "run.json").write_text(json.dumps({**facts, "precision": "float32 (test)"}))
+    write_report(out)
+    report = (out / "bench.md").read_text()
+    assert "The runs used different precisions" in report and "| float32 (test) |" in report
 
 
 def test_a_run_trained_to_another_setting_is_refused_by_name(tmp_path, tiny_bench):

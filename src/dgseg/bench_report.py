@@ -88,8 +88,18 @@ def aggregate(runs: dict[str, dict[int, dict]], out: Path) -> dict:
             "trainable": any_run["trainable"],
             "train_time_s": _stats([r["train_time_s"] for r in seeds.values()]),
             "source": source,
+            "precision": sorted({_run_fact(out / method / f"seed{s}", "precision") for s in seeds}),
+            "machine": sorted({_run_fact(out / method / f"seed{s}", "machine") for s in seeds}),
         }
     return table
+
+
+def _run_fact(run_dir: Path, key: str) -> str:
+    """One fact of a run's ``run.json`` (machine, precision); 'unknown' for a run folder without one."""
+    try:
+        return str(json.loads((run_dir / "run.json").read_text()).get(key) or "unknown")
+    except (OSError, ValueError):
+        return "unknown"
 
 
 def ties(table: dict, column: str) -> tuple[str | None, list[str]]:
@@ -118,14 +128,15 @@ def markdown(table: dict) -> str:
     domains = [c for c in first["scores"] if c not in ("mean targets", "rPD")]
     source = first["source"]
     head = ["method", "seeds", *[f"{d} (source)" if d == source else d for d in domains], "mean targets", "rPD",
-            "source rise, last quarter", "trainable params", "train time / run"]
+            "source rise, last quarter", "trainable params", "train time / run", "precision"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, row in table.items():
         rises = [v for v in row["plateau_rise"].values() if not math.isnan(v)]
         rise = f"{max(rises):+.1f} (max)" if rises else "-"
         cells = [method, str(len(row["seeds"])), *[_cell(row["scores"][d]) for d in domains],
                  _cell(row["scores"]["mean targets"]), _cell(row["scores"]["rPD"]), rise,
-                 f"{row['trainable']:,}", f"{row['train_time_s']['mean'] / 60:.1f} min"]
+                 f"{row['trainable']:,}", f"{row['train_time_s']['mean'] / 60:.1f} min",
+                 " + ".join(row.get("precision", ["unknown"]))]
         lines.append("| " + " | ".join(cells) + " |")
     verdict = []
     for column in ("mean targets", "rPD", source):
@@ -140,12 +151,16 @@ def markdown(table: dict) -> str:
     plateau = ("Every run's source validation mIoU rose by less than 1 point over its last quarter."
                if not not_flat else f"Not plateaued (rose by 1 point or more over the last quarter): "
                f"{', '.join(not_flat)}.")
+    precisions = {p for row in table.values() for p in row.get("precision", ["unknown"])}
+    machines = sorted({m for row in table.values() for m in row.get("machine", ["unknown"])})
+    mixed = (f"**The runs used different precisions ({', '.join(sorted(precisions))}): compare with care.**\n\n"
+             if len(precisions) > 1 else "")
     return (
         "# dgseg bench: method comparison on the synthetic benchmark\n\n"
         "mIoU in %, mean over seeds with (min-max) when there are several; rPD = 100 x mean target mIoU / "
         "source mIoU, per seed, then averaged. A difference smaller than the spread is a tie.\n\n"
-        + "\n".join(lines) + "\n\n" + "\n".join(verdict) + "\n\n" + plateau + "\n\n"
-        f"Report written on: {machine_line()}. Iterations per run: "
+        + "\n".join(lines) + "\n\n" + "\n".join(verdict) + "\n\n" + plateau + "\n\n" + mixed
+        + f"Runs trained on: {'; '.join(machines)}. Report written on: {machine_line()}. Iterations per run: "
         f"{', '.join(sorted({str(r['iters']) for r in table.values()}))}.\n"
     )
 
