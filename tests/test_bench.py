@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import yaml
@@ -10,7 +11,7 @@ from tiny import tiny_dict
 
 import dgseg.engine.train as train_module
 from dgseg.bench import bench_config, run_bench
-from dgseg.bench_report import markdown, rise_over_last_quarter, ties, write_report
+from dgseg.bench_report import PLATEAU_POINTS, markdown, rise_over_last_quarter, ties, write_report
 
 
 @pytest.fixture
@@ -90,11 +91,17 @@ def test_a_difference_inside_the_spread_is_a_tie():
     assert ties(table, "mean targets") == ("a", ["b"])
 
 
-def test_the_plateau_check_compares_the_end_with_three_quarters(tmp_path):
+def test_the_plateau_check_compares_the_last_quarter_mean_with_the_quarter_before(tmp_path):
     log = tmp_path / "log.jsonl"
-    evals = {100: 10.0, 200: 20.0, 300: 25.0, 400: 25.5}
+    evals = {250: 5.0, 500: 10.0, 750: 20.0, 1000: 22.0, 1250: 18.0, 1500: 24.0, 1750: 19.0, 2000: 23.0}
     log.write_text("".join(json.dumps({"iter": i, "eval": {"s": {"mIoU": v}}}) + "\n" for i, v in evals.items()))
-    assert rise_over_last_quarter(log, "s") == pytest.approx(0.5)  # 400 vs 300
+    # (1500, 2000] = {19, 23} against (1000, 1500] = {18, 24}: no rise, though the last point is 4 above 1750
+    assert rise_over_last_quarter(log, "s") == pytest.approx(0.0)
+    log.write_text("".join(json.dumps({"iter": i, "eval": {"s": {"mIoU": v + (i > 1500) * 1.5}}}) + "\n"
+                           for i, v in evals.items()))
+    assert rise_over_last_quarter(log, "s") == pytest.approx(1.5)
+    assert PLATEAU_POINTS == 1.0  # the threshold: less than one point
+    assert math.isnan(rise_over_last_quarter(tmp_path / "missing.jsonl", "s"))
 
 
 def test_the_report_says_when_nothing_has_finished():

@@ -24,6 +24,7 @@ import torch
 
 from dgseg import strict_json
 from dgseg.atomic import write_atomic
+from dgseg.bench_report import PLATEAU_POINTS as PLATEAU_POINTS
 from dgseg.bench_report import write_report
 from dgseg.config import Config, config_to_dict, dump_config, load_config
 from dgseg.engine.run_facts import training_time_s
@@ -41,8 +42,6 @@ METHODS = {
 """Method -> overrides of the bench config. The paper's definitions: Rein links its tokens to the head's
 queries; the others use the head's own queries; ``full`` trains the backbone at ``adapter.lr_mult`` x lr."""
 PAPER_METHODS = ["rein", "frozen", "full", "lora", "adaptformer", "vpt"]
-PLATEAU_POINTS = 1.0
-"""A run has plateaued when its source validation mIoU rose by less than this over the last quarter."""
 
 
 def bench_config(method: str, seed: int, iters: int | None, overrides: list[str],
