@@ -116,7 +116,7 @@ def test_label_ids_need_the_19_cityscapes_classes(tmp_path, run, capsys):
     assert code == 2 and "num_classes" in capsys.readouterr().err
 
 
-def test_no_write_through_a_symlink(tmp_path, run):
+def test_a_symlink_at_an_output_name_is_replaced_never_written_through(tmp_path, run):
     from dgseg.engine.submission import write_predictions
 
     model, cfg = load_model(run)
@@ -124,7 +124,8 @@ def test_no_write_through_a_symlink(tmp_path, run):
     (tmp_path / "out").mkdir()
     (tmp_path / "elsewhere.png").write_bytes(b"keep")
     (tmp_path / "out" / "x_leftImg8bit.png").symlink_to(tmp_path / "elsewhere.png")
-    with pytest.raises(ValueError, match="symbolic link"):
-        write_predictions(model, cfg, [(src, src.relative_to(tmp_path / "in").with_suffix(""))], tmp_path / "out",
-                          "cityscapes-ids", progress=False)
-    assert (tmp_path / "elsewhere.png").read_bytes() == b"keep"
+    written = write_predictions(model, cfg, [(src, src.relative_to(tmp_path / "in").with_suffix(""))],
+                                tmp_path / "out", "cityscapes-ids", progress=False)
+    assert (tmp_path / "elsewhere.png").read_bytes() == b"keep"  # the link's target is untouched
+    assert written and all(not p.is_symlink() for p in written)
+    assert not (tmp_path / "out" / "x_leftImg8bit.png").is_symlink()

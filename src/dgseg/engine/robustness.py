@@ -19,11 +19,11 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from dgseg import strict_json
+from dgseg.atomic import write_atomic
 from dgseg.config import Config, DatasetSpec
 from dgseg.data.corruptions import FAMILIES, FAMILY_OF, corrupt, corruption_seed, implementation
 from dgseg.engine.data import build_eval_set, domain_name
 from dgseg.engine.evaluate import eval_setup, evaluate_domain
-from dgseg.engine.submission import atomic_target
 
 
 class CorruptedSet(Dataset):
@@ -160,9 +160,7 @@ def corruptions_figure(results: dict[str, Any], out_png: str | Path) -> Path:
             ax.legend(fontsize=7)
     fig.tight_layout()
     out_png = Path(out_png)
-    with atomic_target(out_png) as tmp, open(tmp, "xb") as fh:
-        fig.savefig(fh, format="png")
-    return out_png
+    return write_atomic(out_png, lambda fh: fig.savefig(fh, format="png"))
 
 
 def write_corruptions(results: dict[str, Any], out_dir: str | Path, title: str = "") -> list[Path]:
@@ -171,6 +169,5 @@ def write_corruptions(results: dict[str, Any], out_dir: str | Path, title: str =
     paths = [out / "corruptions.json", out / "corruptions.md"]
     texts = [strict_json.dumps(results, indent=2), corruptions_markdown(results, title)]
     for path, text in zip(paths, texts):
-        with atomic_target(path) as tmp, open(tmp, "x", encoding="utf-8") as fh:
-            fh.write(text)
+        write_atomic(path, text)
     return [*paths, corruptions_figure(results, out / "corruptions.png")]

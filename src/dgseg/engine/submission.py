@@ -9,11 +9,10 @@ is what mmseg's ``CityscapesMetric(format_only=True)`` writes (``mmseg/evaluatio
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from dgseg.atomic import write_atomic
 from dgseg.config import Config
 
 # The official table's (label ID, train ID) rows for the 19 evaluated classes. cityscapesScripts builds
@@ -78,28 +78,6 @@ def split_images(name: str, root: str | os.PathLike, split: str) -> list[tuple[P
     return found
 
 
-@contextlib.contextmanager
-def atomic_target(path: Path) -> Iterator[Path]:
-    """Yield a temporary path in ``path``'s folder, renamed onto ``path`` when the block succeeds.
-    Refuses a ``path`` that is a symbolic link (dgseg never writes through links)."""
-    if path.is_symlink():
-        raise ValueError(f"{path}: is a symbolic link; dgseg does not write through links, remove it first")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    with atomic_target(path) as tmp, open(tmp, "xb") as f:
-        f.write(data)
-
-
 def png_bytes(array: np.ndarray) -> bytes:
     """A uint8 [H, W] or [H, W, 3] array encoded as PNG."""
     from PIL import Image
@@ -114,13 +92,13 @@ def _writer(fmt: str, palette: np.ndarray) -> Callable[[Path, np.ndarray, np.nda
 
     def cityscapes_ids(target: Path, rgb: np.ndarray, pred: np.ndarray) -> list[Path]:
         path = target.with_name(target.name + ".png")
-        _write_atomic(path, png_bytes(to_label_ids(pred)))
+        write_atomic(path, png_bytes(to_label_ids(pred)))
         return [path]
 
     def trainids(target: Path, rgb: np.ndarray, pred: np.ndarray) -> list[Path]:
         paths = [target.with_name(target.name + s) for s in ("_labelTrainIds.png", "_color.png", "_overlay.png")]
         for path, array in zip(paths, (pred, colorize(pred, palette), overlay(rgb, pred, palette))):
-            _write_atomic(path, png_bytes(array))
+            write_atomic(path, png_bytes(array))
         return paths[:1]
 
     if fmt not in FORMATS:
@@ -185,7 +163,10 @@ def write_predictions(model: nn.Module, cfg: Config, files: list[tuple[Path, Pat
 def zip_folder(folder: str | Path, zip_path: str | Path, files: list[Path]) -> Path:
     """Zip ``files`` (inside ``folder``) with paths relative to ``folder``; written atomically."""
     folder, zip_path = Path(folder).resolve(), Path(zip_path)
-    with atomic_target(zip_path) as tmp, zipfile.ZipFile(tmp, "x", compression=zipfile.ZIP_DEFLATED) as zf:
-        for f in sorted(files):
-            zf.write(f, f.resolve().relative_to(folder).as_posix())
-    return zip_path
+
+    def write_zip(fh) -> None:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for f in sorted(files):
+                zf.write(f, f.resolve().relative_to(folder).as_posix())
+
+    return write_atomic(zip_path, write_zip)
