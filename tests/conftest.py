@@ -7,6 +7,11 @@ import os
 
 import pytest
 
+# Tests start `python -m dgseg` and spawn worker processes from other working folders: a relative
+# PYTHONPATH (`PYTHONPATH=src pytest`, e.g. from a git worktree) would not find the package there.
+if os.environ.get("PYTHONPATH"):
+    os.environ["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in os.environ["PYTHONPATH"].split(os.pathsep) if p)
+
 
 @pytest.fixture(scope="session")
 def dgseg_home(tmp_path_factory):
