@@ -106,3 +106,15 @@ def test_the_plateau_check_compares_the_last_quarter_mean_with_the_quarter_befor
 
 def test_the_report_says_when_nothing_has_finished():
     assert "No finished runs yet" in markdown({})
+
+
+def test_jobs_train_runs_side_by_side_in_their_own_processes(tmp_path, tiny_bench):
+    out = tmp_path / "bench"
+    table = run_bench(["rein", "frozen"], [0], out, config=tiny_bench, jobs=2, threads=1)
+    assert list(table) == ["rein", "frozen"]
+    for method in ("rein", "frozen"):
+        assert json.loads((out / method / "seed0" / "summary.json").read_text())["step"] == 4
+    with pytest.raises(ValueError, match="needs every run in its own process"):
+        run_bench(["rein"], [0], out, config=tiny_bench, jobs=2, isolate=False)
+    with pytest.raises(ValueError, match="--jobs 0"):
+        run_bench(["rein"], [0], out, config=tiny_bench, jobs=0)

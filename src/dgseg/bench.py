@@ -17,7 +17,9 @@ import multiprocessing as mp
 import os
 import resource
 import shutil
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -162,17 +164,31 @@ def run_one(method: str, seed: int, cfg: Config, run_dir: Path, isolate: bool = 
 
 def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/bench", iters: int | None = None,
               overrides: list[str] | None = None, config: str | Path | None = BENCH_CONFIG, isolate: bool = True,
-              threads: int | None = None) -> dict:
-    """Train what is missing of methods x seeds into ``out``, then write the combined report."""
+              threads: int | None = None, jobs: int = 1) -> dict:
+    """Train what is missing of methods x seeds into ``out``, ``jobs`` runs at a time, then write the combined
+    report (also after every finished run).
+
+    ``jobs`` > 1 runs that many child processes side by side with ``threads`` (default: the cores divided
+    by ``jobs``) torch threads each: for the small bench model more throughput than one run on every core
+    (measured on a 2-core AMD EPYC, bf16: AdaptFormer and frozen side by side at 1 thread each took 0.60 and
+    0.53 s per iteration, Rein alone on both cores 0.45 s: about 1.6 x the iterations per second)."""
     from dgseg.models.pretrained import EMBEDDED, embedded_weights_path
 
+    if jobs < 1:
+        raise ValueError(f"bench: --jobs {jobs}: expected 1 or more runs at a time")
+    if jobs > 1 and not isolate:
+        raise ValueError("bench: --jobs > 1 needs every run in its own process (isolate=True)")
+    if jobs > 1 and threads is None:
+        threads = max(1, (os.cpu_count() or 1) // jobs)
     out = Path(out)
     config = config or BENCH_CONFIG
     out.mkdir(parents=True, exist_ok=True)
     plan = [(m, s, bench_config(m, s, iters, overrides or [], config)) for m in methods for s in seeds]
-    for method, seed, cfg in plan:
-        if cfg.model.backbone.weights in EMBEDDED:
-            embedded_weights_path(cfg.model.backbone.weights)  # import once, before any child starts
+    for weights in {cfg.model.backbone.weights for _, _, cfg in plan} & set(EMBEDDED):
+        embedded_weights_path(weights)  # import once, before any child starts
+    report_lock = threading.Lock()
+
+    def bring_to_done(method: str, seed: int, cfg: Config) -> None:
         run_dir = out / method / f"seed{seed}"
         t0 = time.perf_counter()
         print(f"== bench: {method} seed {seed} ({cfg.train.max_iters} iterations): "
@@ -180,7 +196,18 @@ def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/benc
         state = run_one(method, seed, cfg, run_dir, isolate=isolate, threads=threads)
         if state != "done":
             print(f"   {method} seed {seed} finished in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
-        write_report(out)
+        with report_lock:
+            write_report(out)
+
+    if jobs == 1:
+        for item in plan:
+            bring_to_done(*item)
+    else:
+        with ThreadPoolExecutor(jobs) as pool:  # each thread waits on its run's child process
+            futures = [pool.submit(bring_to_done, *item) for item in plan]
+        failed = [str(f.exception()) for f in futures if f.exception() is not None]
+        if failed:
+            raise RuntimeError("\n".join(failed))
     return write_report(out)
 
 
