@@ -218,7 +218,11 @@ def curves_figure(table: dict, out: Path, path: Path) -> None:
             line = ax.plot(xs, [points[x] for x in xs], lw=1, marker="o", ms=2, color=colours.get(method),
                            label=method if method not in colours else None)
             colours.setdefault(method, line[0].get_color())
-    ax.set_xlabel("iteration")
+    iters = sorted({row["iters"] for row in table.values()})
+    if len(iters) == 1:  # the plateau check's two windows: the quarter before and the last quarter
+        for x in (0.5 * iters[0], 0.75 * iters[0]):
+            ax.axvline(x, color="grey", ls=":", lw=1)
+    ax.set_xlabel("iteration (dotted: the quarters compared by the plateau check)")
     ax.set_ylabel("source validation mIoU (%)")
     ax.set_title("source validation during training (one line per seed)")
     if colours:
