@@ -72,6 +72,23 @@ def test_a_run_trained_to_another_setting_is_refused_by_name(tmp_path, tiny_benc
         run_bench(["frozen"], [1], out, iters=6, config=tiny_bench, isolate=False)
 
 
+def test_a_finished_run_recorded_before_a_key_existed_still_counts_as_done(tmp_path, tiny_bench):
+    from dgseg.bench import run_state
+
+    out = tmp_path / "bench"
+    run_bench(["frozen"], [0], out, config=tiny_bench, isolate=False)
+    cfg = bench_config("frozen", 0, None, [], tiny_bench)
+    summary = out / "frozen" / "seed0" / "summary.json"
+    data = json.loads(summary.read_text())
+    del data["config"]["eval"]["tta"]  # as if written by a dgseg from before eval.tta existed
+    summary.write_text(json.dumps(data))
+    assert run_state(out / "frozen" / "seed0", cfg) == "done"
+    data["config"]["train"]["lr"] *= 2  # a changed value is another setting
+    summary.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="train.lr"):
+        run_state(out / "frozen" / "seed0", cfg)
+
+
 def test_seeds_and_methods_become_config_keys():
     cfg = bench_config("full", 2, 100, [])
     assert (cfg.model.adapter.name, cfg.model.adapter.link, cfg.train.seed, cfg.train.max_iters) == ("full", False, 2, 100)

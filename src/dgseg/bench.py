@@ -108,19 +108,28 @@ def run_state(run_dir: Path, cfg: Config) -> str:
     wanted = config_to_dict(training_config(cfg))
     if summary.exists():
         recorded = json.loads(summary.read_text()).get("config")
-        if recorded is not None and recorded != config_to_dict(cfg):
-            raise ValueError(_setting_error(run_dir, recorded, config_to_dict(cfg)))
+        if recorded is not None:
+            recorded = _normalised(recorded)
+            if recorded != config_to_dict(cfg):
+                raise ValueError(_setting_error(run_dir, recorded, config_to_dict(cfg)))
         return "done"
     if latest_checkpoint(run_dir) is not None:
         import yaml
 
-        from dgseg.config import config_from_dict
-
-        recorded = config_to_dict(config_from_dict(yaml.safe_load(stored.read_text())))
+        recorded = _normalised(yaml.safe_load(stored.read_text()))
         if recorded != wanted:
             raise ValueError(_setting_error(run_dir, recorded, wanted))
         return "resume"
     return "new"
+
+
+def _normalised(recorded: dict) -> dict:
+    """A run's recorded config read through today's schema: a key added to dgseg since the run was trained
+    takes its default, so runs committed earlier (``benchmarks/bench``) stay comparable when the default
+    keeps the old behaviour; a changed value is still a different setting."""
+    from dgseg.config import config_from_dict
+
+    return config_to_dict(config_from_dict(recorded))
 
 
 def _setting_error(run_dir: Path, recorded: dict, wanted: dict) -> str:
