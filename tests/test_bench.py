@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -135,3 +141,44 @@ def test_jobs_train_runs_side_by_side_in_their_own_processes(tmp_path, tiny_benc
         run_bench(["rein"], [0], out, config=tiny_bench, jobs=2, isolate=False)
     with pytest.raises(ValueError, match="--jobs 0"):
         run_bench(["rein"], [0], out, config=tiny_bench, jobs=0)
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        cmdline = (status.parent / "cmdline").read_bytes() if (status.parent / "cmdline").exists() else b""
+        if fields.get("PPid", "").strip() == str(pid) and b"resource_tracker" not in cmdline:
+            kids.append(int(status.parent.name))  # the run (multiprocessing's resource tracker exits by itself)
+    return kids
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads child processes from /proc (Linux)")
+def test_a_terminated_bench_stops_its_run_which_checkpoints_and_resumes(tmp_path):
+    data = tiny_dict(train__max_iters=100_000, train__checkpoint_interval=50_000, train__eval_interval=50_000)
+    config = tmp_path / "long.yaml"
+    config.write_text(yaml.safe_dump(data))
+    out = tmp_path / "bench"
+    log = out / "frozen" / "seed0" / "log.jsonl"
+    parent = subprocess.Popen([sys.executable, "-m", "dgseg", "bench", "--methods", "frozen", "--seeds", "0",
+                               "--config", str(config), "--out", str(out), "--threads", "1"],
+                              env=dict(os.environ, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not (log.exists() and '"loss"' in log.read_text()):
+        assert parent.poll() is None and time.monotonic() < deadline, parent.communicate()[0]
+        time.sleep(0.2)
+    children = _children(parent.pid)
+    assert children, "the run trains in a child process"
+    parent.send_signal(signal.SIGTERM)
+    output = parent.communicate(timeout=120)[0]
+    assert parent.returncode != 0
+    for pid in children:  # no run keeps training without its parent (a zombie would be reaped by init)
+        status = Path(f"/proc/{pid}/status")
+        assert not status.exists() or "zombie" in status.read_text(), output
+    from dgseg.engine.checkpoint import latest_checkpoint
+
+    assert latest_checkpoint(out / "frozen" / "seed0") is not None, output  # the same command resumes it

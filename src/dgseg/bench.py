@@ -19,7 +19,7 @@ import resource
 import shutil
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import torch
@@ -148,6 +148,26 @@ def _diff(a, b, prefix: str = "") -> list[tuple[str, object, object]]:
     return [] if a == b else [(prefix.rstrip("."), a, b)]
 
 
+_LIVE: set = set()
+"""The runs' child processes alive now (several with ``jobs`` > 1)."""
+_LIVE_LOCK = threading.Lock()
+
+
+def stop_children(grace_s: float = 0.0) -> None:
+    """Stops every run's child process: waits up to ``grace_s`` for it to stop by itself (Ctrl-C reaches
+    the whole process group, so each child already saves a checkpoint and stops), then SIGTERM, which has
+    the same effect in the child's training (see ``engine.train``), and waits. The same command resumes the
+    runs. So no run keeps training without its parent."""
+    with _LIVE_LOCK:
+        procs = list(_LIVE)
+    for proc in procs:
+        proc.join(grace_s)
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join()
+
+
 def run_one(method: str, seed: int, cfg: Config, run_dir: Path, isolate: bool = True,
             threads: int | None = None) -> str:
     """Bring one run to 'done'; returns what was needed ('done', 'resume' or 'new')."""
@@ -164,7 +184,16 @@ def run_one(method: str, seed: int, cfg: Config, run_dir: Path, isolate: bool = 
         return state
     proc = mp.get_context("spawn").Process(target=_run_child, args=args)
     proc.start()
-    proc.join()
+    with _LIVE_LOCK:
+        _LIVE.add(proc)
+    try:
+        proc.join()
+    except BaseException as exc:  # interrupted while waiting: stop the child before unwinding (else Python's
+        stop_children(grace_s=60.0 if isinstance(exc, KeyboardInterrupt) else 0.0)  # exit would wait for it)
+        raise
+    finally:
+        with _LIVE_LOCK:
+            _LIVE.discard(proc)
     if proc.exitcode != 0 or not (run_dir / "summary.json").exists():
         raise RuntimeError(f"bench: run {method} seed {seed} in {run_dir} did not finish (exit code "
                            f"{proc.exitcode}); run the same command again to resume it")
@@ -208,15 +237,25 @@ def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/benc
         with report_lock:
             write_report(out)
 
-    if jobs == 1:
-        for item in plan:
-            bring_to_done(*item)
-    else:
-        with ThreadPoolExecutor(jobs) as pool:  # each thread waits on its run's child process
+    pool = ThreadPoolExecutor(jobs) if jobs > 1 else None  # each thread waits on its run's child process
+    try:
+        if pool is None:
+            for item in plan:
+                bring_to_done(*item)
+        else:
             futures = [pool.submit(bring_to_done, *item) for item in plan]
-        failed = [str(f.exception()) for f in futures if f.exception() is not None]
-        if failed:
-            raise RuntimeError("\n".join(failed))
+            wait(futures)
+            failed = [str(f.exception()) for f in futures if f.exception() is not None]
+            if failed:
+                raise RuntimeError("\n".join(failed))
+    except BaseException as exc:  # Ctrl-C, SIGTERM (the CLI turns it into SystemExit) or a failed run
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        stop_children(grace_s=60.0 if isinstance(exc, KeyboardInterrupt) else 0.0)
+        raise
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
     return write_report(out)
 
 

@@ -184,9 +184,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    import signal
+
     from dgseg.bench import PAPER_METHODS, parse_list, run_bench
 
     methods = parse_list(args.methods) if args.methods else PAPER_METHODS
+    # terminated (a scheduler, `kill`): unwind like Ctrl-C, so the runs' child processes stop and checkpoint
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     run_bench(methods, parse_list(args.seeds, int), out=args.out, iters=args.iters, overrides=args.overrides,
               config=args.config or None, threads=args.threads, jobs=args.jobs)
     print(f"report: {args.out}/bench.md, figures: {args.out}/bench.png, {args.out}/bench_curves.png")
