@@ -208,8 +208,8 @@ def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/benc
 
     ``jobs`` > 1 runs that many child processes side by side with ``threads`` (default: the cores divided
     by ``jobs``) torch threads each: for the small bench model more throughput than one run on every core
-    (measured on a 2-core AMD EPYC, bf16: AdaptFormer and frozen side by side at 1 thread each took 0.60 and
-    0.53 s per iteration, Rein alone on both cores 0.45 s: about 1.6 x the iterations per second)."""
+    (measured on a 2-core AMD EPYC, bf16: a frozen run took 0.53 s per iteration at 1 thread beside another
+    run, 0.31 s alone at 2 threads, so about 1.2 x the iterations per second)."""
     from dgseg.models.pretrained import EMBEDDED, embedded_weights_path
 
     if jobs < 1:
