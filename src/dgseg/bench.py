@@ -26,7 +26,6 @@ import torch
 
 from dgseg import strict_json
 from dgseg.atomic import write_atomic
-from dgseg.bench_report import PLATEAU_POINTS as PLATEAU_POINTS
 from dgseg.bench_report import write_report
 from dgseg.config import Config, config_to_dict, dump_config, load_config
 from dgseg.engine.run_facts import training_time_s

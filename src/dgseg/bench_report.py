@@ -92,6 +92,7 @@ def aggregate(runs: dict[str, dict[int, dict]], out: Path) -> dict:
         any_run = next(iter(seeds.values()))
         source = any_run["config"]["data"]["source"]
         rises = {s: rise_over_last_quarter(out / method / f"seed{s}" / "log.jsonl", source) for s in seeds}
+        facts = {s: _run_facts(out / method / f"seed{s}") for s in seeds}  # run.json read once per run
         table[method] = {
             "seeds": sorted(seeds),
             "scores": {c: _stats([per_seed[s][c] for s in per_seed]) for c in columns},
@@ -101,18 +102,20 @@ def aggregate(runs: dict[str, dict[int, dict]], out: Path) -> dict:
             "trainable": any_run["trainable"],
             "train_time_s": _stats([r["train_time_s"] for r in seeds.values()]),
             "source": source,
-            "precision": sorted({_run_fact(out / method / f"seed{s}", "precision") for s in seeds}),
-            "machine": sorted({_run_fact(out / method / f"seed{s}", "machine") for s in seeds}),
+            "precision": sorted({str(f.get("precision") or "unknown") for f in facts.values()}),
+            "machine": sorted({str(f.get("machine") or "unknown") for f in facts.values()}),
         }
     return table
 
 
-def _run_fact(run_dir: Path, key: str) -> str:
-    """One fact of a run's ``run.json`` (machine, precision); 'unknown' for a run folder without one."""
+def _run_facts(run_dir: Path) -> dict:
+    """A run's ``run.json`` (machine, precision, ...); empty for a run folder without a readable one, whose
+    facts then show as 'unknown'."""
     try:
-        return str(json.loads((run_dir / "run.json").read_text()).get(key) or "unknown")
+        facts = json.loads((run_dir / "run.json").read_text())
     except (OSError, ValueError):
-        return "unknown"
+        return {}
+    return facts if isinstance(facts, dict) else {}
 
 
 def ties(table: dict, column: str) -> tuple[str | None, list[str]]:
@@ -149,7 +152,7 @@ def markdown(table: dict) -> str:
         cells = [method, str(len(row["seeds"])), *[_cell(row["scores"][d]) for d in domains],
                  _cell(row["scores"]["mean targets"]), _cell(row["scores"]["rPD"]), rise,
                  f"{row['trainable']:,}", f"{row['train_time_s']['mean'] / 60:.1f} min",
-                 " + ".join(row.get("precision", ["unknown"]))]
+                 " + ".join(row["precision"])]
         lines.append("| " + " | ".join(cells) + " |")
     verdict = []
     for column in ("mean targets", "rPD", source):
@@ -166,8 +169,8 @@ def markdown(table: dict) -> str:
                if not not_flat else f"Not plateaued (the last quarter's mean source validation mIoU is "
                f"{PLATEAU_POINTS:g} point or more above the quarter before's): "
                f"{', '.join(not_flat)}.")
-    precisions = {p for row in table.values() for p in row.get("precision", ["unknown"])}
-    machines = sorted({m for row in table.values() for m in row.get("machine", ["unknown"])})
+    precisions = {p for row in table.values() for p in row["precision"]}
+    machines = sorted({m for row in table.values() for m in row["machine"]})
     mixed = (f"**The runs used different precisions ({', '.join(sorted(precisions))}): compare with care.**\n\n"
              if len(precisions) > 1 else "")
     return (

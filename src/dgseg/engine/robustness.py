@@ -159,7 +159,6 @@ def corruptions_figure(results: dict[str, Any], out_png: str | Path) -> Path:
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
     fig.tight_layout()
-    out_png = Path(out_png)
     return write_atomic(out_png, lambda fh: fig.savefig(fh, format="png"))
 
 
