@@ -11,12 +11,7 @@ built config. Every name is importable from ``dgseg.config``.
 """
 
 from .loading import _apply_override as _apply_override
-from .loading import _as_number as _as_number
-from .loading import _build as _build
-from .loading import _convert as _convert
-from .loading import _deep_merge as _deep_merge
 from .loading import _read_yaml as _read_yaml
-from .loading import _type_name as _type_name
 from .loading import config_from_dict, config_to_dict, dump_config, load_config
 from .schema import (
     CHOICES,
@@ -36,8 +31,6 @@ from .schema import (
     TTAConfig,
 )
 from .validate import validate_config
-
-_validate = validate_config  # the name it had before the split
 
 __all__ = [
     "CHOICES", "LOG_BACKENDS",

@@ -61,13 +61,9 @@ from .labels import (
 )
 from .pairing import IMAGE_SUFFIXES as IMAGE_SUFFIXES
 from .pairing import Sample, pair_files, read_split_file
-from .pairing import _list_files as _list_files
-from .pairing import _match_suffix as _match_suffix
-from .pairing import _stem as _stem
 from .reading import LABEL_MODES as LABEL_MODES
 from .reading import DataError, read_image, read_label
 from .reading import _read_png16_first_channel_pil as _read_png16_first_channel_pil
-from .reading import _to_rgb8 as _to_rgb8
 from .reading import read_png16_first_channel as read_png16_first_channel
 
 
