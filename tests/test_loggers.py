@@ -70,3 +70,54 @@ def test_the_logger_appends_one_json_line_per_record(tmp_path):
                           "pred": np.zeros((2, 2), np.uint8)}]}, np.zeros((1, 3), np.uint8))  # no TB: nothing
     assert (tmp_path / "log.jsonl").read_text().splitlines() == ['{"iter": 1, "loss": 1.0}',
                                                                   '{"iter": 2, "loss": 0.5}']
+
+
+needs_tb = pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard not installed")
+
+
+def _steps(log_dir, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir))
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+@needs_tb
+def test_each_tensorboard_flush_is_one_new_whole_file_and_earlier_files_are_never_touched(tmp_path):
+    from dgseg.engine.tb_events import AtomicEventWriter
+
+    tb = AtomicEventWriter(tmp_path, flush_secs=1e9)
+    assert tb.flush() is None and list(tmp_path.iterdir()) == []  # nothing pending: no file
+    tb.add_scalar("train/loss", 2.0, 1)
+    first = tb.flush()
+    before = first.read_bytes()
+    tb.add_scalar("train/loss", 1.0, 2)
+    tb.close()
+    assert first.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [first.name, first.name[:-6] + "000001"]
+    assert _steps(tmp_path, "train/loss") == [(1, 2.0), (2, 1.0)]
+
+
+@needs_tb
+def test_scalars_flush_by_themselves_after_flush_secs(tmp_path):
+    from dgseg.engine.tb_events import FLUSH_SECS, AtomicEventWriter
+
+    assert FLUSH_SECS == 120.0  # SummaryWriter's default
+    tb = AtomicEventWriter(tmp_path, flush_secs=0.0)
+    tb.add_scalar("train/lr", 1e-4, 5)
+    assert len(tb.files) == 1 and _steps(tmp_path, "train/lr") == [(5, pytest.approx(1e-4))]
+
+
+@needs_tb
+def test_a_symlink_at_an_event_file_name_is_replaced_and_its_target_left_alone(tmp_path):
+    from dgseg.engine.tb_events import AtomicEventWriter
+
+    victim = tmp_path / "precious.txt"
+    victim.write_text("keep me")
+    tb = AtomicEventWriter(tmp_path / "tb")
+    (tmp_path / "tb" / f"{tb.prefix}.000000").symlink_to(victim)
+    tb.add_scalar("train/loss", 3.0, 1)
+    path = tb.flush()
+    assert victim.read_text() == "keep me" and not path.is_symlink()
+    assert _steps(tmp_path / "tb", "train/loss") == [(1, 3.0)]

@@ -113,7 +113,8 @@ def test_outputs_and_checkpoints_get_the_umask_mode_not_0600(tmp_path, umask):
                                                                              for p in files}
 
 
-WRITE_CALLS = {"write_text", "write_bytes", "save_file", "mkstemp", "NamedTemporaryFile", "savefig", "save"}
+WRITE_CALLS = {"write_text", "write_bytes", "save_file", "mkstemp", "NamedTemporaryFile", "savefig", "save",
+               "SummaryWriter", "FileWriter", "EventFileWriter"}  # TensorBoard's appending writers
 
 
 def test_no_module_writes_a_file_except_through_dgseg_atomic():

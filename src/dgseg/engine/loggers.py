@@ -3,7 +3,8 @@
 Every record the training loop logs goes to ``log.jsonl`` unchanged (curves, resume and ``dgseg report``
 read it). With ``tensorboard`` the same record becomes scalars in ``RUN/tb/``: every loss, ``lr``,
 ``grad_norm``, ``images_per_s`` (throughput) and ``val/<domain>/mIoU``; evaluations add a few
-prediction images per domain (image | ground truth | prediction).
+prediction images per domain (image | ground truth | prediction). The event files are written atomically,
+each flush a new file (:mod:`dgseg.engine.tb_events`).
 """
 
 from __future__ import annotations
@@ -22,11 +23,13 @@ TENSORBOARD_EXTRA = "pip install 'dgseg[tensorboard]'  (or: pip install tensorbo
 
 def _tensorboard_writer(log_dir: Path):
     try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as exc:  # torch's module imports the tensorboard package
+        import torch.utils.tensorboard  # noqa: F401  (imports the tensorboard package)
+    except ImportError as exc:
         raise ImportError(f"train.log_backends includes tensorboard, but the tensorboard package is missing: "
                           f"{TENSORBOARD_EXTRA}") from exc
-    return SummaryWriter(log_dir=str(log_dir))
+    from dgseg.engine.tb_events import AtomicEventWriter
+
+    return AtomicEventWriter(log_dir)
 
 
 def scalars(record: Mapping, batch_size: int = 1) -> dict[str, float]:
@@ -69,8 +72,7 @@ class RunLogger:
                   file=sys.stderr)
         if self.tb is not None and "iter" in record:
             for tag, value in scalars(record, self.batch_size).items():
-                self.tb.add_scalar(tag, value, int(record["iter"]))
-            self.tb.flush()
+                self.tb.add_scalar(tag, value, int(record["iter"]))  # flushes every FLUSH_SECS
 
     def images(self, step: int, examples: Mapping[str, Sequence[Mapping]], palette: np.ndarray) -> None:
         """Prediction images of an evaluation: per domain, each example as image | label | prediction."""
@@ -82,8 +84,12 @@ class RunLogger:
             for k, ex in enumerate(items):
                 row = np.concatenate([ex["image"], colorize(ex["label"], palette), colorize(ex["pred"], palette)],
                                      axis=1)
-                self.tb.add_image(f"predictions/{domain}/{k}", row, step, dataformats="HWC")
+                self.tb.add_image(f"predictions/{domain}/{k}", row, step)
         self.tb.flush()
+
+    def flush(self) -> None:
+        if self.tb is not None:
+            self.tb.flush()
 
     def close(self) -> None:
         if self.tb is not None:

@@ -229,8 +229,10 @@ def _save(run: TrainRun, st: TrainState, at: int) -> Path | None:
         "skipped_steps": st.skipped_steps, "skipped_samples": [[p, r] for p, r in st.skipped.items()],
     }
     meta = dict(run.meta_base, step=at)
-    return save_checkpoint(run.out_dir, at, run.base.trainable_state_dict(), meta, train_state,
+    path = save_checkpoint(run.out_dir, at, run.base.trainable_state_dict(), meta, train_state,
                            keep_last=run.cfg.train.keep_last)
+    run.logger.flush()  # the TensorBoard events up to a resumable point are on disk with it
+    return path
 
 
 def _evaluate(run: TrainRun, st: TrainState) -> dict:
