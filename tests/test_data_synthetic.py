@@ -130,3 +130,34 @@ def test_transform_is_applied():
 
     item = SyntheticDataset("rain", "train", length=1, size=(32, 64), transform=half)[0]
     assert item["image"].shape == (3, 16, 32) and item["image"].dtype == torch.float32
+
+
+def test_rendered_scenes_are_cached_once_and_reads_are_fresh_copies(monkeypatch):
+    from dgseg.data.synthetic import dataset as synthetic_dataset
+
+    synthetic_dataset.clear_scene_cache()
+    calls = []
+    real_render = synthetic_dataset.render
+    monkeypatch.setattr(synthetic_dataset, "render", lambda scene, style: calls.append(style) or real_render(scene, style))
+    ds = SyntheticDataset("night", "val", length=2, size=(32, 64), seed=5)
+    first, label, _ = ds.read(1)
+    first[:] = 0  # the caller owns what it gets
+    label[:] = 0
+    again, label_again, _ = SyntheticDataset("night", "val", length=2, size=(32, 64), seed=5).read(1)
+    assert calls == ["night"]  # a second dataset of the same scenes renders nothing
+    scene = make_scene(5, "val", 1, (32, 64))
+    assert np.array_equal(again, real_render(scene, "night")) and np.array_equal(label_again, scene.label)
+    SyntheticDataset("night", "val", length=2, size=(32, 64), seed=6).read(1)  # another seed: another scene
+    assert calls == ["night", "night"]
+
+
+def test_the_scene_cache_keeps_to_its_budget(monkeypatch):
+    from dgseg.data.synthetic import dataset as synthetic_dataset
+
+    synthetic_dataset.clear_scene_cache()
+    monkeypatch.setattr(synthetic_dataset, "CACHE_MB", 32 * 64 * 4 * 1.5 / 2**20)  # room for one 32 x 64 scene
+    ds = SyntheticDataset("game", "train", length=3, size=(32, 64))
+    for i in range(3):
+        ds.read(i)
+    assert len(synthetic_dataset._CACHE) == 1 and synthetic_dataset._CACHED_BYTES == 32 * 64 * 4
+    synthetic_dataset.clear_scene_cache()

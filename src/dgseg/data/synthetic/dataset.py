@@ -15,6 +15,20 @@ from .scene import DEFAULT_SIZE, Scene, make_scene
 from .styles import SOURCE_STYLE, STYLES, render
 
 DEFAULT_LENGTH = {"train": 1000, "val": 100, "test": 100}
+CACHE_MB = 1024.0
+"""Memory (MiB) a process may fill with rendered scenes, shared by its synthetic datasets. Rendering is most
+of a synthetic sample's cost (about 0.1 s for 256 x 512 on one core) and a scene's image and label are a
+pure function of (style, seed, split, size, index), so a run that draws each training scene many times, or
+validates on the same scenes every few hundred iterations, renders each once; the bytes are the same, so
+the results are too. Scenes past the budget are rendered every time."""
+_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+_CACHED_BYTES = 0
+
+
+def clear_scene_cache() -> None:
+    global _CACHED_BYTES
+    _CACHE.clear()
+    _CACHED_BYTES = 0
 
 
 class SyntheticDataset(Dataset):
@@ -65,11 +79,21 @@ class SyntheticDataset(Dataset):
         return make_scene(self.seed, self.split, index, self.size)
 
     def read(self, index: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
-        """(image uint8 [H, W, 3], label uint8 [H, W], []) for scene ``index``."""
+        """(image uint8 [H, W, 3], label uint8 [H, W], []) for scene ``index``: fresh arrays (the caller may
+        change them), from the process's scene cache (:data:`CACHE_MB`) when it holds the scene."""
+        global _CACHED_BYTES
         if not 0 <= index < self.length:
             raise IndexError(f"index {index} out of range for {self.name} of length {self.length}")
-        scene = self.scene(index)
-        return render(scene, self.style), scene.label.copy(), []
+        key = (self.style, self.seed, self.split, self.size, index)
+        hit = _CACHE.get(key)
+        if hit is None:
+            scene = self.scene(index)
+            hit = (render(scene, self.style), scene.label.copy())
+            size = hit[0].nbytes + hit[1].nbytes
+            if _CACHED_BYTES + size <= CACHE_MB * 2**20:
+                _CACHE[key] = hit
+                _CACHED_BYTES += size
+        return hit[0].copy(), hit[1].copy(), []
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if index < 0:
