@@ -104,9 +104,30 @@ def test_scalars_flush_by_themselves_after_flush_secs(tmp_path):
     from dgseg.engine.tb_events import FLUSH_SECS, AtomicEventWriter
 
     assert FLUSH_SECS == 120.0  # SummaryWriter's default
-    tb = AtomicEventWriter(tmp_path, flush_secs=0.0)
-    tb.add_scalar("train/lr", 1e-4, 5)
-    assert len(tb.files) == 1 and _steps(tmp_path, "train/lr") == [(5, pytest.approx(1e-4))]
+    assert not AtomicEventWriter(tmp_path / "a").flush_due()
+    log = RunLogger(tmp_path / "b", backends=["jsonl", "tensorboard"])
+    log.tb.flush_secs = 0.0
+    log.log({"iter": 5, "lr": 1e-4})
+    assert len(log.tb.files) == 1 and _steps(tmp_path / "b" / "tb", "train/lr") == [(5, pytest.approx(1e-4))]
+
+
+@needs_tb
+def test_a_failed_tensorboard_write_warns_and_keeps_the_events_for_the_next_flush(tmp_path, monkeypatch, capsys):
+    from dgseg.engine import tb_events
+
+    log = RunLogger(tmp_path, backends=["jsonl", "tensorboard"])
+    log.log({"iter": 1, "loss": 2.0})
+
+    def full_disk(path, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(tb_events, "write_atomic", full_disk)
+    log.flush()
+    assert "No space left on device" in capsys.readouterr().err and log.tb.files == []
+    monkeypatch.undo()
+    log.log({"iter": 2, "loss": 1.0})
+    log.close()
+    assert _steps(tmp_path / "tb", "train/loss") == [(1, 2.0), (2, 1.0)]
 
 
 @needs_tb

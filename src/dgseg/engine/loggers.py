@@ -72,7 +72,9 @@ class RunLogger:
                   file=sys.stderr)
         if self.tb is not None and "iter" in record:
             for tag, value in scalars(record, self.batch_size).items():
-                self.tb.add_scalar(tag, value, int(record["iter"]))  # flushes every FLUSH_SECS
+                self.tb.add_scalar(tag, value, int(record["iter"]))
+            if self.tb.flush_due():
+                self.flush()
 
     def images(self, step: int, examples: Mapping[str, Sequence[Mapping]], palette: np.ndarray) -> None:
         """Prediction images of an evaluation: per domain, each example as image | label | prediction."""
@@ -85,12 +87,18 @@ class RunLogger:
                 row = np.concatenate([ex["image"], colorize(ex["label"], palette), colorize(ex["pred"], palette)],
                                      axis=1)
                 self.tb.add_image(f"predictions/{domain}/{k}", row, step)
-        self.tb.flush()
+        self.flush()
 
     def flush(self) -> None:
-        if self.tb is not None:
+        """Writes the pending TensorBoard events (one new event file); a failed write (a full disk) is a
+        warning, not the end of the run: the events stay pending for the next flush."""
+        if self.tb is None:
+            return
+        try:
             self.tb.flush()
+        except OSError as e:
+            print(f"warning: could not write TensorBoard events to {self.tb.log_dir} ({e.strerror or e}); "
+                  f"kept for the next flush", file=sys.stderr)
 
     def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
+        self.flush()

@@ -9,7 +9,7 @@ file of a folder in name order, so the files of one writer are named
 writer (a later start time) sorts after them.
 
 A flush happens at :meth:`AtomicEventWriter.flush` (after each evaluation's images, at the end of the run)
-and, for scalars, when ``flush_secs`` have passed since the last one (TensorBoard's ``SummaryWriter``
+and, for scalars, when ``flush_secs`` have passed since the last one (:meth:`AtomicEventWriter.flush_due`) (TensorBoard's ``SummaryWriter``
 default, 120 s): a run makes about one small file per two minutes plus one per evaluation. The record
 framing is TFRecord's (length, masked CRC-32C of the length, data, masked CRC-32C of the data); the
 events are TensorBoard's ``Event`` protos, the summaries made by ``torch.utils.tensorboard.summary``.
@@ -62,15 +62,18 @@ class AtomicEventWriter:
 
     def add_scalar(self, tag: str, value: float, step: int) -> None:
         self._add(step, self._summary.scalar(tag, float(value)))
-        if time.monotonic() - self._last_flush >= self.flush_secs:
-            self.flush()
+
+    def flush_due(self) -> bool:
+        """Whether ``flush_secs`` have passed since the last flush."""
+        return time.monotonic() - self._last_flush >= self.flush_secs
 
     def add_image(self, tag: str, image: np.ndarray, step: int) -> None:
         """``image``: H x W x 3 uint8."""
         self._add(step, self._summary.image(tag, image, dataformats="HWC"))
 
     def flush(self) -> Path | None:
-        """Writes the pending events as the next event file; returns it (None when nothing was pending)."""
+        """Writes the pending events as the next event file; returns it (None when nothing was pending). When
+        the write fails (a full disk) the events stay pending for the next flush."""
         self._last_flush = time.monotonic()
         if not self._pending:
             return None
