@@ -17,7 +17,7 @@ from .styles import SOURCE_STYLE, STYLES, render
 DEFAULT_LENGTH = {"train": 1000, "val": 100, "test": 100}
 CACHE_MB = 1024.0
 """Memory (MiB) a process may fill with rendered scenes, shared by its synthetic datasets. Rendering is most
-of a synthetic sample's cost (about 0.1 s for 256 x 512 on one core) and a scene's image and label are a
+of a synthetic sample's cost on the CPU (about 30 ms for 256 x 512 on one core) and a scene's image and label are a
 pure function of (style, seed, split, size, index), so a run that draws each training scene many times, or
 validates on the same scenes every few hundred iterations, renders each once; the bytes are the same, so
 the results are too. Scenes past the budget are rendered every time."""
