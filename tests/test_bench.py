@@ -182,3 +182,31 @@ def test_a_terminated_bench_stops_its_run_which_checkpoints_and_resumes(tmp_path
     from dgseg.engine.checkpoint import latest_checkpoint
 
     assert latest_checkpoint(out / "frozen" / "seed0") is not None, output  # the same command resumes it
+
+
+def _fake_run(out, method, seed, ious):
+    """A finished run folder with only a summary: per domain the IoU of classes (road, tram, bird)."""
+    run = out / method / f"seed{seed}"
+    run.mkdir(parents=True)
+    summary = {
+        "config": {"data": {"source": "src", "classes": {"names": ["road", "tram", "bird"]}},
+                   "train": {"max_iters": 10}},
+        "eval": {d: {"mIoU": sum(v for v in iou if v is not None) / 3, "IoU": iou} for d, iou in ious.items()},
+        "trainable": 1, "train_time_s": 60.0,
+    }
+    (run / "summary.json").write_text(json.dumps(summary))
+
+
+def test_the_report_has_per_class_iou_source_and_mean_over_targets_for_any_class_set(tmp_path):
+    out = tmp_path / "bench"
+    _fake_run(out, "frozen", 0, {"src": [90.0, 10.0, 50.0], "t1": [70.0, 20.0, None], "t2": [50.0, 40.0, 30.0]})
+    _fake_run(out, "frozen", 1, {"src": [80.0, 30.0, 60.0], "t1": [60.0, 0.0, None], "t2": [40.0, 20.0, 10.0]})
+    _fake_run(out, "rein", 0, {"src": [95.0, 5.0, 70.0], "t1": [75.0, 5.0, None], "t2": [55.0, 15.0, 20.0]})
+    table = write_report(out)
+    assert table["frozen"]["per_class"]["tram"]["source"]["mean"] == pytest.approx(20.0)
+    assert table["frozen"]["per_class"]["tram"]["targets"]["mean"] == pytest.approx(20.0)  # (30 + 10) / 2
+    # bird is absent from t1 (IoU null): the target mean is over t2 alone
+    assert table["frozen"]["per_class"]["bird"]["targets"]["mean"] == pytest.approx(20.0)
+    report = (out / "bench.md").read_text()
+    assert "| class | rein | frozen |" in report
+    assert "| road | 95.0 / 65.0 | 85.0 / 55.0 |" in report and "| bird | 70.0 / 20.0 | 55.0 / 20.0 |" in report

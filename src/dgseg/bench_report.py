@@ -84,6 +84,26 @@ def run_scores(summary: dict) -> dict[str, float]:
     return scores
 
 
+def class_scores(summary: dict) -> dict[str, tuple[float, float]]:
+    """Per class of one run: (source IoU, mean IoU over the target domains where the class occurs)."""
+    from dgseg.data.classes import load_class_set
+
+    names = load_class_set(summary["config"]["data"]["classes"]).names
+    source = summary["config"]["data"]["source"]
+    ev = summary["eval"]
+
+    def iou(domain: str, k: int) -> float:
+        value = ev[domain]["IoU"][k]
+        return math.nan if value is None else float(value)
+
+    out = {}
+    for k, name in enumerate(names):
+        targets = [v for v in (iou(d, k) for d in ev if d != source) if not math.isnan(v)]
+        out[name] = (iou(source, k) if source in ev else math.nan,
+                     statistics.fmean(targets) if targets else math.nan)
+    return out
+
+
 def aggregate(runs: dict[str, dict[int, dict]], out: Path) -> dict:
     table = {}
     for method, seeds in runs.items():
@@ -93,8 +113,12 @@ def aggregate(runs: dict[str, dict[int, dict]], out: Path) -> dict:
         source = any_run["config"]["data"]["source"]
         rises = {s: rise_over_last_quarter(out / method / f"seed{s}" / "log.jsonl", source) for s in seeds}
         facts = {s: _run_facts(out / method / f"seed{s}") for s in seeds}  # run.json read once per run
+        per_class = {s: class_scores(r) for s, r in seeds.items()}
         table[method] = {
             "seeds": sorted(seeds),
+            "per_class": {c: {"source": _stats([per_class[s][c][0] for s in seeds]),
+                              "targets": _stats([per_class[s][c][1] for s in seeds])}
+                          for c in next(iter(per_class.values()))},
             "scores": {c: _stats([per_seed[s][c] for s in per_seed]) for c in columns},
             "per_seed": per_seed,
             "plateau_rise": rises,
@@ -179,8 +203,24 @@ def markdown(table: dict) -> str:
         "source mIoU, per seed, then averaged. A difference smaller than the spread is a tie.\n\n"
         + "\n".join(lines) + "\n\n" + "\n".join(verdict) + "\n\n" + plateau + "\n\n" + mixed
         + f"Runs trained on: {'; '.join(machines)}. Report written on: {machine_line()}. Iterations per run: "
-        f"{', '.join(sorted({str(r['iters']) for r in table.values()}))}.\n"
+        f"{', '.join(sorted({str(r['iters']) for r in table.values()}))}.\n\n" + per_class_markdown(table)
     )
+
+
+def per_class_markdown(table: dict) -> str:
+    """Per-class IoU, mean over seeds: source / mean over the target domains in which the class occurs."""
+    classes = list(next(iter(table.values()))["per_class"])
+    lines = ["## Per-class IoU", "",
+             "Mean over seeds; each cell is source / mean over the target domains in which the class occurs.", "",
+             "| class | " + " | ".join(table) + " |", "|" + "---|" * (len(table) + 1)]
+    for c in classes:
+        cells = []
+        for row in table.values():
+            st = row["per_class"].get(c)
+            cells.append("-" if st is None else " / ".join("-" if math.isnan(st[k]["mean"]) else f"{st[k]['mean']:.1f}"
+                                                          for k in ("source", "targets")))
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def bars_figure(table: dict, path: Path) -> None:
