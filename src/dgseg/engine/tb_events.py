@@ -8,9 +8,10 @@ file of a folder in name order, so the files of one writer are named
 ``events.out.tfevents.<start time>.<host>.<pid>.<seq>`` with a zero-padded ``seq``, and a resumed run's
 writer (a later start time) sorts after them.
 
-A flush happens at :meth:`AtomicEventWriter.flush` (after each evaluation's images, at the end of the run)
-and, for scalars, when ``flush_secs`` have passed since the last one (:meth:`AtomicEventWriter.flush_due`) (TensorBoard's ``SummaryWriter``
-default, 120 s): a run makes about one small file per two minutes plus one per evaluation. The record
+A flush happens at :meth:`AtomicEventWriter.flush`, which :class:`dgseg.engine.loggers.RunLogger` calls after
+each evaluation's images, at each checkpoint, at the end of the run and, for scalars, when ``flush_secs``
+have passed since the last one (:meth:`AtomicEventWriter.flush_due`) (TensorBoard's ``SummaryWriter``
+default, 120 s): a run makes about one small file per two minutes plus one per evaluation and checkpoint. The record
 framing is TFRecord's (length, masked CRC-32C of the length, data, masked CRC-32C of the data); the
 events are TensorBoard's ``Event`` protos, the summaries made by ``torch.utils.tensorboard.summary``.
 """
