@@ -16,7 +16,7 @@ import yaml
 from tiny import tiny_dict
 
 import dgseg.engine.train as train_module
-from dgseg.bench import bench_config, run_bench
+from dgseg.bench import bench_config, bench_status, run_bench
 from dgseg.bench_report import PLATEAU_POINTS, markdown, rise_over_last_quarter, ties, write_report
 
 
@@ -69,6 +69,41 @@ def test_an_interrupted_comparison_resumes_without_retraining_finished_runs(tmp_
     write_report(out)
     report = (out / "bench.md").read_text()
     assert "The runs used different precisions" in report and "| float32 (test) |" in report
+
+
+def test_status_says_where_each_run_stands_and_changes_nothing(tmp_path, tiny_bench, monkeypatch, capsys):
+    out = tmp_path / "bench"
+    run_bench(["rein"], [0], out, config=tiny_bench, isolate=False)
+    real_train = train_module.train
+
+    def stopped_after_training(cfg, out_dir, resume=False, **kw):
+        real_train(cfg, out_dir, resume=resume, **kw)
+        raise KeyboardInterrupt  # trained and checkpointed, then stopped before its evaluation
+
+    monkeypatch.setattr(train_module, "train", stopped_after_training)
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(["frozen"], [0], out, config=tiny_bench, isolate=False)
+    files = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+
+    rows = bench_status(["rein", "frozen", "lora"], [0], out, config=tiny_bench).splitlines()[2:]
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    assert [c[:3] for c in cells] == [["rein", "0", "finished (4 iterations)"],
+                                      ["frozen", "0", "checkpoint at iteration 4 of 4"],
+                                      ["lora", "0", "not started"]]
+    assert cells[0][3].endswith("at iteration 4") and cells[1][3].endswith("at iteration 4")
+    assert cells[2][3:] == ["-", "-"]
+    other = bench_status(["rein"], [0], out, iters=6, config=tiny_bench)  # another setting: shown, not raised
+    assert "another setting" in other and "train.max_iters" in other
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == files  # nothing written, nothing removed
+
+    from dgseg.cli import main
+
+    capsys.readouterr()
+    assert main(["bench", "--status", "--methods", "rein,lora", "--seeds", "0", "--out", str(out),
+                 "--config", str(tiny_bench)]) == 0
+    printed = capsys.readouterr().out
+    assert "| rein | 0 | finished (4 iterations) |" in printed and "| lora | 0 | not started |" in printed
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == files
 
 
 def test_a_run_trained_to_another_setting_is_refused_by_name(tmp_path, tiny_bench):

@@ -258,6 +258,45 @@ def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/benc
     return write_report(out)
 
 
+def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/bench", iters: int | None = None,
+                 overrides: list[str] | None = None, config: str | Path | None = BENCH_CONFIG) -> str:
+    """Where each (method, seed) of a comparison stands, as a markdown table (``dgseg bench --status``).
+
+    Reads the run folders only: trains nothing, writes nothing, and shows a folder trained to another
+    setting as such instead of refusing it (the training command refuses it by name). Per run: its state
+    (finished, checkpoint at iteration N of T, or not started), its last source validation and the plateau
+    check over what has been trained so far (the last quarter of the iterations done against the one
+    before)."""
+    from dgseg.bench_report import eval_points, rise_over_last_quarter
+    from dgseg.engine.checkpoint import latest_checkpoint
+    from dgseg.engine.checkpoint_read import CHECKPOINT_FILE
+
+    out = Path(out)
+    rows = ["| method | seed | state | last source validation | rise, last quarter so far |", "|---|---|---|---|---|"]
+    for method in methods:
+        for seed in seeds:
+            cfg = bench_config(method, seed, iters, overrides or [], config or BENCH_CONFIG)
+            run_dir = out / method / f"seed{seed}"
+            log, source, total = run_dir / "log.jsonl", cfg.data.source, cfg.train.max_iters
+            try:
+                state = run_state(run_dir, cfg)
+            except ValueError as e:
+                rows.append(f"| {method} | {seed} | {e} | - | - |")
+                continue
+            if state == "done":
+                shown = f"finished ({total:,} iterations)"
+            elif state == "resume":
+                step = int(CHECKPOINT_FILE.match(latest_checkpoint(run_dir).name).group(1))
+                shown = f"checkpoint at iteration {step:,} of {total:,}"
+            else:
+                shown = "not started"
+            points = eval_points(log, source) if state != "new" else {}
+            last = f"{points[max(points)]:.1f} at iteration {max(points):,}" if points else "-"
+            rise = rise_over_last_quarter(log, source) if points else float("nan")
+            rows.append(f"| {method} | {seed} | {shown} | {last} | {'-' if rise != rise else f'{rise:+.1f}'} |")
+    return "\n".join(rows)
+
+
 def parse_list(text: str, kind=str) -> list:
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:

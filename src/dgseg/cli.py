@@ -186,9 +186,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import signal
 
-    from dgseg.bench import PAPER_METHODS, parse_list, run_bench
+    from dgseg.bench import PAPER_METHODS, bench_status, parse_list, run_bench
 
     methods = parse_list(args.methods) if args.methods else PAPER_METHODS
+    if args.status:
+        print(bench_status(methods, parse_list(args.seeds, int), out=args.out, iters=args.iters,
+                           overrides=args.overrides, config=args.config or None))
+        return 0
     # terminated (a scheduler, `kill`): unwind like Ctrl-C, so the runs' child processes stop and checkpoint
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     run_bench(methods, parse_list(args.seeds, int), out=args.out, iters=args.iters, overrides=args.overrides,
@@ -314,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch threads per run (default: the cores / --jobs)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained side by side, each in its own process "
                    "(default 1; 2 on a 2-core CPU gives about 1.2x the throughput for the small bench model)")
+    p.add_argument("--status", action="store_true", help="print where each run stands (finished, checkpoint "
+                   "at iteration N, not started; last source validation, rise so far) and exit; trains nothing")
     _add_set(p)
     p.set_defaults(func=cmd_bench)
 
