@@ -267,7 +267,9 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
     (finished, checkpoint at iteration N of T, or not started), its last source validation and the plateau
     check over what has been trained so far (the last quarter of the iterations done against the one
     before)."""
-    from dgseg.bench_report import eval_points, rise_over_last_quarter
+    import math
+
+    from dgseg.bench_report import eval_points, quarter_rise
     from dgseg.engine.checkpoint import latest_checkpoint
     from dgseg.engine.checkpoint_read import CHECKPOINT_FILE
 
@@ -292,8 +294,8 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
                 shown = "not started"
             points = eval_points(log, source) if state != "new" else {}
             last = f"{points[max(points)]:.1f} at iteration {max(points):,}" if points else "-"
-            rise = rise_over_last_quarter(log, source) if points else float("nan")
-            rows.append(f"| {method} | {seed} | {shown} | {last} | {'-' if rise != rise else f'{rise:+.1f}'} |")
+            rise = quarter_rise(points)
+            rows.append(f"| {method} | {seed} | {shown} | {last} | {'-' if math.isnan(rise) else f'{rise:+.1f}'} |")
     return "\n".join(rows)
 
 

@@ -42,7 +42,11 @@ def rise_over_last_quarter(log_path: Path, domain: str) -> float:
     Quarter means, not two single points: the validation mIoU of one checkpoint moves by several points
     from one evaluation to the next (measured: 16.3 to 25.5 within 500 iterations of the bench's Rein run),
     so a difference of two points would call noise a rise. NaN when either quarter has no evaluation."""
-    points = eval_points(log_path, domain)
+    return quarter_rise(eval_points(log_path, domain))
+
+
+def quarter_rise(points: dict[int, float]) -> float:
+    """:func:`rise_over_last_quarter` of evaluations already read (iteration -> mIoU)."""
     if not points:
         return math.nan
     last = max(points)
