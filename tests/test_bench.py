@@ -16,7 +16,7 @@ import yaml
 from tiny import tiny_dict
 
 import dgseg.engine.train as train_module
-from dgseg.bench import bench_config, bench_status, run_bench
+from dgseg.bench import bench_config, bench_status, run_bench, run_order
 from dgseg.bench_report import PLATEAU_POINTS, markdown, rise_over_last_quarter, ties, write_report
 
 
@@ -137,6 +137,11 @@ def test_seeds_and_methods_become_config_keys():
     assert bench_config("vpt", 0, None, []).model.adapter.name == "vpt"
     with pytest.raises(ValueError, match="unknown method 'dora'"):
         bench_config("dora", 0, None, [])
+
+
+def test_a_comparison_trains_seed_by_seed_so_every_method_has_a_run_early():
+    assert run_order(["rein", "frozen", "full"], [0, 1]) == [
+        ("rein", 0), ("frozen", 0), ("full", 0), ("rein", 1), ("frozen", 1), ("full", 1)]
 
 
 def _row(values, source="s"):

@@ -199,6 +199,13 @@ def run_one(method: str, seed: int, cfg: Config, run_dir: Path, isolate: bool = 
     return state
 
 
+def run_order(methods: list[str], seeds: list[int]) -> list[tuple[str, int]]:
+    """The order in which the runs are trained: seed by seed, every method's run of a seed before any run of
+    the next seed, so a comparison built over several sittings holds every method early (one seed each)
+    instead of all the seeds of the first methods."""
+    return [(m, s) for s in seeds for m in methods]
+
+
 def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/bench", iters: int | None = None,
               overrides: list[str] | None = None, config: str | Path | None = BENCH_CONFIG, isolate: bool = True,
               threads: int | None = None, jobs: int = 1) -> dict:
@@ -220,7 +227,7 @@ def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/benc
     out = Path(out)
     config = config or BENCH_CONFIG
     out.mkdir(parents=True, exist_ok=True)
-    plan = [(m, s, bench_config(m, s, iters, overrides or [], config)) for m in methods for s in seeds]
+    plan = [(m, s, bench_config(m, s, iters, overrides or [], config)) for m, s in run_order(methods, seeds)]
     for weights in {cfg.model.backbone.weights for _, _, cfg in plan} & set(EMBEDDED):
         embedded_weights_path(weights)  # import once, before any child starts
     report_lock = threading.Lock()
