@@ -261,3 +261,16 @@ def test_the_report_has_per_class_iou_source_and_mean_over_targets_for_any_class
     report = (out / "bench.md").read_text()
     assert "| class | rein | frozen |" in report
     assert "| road | 95.0 / 65.0 | 85.0 / 55.0 |" in report and "| bird | 70.0 / 20.0 | 55.0 / 20.0 |" in report
+
+
+def test_the_table_shows_the_mean_rise_over_seeds_and_the_largest_and_names_each_run_not_flat(tmp_path):
+    out = tmp_path / "bench"
+    for seed, rise in ((0, 0.5), (1, 1.5)):
+        _fake_run(out, "frozen", seed, {"src": [90.0, 10.0, 50.0], "t1": [70.0, 20.0, 40.0]})
+        evals = {i: 50.0 + (i > 7.5) * rise for i in range(1, 11)}  # (7.5, 10] against (5, 7.5]
+        (out / "frozen" / f"seed{seed}" / "log.jsonl").write_text(
+            "".join(json.dumps({"iter": i, "eval": {"src": {"mIoU": v}}}) + "\n" for i, v in evals.items()))
+    write_report(out)
+    report = (out / "bench.md").read_text()
+    assert "| +1.0 (max +1.5) |" in report
+    assert "Not plateaued" in report and "frozen seed 1 (+1.5)" in report and "frozen seed 0" not in report

@@ -176,7 +176,8 @@ def markdown(table: dict) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, row in table.items():
         rises = [v for v in row["plateau_rise"].values() if not math.isnan(v)]
-        rise = f"{max(rises):+.1f} (max)" if rises else "-"
+        rise = ("-" if not rises else f"{rises[0]:+.1f}" if len(rises) == 1
+                else f"{statistics.fmean(rises):+.1f} (max {max(rises):+.1f})")
         cells = [method, str(len(row["seeds"])), *[_cell(row["scores"][d]) for d in domains],
                  _cell(row["scores"]["mean targets"]), _cell(row["scores"]["rPD"]), rise,
                  f"{row['trainable']:,}", f"{row['train_time_s']['mean'] / 60:.1f} min",
