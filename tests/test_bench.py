@@ -16,7 +16,7 @@ import yaml
 from tiny import tiny_dict
 
 import dgseg.engine.train as train_module
-from dgseg.bench import bench_config, bench_status, run_bench, run_order
+from dgseg.bench import bench_config, bench_status, run_bench, run_order, time_left
 from dgseg.bench_report import PLATEAU_POINTS, markdown, rise_over_last_quarter, ties, write_report
 
 
@@ -91,7 +91,8 @@ def test_status_says_where_each_run_stands_and_changes_nothing(tmp_path, tiny_be
                                       ["frozen", "0", "checkpoint at iteration 4 of 4"],
                                       ["lora", "0", "not started"]]
     assert cells[0][3].endswith("at iteration 4") and cells[1][3].endswith("at iteration 4")
-    assert cells[2][3:] == ["-", "-"]
+    assert cells[2][3:] == ["-", "-", "-"]
+    assert cells[1][5] == "the final evaluation" and cells[0][5] == "-"  # trained to its last iteration; finished
     other = bench_status(["rein"], [0], out, iters=6, config=tiny_bench)  # another setting: shown, not raised
     assert "another setting" in other and "train.max_iters" in other
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == files  # nothing written, nothing removed
@@ -104,6 +105,16 @@ def test_status_says_where_each_run_stands_and_changes_nothing(tmp_path, tiny_be
     printed = capsys.readouterr().out
     assert "| rein | 0 | finished (4 iterations) |" in printed and "| lora | 0 | not started |" in printed
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == files
+
+
+def test_time_left_is_the_iterations_left_at_the_runs_recent_median_pace():
+    records = [{"iter": 25 * i, "time_per_iter": 9.0} for i in range(1, 11)]  # an earlier, slower sitting
+    records += [{"iter": 250 + 25 * i, "time_per_iter": v} for i, v in enumerate([0.5] * 15 + [0.4, 0.6, 3.0, 0.5, 0.5])]
+    records.append({"iter": 500, "eval": {"s": {"mIoU": 1.0}}})  # evaluations carry no pace
+    assert time_left(records, 120) == "about 1 min (0.50 s per iteration)"
+    assert time_left(records, 20000) == "about 2.8 h (0.50 s per iteration)"
+    assert time_left(records, 0) == "the final evaluation"
+    assert time_left([], 100) == "-"
 
 
 def test_a_run_trained_to_another_setting_is_refused_by_name(tmp_path, tiny_bench):

@@ -273,15 +273,17 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
     setting as such instead of refusing it (the training command refuses it by name). Per run: its state
     (finished, checkpoint at iteration N of T, or not started), its last source validation and the plateau
     check over what has been trained so far (the last quarter of the iterations done against the one
-    before)."""
+    before); for an unfinished run, the training time left at its recent pace (:func:`time_left`)."""
     import math
 
     from dgseg.bench_report import eval_points, quarter_rise
     from dgseg.engine.checkpoint import latest_checkpoint
     from dgseg.engine.checkpoint_read import CHECKPOINT_FILE
+    from dgseg.viz import _read_jsonl
 
     out = Path(out)
-    rows = ["| method | seed | state | last source validation | rise, last quarter so far |", "|---|---|---|---|---|"]
+    rows = ["| method | seed | state | last source validation | rise, last quarter so far | time left |",
+            "|---|---|---|---|---|---|"]
     for method in methods:
         for seed in seeds:
             cfg = bench_config(method, seed, iters, overrides or [], config or BENCH_CONFIG)
@@ -290,20 +292,41 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
             try:
                 state = run_state(run_dir, cfg)
             except ValueError as e:
-                rows.append(f"| {method} | {seed} | {e} | - | - |")
+                rows.append(f"| {method} | {seed} | {e} | - | - | - |")
                 continue
+            records = _read_jsonl(log) if state != "new" and log.exists() else []
+            left = "-"
             if state == "done":
                 shown = f"finished ({total:,} iterations)"
             elif state == "resume":
                 step = int(CHECKPOINT_FILE.match(latest_checkpoint(run_dir).name).group(1))
                 shown = f"checkpoint at iteration {step:,} of {total:,}"
+                left = time_left(records, total - step)
             else:
                 shown = "not started"
-            points = eval_points(log, source) if state != "new" else {}
+            points = eval_points(records, source)
             last = f"{points[max(points)]:.1f} at iteration {max(points):,}" if points else "-"
             rise = quarter_rise(points)
-            rows.append(f"| {method} | {seed} | {shown} | {last} | {'-' if math.isnan(rise) else f'{rise:+.1f}'} |")
+            rows.append(f"| {method} | {seed} | {shown} | {last} | {'-' if math.isnan(rise) else f'{rise:+.1f}'} "
+                        f"| {left} |")
     return "\n".join(rows)
+
+
+def time_left(records: list[dict], iterations: int, recent: int = 20) -> str:
+    """The training time ``iterations`` more steps take at a run's recent pace: the median ``time_per_iter`` of
+    its last ``recent`` logged intervals (this machine, as loaded as when they ran; the periodic validation and
+    the final evaluation come on top)."""
+    import statistics
+
+    if iterations <= 0:
+        return "the final evaluation"
+    paces = [float(r["time_per_iter"]) for r in records if "time_per_iter" in r][-recent:]
+    if not paces:
+        return "-"
+    pace = statistics.median(paces)
+    seconds = iterations * pace
+    shown = f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{max(1, round(seconds / 60))} min"
+    return f"about {shown} ({pace:.2f} s per iteration)"
 
 
 def parse_list(text: str, kind=str) -> list:

@@ -23,12 +23,15 @@ PLATEAU_POINTS = 1.0
 METHOD_ORDER = ["rein", "rein-nolink", "frozen", "full", "lora", "adaptformer", "vpt"]
 
 
-def eval_points(log_path: Path, domain: str) -> dict[int, float]:
-    """iteration -> validation mIoU of ``domain`` from a run's ``log.jsonl`` (the last record per step wins)."""
+def eval_points(log: Path | list[dict], domain: str) -> dict[int, float]:
+    """iteration -> validation mIoU of ``domain`` from a run's ``log.jsonl`` (a path, or its records; the last
+    record per step wins)."""
     points: dict[int, float] = {}
-    if not log_path.exists():  # a run folder copied without its log: no curve, the plateau column shows '-'
-        return points
-    for r in _read_jsonl(log_path):
+    if isinstance(log, Path):
+        if not log.exists():  # a run folder copied without its log: no curve, the plateau column shows '-'
+            return points
+        log = _read_jsonl(log)
+    for r in log:
         ev = (r.get("eval") or {}).get(domain)
         if ev is not None and "iter" in r:
             points[int(r["iter"])] = float(ev["mIoU"] if isinstance(ev, dict) else ev)
