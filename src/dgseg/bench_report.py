@@ -118,7 +118,7 @@ def aggregate(runs: dict[str, dict[int, dict]], out: Path) -> dict:
         columns = list(next(iter(per_seed.values())))
         any_run = next(iter(seeds.values()))
         source = any_run["config"]["data"]["source"]
-        rises = {s: rise_over_last_quarter(out / method / f"seed{s}" / "log.jsonl", source) for s in seeds}
+        curves = {s: eval_points(out / method / f"seed{s}" / "log.jsonl", source) for s in seeds}  # read once
         facts = {s: _run_facts(out / method / f"seed{s}") for s in seeds}  # run.json read once per run
         per_class = {s: class_scores(r) for s, r in seeds.items()}
         table[method] = {
@@ -128,7 +128,8 @@ def aggregate(runs: dict[str, dict[int, dict]], out: Path) -> dict:
                           for c in next(iter(per_class.values()))},
             "scores": {c: _stats([per_seed[s][c] for s in per_seed]) for c in columns},
             "per_seed": per_seed,
-            "plateau_rise": rises,
+            "plateau_rise": {s: quarter_rise(points) for s, points in curves.items()},
+            "source_curves": curves,
             "iters": any_run["config"]["train"]["max_iters"],
             "trainable": any_run["trainable"],
             "train_time_s": _stats([r["train_time_s"] for r in seeds.values()]),
@@ -254,7 +255,7 @@ def bars_figure(table: dict, path: Path) -> None:
     write_atomic(path, lambda f: fig.savefig(f, format="png"))
 
 
-def curves_figure(table: dict, out: Path, path: Path) -> None:
+def curves_figure(table: dict, path: Path) -> None:
     from dgseg.viz import _new_figure
 
     fig = _new_figure(8.0, 4.2)
@@ -262,7 +263,7 @@ def curves_figure(table: dict, out: Path, path: Path) -> None:
     colours = {}
     for method, row in table.items():
         for seed in row["seeds"]:
-            points = eval_points(out / method / f"seed{seed}" / "log.jsonl", row["source"])
+            points = row["source_curves"][seed]
             if not points:
                 continue
             xs = sorted(points)
@@ -290,6 +291,6 @@ def write_report(out: str | Path) -> dict:
     write_atomic(out / "bench.json", strict_json.dumps(table, indent=2, default=str))
     if table:
         for name, draw in (("bench.png", lambda p: bars_figure(table, p)),
-                           ("bench_curves.png", lambda p: curves_figure(table, out, p))):
+                           ("bench_curves.png", lambda p: curves_figure(table, p))):
             draw(out / name)  # each figure is written by temp file + rename
     return table
