@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -18,6 +19,8 @@ from tiny import tiny_dict
 import dgseg.engine.train as train_module
 from dgseg.bench import bench_config, bench_status, run_bench, run_order, time_left
 from dgseg.bench_report import PLATEAU_POINTS, markdown, rise_over_last_quarter, ties, write_report
+from dgseg.demo import demo_config
+from dgseg.models.adapters import ADAPTERS
 
 
 @pytest.fixture
@@ -148,6 +151,20 @@ def test_seeds_and_methods_become_config_keys():
     assert bench_config("vpt", 0, None, []).model.adapter.name == "vpt"
     with pytest.raises(ValueError, match="unknown method 'dora'"):
         bench_config("dora", 0, None, [])
+
+
+def test_each_baseline_has_the_papers_size_not_the_shared_keys_rein_set():
+    # demo.yaml sets Rein's `adapter.rank: 16` and `tokens: 50`; the keys are shared with LoRA (rank) and VPT
+    # (prompts). REFERENCE.md section 1: LoRA rank 8 on q and v; AdaptFormer width 64, scale 0.1. VPT keeps the
+    # demo's 50 prompts per block (the README says so: the paper's 150 would double a 168 px crop's tokens).
+    vit_s = SimpleNamespace(depth=12, embed_dim=384, patch_size=14)
+    sizes = {}
+    for method in ("lora", "adaptformer", "vpt"):
+        cfg = bench_config(method, 0, None, []).model.adapter
+        sizes[method] = sum(p.numel() for p in ADAPTERS[method](cfg, vit_s).parameters())
+    assert sizes == {"lora": 12 * 2 * 2 * 384 * 8, "adaptformer": 12 * (2 * 384 * 64 + 64 + 384),
+                     "vpt": 12 * 50 * 384}
+    assert demo_config("lora", False, []).model.adapter.rank == 8  # `dgseg demo --compare` too
 
 
 def test_a_comparison_trains_seed_by_seed_so_every_method_has_a_run_early():

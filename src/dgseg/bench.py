@@ -28,15 +28,13 @@ from dgseg import strict_json
 from dgseg.atomic import write_atomic
 from dgseg.bench_report import write_report
 from dgseg.config import Config, config_to_dict, dump_config, load_config
+from dgseg.demo import METHODS as DEMO_METHODS
 from dgseg.engine.run_facts import training_time_s
 
 BENCH_CONFIG = Path(__file__).parent / "configs" / "bench.yaml"
 METHODS = {
-    "rein": [],
+    **DEMO_METHODS,  # rein, frozen, full, lora (rank 8) as in `dgseg demo --compare`
     "rein-nolink": ["model.adapter.link=false"],
-    "frozen": ["model.adapter.name=frozen", "model.adapter.link=false"],
-    "full": ["model.adapter.name=full", "model.adapter.link=false"],
-    "lora": ["model.adapter.name=lora", "model.adapter.link=false"],
     "adaptformer": ["model.adapter.name=adaptformer", "model.adapter.link=false"],
     "vpt": ["model.adapter.name=vpt", "model.adapter.link=false"],
 }

@@ -28,8 +28,11 @@ METHODS = {
     "rein": [],
     "frozen": ["model.adapter.name=frozen", "model.adapter.link=false"],
     "full": ["model.adapter.name=full", "model.adapter.link=false"],
-    "lora": ["model.adapter.name=lora", "model.adapter.link=false"],
+    # the paper's LoRA rank 8: without it LoRA would take demo.yaml's `adapter.rank: 16`, which is Rein's
+    "lora": ["model.adapter.name=lora", "model.adapter.link=false", "model.adapter.rank=8"],
 }
+"""Method -> overrides of demo.yaml. ``model.adapter.rank`` and ``tokens`` are shared keys (Rein's rank and
+token count; LoRA's rank; VPT's prompt count), so a method that reads one sets it."""
 
 
 def demo_config(method: str, quick: bool, overrides: list[str]) -> Config:
