@@ -18,7 +18,7 @@ from tiny import tiny_dict
 
 import dgseg.engine.train as train_module
 from dgseg.bench import bench_config, bench_status, run_bench, run_order, time_left
-from dgseg.bench_report import PLATEAU_POINTS, markdown, rise_over_last_quarter, ties, write_report
+from dgseg.bench_report import PLATEAU_POINTS, eval_points, markdown, quarter_rise, ties, write_report
 from dgseg.demo import demo_config
 from dgseg.models.adapters import ADAPTERS
 
@@ -156,7 +156,7 @@ def test_seeds_and_methods_become_config_keys():
 def test_each_baseline_has_the_papers_size_not_the_shared_keys_rein_set():
     # demo.yaml sets Rein's `adapter.rank: 16` and `tokens: 50`; the keys are shared with LoRA (rank) and VPT
     # (prompts). REFERENCE.md section 1: LoRA rank 8 on q and v; AdaptFormer width 64, scale 0.1. VPT keeps the
-    # demo's 50 prompts per block (the README says so: the paper's 150 would double a 168 px crop's tokens).
+    # demo's 50 prompts per block, the demo's Rein token count (a deviation the README states).
     vit_s = SimpleNamespace(depth=12, embed_dim=384, patch_size=14)
     sizes = {}
     for method in ("lora", "adaptformer", "vpt"):
@@ -198,12 +198,12 @@ def test_the_plateau_check_compares_the_last_quarter_mean_with_the_quarter_befor
     evals = {250: 5.0, 500: 10.0, 750: 20.0, 1000: 22.0, 1250: 18.0, 1500: 24.0, 1750: 19.0, 2000: 23.0}
     log.write_text("".join(json.dumps({"iter": i, "eval": {"s": {"mIoU": v}}}) + "\n" for i, v in evals.items()))
     # (1500, 2000] = {19, 23} against (1000, 1500] = {18, 24}: no rise, though the last point is 4 above 1750
-    assert rise_over_last_quarter(log, "s") == pytest.approx(0.0)
+    assert quarter_rise(eval_points(log, "s")) == pytest.approx(0.0)
     log.write_text("".join(json.dumps({"iter": i, "eval": {"s": {"mIoU": v + (i > 1500) * 1.5}}}) + "\n"
                            for i, v in evals.items()))
-    assert rise_over_last_quarter(log, "s") == pytest.approx(1.5)
+    assert quarter_rise(eval_points(log, "s")) == pytest.approx(1.5)
     assert PLATEAU_POINTS == 1.0  # the threshold: less than one point
-    assert math.isnan(rise_over_last_quarter(tmp_path / "missing.jsonl", "s"))
+    assert math.isnan(quarter_rise(eval_points(tmp_path / "missing.jsonl", "s")))
 
 
 def test_the_report_says_when_nothing_has_finished():

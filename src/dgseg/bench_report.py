@@ -19,7 +19,7 @@ from dgseg.viz import _read_jsonl
 
 PLATEAU_POINTS = 1.0
 """A run has plateaued when its source validation mIoU rose by less than this over the last quarter
-(:func:`rise_over_last_quarter`)."""
+(:func:`quarter_rise`)."""
 METHOD_ORDER = ["rein", "rein-nolink", "frozen", "full", "lora", "adaptformer", "vpt"]
 
 
@@ -38,18 +38,14 @@ def eval_points(log: Path | list[dict], domain: str) -> dict[int, float]:
     return points
 
 
-def rise_over_last_quarter(log_path: Path, domain: str) -> float:
-    """The plateau check: mean source validation mIoU over the last quarter of training minus its mean over
-    the quarter before (the evaluations at iterations in (3/4 T, T] against (T/2, 3/4 T], T the last one).
+def quarter_rise(points: dict[int, float]) -> float:
+    """The plateau check of a run's source evaluations (iteration -> mIoU, :func:`eval_points`): the mean
+    source validation mIoU over the last quarter of training minus its mean over the quarter before (the
+    evaluations at iterations in (3/4 T, T] against (T/2, 3/4 T], T the last one).
 
     Quarter means, not two single points: the validation mIoU of one checkpoint moves by several points
     from one evaluation to the next (measured: 16.3 to 25.5 within 500 iterations of the bench's Rein run),
     so a difference of two points would call noise a rise. NaN when either quarter has no evaluation."""
-    return quarter_rise(eval_points(log_path, domain))
-
-
-def quarter_rise(points: dict[int, float]) -> float:
-    """:func:`rise_over_last_quarter` of evaluations already read (iteration -> mIoU)."""
     if not points:
         return math.nan
     last = max(points)
