@@ -167,6 +167,17 @@ def test_each_baseline_has_the_papers_size_not_the_shared_keys_rein_set():
     assert demo_config("lora", False, []).model.adapter.rank == 8  # `dgseg demo --compare` too
 
 
+def test_a_set_that_would_change_what_defines_a_method_is_refused_by_name():
+    # a --set meant for Rein's rank would silently make LoRA rank 32; linking would change the frozen head
+    with pytest.raises(ValueError, match=r"--set model.adapter.rank=32 changes what defines the method 'lora' "
+                                         r"\(model.adapter.rank=8\)"):
+        bench_config("lora", 0, None, ["model.adapter.rank=32"])
+    with pytest.raises(ValueError, match="'frozen'.*model.adapter.link=false"):
+        demo_config("frozen", False, ["model.adapter.link=true"])
+    assert bench_config("rein", 0, None, ["model.adapter.rank=32"]).model.adapter.rank == 32  # Rein's own key
+    assert bench_config("lora", 0, None, ["model.adapter.rank= 8"]).model.adapter.rank == 8  # same value: fine
+
+
 def test_a_comparison_trains_seed_by_seed_so_every_method_has_a_run_early():
     assert run_order(["rein", "frozen", "full"], [0, 1]) == [
         ("rein", 0), ("frozen", 0), ("full", 0), ("rein", 1), ("frozen", 1), ("full", 1)]

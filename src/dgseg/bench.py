@@ -29,6 +29,7 @@ from dgseg.atomic import write_atomic
 from dgseg.bench_report import write_report
 from dgseg.config import Config, config_to_dict, dump_config, load_config
 from dgseg.demo import METHODS as DEMO_METHODS
+from dgseg.demo import method_overrides
 from dgseg.engine.run_facts import training_time_s
 
 BENCH_CONFIG = Path(__file__).parent / "configs" / "bench.yaml"
@@ -49,7 +50,7 @@ def bench_config(method: str, seed: int, iters: int | None, overrides: list[str]
     if method not in METHODS:
         raise ValueError(f"bench: unknown method '{method}'; choose from {', '.join(METHODS)}")
     extra = [f"train.seed={seed}"] + ([f"train.max_iters={iters}"] if iters is not None else [])
-    cfg = load_config(config, METHODS[method] + list(overrides) + extra)
+    cfg = load_config(config, method_overrides("bench", METHODS, method, list(overrides) + extra))
     cfg.name = f"bench-{method}-seed{seed}"
     return cfg
 

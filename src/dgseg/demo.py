@@ -35,8 +35,35 @@ METHODS = {
 token count; LoRA's rank; VPT's prompt count), so a method that reads one sets it."""
 
 
+def method_overrides(command: str, methods: dict[str, list[str]], method: str, overrides: list[str]) -> list[str]:
+    """The method's own overrides followed by the user's ``--set`` ones.
+
+    A ``--set`` that gives a key the method defines itself another value is an error: it would silently
+    change the method (``--set model.adapter.rank=32`` meant for Rein would also make LoRA rank 32, and
+    ``model.adapter.link=true`` would link the frozen head's queries). The same value is allowed."""
+    import yaml
+
+    own = {}
+    for item in methods[method]:
+        key, value = item.split("=", 1)
+        own[key.strip()] = (item, yaml.safe_load(value))
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.strip() in own:
+            try:
+                same = yaml.safe_load(value) == own[key.strip()][1]
+            except yaml.YAMLError:
+                same = False  # load_config names the malformed value
+            if not same:
+                raise ValueError(
+                    f"{command}: --set {item} changes what defines the method '{method}' ({own[key.strip()][0]}); "
+                    f"leave '{method}' out with --methods, or drop that --set")
+    return methods[method] + list(overrides)
+
+
 def demo_config(method: str, quick: bool, overrides: list[str]) -> Config:
-    cfg = load_config(DEMO_CONFIG, METHODS[method] + (QUICK if quick else []) + list(overrides))
+    cfg = load_config(DEMO_CONFIG, method_overrides("demo", METHODS, method, [*(QUICK if quick else []),
+                                                                              *overrides]))
     if quick:
         for spec in cfg.data.val:
             spec.length = min(spec.length or QUICK_VAL_LENGTH, QUICK_VAL_LENGTH)
