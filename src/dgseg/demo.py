@@ -48,8 +48,8 @@ def method_overrides(command: str, methods: dict[str, list[str]], method: str, o
         key, value = item.split("=", 1)
         own[key.strip()] = (item, yaml.safe_load(value))
     for item in overrides:
-        key, _, value = item.partition("=")
-        if key.strip() in own:
+        key, sep, value = item.partition("=")
+        if sep and key.strip() in own:  # without '=', load_config names the malformed override
             try:
                 same = yaml.safe_load(value) == own[key.strip()][1]
             except yaml.YAMLError:
