@@ -64,6 +64,32 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, train
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
 
 
+def test_a_run_resumed_on_another_machine_names_both_in_its_facts(tmp_path, trained, monkeypatch):
+    import dgseg.machine
+
+    cfg, out, _ = trained
+    facts = json.loads((out / "run.json").read_text())
+    here = dgseg.machine.machine_line()
+    assert "bf16" in here  # AVX-512 BF16 or not: it decides a CPU run's precision and speed
+    assert [(s["from_iter"], s["machine"], s["precision"]) for s in facts["starts"]] == [(0, here, "float32")]
+    assert (facts["machine"], facts["precision"]) == (here, "float32")
+
+    part = tmp_path / "part"  # killed after iteration 2 on a machine with native bf16; its run.json is older
+    (part / "checkpoints").mkdir(parents=True)
+    for f in (out / "checkpoints").glob("iter_0000002.*"):
+        shutil.copy(f, part / "checkpoints" / f.name)
+    (part / "checkpoints" / "latest").write_text("iter_0000002.safetensors")
+    old = {k: v for k, v in facts.items() if k != "starts"}
+    (part / "run.json").write_text(json.dumps({**old, "machine": "first machine", "precision": "bf16 autocast"}))
+    monkeypatch.setattr(dgseg.machine, "machine_line", lambda: "second machine")
+    train(cfg, part, resume=True, progress=False)
+    facts = json.loads((part / "run.json").read_text())
+    assert [(s["from_iter"], s["machine"], s["precision"]) for s in facts["starts"]] == [
+        (0, "first machine", "bf16 autocast"), (2, "second machine", "float32")]
+    assert facts["machine"] == "first machine + second machine"
+    assert facts["precision"] == "bf16 autocast + float32" and facts["train_time_s"] > 0
+
+
 def test_model_from_checkpoint_predicts_like_the_trained_one(trained):
     cfg, out, _ = trained
     model, cfg2 = load_model(out)

@@ -19,9 +19,13 @@ def cpu_model() -> str:
 
 
 def machine_line() -> str:
-    """One line: CPU, cores, GPU, torch and Python versions."""
+    """One line: CPU (and whether it computes bf16 natively, which decides a CPU run's precision and speed),
+    cores, GPU, torch and Python versions."""
     import torch
 
+    from dgseg.engine.precision import cpu_has_fast_bf16
+
+    bf16 = "AVX-512 BF16" if cpu_has_fast_bf16() else "no native bf16"
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu_model()}, {os.cpu_count()} cores, {device}; torch {torch.__version__}, "
+    return (f"{cpu_model()} ({bf16}), {os.cpu_count()} cores, {device}; torch {torch.__version__}, "
             f"Python {platform.python_version()}")

@@ -54,8 +54,12 @@ def training_time_s(log: Path | list[dict]) -> float:
 
 
 def write_run_facts(out_dir: Path, cfg: Config, model: nn.Module, amp: str, started: bool = False,
-                    train_time_s: float | None = None) -> Path:
-    """Write (or update) ``out_dir/run.json`` atomically."""
+                    train_time_s: float | None = None, from_iter: int = 0) -> Path:
+    """Write (or update) ``out_dir/run.json`` atomically.
+
+    ``started``: training (re)starts here at iteration ``from_iter``; each start is recorded in ``"starts"``
+    (iteration, machine, precision, time), and ``"machine"`` / ``"precision"`` name every one the run
+    trained on, joined by " + " (a run resumed on a CPU without native bf16 trains on in float32: say so)."""
     from datetime import datetime, timezone
 
     from dgseg.machine import machine_line
@@ -63,7 +67,16 @@ def write_run_facts(out_dir: Path, cfg: Config, model: nn.Module, amp: str, star
     path = out_dir / "run.json"
     facts = json.loads(path.read_text()) if path.exists() and not path.is_symlink() else {}
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    facts.update({"name": cfg.name, "machine": machine_line(), "precision": precision_name(amp),
+    here = {"machine": machine_line(), "precision": precision_name(amp)}
+    starts = facts.get("starts")
+    if starts is None:  # a new run, or a run.json written before starts were recorded: its one start so far
+        starts = [{"from_iter": 0, "machine": facts["machine"], "precision": facts["precision"],
+                   "started": facts.get("started")}] if {"machine", "precision"} <= set(facts) else []
+    if started:
+        starts.append({"from_iter": from_iter, **here, "started": now})
+    starts = starts or [here]
+    facts.update({"name": cfg.name, "machine": _joined(s["machine"] for s in starts),
+                  "precision": _joined(s["precision"] for s in starts), "starts": starts,
                   "train_amp": cfg.train.amp, "versions": versions(), "git_revision": git_revision(),
                   "params": model.parameter_counts()})
     if started:
@@ -74,6 +87,11 @@ def write_run_facts(out_dir: Path, cfg: Config, model: nn.Module, amp: str, star
     from dgseg.atomic import write_atomic
 
     return write_atomic(path, json.dumps(facts, indent=2))
+
+
+def _joined(values) -> str:
+    """The distinct values in the order they first came, joined by " + "."""
+    return " + ".join(dict.fromkeys(values))
 
 
 def palette_of(cfg: Config) -> np.ndarray:

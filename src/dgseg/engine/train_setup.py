@@ -131,7 +131,7 @@ def setup_training(cfg: Config, out_dir: Path, resume: bool, force: bool, model:
     logger = RunLogger(out_dir, cfg.train.log_backends, cfg.train.batch_size * cfg.train.accumulate * world,
                        enabled=is_main())
     if is_main():
-        write_run_facts(out_dir, cfg, base, amp, started=True)
+        write_run_facts(out_dir, cfg, base, amp, started=True, from_iter=st.step)
     if resumed_from is not None:
         # the iterations after it may repeat earlier lines
         logger.log({"iter": st.step, "resumed_from": resumed_from.name})
