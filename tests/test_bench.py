@@ -94,7 +94,8 @@ def test_status_says_where_each_run_stands_and_changes_nothing(tmp_path, tiny_be
                                       ["frozen", "0", "checkpoint at iteration 4 of 4"],
                                       ["lora", "0", "not started"]]
     assert cells[0][3].endswith("at iteration 4") and cells[1][3].endswith("at iteration 4")
-    assert cells[2][3:] == ["-", "-", "-"]
+    assert cells[2][3:] == ["-", "-", "-", "-"]
+    assert cells[0][6] == cells[1][6] == "float32"  # the precision each run trained in (run.json)
     assert cells[1][5] == "the final evaluation" and cells[0][5] == "-"  # trained to its last iteration; finished
     other = bench_status(["rein"], [0], out, iters=6, config=tiny_bench)  # another setting: shown, not raised
     assert "another setting" in other and "train.max_iters" in other

@@ -272,17 +272,18 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
     setting as such instead of refusing it (the training command refuses it by name). Per run: its state
     (finished, checkpoint at iteration N of T, or not started), its last source validation and the plateau
     check over what has been trained so far (the last quarter of the iterations done against the one
-    before); for an unfinished run, the training time left at its recent pace (:func:`time_left`)."""
+    before); for an unfinished run, the training time left at its recent pace (:func:`time_left`); the
+    precision it trained in (``run.json``: two joined by " + " when it was resumed on another machine)."""
     import math
 
-    from dgseg.bench_report import eval_points, quarter_rise
+    from dgseg.bench_report import eval_points, quarter_rise, read_run_facts
     from dgseg.engine.checkpoint import latest_checkpoint
     from dgseg.engine.checkpoint_read import CHECKPOINT_FILE
     from dgseg.viz import _read_jsonl
 
     out = Path(out)
-    rows = ["| method | seed | state | last source validation | rise, last quarter so far | time left |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| method | seed | state | last source validation | rise, last quarter so far | time left | precision |",
+            "|---|---|---|---|---|---|---|"]
     for method in methods:
         for seed in seeds:
             cfg = bench_config(method, seed, iters, overrides or [], config or BENCH_CONFIG)
@@ -291,7 +292,7 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
             try:
                 state = run_state(run_dir, cfg)
             except ValueError as e:
-                rows.append(f"| {method} | {seed} | {e} | - | - | - |")
+                rows.append(f"| {method} | {seed} | {e} | - | - | - | - |")
                 continue
             records = _read_jsonl(log) if state != "new" and log.exists() else []
             left = "-"
@@ -306,8 +307,9 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
             points = eval_points(records, source)
             last = f"{points[max(points)]:.1f} at iteration {max(points):,}" if points else "-"
             rise = quarter_rise(points)
+            precision = read_run_facts(run_dir).get("precision", "-") if state != "new" else "-"
             rows.append(f"| {method} | {seed} | {shown} | {last} | {'-' if math.isnan(rise) else f'{rise:+.1f}'} "
-                        f"| {left} |")
+                        f"| {left} | {precision} |")
     return "\n".join(rows)
 
 

@@ -115,7 +115,7 @@ def aggregate(runs: dict[str, dict[int, dict]], out: Path) -> dict:
         any_run = next(iter(seeds.values()))
         source = any_run["config"]["data"]["source"]
         curves = {s: eval_points(out / method / f"seed{s}" / "log.jsonl", source) for s in seeds}  # read once
-        facts = {s: _run_facts(out / method / f"seed{s}") for s in seeds}  # run.json read once per run
+        facts = {s: read_run_facts(out / method / f"seed{s}") for s in seeds}  # run.json read once per run
         per_class = {s: class_scores(r) for s, r in seeds.items()}
         table[method] = {
             "seeds": sorted(seeds),
@@ -136,7 +136,7 @@ def aggregate(runs: dict[str, dict[int, dict]], out: Path) -> dict:
     return table
 
 
-def _run_facts(run_dir: Path) -> dict:
+def read_run_facts(run_dir: Path) -> dict:
     """A run's ``run.json`` (machine, precision, ...); empty for a run folder without a readable one, whose
     facts then show as 'unknown'."""
     try:
