@@ -69,14 +69,14 @@ def write_run_facts(out_dir: Path, cfg: Config, model: nn.Module, amp: str, star
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     here = {"machine": machine_line(), "precision": precision_name(amp)}
     starts = facts.get("starts")
-    if starts is None:  # a new run, or a run.json written before starts were recorded: its one start so far
+    if not isinstance(starts, list):  # a new run, or a run.json from before starts were recorded: its one start
         starts = [{"from_iter": 0, "machine": facts["machine"], "precision": facts["precision"],
                    "started": facts.get("started")}] if {"machine", "precision"} <= set(facts) else []
     if started:
         starts.append({"from_iter": from_iter, **here, "started": now})
     starts = starts or [here]
-    facts.update({"name": cfg.name, "machine": _joined(s["machine"] for s in starts),
-                  "precision": _joined(s["precision"] for s in starts), "starts": starts,
+    facts.update({"name": cfg.name, "machine": _joined(s.get("machine", "unknown") for s in starts),
+                  "precision": _joined(s.get("precision", "unknown") for s in starts), "starts": starts,
                   "train_amp": cfg.train.amp, "versions": versions(), "git_revision": git_revision(),
                   "params": model.parameter_counts()})
     if started:
