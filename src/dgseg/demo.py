@@ -18,7 +18,7 @@ import torch
 
 from dgseg import strict_json
 from dgseg.atomic import write_atomic
-from dgseg.config import Config, dump_config, load_config
+from dgseg.config import Config, ConfigError, dump_config, load_config, parse_override
 from dgseg.machine import machine_line
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
@@ -41,23 +41,19 @@ def method_overrides(command: str, methods: dict[str, list[str]], method: str, o
     A ``--set`` that gives a key the method defines itself another value is an error: it would silently
     change the method (``--set model.adapter.rank=32`` meant for Rein would also make LoRA rank 32, and
     ``model.adapter.link=true`` would link the frozen head's queries). The same value is allowed."""
-    import yaml
-
-    own = {}
+    own = {}  # key -> (the method's own override, its value)
     for item in methods[method]:
-        key, value = item.split("=", 1)
-        own[key.strip()] = (item, yaml.safe_load(value))
+        key, value = parse_override(item)
+        own[key] = (item, value)
     for item in overrides:
-        key, sep, value = item.partition("=")
-        if sep and key.strip() in own:  # without '=', load_config names the malformed override
-            try:
-                same = yaml.safe_load(value) == own[key.strip()][1]
-            except yaml.YAMLError:
-                same = False  # load_config names the malformed value
-            if not same:
-                raise ValueError(
-                    f"{command}: --set {item} changes what defines the method '{method}' ({own[key.strip()][0]}); "
-                    f"leave '{method}' out with --methods, or drop that --set")
+        try:
+            key, value = parse_override(item)
+        except ConfigError:
+            continue  # load_config names the malformed override
+        if key in own and value != own[key][1]:
+            raise ValueError(
+                f"{command}: --set {item} changes what defines the method '{method}' ({own[key][0]}); "
+                f"leave '{method}' out with --methods, or drop that --set")
     return methods[method] + list(overrides)
 
 

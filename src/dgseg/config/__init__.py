@@ -12,7 +12,7 @@ built config. Every name is importable from ``dgseg.config``.
 
 from .loading import _apply_override as _apply_override
 from .loading import _read_yaml as _read_yaml
-from .loading import config_from_dict, config_to_dict, dump_config, load_config
+from .loading import config_from_dict, config_to_dict, dump_config, load_config, parse_override
 from .schema import (
     CHOICES,
     LOG_BACKENDS,
@@ -36,5 +36,6 @@ __all__ = [
     "CHOICES", "LOG_BACKENDS",
     "AdapterConfig", "BackboneConfig", "Config", "ConfigError", "DataConfig", "DatasetSpec", "EvalConfig",
     "HeadConfig", "ModelConfig", "NeckConfig", "TTAConfig", "TextConfig", "TrainConfig",
-    "config_from_dict", "config_to_dict", "dump_config", "load_config", "validate_config",
+    "config_from_dict", "config_to_dict", "dump_config", "load_config", "parse_override",
+    "validate_config",
 ]  # fmt: skip

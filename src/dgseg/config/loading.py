@@ -150,15 +150,20 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     return _deep_merge(merged, data)
 
 
-def _apply_override(data: dict, override: str) -> None:
+def parse_override(override: str) -> tuple[str, Any]:
+    """``key=value`` -> (dotted key, the value read as YAML; an empty value is None)."""
     if "=" not in override:
         raise ConfigError(f"override '{override}': expected key=value, e.g. train.lr=1e-4")
     key, raw = override.split("=", 1)
-    key = key.strip()
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override '{override}': value is not valid YAML: {exc}") from exc
+    return key.strip(), value
+
+
+def _apply_override(data: dict, override: str) -> None:
+    key, value = parse_override(override)
     node = data
     parts = key.split(".")
     for part in parts[:-1]:
