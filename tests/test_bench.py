@@ -64,14 +64,17 @@ def test_an_interrupted_comparison_resumes_without_retraining_finished_runs(tmp_
     assert set(evals) == {"synthetic-game", "synthetic-night"}  # the finished run is scored on every domain
     for name in ("bench.json", "rein/seed0/summary.json"):  # strict JSON: a NaN IoU is null, never bare NaN
         json.loads((out / name).read_text(), parse_constant=pytest.fail)
-    assert "different precisions" not in report and "Runs trained on: " in report
+    assert "different precisions" not in report and "Runs trained on (method seed)" in report
 
     # a comparison continued on a machine that trained in another precision says so in the table
+    # and lists each machine with the runs it trained, a run resumed on another under both
     facts = json.loads((out / "frozen" / "seed0" / "run.json").read_text())
-    (out / "frozen" / "seed0" / "run.json").write_text(json.dumps({**facts, "precision": "float32 (test)"}))
+    (out / "frozen" / "seed0" / "run.json").write_text(
+        json.dumps({**facts, "precision": "float32 (test)", "machine": "box A + box B"}))
     write_report(out)
     report = (out / "bench.md").read_text()
     assert "The runs used different precisions" in report and "| float32 (test) |" in report
+    assert "- box A: frozen 0 (part)\n" in report and "- box B: frozen 0 (part)\n" in report
 
 
 def test_status_says_where_each_run_stands_and_changes_nothing(tmp_path, tiny_bench, monkeypatch, capsys):

@@ -131,7 +131,7 @@ def aggregate(runs: dict[str, dict[int, dict]], out: Path) -> dict:
             "train_time_s": _stats([r["train_time_s"] for r in seeds.values()]),
             "source": source,
             "precision": sorted({str(f.get("precision") or "unknown") for f in facts.values()}),
-            "machine": sorted({str(f.get("machine") or "unknown") for f in facts.values()}),
+            "machine": {s: str(f.get("machine") or "unknown") for s, f in facts.items()},
         }
     return table
 
@@ -199,7 +199,6 @@ def markdown(table: dict) -> str:
                f"{PLATEAU_POINTS:g} point or more above the quarter before's): "
                f"{', '.join(not_flat)}.")
     precisions = {p for row in table.values() for p in row["precision"]}
-    machines = sorted({m for row in table.values() for m in row["machine"]})
     mixed = (f"**The runs used different precisions ({', '.join(sorted(precisions))}): compare with care.**\n\n"
              if len(precisions) > 1 else "")
     return (
@@ -207,9 +206,22 @@ def markdown(table: dict) -> str:
         "mIoU in %, mean over seeds with (min-max) when there are several; rPD = 100 x mean target mIoU / "
         "source mIoU, per seed, then averaged. A difference smaller than the spread is a tie.\n\n"
         + "\n".join(lines) + "\n\n" + "\n".join(verdict) + "\n\n" + plateau + "\n\n" + mixed
-        + f"Runs trained on: {'; '.join(machines)}. Report written on: {machine_line()}. Iterations per run: "
+        + machines_markdown(table) + f"Report written on: {machine_line()}. Iterations per run: "
         f"{', '.join(sorted({str(r['iters']) for r in table.values()}))}.\n\n" + per_class_markdown(table)
     )
+
+
+def machines_markdown(table: dict) -> str:
+    """Which runs trained on which machine; a run resumed on another machine (its ``run.json`` joins the two
+    with " + ") is listed under each, marked "(part)"."""
+    runs_on: dict[str, list[str]] = {}
+    for method, row in table.items():
+        for seed, joined in row["machine"].items():
+            parts = joined.split(" + ")
+            for m in parts:
+                runs_on.setdefault(m, []).append(f"{method} {seed}" + (" (part)" if len(parts) > 1 else ""))
+    return "Runs trained on (method seed):\n\n" + "".join(
+        f"- {m}: {', '.join(r)}\n" for m, r in sorted(runs_on.items())) + "\n"
 
 
 def per_class_markdown(table: dict) -> str:
