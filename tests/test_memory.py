@@ -10,6 +10,7 @@ import torch
 from tiny import tiny_config
 
 import dgseg
+from dgseg import machine
 from dgseg.engine import precision
 from dgseg.models.heads.ms_deform_attn import _recomputed_attention, multi_scale_deformable_attention
 
@@ -118,38 +119,38 @@ def test_on_x86_only_avx512_bf16_or_amx_count_as_native_bf16_whatever_onednn_say
                                                                                   amx, native):
     # oneDNN says bf16 is "supported" on every AVX-512 CPU, where it is emulated (3x slower than float32 on a
     # Xeon without AVX512-BF16): the CPU's own flags decide on x86
-    monkeypatch.setattr(precision.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(machine.platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
-    precision.cpu_has_fast_bf16.cache_clear()
+    machine.cpu_has_fast_bf16.cache_clear()
     try:
-        assert precision.cpu_has_fast_bf16() is native
+        assert machine.cpu_has_fast_bf16() is native
     finally:
-        precision.cpu_has_fast_bf16.cache_clear()
+        machine.cpu_has_fast_bf16.cache_clear()
 
 
 @pytest.mark.parametrize("flags", ["fpu avx2 avx512f avx512bw avx512_vnni", "fpu avx512f avx512_bf16"])
 def test_on_x86_without_torchs_probes_the_cpuinfo_flags_decide(monkeypatch, flags):
-    monkeypatch.setattr(precision.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(machine.platform, "machine", lambda: "x86_64")
     monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported", raising=False)
-    monkeypatch.setattr(precision, "cpuinfo_field", lambda name: flags if name == "flags" else "")
-    precision.cpu_has_fast_bf16.cache_clear()
+    monkeypatch.setattr(machine, "cpuinfo_field", lambda name: flags if name == "flags" else "")
+    machine.cpu_has_fast_bf16.cache_clear()
     try:
-        assert precision.cpu_has_fast_bf16() is ("avx512_bf16" in flags)
+        assert machine.cpu_has_fast_bf16() is ("avx512_bf16" in flags)
     finally:
-        precision.cpu_has_fast_bf16.cache_clear()
+        machine.cpu_has_fast_bf16.cache_clear()
 
 
 def test_off_x86_onednns_check_decides(monkeypatch):
-    monkeypatch.setattr(precision.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(machine.platform, "machine", lambda: "aarch64")
     for answer in (True, False):
         monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda a=answer: a, raising=False)
-        precision.cpu_has_fast_bf16.cache_clear()
+        machine.cpu_has_fast_bf16.cache_clear()
         try:
-            assert precision.cpu_has_fast_bf16() is answer
+            assert machine.cpu_has_fast_bf16() is answer
         finally:
-            precision.cpu_has_fast_bf16.cache_clear()
+            machine.cpu_has_fast_bf16.cache_clear()
 
 
 def test_fp16_needs_cuda_for_training_and_falls_back_to_float32_for_evaluation():

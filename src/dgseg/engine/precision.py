@@ -3,42 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import functools
-import platform
 import warnings
 
 import torch
 
-from dgseg.machine import cpuinfo_field
+from dgseg.machine import cpu_has_fast_bf16
 
 AMP_MODES = ("none", "bf16", "fp16")
-
-
-X86_MACHINES = ("x86_64", "amd64", "i386", "i686")
-
-
-@functools.cache
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU computes bf16 natively: AVX512-BF16 or AMX on x86, oneDNN's answer elsewhere (on Arm
-    it checks the BF16 extension).
-
-    Without it, PyTorch emulates bf16: a bf16 linear layer runs about 6x and a 3x3 convolution over
-    200x slower than in float32 (measured on an AVX2 AMD EPYC), so bf16 autocast would only cost time.
-    oneDNN's own check (``torch.ops.mkldnn._is_mkldnn_bf16_supported``) says yes on any x86 CPU with
-    AVX-512, where bf16 is emulated too: on an Intel Xeon with AVX-512 but no AVX512-BF16 (2026-12-03), bf16
-    autocast ran the ViT-S/14 forward and backward 2.2-3.6x and a 3x3 convolution 3.7x slower than float32.
-    So on x86 the CPU's own flags decide.
-    """
-    if platform.machine().lower() in X86_MACHINES:
-        avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-        if avx512_bf16 is not None and amx is not None:
-            return bool(avx512_bf16() or amx())
-        return bool(set(cpuinfo_field("flags").split()) & {"avx512_bf16", "amx_bf16"})
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def resolve_amp(amp: str, device: torch.device, training: bool = True) -> str:
