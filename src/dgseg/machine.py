@@ -24,7 +24,8 @@ def cpu_model() -> str:
     return cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
-X86_MACHINES = ("x86_64", "amd64", "i386", "i686")
+def _is_x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
 
 @functools.cache
@@ -41,7 +42,7 @@ def cpu_has_fast_bf16() -> bool:
     """
     import torch
 
-    if platform.machine().lower() in X86_MACHINES:
+    if _is_x86():
         avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
         amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
         if avx512_bf16 is not None and amx is not None:
@@ -58,7 +59,7 @@ def machine_line() -> str:
     cores, GPU, torch and Python versions."""
     import torch
 
-    native = "AVX-512 BF16" if platform.machine().lower() in X86_MACHINES else "native bf16"
+    native = "AVX-512 BF16" if _is_x86() else "native bf16"
     bf16 = native if cpu_has_fast_bf16() else "no native bf16"
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return (f"{cpu_model()} ({bf16}), {os.cpu_count()} cores, {device}; torch {torch.__version__}, "
