@@ -75,6 +75,14 @@ def test_an_interrupted_comparison_resumes_without_retraining_finished_runs(tmp_
     report = (out / "bench.md").read_text()
     assert "The runs used different precisions" in report and "| float32 (test) |" in report
     assert "- box A: frozen 0 (part)\n" in report and "- box B: frozen 0 (part)\n" in report
+    # a run resumed in another precision counts each precision once, in the row and in the warning
+    facts = json.loads((out / "rein" / "seed0" / "run.json").read_text())
+    (out / "rein" / "seed0" / "run.json").write_text(
+        json.dumps({**facts, "precision": "float32 (test) + bf16 (test)"}))
+    write_report(out)
+    report = (out / "bench.md").read_text()
+    assert "different precisions (bf16 (test), float32 (test)):" in report
+    assert "| bf16 (test) + float32 (test) |" in report
 
 
 def test_status_says_where_each_run_stands_and_changes_nothing(tmp_path, tiny_bench, monkeypatch, capsys):

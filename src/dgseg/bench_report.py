@@ -130,7 +130,8 @@ def aggregate(runs: dict[str, dict[int, dict]], out: Path) -> dict:
             "trainable": any_run["trainable"],
             "train_time_s": _stats([r["train_time_s"] for r in seeds.values()]),
             "source": source,
-            "precision": sorted({str(f.get("precision") or "unknown") for f in facts.values()}),
+            # a run resumed in another precision has two joined by " + " (run_facts): count each once
+            "precision": sorted({p for f in facts.values() for p in str(f.get("precision") or "unknown").split(" + ")}),
             "machine": {s: str(f.get("machine") or "unknown") for s, f in facts.items()},
         }
     return table
