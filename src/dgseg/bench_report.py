@@ -130,11 +130,16 @@ def aggregate(runs: dict[str, dict[int, dict]], out: Path) -> dict:
             "trainable": any_run["trainable"],
             "train_time_s": _stats([r["train_time_s"] for r in seeds.values()]),
             "source": source,
-            # a run resumed in another precision has two joined by " + " (run_facts): count each once
-            "precision": sorted({p for f in facts.values() for p in str(f.get("precision") or "unknown").split(" + ")}),
+            "precision": sorted({p for f in facts.values() for p in _parts(str(f.get("precision") or "unknown"))}),
             "machine": {s: str(f.get("machine") or "unknown") for s, f in facts.items()},
         }
     return table
+
+
+def _parts(joined: str) -> list[str]:
+    """The values of a ``run.json`` field (machine, precision) that a run resumed on another machine or in
+    another precision joins with " + " (``engine.run_facts``); each counts once in the report."""
+    return joined.split(" + ")
 
 
 def read_run_facts(run_dir: Path) -> dict:
@@ -218,7 +223,7 @@ def machines_markdown(table: dict) -> str:
     runs_on: dict[str, list[str]] = {}
     for method, row in table.items():
         for seed, joined in row["machine"].items():
-            parts = joined.split(" + ")
+            parts = _parts(joined)
             for m in parts:
                 runs_on.setdefault(m, []).append(f"{method} {seed}" + (" (part)" if len(parts) > 1 else ""))
     return "Runs trained on (method seed):\n\n" + "".join(
