@@ -32,6 +32,7 @@ from benchmarks.report_tables import (
     table,
     train_rows,
 )
+from dgseg.atomic import write_atomic
 
 __all__ = [
     "render", "write", "goal_rows", "projection", "merge_runs", "med", "ratio", "f", "g", "params", "table",
@@ -238,5 +239,5 @@ def write(data: dict, path: str | Path, notes_path: str | Path | None = None) ->
     if notes_path and notes_path != "none" and Path(notes_path).is_file():
         notes = Path(notes_path).read_text()
     text = render(data, notes)
-    Path(path).write_text(text)
+    write_atomic(path, text)
     return text

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from benchmarks import report
 from benchmarks.cases import MODELS, RESULT_PREFIX, run_case
+from dgseg.atomic import write_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAIN_METHODS = [("rein", False), ("rein", True), ("full", False), ("frozen", False), ("lora", False)]
@@ -316,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"[{time.perf_counter() - t0:.0f} s, total {(time.perf_counter() - t_start) / 60:.1f} min]",
                   file=sys.stderr, flush=True)
             json_path.parent.mkdir(parents=True, exist_ok=True)
-            json_path.write_text(json.dumps(data, indent=1))
+            write_atomic(json_path, json.dumps(data, indent=1))
 
     # FLOP counts first (in this process), then the measured cases, --jobs at a time, except the big
     # paper-size cases, which run alone (memory)
@@ -335,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     if loads:
         data["meta"]["load"] = f"{min(loads):.2f} / {statistics.median(loads):.2f} / {max(loads):.2f}"
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(data, indent=1))
+    write_atomic(json_path, json.dumps(data, indent=1))
     report.write(data, args.out, args.notes)
     print(f"wrote {args.out} and {json_path} in {data['meta']['elapsed_s'] / 60:.1f} min", file=sys.stderr)
     failed = [r["key"] for r in data["runs"] if "error" in r["result"]]

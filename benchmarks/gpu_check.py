@@ -1,0 +1,179 @@
+"""CUDA checks that no CI machine can run (CI has no GPU): ``python -m benchmarks.gpu_check --out DIR``.
+
+1. parity: one model (the demo's Rein segmentor, random backbone weights), the same non-square batch on the
+   CPU and on the GPU in float32 (TF32 off): the class scores agree; bf16 autocast on the GPU is compared
+   with float32 and reported.
+2. the CLI on the GPU in each precision (``train.amp``: none, bf16, fp16 with the gradient scaler):
+   ``dgseg train`` (finite losses, a checkpoint), then ``dgseg eval`` and ``dgseg predict`` (sliding window)
+   of that checkpoint.
+3. ``torchrun``: the same training under DistributedDataParallel on NCCL, one process (frozen backbone
+   weights in the DDP-wrapped model: the error the original code hits).
+
+Writes ``DIR/gpu_check.json`` and ``DIR/gpu_check.md``; exits 1 when a check fails. ``--device cpu`` runs
+the same steps on a CPU (a dry run of the script itself, with parity skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "src" / "dgseg" / "configs" / "demo.yaml"
+RANDOM_WEIGHTS = "model.backbone.weights=null"
+SMALL_VAL = ("data.val=[{name: synthetic-game, split: val, length: 4, size: [256, 512]}, "
+             "{name: synthetic-night, split: val, length: 4, size: [256, 512]}]")
+"""Two small validation sets: the run's final evaluation and ``dgseg eval`` check the code path, not a number."""
+
+
+def parity(device: str) -> dict:
+    """Class scores of one batch on the CPU and on ``device`` (float32, then bf16 autocast on ``device``)."""
+    import torch
+
+    import dgseg
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.manual_seed(0)
+    model = dgseg.build_model(dgseg.load_config(DEMO, overrides=[RANDOM_WEIGHTS])).eval()
+    images = torch.randn(2, 3, 168, 238, generator=torch.Generator().manual_seed(1))
+    cpu = model.predict(images)
+    model.to(device)
+    gpu = model.predict(images.to(device)).cpu()
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+        bf16 = model.predict(images.to(device)).cpu()
+    scale = cpu.abs().max().item()
+    diff = (gpu - cpu).abs().max().item() / scale
+    agree = (gpu.argmax(1) == cpu.argmax(1)).float().mean().item()
+    return {"ok": diff < 1e-3, "float32 max |gpu - cpu| / max |cpu|": diff, "float32 argmax agreement": agree,
+            "bf16 max |bf16 - cpu| / max |cpu|": (bf16 - cpu).abs().max().item() / scale,
+            "bf16 argmax agreement": (bf16.argmax(1) == cpu.argmax(1)).float().mean().item()}
+
+
+def run(cmd: list[str], log: Path, timeout: float) -> tuple[int, float]:
+    """Runs ``cmd`` (output to ``log``); returns its exit code and wall seconds."""
+    t0 = time.perf_counter()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
+    with open(log, "w") as f:
+        try:
+            code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env, timeout=timeout).returncode
+        except subprocess.TimeoutExpired:
+            code = 124
+    return code, time.perf_counter() - t0
+
+
+def read_log(run_dir: Path) -> dict:
+    """The training log's iterations, whether every logged loss is finite, the mean s/iteration after the first line."""
+    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "loss" in r]
+    finite = all(math.isfinite(r["loss"]) for r in rows)
+    times = [r["time_per_iter"] for r in rows[1:] if "time_per_iter" in r]
+    return {"iterations": rows[-1]["iter"] if rows else 0, "losses finite": finite,
+            "first loss": rows[0]["loss"] if rows else None, "last loss": rows[-1]["loss"] if rows else None,
+            "s per iteration": sum(times) / len(times) if times else None}
+
+
+def cli_check(out: Path, iters: int, amp: str, timeout: float) -> dict:
+    """``dgseg train`` / ``eval`` / ``predict`` on the default device in one precision."""
+    import numpy as np
+    from PIL import Image
+
+    images = out / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name, (h, w) in {"wide.png": (200, 360), "tall.png": (300, 180)}.items():
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(images / name)
+    py = [sys.executable, "-m", "dgseg"]
+    run_dir = out / f"train_{amp}"
+    sets = ["--set", RANDOM_WEIGHTS, "--set", SMALL_VAL, "--set", f"train.max_iters={iters}", "--set", f"train.amp={amp}",
+            "--set", "train.log_interval=5", "--set", f"train.checkpoint_interval={iters}"]
+    code, wall = run(py + ["train", str(DEMO), "--out", str(run_dir), "--no-progress"] + sets,
+                     out / f"train_{amp}.log", timeout)
+    entry = {"train exit": code, "train wall s": round(wall, 1)}
+    if code == 0:
+        entry.update(read_log(run_dir))
+        ckpt = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip()
+        code, wall = run(py + ["eval", "--checkpoint", str(ckpt), "--out", str(out / f"eval_{amp}"), "--json",
+                               "--no-progress", "--set", SMALL_VAL], out / f"eval_{amp}.log", timeout)
+        entry.update({"eval exit": code, "eval wall s": round(wall, 1)})
+        code, wall = run(py + ["predict", "--checkpoint", str(ckpt), "--out", str(out / f"predict_{amp}"),
+                               "--mode", "slide", "--no-progress", str(images)], out / f"predict_{amp}.log", timeout)
+        entry.update({"predict exit": code, "predict wall s": round(wall, 1),
+                      "predicted files": len(list((out / f"predict_{amp}").rglob("*.png")))})
+    entry["ok"] = (entry.get("train exit") == 0 and entry.get("losses finite") is True
+                   and entry.get("eval exit") == 0 and entry.get("predict exit") == 0)
+    return {f"train/eval/predict, amp {amp}": entry}
+
+
+def ddp_check(out: Path, iters: int, amp: str, timeout: float) -> dict:
+    """``torchrun --nproc_per_node 1 -m dgseg train`` (DistributedDataParallel; NCCL on a GPU, gloo on a CPU)."""
+    run_dir = out / "train_torchrun"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "dgseg",
+           "train", str(DEMO), "--out", str(run_dir), "--no-progress", "--set", RANDOM_WEIGHTS, "--set", SMALL_VAL,
+           "--set", f"train.max_iters={iters}", "--set", f"train.amp={amp}", "--set", "train.log_interval=5",
+           "--set", f"train.checkpoint_interval={iters}"]
+    code, wall = run(cmd, out / "train_torchrun.log", timeout)
+    entry = {"exit": code, "wall s": round(wall, 1)}
+    if code == 0:
+        entry.update(read_log(run_dir))
+    entry["ok"] = code == 0 and entry.get("losses finite") is True
+    return {f"torchrun DDP, amp {amp}": entry}
+
+
+def markdown(facts: dict, checks: dict) -> str:
+    lines = ["# GPU checks (`python -m benchmarks.gpu_check`)", ""]
+    lines += [f"- {k}: {v}" for k, v in facts.items()] + [""]
+    for name, entry in checks.items():
+        values = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in entry.items() if k != "ok")
+        lines.append(f"- **{name}**: {'pass' if entry.get('ok') else 'FAIL'} ({values})")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    p.add_argument("--iters", type=int, default=40, help="training iterations per CLI check")
+    p.add_argument("--amps", default="none,bf16,fp16")
+    p.add_argument("--timeout", type=float, default=240, help="seconds per command")
+    args = p.parse_args(argv)
+    import torch
+
+    from dgseg.atomic import write_atomic
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: torch sees no GPU here (use --device cpu for a dry run)")
+    if args.device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    facts = {"torch": torch.__version__, "python": sys.version.split()[0],
+             "GPU": torch.cuda.get_device_name(0) if args.device == "cuda" else "none (dry run on the CPU)"}
+    checks = {}
+
+    def record(results: dict) -> None:  # after every check: a run cut short keeps what it measured
+        checks.update(results)
+        write_atomic(out / "gpu_check.json", json.dumps({"facts": facts, "checks": checks}, indent=1) + "\n")
+        write_atomic(out / "gpu_check.md", markdown(facts, checks))
+        for name, entry in results.items():
+            print(f"{name}: {'pass' if entry.get('ok') else 'FAIL'} {entry}", flush=True)
+
+    if args.device == "cuda":
+        record({"parity, CPU vs GPU": parity("cuda")})
+    amps = [a for a in args.amps.split(",") if a and (args.device == "cuda" or a != "fp16")]
+    record(cli_check(out, args.iters, amps[0], args.timeout))
+    record(ddp_check(out, args.iters, amps[0], args.timeout))
+    for amp in amps[1:]:
+        record(cli_check(out, args.iters, amp, args.timeout))
+    print(markdown(facts, checks))
+    return 0 if all(c.get("ok") for c in checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
