@@ -14,6 +14,7 @@ from pathlib import Path
 
 from dgseg import strict_json
 from dgseg.atomic import write_atomic
+from dgseg.bench_gaps import REFERENCE, curve_gaps, gaps_markdown
 from dgseg.machine import machine_line
 from dgseg.viz import _read_jsonl
 
@@ -213,7 +214,8 @@ def markdown(table: dict) -> str:
         "source mIoU, per seed, then averaged. A difference smaller than the spread is a tie.\n\n"
         + "\n".join(lines) + "\n\n" + "\n".join(verdict) + "\n\n" + plateau + "\n\n" + mixed
         + machines_markdown(table) + f"Report written on: {machine_line()}. Iterations per run: "
-        f"{', '.join(sorted({str(r['iters']) for r in table.values()}))}.\n\n" + per_class_markdown(table)
+        f"{', '.join(sorted({str(r['iters']) for r in table.values()}))}.\n\n" + gaps_markdown(curve_gaps(table))
+        + per_class_markdown(table)
     )
 
 
@@ -302,6 +304,8 @@ def write_report(out: str | Path) -> dict:
     out = Path(out)
     table = aggregate(collect(out), out)
     write_atomic(out / "bench.md", markdown(table))
+    for method, gap in curve_gaps(table).items():  # bench.json: each method's source curve against frozen's
+        table[method]["source_curve_gap"] = {"reference": REFERENCE, **gap}
     write_atomic(out / "bench.json", strict_json.dumps(table, indent=2, default=str))
     if table:
         for name, draw in (("bench.png", lambda p: bars_figure(table, p)),
