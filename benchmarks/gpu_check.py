@@ -6,8 +6,9 @@
 2. the CLI on the GPU in each precision (``train.amp``: none, bf16, fp16 with the gradient scaler):
    ``dgseg train`` (finite losses, a checkpoint), then ``dgseg eval`` and ``dgseg predict`` (sliding window)
    of that checkpoint.
-3. ``torchrun``: the same training under DistributedDataParallel on NCCL, one process (frozen backbone
-   weights in the DDP-wrapped model: the error the original code hits).
+3. ``torchrun --nproc_per_node 1``: the same training on an NCCL process group (one GPU, one process;
+   DistributedDataParallel wraps the model only with two or more processes, which NCCL needs two GPUs for;
+   on CPUs ``tests/test_distributed.py`` runs it with gloo).
 
 Writes ``DIR/gpu_check.json`` and ``DIR/gpu_check.md``; exits 1 when a check fails. ``--device cpu`` runs
 the same steps on a CPU (a dry run of the script itself, with parity skipped).
@@ -112,7 +113,7 @@ def cli_check(out: Path, iters: int, amp: str, timeout: float) -> dict:
 
 
 def ddp_check(out: Path, iters: int, amp: str, timeout: float) -> dict:
-    """``torchrun --nproc_per_node 1 -m dgseg train`` (DistributedDataParallel; NCCL on a GPU, gloo on a CPU)."""
+    """``torchrun --nproc_per_node 1 -m dgseg train`` (a process group: NCCL on a GPU, gloo on a CPU)."""
     run_dir = out / "train_torchrun"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "dgseg",
            "train", str(DEMO), "--out", str(run_dir), "--no-progress", "--set", RANDOM_WEIGHTS, "--set", SMALL_VAL,
@@ -123,7 +124,7 @@ def ddp_check(out: Path, iters: int, amp: str, timeout: float) -> dict:
     if code == 0:
         entry.update(read_log(run_dir))
     entry["ok"] = code == 0 and entry.get("losses finite") is True
-    return {f"torchrun DDP, amp {amp}": entry}
+    return {f"torchrun, amp {amp}": entry}
 
 
 def markdown(facts: dict, checks: dict) -> str:
