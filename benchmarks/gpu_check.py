@@ -6,12 +6,15 @@
 2. the CLI on the GPU in each precision (``train.amp``: none, bf16, fp16 with the gradient scaler):
    ``dgseg train`` (finite losses, a checkpoint), then ``dgseg eval`` and ``dgseg predict`` (sliding window)
    of that checkpoint.
-3. ``torchrun --nproc_per_node 1``: the same training on an NCCL process group (one GPU, one process;
-   DistributedDataParallel wraps the model only with two or more processes, which NCCL needs two GPUs for;
-   on CPUs ``tests/test_distributed.py`` runs it with gloo).
+3. ``torchrun --nproc_per_node 1``: the same training started by the torchrun launcher. With one process
+   dgseg starts no process group (``engine.distributed.init_distributed`` does at ``WORLD_SIZE`` > 1) and
+   does not wrap the model in DistributedDataParallel, so this checks the launcher's environment only; NCCL
+   and DDP need two GPUs (two processes on one GPU are refused by NCCL). On CPUs
+   ``tests/test_distributed.py`` runs DDP with gloo.
 
 Writes ``DIR/gpu_check.json`` and ``DIR/gpu_check.md``; exits 1 when a check fails. ``--device cpu`` runs
-the same steps on a CPU (a dry run of the script itself, with parity skipped).
+the same steps on a CPU (a dry run of the script itself: parity and fp16 skipped, and bf16 runs in float32
+on a CPU without native bf16). ``--out`` must be empty or new: ``dgseg train`` refuses a folder that holds a run.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -47,24 +51,30 @@ def parity(device: str) -> dict:
     cpu = model.predict(images)
     model.to(device)
     gpu = model.predict(images.to(device)).cpu()
-    with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
-        bf16 = model.predict(images.to(device)).cpu()
     scale = cpu.abs().max().item()
     diff = (gpu - cpu).abs().max().item() / scale
-    agree = (gpu.argmax(1) == cpu.argmax(1)).float().mean().item()
-    return {"ok": diff < 1e-3, "float32 max |gpu - cpu| / max |cpu|": diff, "float32 argmax agreement": agree,
-            "bf16 max |bf16 - cpu| / max |cpu|": (bf16 - cpu).abs().max().item() / scale,
-            "bf16 argmax agreement": (bf16.argmax(1) == cpu.argmax(1)).float().mean().item()}
+    result = {"ok": diff < 1e-3, "float32 max |gpu - cpu| / max |cpu|": diff,
+              "float32 argmax agreement": (gpu.argmax(1) == cpu.argmax(1)).float().mean().item()}
+    if torch.cuda.is_bf16_supported():  # older GPUs: no bf16 line rather than float32 under its name
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+            bf16 = model.predict(images.to(device)).cpu()
+        result.update({"bf16 max |bf16 - cpu| / max |cpu|": (bf16 - cpu).abs().max().item() / scale,
+                       "bf16 argmax agreement": (bf16.argmax(1) == cpu.argmax(1)).float().mean().item()})
+    return result
 
 
 def run(cmd: list[str], log: Path, timeout: float) -> tuple[int, float]:
-    """Runs ``cmd`` (output to ``log``); returns its exit code and wall seconds."""
+    """Runs ``cmd`` (output to ``log``) in its own process group; returns its exit code (124: timed out, the
+    whole group killed, torchrun's workers too) and wall seconds."""
     t0 = time.perf_counter()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
     with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True)
         try:
-            code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env, timeout=timeout).returncode
+            code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
             code = 124
     return code, time.perf_counter() - t0
 
@@ -108,11 +118,12 @@ def cli_check(out: Path, iters: int, amp: str, timeout: float) -> dict:
         entry.update({"predict exit": code, "predict wall s": round(wall, 1),
                       "predicted files": len(list((out / f"predict_{amp}").rglob("*.png")))})
     entry["ok"] = (entry.get("train exit") == 0 and entry.get("losses finite") is True
-                   and entry.get("eval exit") == 0 and entry.get("predict exit") == 0)
+                   and entry.get("iterations") == iters and entry.get("eval exit") == 0
+                   and entry.get("predict exit") == 0 and entry.get("predicted files") == 3 * 2)  # 3 PNGs per image
     return {f"train/eval/predict, amp {amp}": entry}
 
 
-def ddp_check(out: Path, iters: int, amp: str, timeout: float) -> dict:
+def torchrun_check(out: Path, iters: int, amp: str, timeout: float) -> dict:
     """``torchrun --nproc_per_node 1 -m dgseg train`` (a process group: NCCL on a GPU, gloo on a CPU)."""
     run_dir = out / "train_torchrun"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "dgseg",
@@ -123,7 +134,7 @@ def ddp_check(out: Path, iters: int, amp: str, timeout: float) -> dict:
     entry = {"exit": code, "wall s": round(wall, 1)}
     if code == 0:
         entry.update(read_log(run_dir))
-    entry["ok"] = code == 0 and entry.get("losses finite") is True
+    entry["ok"] = code == 0 and entry.get("losses finite") is True and entry.get("iterations") == iters
     return {f"torchrun, amp {amp}": entry}
 
 
@@ -150,9 +161,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: torch sees no GPU here (use --device cpu for a dry run)")
-    if args.device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
     out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        p.error(f"--out {out}: not an empty folder (dgseg train refuses a folder that holds a run); give a new one")
+    amps = [a for a in args.amps.split(",") if a and (args.device == "cuda" or a != "fp16")]
+    bad = [a for a in amps if a not in ("none", "bf16", "fp16")]
+    if bad or not amps:
+        p.error(f"--amps {args.amps!r}: give some of none, bf16, fp16 (fp16 needs --device cuda)")
+    if args.device == "cpu":  # the CLI subprocesses inherit it: they must not find a GPU either
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
     out.mkdir(parents=True, exist_ok=True)
     facts = {"torch": torch.__version__, "python": sys.version.split()[0],
              "GPU": torch.cuda.get_device_name(0) if args.device == "cuda" else "none (dry run on the CPU)"}
@@ -167,9 +184,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.device == "cuda":
         record({"parity, CPU vs GPU": parity("cuda")})
-    amps = [a for a in args.amps.split(",") if a and (args.device == "cuda" or a != "fp16")]
     record(cli_check(out, args.iters, amps[0], args.timeout))
-    record(ddp_check(out, args.iters, amps[0], args.timeout))
+    record(torchrun_check(out, args.iters, amps[0], args.timeout))
     for amp in amps[1:]:
         record(cli_check(out, args.iters, amp, args.timeout))
     print(markdown(facts, checks))

@@ -325,3 +325,19 @@ def test_the_table_shows_the_mean_rise_over_seeds_and_the_largest_and_names_each
     report = (out / "bench.md").read_text()
     assert "| +1.0 (max +1.5) |" in report
     assert "Not plateaued" in report and "frozen seed 1 (+1.5)" in report and "frozen seed 0" not in report
+
+
+def test_the_report_compares_each_source_curve_with_the_frozen_heads_per_quarter(tmp_path):
+    out = tmp_path / "bench"
+    for method, offset in (("frozen", 0.0), ("rein", -2.0)):
+        _fake_run(out, method, 0, {"src": [90.0, 10.0, 50.0], "t1": [70.0, 20.0, 40.0]})
+        evals = {i: 50.0 + offset for i in range(1, 11)}
+        evals[1] = math.nan if method == "rein" else 50.0  # a NaN validation compares nothing
+        (out / method / "seed0" / "log.jsonl").write_text(
+            "".join(json.dumps({"iter": i, "eval": {"src": {"mIoU": v}}}) + "\n" for i, v in evals.items()))
+    write_report(out)
+    report = (out / "bench.md").read_text()
+    assert "## Source curves against frozen, per quarter of the schedule" in report
+    assert "| rein | -2.0 | -2.0 | -2.0 | -2.0 | 0 of 9 |" in report  # quarters of 10 iterations: (0, 2.5], ...
+    gap = json.loads((out / "bench.json").read_text())["rein"]["source_curve_gap"]
+    assert gap["reference"] == "frozen" and gap["quarters"] == [-2.0] * 4 and gap["shared"] == 9

@@ -40,8 +40,16 @@ def test_methods_are_compared_with_the_frozen_heads_seed_mean():
     assert "| full | +1.5 |" in text  # one seed: no range
 
 
-def test_no_comparison_without_the_frozen_head_or_across_schedule_lengths():
+def test_the_seed_mean_is_a_mean_and_the_quarters_compare_seed_means_at_shared_validations():
+    frozen = _row({s: {i: 50.0 for i in ITERS} for s in range(3)})
+    uneven = _row({0: {i: 40.0 for i in ITERS}, 1: {i: 41.0 for i in ITERS}, 2: {i: 51.0 for i in ITERS if i != 100}})
+    gaps = curve_gaps({"frozen": frozen, "vpt": uneven})["vpt"]
+    assert gaps["quarters"] == [-6.0] * 4  # mean 44, not the median 41; iteration 100 (one seed lacks it) left out
+    assert gaps["shared"] == 7 and gaps["per_seed"][2] == [1.0] * 4
+
+
+def test_no_comparison_without_the_frozen_head_nor_for_another_schedule_length():
     row = _row({0: {i: 50.0 for i in ITERS}})
     assert curve_gaps({"rein": row}) == {}
-    assert curve_gaps({"frozen": row, "rein": _row({0: {100: 1.0}}, iters=400)}) == {}
+    assert set(curve_gaps({"frozen": row, "rein": _row({0: {100: 1.0}}, iters=400), "lora": row})) == {"lora"}
     assert gaps_markdown({}) == ""

@@ -45,3 +45,14 @@ def test_asking_for_the_gpu_without_one_is_a_clear_error(tmp_path, capsys):
         main(["--out", str(tmp_path / "out"), "--device", "cuda"])
     assert "torch sees no GPU" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_that_holds_files_or_an_unknown_precision_is_refused_before_anything_runs(tmp_path, capsys):
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "gpu_check.md").write_text("an earlier run")
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "old"), "--device", "cpu"])
+    assert "not an empty folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "new"), "--device", "cpu", "--amps", "fp16"])  # fp16 needs a GPU
+    assert "--amps 'fp16'" in capsys.readouterr().err and not (tmp_path / "new").exists()

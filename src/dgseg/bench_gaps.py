@@ -30,7 +30,8 @@ def quarter_gaps(curve: dict[int, float], reference: dict[int, float], iters: in
     gaps = []
     for q in range(1, QUARTERS + 1):
         lo, hi = (q - 1) * iters / QUARTERS, q * iters / QUARTERS
-        diffs = [curve[i] - reference[i] for i in curve if i in reference and lo < i <= hi]
+        diffs = [d for i in curve if i in reference and lo < i <= hi
+                 if not math.isnan(d := curve[i] - reference[i])]  # a NaN validation compares nothing
         gaps.append(statistics.fmean(diffs) if diffs else math.nan)
     return gaps
 
@@ -38,17 +39,18 @@ def quarter_gaps(curve: dict[int, float], reference: dict[int, float], iters: in
 def curve_gaps(table: dict, reference: str = REFERENCE) -> dict:
     """method -> {'quarters': the seed means' gaps per quarter, 'per_seed': seed -> gaps of that seed's
     curve against the reference's seed mean, 'above': validations where the seed means are above the
-    reference's, 'shared': validations compared}; empty without the reference or when runs differ in length."""
-    if reference not in table or len({row["iters"] for row in table.values()}) != 1:
+    reference's, 'shared': validations compared}; empty without the reference. A method trained for another
+    number of iterations than the reference is left out (its quarters are other iterations)."""
+    if reference not in table:
         return {}
     ref = mean_curve(table[reference]["source_curves"])
     iters = table[reference]["iters"]
     gaps = {}
     for method, row in table.items():
-        if method == reference:
+        if method == reference or row["iters"] != iters:
             continue
         mine = mean_curve(row["source_curves"])
-        shared = [i for i in mine if i in ref]
+        shared = [i for i in mine if i in ref and not math.isnan(mine[i] - ref[i])]
         if not shared:
             continue
         gaps[method] = {
@@ -64,8 +66,8 @@ def gaps_markdown(gaps: dict, reference: str = REFERENCE) -> str:
     head = ["method", *[f"quarter {q}" for q in range(1, QUARTERS + 1)], "validations above"]
     lines = [f"## Source curves against {reference}, per quarter of the schedule", "",
              f"Mean source validation mIoU minus {reference}'s, both averaged over seeds at each validation, then over "
-             f"the validations of each quarter; in brackets the range of the same gap for each seed of the method "
-             f"against {reference}'s seed mean. Last column: validations at which the method's seed mean is above "
+             f"the validations of each quarter that every seed of both has; in brackets the range of the same gap for "
+             f"each seed of the method (at all of its validations) against {reference}'s seed mean. Last column: validations at which the method's seed mean is above "
              f"{reference}'s.", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for method, g in gaps.items():
         cells = [method]
