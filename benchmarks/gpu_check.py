@@ -79,36 +79,47 @@ def run(cmd: list[str], log: Path, timeout: float) -> tuple[int, float]:
     return code, time.perf_counter() - t0
 
 
-def read_log(run_dir: Path) -> dict:
-    """The training log's iterations, whether every logged loss is finite, the mean s/iteration after the first line."""
-    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+def training_facts(run_dir: Path) -> dict:
+    """The training log's iterations, whether every logged loss is finite, the mean s/iteration after the first
+    line, and how many lines were not JSON records (``dgseg.viz.read_log``)."""
+    from dgseg.viz import read_log
+
+    rows, bad = read_log(run_dir / "log.jsonl")
     rows = [r for r in rows if "loss" in r]
     finite = all(math.isfinite(r["loss"]) for r in rows)
     times = [r["time_per_iter"] for r in rows[1:] if "time_per_iter" in r]
     return {"iterations": rows[-1]["iter"] if rows else 0, "losses finite": finite,
             "first loss": rows[0]["loss"] if rows else None, "last loss": rows[-1]["loss"] if rows else None,
-            "s per iteration": sum(times) / len(times) if times else None}
+            "s per iteration": sum(times) / len(times) if times else None, "unreadable log lines": len(bad)}
 
 
-def cli_check(out: Path, iters: int, amp: str, timeout: float) -> dict:
-    """``dgseg train`` / ``eval`` / ``predict`` on the default device in one precision."""
+def train_command(run_dir: Path, iters: int, amp: str) -> list[str]:
+    """``dgseg train`` arguments of every check: the demo config, random backbone weights, small validation."""
+    return ["train", str(DEMO), "--out", str(run_dir), "--no-progress", "--set", RANDOM_WEIGHTS, "--set", SMALL_VAL,
+            "--set", f"train.max_iters={iters}", "--set", f"train.amp={amp}", "--set", "train.log_interval=5",
+            "--set", f"train.checkpoint_interval={iters}"]
+
+
+def write_images(folder: Path) -> Path:
+    """Two random non-square RGB images for ``dgseg predict``."""
     import numpy as np
     from PIL import Image
 
-    images = out / "images"
-    images.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for name, (h, w) in {"wide.png": (200, 360), "tall.png": (300, 180)}.items():
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(images / name)
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / name)
+    return folder
+
+
+def cli_check(out: Path, images: Path, iters: int, amp: str, timeout: float) -> dict:
+    """``dgseg train`` / ``eval`` / ``predict`` (of the files in ``images``) on the default device in one precision."""
     py = [sys.executable, "-m", "dgseg"]
     run_dir = out / f"train_{amp}"
-    sets = ["--set", RANDOM_WEIGHTS, "--set", SMALL_VAL, "--set", f"train.max_iters={iters}", "--set", f"train.amp={amp}",
-            "--set", "train.log_interval=5", "--set", f"train.checkpoint_interval={iters}"]
-    code, wall = run(py + ["train", str(DEMO), "--out", str(run_dir), "--no-progress"] + sets,
-                     out / f"train_{amp}.log", timeout)
+    code, wall = run(py + train_command(run_dir, iters, amp), out / f"train_{amp}.log", timeout)
     entry = {"train exit": code, "train wall s": round(wall, 1)}
     if code == 0:
-        entry.update(read_log(run_dir))
+        entry.update(training_facts(run_dir))
         ckpt = run_dir / "checkpoints" / (run_dir / "checkpoints" / "latest").read_text().strip()
         code, wall = run(py + ["eval", "--checkpoint", str(ckpt), "--out", str(out / f"eval_{amp}"), "--json",
                                "--no-progress", "--set", SMALL_VAL], out / f"eval_{amp}.log", timeout)
@@ -127,13 +138,11 @@ def torchrun_check(out: Path, iters: int, amp: str, timeout: float) -> dict:
     """``torchrun --nproc_per_node 1 -m dgseg train`` (a process group: NCCL on a GPU, gloo on a CPU)."""
     run_dir = out / "train_torchrun"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "dgseg",
-           "train", str(DEMO), "--out", str(run_dir), "--no-progress", "--set", RANDOM_WEIGHTS, "--set", SMALL_VAL,
-           "--set", f"train.max_iters={iters}", "--set", f"train.amp={amp}", "--set", "train.log_interval=5",
-           "--set", f"train.checkpoint_interval={iters}"]
+           *train_command(run_dir, iters, amp)]
     code, wall = run(cmd, out / "train_torchrun.log", timeout)
     entry = {"exit": code, "wall s": round(wall, 1)}
     if code == 0:
-        entry.update(read_log(run_dir))
+        entry.update(training_facts(run_dir))
     entry["ok"] = code == 0 and entry.get("losses finite") is True and entry.get("iterations") == iters
     return {f"torchrun, amp {amp}": entry}
 
@@ -184,10 +193,11 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.device == "cuda":
         record({"parity, CPU vs GPU": parity("cuda")})
-    record(cli_check(out, args.iters, amps[0], args.timeout))
+    images = write_images(out / "images")
+    record(cli_check(out, images, args.iters, amps[0], args.timeout))
     record(torchrun_check(out, args.iters, amps[0], args.timeout))
     for amp in amps[1:]:
-        record(cli_check(out, args.iters, amp, args.timeout))
+        record(cli_check(out, images, args.iters, amp, args.timeout))
     print(markdown(facts, checks))
     return 0 if all(c.get("ok") for c in checks.values()) else 1
 

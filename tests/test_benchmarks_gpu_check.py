@@ -11,7 +11,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # benchmarks/ is a folder of the repository, not of the package
     sys.path.insert(0, str(ROOT))
-from benchmarks.gpu_check import main, markdown, read_log  # noqa: E402
+from benchmarks.gpu_check import main, markdown, training_facts  # noqa: E402
 
 
 def _log(run_dir: Path, losses: list[float]) -> None:
@@ -23,7 +23,7 @@ def _log(run_dir: Path, losses: list[float]) -> None:
 
 def test_the_training_log_gives_iterations_finiteness_and_the_time_after_the_first_line(tmp_path):
     _log(tmp_path / "run", [46.0, 45.0, 44.0])
-    facts = read_log(tmp_path / "run")
+    facts = training_facts(tmp_path / "run")
     assert facts["iterations"] == 15 and facts["losses finite"] is True
     assert facts["first loss"] == 46.0 and facts["last loss"] == 44.0
     assert facts["s per iteration"] == pytest.approx(0.25)  # the first line (warm-up) left out
@@ -31,7 +31,7 @@ def test_the_training_log_gives_iterations_finiteness_and_the_time_after_the_fir
 
 def test_a_nan_loss_fails_the_check(tmp_path):
     _log(tmp_path / "run", [46.0, math.nan])
-    assert read_log(tmp_path / "run")["losses finite"] is False
+    assert training_facts(tmp_path / "run")["losses finite"] is False
 
 
 def test_the_report_names_every_failed_check():

@@ -134,6 +134,8 @@ def aggregate(runs: dict[str, dict[int, dict]], out: Path) -> dict:
             "precision": sorted({p for f in facts.values() for p in _parts(str(f.get("precision") or "unknown"))}),
             "machine": {s: str(f.get("machine") or "unknown") for s, f in facts.items()},
         }
+    for method, gap in curve_gaps(table).items():  # each method's source curve against frozen's, per quarter
+        table[method]["source_curve_gap"] = {"reference": REFERENCE, **gap}
     return table
 
 
@@ -214,7 +216,8 @@ def markdown(table: dict) -> str:
         "source mIoU, per seed, then averaged. A difference smaller than the spread is a tie.\n\n"
         + "\n".join(lines) + "\n\n" + "\n".join(verdict) + "\n\n" + plateau + "\n\n" + mixed
         + machines_markdown(table) + f"Report written on: {machine_line()}. Iterations per run: "
-        f"{', '.join(sorted({str(r['iters']) for r in table.values()}))}.\n\n" + gaps_markdown(curve_gaps(table))
+        f"{', '.join(sorted({str(r['iters']) for r in table.values()}))}.\n\n" + gaps_markdown(
+            {m: row["source_curve_gap"] for m, row in table.items() if "source_curve_gap" in row})
         + per_class_markdown(table)
     )
 
@@ -304,8 +307,6 @@ def write_report(out: str | Path) -> dict:
     out = Path(out)
     table = aggregate(collect(out), out)
     write_atomic(out / "bench.md", markdown(table))
-    for method, gap in curve_gaps(table).items():  # bench.json: each method's source curve against frozen's
-        table[method]["source_curve_gap"] = {"reference": REFERENCE, **gap}
     write_atomic(out / "bench.json", strict_json.dumps(table, indent=2, default=str))
     if table:
         for name, draw in (("bench.png", lambda p: bars_figure(table, p)),
