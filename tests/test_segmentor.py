@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -84,6 +85,16 @@ def test_trainable_parameters_are_adapter_and_head_only(model):
 def test_linear_head_with_rein_link_is_refused_with_the_fix():
     with pytest.raises(ValueError, match="model.adapter.link=false"):
         dgseg.build_model(tiny_config(model__head={"name": "linear"}))
+
+
+def test_a_linear_head_names_the_mask2former_keys_it_does_not_use():
+    cfg = tiny_config(model__adapter__link=False, model__head={"name": "linear", "dec_layers": 2})
+    with pytest.warns(UserWarning, match=r"'linear'.*dec_layers=2"):
+        dgseg.build_model(cfg)
+    default = tiny_config(model__adapter__link=False, model__head={"name": "linear"})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dgseg.build_model(default)
 
 
 def test_info_json_reports_the_reference_counts_for_dinov2_large(capsys):

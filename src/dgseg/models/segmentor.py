@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -179,6 +180,21 @@ def sliding_starts(size: int, crop: int, stride: int) -> list[int]:
     return [min(i * stride, size - crop) for i in range(n)]
 
 
+def _warn_unused_head_keys(head) -> None:
+    """The keys of `model.head` other than `name` are Mask2Former's; a head without them (`linear`) takes
+    none, so say which were set to other than their defaults (inherited from a base config, say) rather
+    than drop them unsaid."""
+    from dataclasses import fields
+
+    from dgseg.config.schema import HeadConfig
+
+    unused = [f"{f.name}={getattr(head, f.name)!r}" for f in fields(HeadConfig)
+              if f.name != "name" and getattr(head, f.name) != f.default]
+    if unused:
+        warnings.warn(f"model.head.name is '{head.name}', which takes none of the Mask2Former keys; these are set "
+                      f"but not used: {', '.join(unused)}", stacklevel=3)
+
+
 def build_model(cfg: Config) -> Segmentor:
     """Wire backbone, adapter, neck and head from ``cfg.model``; weights loaded, on CPU.
 
@@ -229,6 +245,7 @@ def _build_model(cfg: Config) -> Segmentor:
                 f"model.adapter.link: true feeds Rein queries to a mask2former head, but model.head.name is "
                 f"'{m.head.name}'; set model.adapter.link=false"
             )
+        _warn_unused_head_keys(m.head)
         kwargs = {}
     head = build_head(m.head.name, in_channels, m.num_classes, **kwargs)
     return Segmentor(backbone, adapter, neck, head, m.num_classes, text=text)

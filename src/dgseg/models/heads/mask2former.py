@@ -157,7 +157,8 @@ class Mask2FormerHead(nn.Module):
         if queries is not None:
             raise ValueError(
                 "this Mask2FormerHead was built with query_link=False (learned queries) but was given "
-                "queries; set model.head.query_link=true to use the adapter's queries"
+                "queries; build it with query_link=True (from a config: model.adapter.link=true with Rein) to use "
+                "the adapter's queries"
             )
         return (
             self.query_feat.weight.unsqueeze(0).expand(batch, -1, -1),
