@@ -17,7 +17,7 @@ import yaml
 from tiny import tiny_dict
 
 import dgseg.engine.train as train_module
-from dgseg.bench import bench_config, bench_status, run_bench, run_order, time_left
+from dgseg.bench import bench_config, bench_status, fair_share, run_bench, run_one, run_order, time_left
 from dgseg.bench_report import PLATEAU_POINTS, eval_points, markdown, quarter_rise, ties, write_report
 from dgseg.demo import demo_config
 from dgseg.models.adapters import ADAPTERS
@@ -243,6 +243,26 @@ def test_jobs_train_runs_side_by_side_in_their_own_processes(tmp_path, tiny_benc
         run_bench(["rein"], [0], out, config=tiny_bench, jobs=2, isolate=False)
     with pytest.raises(ValueError, match="--jobs 0"):
         run_bench(["rein"], [0], out, config=tiny_bench, jobs=0)
+
+
+def test_the_cores_are_shared_by_the_runs_left_not_by_the_jobs():
+    assert fair_share(2, 2, 18) == 1 and fair_share(2, 2, 2) == 1
+    assert fair_share(2, 2, 1) == 2  # the last run of a --jobs 2 bench gets both cores
+    assert fair_share(16, 6, 4) == 4 and fair_share(1, 2, 1) == 1
+
+
+def test_a_run_left_alone_is_resumed_with_the_threads_the_finished_runs_freed(tmp_path, capsys):
+    data = tiny_dict(train__max_iters=30, train__checkpoint_interval=3, train__eval_interval=1000,
+                     train__log_interval=1)
+    config = tmp_path / "long.yaml"
+    config.write_text(yaml.safe_dump(data))
+    cfg = bench_config("frozen", 0, None, [], config)
+    run = tmp_path / "bench" / "frozen" / "seed0"
+    assert run_one("frozen", 0, cfg, run, threads=1, fair_threads=lambda: 2, poll_s=0.05) == "new"
+    assert "frozen seed 0: resumed with 2 threads" in capsys.readouterr().out
+    assert json.loads((run / "summary.json").read_text())["step"] == 30
+    steps = [r["iter"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "loss" in r]
+    assert steps == sorted(steps) and steps[-1] == 30  # stopped with a checkpoint, resumed where it stopped
 
 
 def _children(pid: int) -> list[int]:

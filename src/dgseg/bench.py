@@ -167,35 +167,78 @@ def stop_children(grace_s: float = 0.0) -> None:
 
 
 def run_one(method: str, seed: int, cfg: Config, run_dir: Path, isolate: bool = True,
-            threads: int | None = None) -> str:
-    """Bring one run to 'done'; returns what was needed ('done', 'resume' or 'new')."""
+            threads: int | None = None, fair_threads=None, poll_s: float = 5.0) -> str:
+    """Bring one run to 'done'; returns what was needed ('done', 'resume' or 'new').
+
+    ``fair_threads`` (with ``isolate``): a callable giving the threads this run should have now. When it
+    exceeds the child's (the other runs have finished), the child is stopped, which checkpoints, and resumed
+    with them: a process cannot widen its own thread pool from outside. Only while the child trains (it has
+    logged since it started) and has over two checkpoint intervals left."""
     state = run_state(run_dir, cfg)
     if state == "done":
         return state
     if state == "new" and run_dir.exists():  # a start that died before its first checkpoint: nothing to keep
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    args = (dump_config(training_config(cfg)), dump_config(cfg), str(run_dir), state == "resume",
-            str(run_dir / "summary.json"), threads)
     if not isolate:
-        _run_child(*args)
+        _run_child(dump_config(training_config(cfg)), dump_config(cfg), str(run_dir), state == "resume",
+                   str(run_dir / "summary.json"), threads)
         return state
-    proc = mp.get_context("spawn").Process(target=_run_child, args=args)
-    proc.start()
-    with _LIVE_LOCK:
-        _LIVE.add(proc)
-    try:
-        proc.join()
-    except BaseException as exc:  # interrupted while waiting: stop the child before unwinding (else Python's
-        stop_children(grace_s=60.0 if isinstance(exc, KeyboardInterrupt) else 0.0)  # exit would wait for it)
-        raise
-    finally:
+    first, resume = state, state == "resume"
+    while True:
+        args = (dump_config(training_config(cfg)), dump_config(cfg), str(run_dir), resume,
+                str(run_dir / "summary.json"), threads)
+        proc = mp.get_context("spawn").Process(target=_run_child, args=args)
+        log, restart = run_dir / "log.jsonl", False
+        logged = log.stat().st_size if log.exists() else 0
+        proc.start()
         with _LIVE_LOCK:
-            _LIVE.discard(proc)
+            _LIVE.add(proc)
+        try:
+            while proc.is_alive() and not restart:
+                proc.join(poll_s if fair_threads else None)
+                wider = fair_threads() if fair_threads and proc.is_alive() else 0
+                if wider > (threads or 0) and _worth_widening(run_dir, cfg, log, logged):
+                    proc.terminate()  # the child's training saves a checkpoint and stops
+                    proc.join()
+                    restart = True
+                    print(f"   {method} seed {seed}: resumed with {wider} threads (a run beside it finished)",
+                          flush=True)
+                    threads = wider
+        except BaseException as exc:  # interrupted while waiting: stop the child before unwinding (else
+            stop_children(grace_s=60.0 if isinstance(exc, KeyboardInterrupt) else 0.0)  # exit would wait)
+            raise
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(proc)
+        if not restart:
+            break
+        resume = run_state(run_dir, cfg) == "resume"
+        if not resume:  # stopped before its first checkpoint (not expected: see _worth_widening)
+            shutil.rmtree(run_dir)
+            run_dir.mkdir(parents=True)
     if proc.exitcode != 0 or not (run_dir / "summary.json").exists():
         raise RuntimeError(f"bench: run {method} seed {seed} in {run_dir} did not finish (exit code "
                            f"{proc.exitcode}); run the same command again to resume it")
-    return state
+    return first
+
+
+def _worth_widening(run_dir: Path, cfg: Config, log: Path, logged: int) -> bool:
+    """The child is in its training loop (it has logged since it started, so a stop checkpoints it) with
+    over two checkpoint intervals left by its latest checkpoint (so it is not near its final evaluation)."""
+    from dgseg.engine.checkpoint import latest_checkpoint
+    from dgseg.engine.checkpoint_read import CHECKPOINT_FILE
+
+    if not log.exists() or log.stat().st_size <= logged:
+        return False
+    latest = latest_checkpoint(run_dir)
+    step = int(CHECKPOINT_FILE.match(latest.name).group(1)) if latest is not None else 0
+    return cfg.train.max_iters - step > 2 * cfg.train.checkpoint_interval
+
+
+def fair_share(cores: int, jobs: int, unfinished: int) -> int:
+    """Torch threads per run when ``unfinished`` runs are left for ``jobs`` slots on ``cores`` cores."""
+    return max(1, cores // max(1, min(jobs, unfinished)))
 
 
 def run_order(methods: list[str], seeds: list[int]) -> list[tuple[str, int]]:
@@ -221,8 +264,13 @@ def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/benc
         raise ValueError(f"bench: --jobs {jobs}: expected 1 or more runs at a time")
     if jobs > 1 and not isolate:
         raise ValueError("bench: --jobs > 1 needs every run in its own process (isolate=True)")
-    if jobs > 1 and threads is None:
-        threads = max(1, (os.cpu_count() or 1) // jobs)
+    fair_threads, unfinished = None, [len(methods) * len(seeds)]
+    if jobs > 1 and threads is None:  # cores / jobs each, and more for the last runs when the others finish
+        cores = os.cpu_count() or 1
+        threads = max(1, cores // jobs)
+
+        def fair_threads() -> int:
+            return fair_share(cores, jobs, unfinished[0])
     out = Path(out)
     config = config or BENCH_CONFIG
     out.mkdir(parents=True, exist_ok=True)
@@ -236,7 +284,11 @@ def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/benc
         t0 = time.perf_counter()
         print(f"== bench: {method} seed {seed} ({cfg.train.max_iters} iterations): "
               f"{run_state(run_dir, cfg)} ==", flush=True)
-        state = run_one(method, seed, cfg, run_dir, isolate=isolate, threads=threads)
+        try:
+            state = run_one(method, seed, cfg, run_dir, isolate=isolate, threads=threads, fair_threads=fair_threads)
+        finally:
+            with report_lock:
+                unfinished[0] -= 1
         if state != "done":
             print(f"   {method} seed {seed} finished in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
         with report_lock:
