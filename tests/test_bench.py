@@ -17,7 +17,8 @@ import yaml
 from tiny import tiny_dict
 
 import dgseg.engine.train as train_module
-from dgseg.bench import bench_config, bench_status, fair_share, run_bench, run_one, run_order, time_left
+from dgseg.bench import bench_config, bench_status, run_bench, run_one, run_order, time_left
+from dgseg.bench_child import fair_share
 from dgseg.bench_report import PLATEAU_POINTS, eval_points, markdown, quarter_rise, ties, write_report
 from dgseg.demo import demo_config
 from dgseg.models.adapters import ADAPTERS
@@ -258,11 +259,30 @@ def test_a_run_left_alone_is_resumed_with_the_threads_the_finished_runs_freed(tm
     config.write_text(yaml.safe_dump(data))
     cfg = bench_config("frozen", 0, None, [], config)
     run = tmp_path / "bench" / "frozen" / "seed0"
-    assert run_one("frozen", 0, cfg, run, threads=1, fair_threads=lambda: 2, poll_s=0.05) == "new"
+    calls = []
+
+    def fair_threads():  # one core when the child starts, two from then on (the run beside it finished)
+        calls.append(1)
+        return 1 if len(calls) == 1 else 2
+
+    assert run_one("frozen", 0, cfg, run, threads=1, fair_threads=fair_threads, poll_s=0.05) == "new"
     assert "frozen seed 0: resumed with 2 threads" in capsys.readouterr().out
     assert json.loads((run / "summary.json").read_text())["step"] == 30
-    steps = [r["iter"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "loss" in r]
-    assert steps == sorted(steps) and steps[-1] == 30  # stopped with a checkpoint, resumed where it stopped
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    steps = [r["iter"] for r in records if "loss" in r]
+    assert steps == sorted(set(steps)) and steps[-1] == 30  # stopped with a checkpoint, resumed where it stopped
+    assert sum("resumed_from" in r for r in records) == 1  # one stop, through the training's SIGTERM handler
+
+
+def test_a_stopping_bench_starts_no_run():
+    from dgseg.bench_child import _STOPPING, stop_children, train_in_child
+
+    stop_children()
+    try:
+        with pytest.raises(RuntimeError, match="was not started: the bench is stopping"):
+            train_in_child("frozen seed 0", None, None, Path("unused"), False, 1)
+    finally:
+        _STOPPING.clear()
 
 
 def _children(pid: int) -> list[int]:

@@ -13,24 +13,18 @@ folder with neither is started afresh. After every run the combined table (``ben
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
-import resource
 import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
-import torch
-
-from dgseg import strict_json
-from dgseg.atomic import write_atomic
+from dgseg.bench_child import _STOPPING, fair_share, run_child, stop_children, train_in_child
 from dgseg.bench_report import write_report
 from dgseg.config import Config, config_to_dict, dump_config, load_config
 from dgseg.demo import METHODS as DEMO_METHODS
 from dgseg.demo import method_overrides
-from dgseg.engine.run_facts import training_time_s
 
 BENCH_CONFIG = Path(__file__).parent / "configs" / "bench.yaml"
 METHODS = {
@@ -64,37 +58,6 @@ def training_config(cfg: Config) -> Config:
     train_cfg = copy.deepcopy(cfg)
     train_cfg.data.val = [s for s in cfg.data.val if s.name == cfg.data.source][:1]
     return train_cfg
-
-
-def _run_child(train_yaml: str, full_yaml: str, out_dir: str, resume: bool, summary_path: str,
-               threads: int | None) -> None:
-    """Train (or resume) one run, evaluate it on every domain, write its summary last."""
-    import yaml
-
-    from dgseg.config import config_from_dict
-    from dgseg.engine.evaluate import evaluate, write_results
-    from dgseg.engine.inference import load_model
-    from dgseg.engine.train import train
-
-    torch.set_num_threads(threads or os.cpu_count() or 1)
-    train_cfg = config_from_dict(yaml.safe_load(train_yaml))
-    full_cfg = config_from_dict(yaml.safe_load(full_yaml))
-    result = train(train_cfg, out_dir, resume=resume, progress=False)
-    if result.get("stopped"):
-        raise SystemExit(3)
-    model, _ = load_model(out_dir)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    results = evaluate(model.to(device), full_cfg, device, progress=False)
-    write_results(results, full_cfg, Path(out_dir))
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    if torch.cuda.is_available():
-        peak_mb = torch.cuda.max_memory_allocated() / 2**20
-    summary = {
-        "eval": results, "config": config_to_dict(full_cfg), "step": result["step"],
-        "train_time_s": training_time_s(Path(out_dir) / "log.jsonl"), "peak_memory_mb": peak_mb,
-        "trainable": model.parameter_counts()["trainable"],
-    }
-    write_atomic(Path(summary_path), strict_json.dumps(summary, indent=2))
 
 
 def run_state(run_dir: Path, cfg: Config) -> str:
@@ -146,99 +109,30 @@ def _diff(a, b, prefix: str = "") -> list[tuple[str, object, object]]:
     return [] if a == b else [(prefix.rstrip("."), a, b)]
 
 
-_LIVE: set = set()
-"""The runs' child processes alive now (several with ``jobs`` > 1)."""
-_LIVE_LOCK = threading.Lock()
-
-
-def stop_children(grace_s: float = 0.0) -> None:
-    """Stops every run's child process: waits up to ``grace_s`` for it to stop by itself (Ctrl-C reaches
-    the whole process group, so each child already saves a checkpoint and stops), then SIGTERM, which has
-    the same effect in the child's training (see ``engine.train``), and waits. The same command resumes the
-    runs. So no run keeps training without its parent."""
-    with _LIVE_LOCK:
-        procs = list(_LIVE)
-    for proc in procs:
-        proc.join(grace_s)
-        if proc.is_alive():
-            proc.terminate()
-    for proc in procs:
-        proc.join()
-
-
 def run_one(method: str, seed: int, cfg: Config, run_dir: Path, isolate: bool = True,
             threads: int | None = None, fair_threads=None, poll_s: float = 5.0) -> str:
-    """Bring one run to 'done'; returns what was needed ('done', 'resume' or 'new').
-
-    ``fair_threads`` (with ``isolate``): a callable giving the threads this run should have now. When it
-    exceeds the child's (the other runs have finished), the child is stopped, which checkpoints, and resumed
-    with them: a process cannot widen its own thread pool from outside. Only while the child trains (it has
-    logged since it started) and has over two checkpoint intervals left."""
+    """Bring one run to 'done'; returns what was needed ('done', 'resume' or 'new'). With ``isolate`` in a
+    child process (``bench_child.train_in_child``: ``fair_threads`` widens it when runs beside it finish)."""
     state = run_state(run_dir, cfg)
     if state == "done":
         return state
     if state == "new" and run_dir.exists():  # a start that died before its first checkpoint: nothing to keep
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not isolate:
-        _run_child(dump_config(training_config(cfg)), dump_config(cfg), str(run_dir), state == "resume",
-                   str(run_dir / "summary.json"), threads)
-        return state
-    first, resume = state, state == "resume"
-    while True:
-        args = (dump_config(training_config(cfg)), dump_config(cfg), str(run_dir), resume,
-                str(run_dir / "summary.json"), threads)
-        proc = mp.get_context("spawn").Process(target=_run_child, args=args)
-        log, restart = run_dir / "log.jsonl", False
-        logged = log.stat().st_size if log.exists() else 0
-        proc.start()
-        with _LIVE_LOCK:
-            _LIVE.add(proc)
-        try:
-            while proc.is_alive() and not restart:
-                proc.join(poll_s if fair_threads else None)
-                wider = fair_threads() if fair_threads and proc.is_alive() else 0
-                if wider > (threads or 0) and _worth_widening(run_dir, cfg, log, logged):
-                    proc.terminate()  # the child's training saves a checkpoint and stops
-                    proc.join()
-                    restart = True
-                    print(f"   {method} seed {seed}: resumed with {wider} threads (a run beside it finished)",
-                          flush=True)
-                    threads = wider
-        except BaseException as exc:  # interrupted while waiting: stop the child before unwinding (else
-            stop_children(grace_s=60.0 if isinstance(exc, KeyboardInterrupt) else 0.0)  # exit would wait)
-            raise
-        finally:
-            with _LIVE_LOCK:
-                _LIVE.discard(proc)
-        if not restart:
-            break
-        resume = run_state(run_dir, cfg) == "resume"
-        if not resume:  # stopped before its first checkpoint (not expected: see _worth_widening)
-            shutil.rmtree(run_dir)
-            run_dir.mkdir(parents=True)
-    if proc.exitcode != 0 or not (run_dir / "summary.json").exists():
-        raise RuntimeError(f"bench: run {method} seed {seed} in {run_dir} did not finish (exit code "
-                           f"{proc.exitcode}); run the same command again to resume it")
-    return first
+    if isolate:
+        train_in_child(f"{method} seed {seed}", cfg, training_config(cfg), run_dir, state == "resume", threads,
+                       fair_threads, poll_s)
+    else:
+        run_child(dump_config(training_config(cfg)), dump_config(cfg), str(run_dir), state == "resume",
+                  str(run_dir / "summary.json"), threads)
+    return state
 
 
-def _worth_widening(run_dir: Path, cfg: Config, log: Path, logged: int) -> bool:
-    """The child is in its training loop (it has logged since it started, so a stop checkpoints it) with
-    over two checkpoint intervals left by its latest checkpoint (so it is not near its final evaluation)."""
-    from dgseg.engine.checkpoint import latest_checkpoint
-    from dgseg.engine.checkpoint_read import CHECKPOINT_FILE
-
-    if not log.exists() or log.stat().st_size <= logged:
+def _finished(run_dir: Path, cfg: Config) -> bool:
+    try:
+        return run_state(run_dir, cfg) == "done"
+    except ValueError:  # trained to another setting: refused when its turn comes
         return False
-    latest = latest_checkpoint(run_dir)
-    step = int(CHECKPOINT_FILE.match(latest.name).group(1)) if latest is not None else 0
-    return cfg.train.max_iters - step > 2 * cfg.train.checkpoint_interval
-
-
-def fair_share(cores: int, jobs: int, unfinished: int) -> int:
-    """Torch threads per run when ``unfinished`` runs are left for ``jobs`` slots on ``cores`` cores."""
-    return max(1, cores // max(1, min(jobs, unfinished)))
 
 
 def run_order(methods: list[str], seeds: list[int]) -> list[tuple[str, int]]:
@@ -255,7 +149,7 @@ def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/benc
     report (also after every finished run).
 
     ``jobs`` > 1 runs that many child processes side by side with ``threads`` (default: the cores divided
-    by ``jobs``) torch threads each: for the small bench model more throughput than one run on every core
+    by ``jobs``, and by fewer once fewer runs are left: ``bench_child``) torch threads each: for the small bench model more throughput than one run on every core
     (measured on a 2-core AMD EPYC, bf16: a frozen run took 0.53 s per iteration at 1 thread beside another
     run, 0.31 s alone at 2 threads, so about 1.2 x the iterations per second)."""
     from dgseg.models.pretrained import EMBEDDED, embedded_weights_path
@@ -264,13 +158,6 @@ def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/benc
         raise ValueError(f"bench: --jobs {jobs}: expected 1 or more runs at a time")
     if jobs > 1 and not isolate:
         raise ValueError("bench: --jobs > 1 needs every run in its own process (isolate=True)")
-    fair_threads, unfinished = None, [len(methods) * len(seeds)]
-    if jobs > 1 and threads is None:  # cores / jobs each, and more for the last runs when the others finish
-        cores = os.cpu_count() or 1
-        threads = max(1, cores // jobs)
-
-        def fair_threads() -> int:
-            return fair_share(cores, jobs, unfinished[0])
     out = Path(out)
     config = config or BENCH_CONFIG
     out.mkdir(parents=True, exist_ok=True)
@@ -278,18 +165,24 @@ def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/benc
     for weights in {cfg.model.backbone.weights for _, _, cfg in plan} & set(EMBEDDED):
         embedded_weights_path(weights)  # import once, before any child starts
     report_lock = threading.Lock()
+    _STOPPING.clear()  # a bench stopped before in this process
+    fair_threads, unfinished = None, [sum(not _finished(out / m / f"seed{s}", cfg) for m, s, cfg in plan)]
+    if jobs > 1 and threads is None:  # cores / jobs each, and more for the last runs when the others finish
+        cores = os.cpu_count() or 1
+        threads = max(1, cores // jobs)
+
+        def fair_threads() -> int:
+            return fair_share(cores, jobs, unfinished[0])
 
     def bring_to_done(method: str, seed: int, cfg: Config) -> None:
         run_dir = out / method / f"seed{seed}"
         t0 = time.perf_counter()
         print(f"== bench: {method} seed {seed} ({cfg.train.max_iters} iterations): "
               f"{run_state(run_dir, cfg)} ==", flush=True)
-        try:
-            state = run_one(method, seed, cfg, run_dir, isolate=isolate, threads=threads, fair_threads=fair_threads)
-        finally:
-            with report_lock:
-                unfinished[0] -= 1
+        state = run_one(method, seed, cfg, run_dir, isolate=isolate, threads=threads, fair_threads=fair_threads)
         if state != "done":
+            with report_lock:
+                unfinished[0] -= 1  # a failed run is not counted off: the bench ends with its error anyway
             print(f"   {method} seed {seed} finished in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
         with report_lock:
             write_report(out)
