@@ -252,6 +252,22 @@ def test_the_cores_are_shared_by_the_runs_left_not_by_the_jobs():
     assert fair_share(16, 6, 4) == 4 and fair_share(1, 2, 1) == 1
 
 
+def test_the_last_run_of_a_bench_gets_the_cores_of_the_runs_that_finished(tmp_path, tiny_bench, monkeypatch):
+    import dgseg.bench as bench
+
+    shares = {}
+
+    def fake_run_one(method, seed, cfg, run_dir, isolate, threads, fair_threads):
+        time.sleep({"rein": 0.2, "frozen": 0.6, "full": 1.2}[method])
+        shares[method] = (threads, fair_threads())  # at its end: the runs still unfinished then
+        return "new"
+
+    monkeypatch.setattr(bench, "run_one", fake_run_one)
+    monkeypatch.setattr(bench.os, "cpu_count", lambda: 2)
+    run_bench(["rein", "frozen", "full"], [0], tmp_path / "bench", config=tiny_bench, jobs=2)
+    assert shares == {"rein": (1, 1), "frozen": (1, 1), "full": (1, 2)}
+
+
 def test_a_run_left_alone_is_resumed_with_the_threads_the_finished_runs_freed(tmp_path, capsys):
     data = tiny_dict(train__max_iters=30, train__checkpoint_interval=3, train__eval_interval=1000,
                      train__log_interval=1)
