@@ -288,6 +288,37 @@ def test_a_run_left_alone_is_resumed_with_the_threads_the_finished_runs_freed(tm
     steps = [r["iter"] for r in records if "loss" in r]
     assert steps == sorted(set(steps)) and steps[-1] == 30  # stopped with a checkpoint, resumed where it stopped
     assert sum("resumed_from" in r for r in records) == 1  # one stop, through the training's SIGTERM handler
+    starts = json.loads((run / "run.json").read_text())["starts"]
+    assert [s["threads"] for s in starts] == [1, 2]
+
+
+def test_a_child_is_widened_only_inside_its_training_loop_and_far_from_its_end(tmp_path, tiny_bench):
+    from dgseg.bench_child import _training
+
+    cfg = bench_config("frozen", 0, 100, [], tiny_bench)
+    cfg.train.checkpoint_interval = 10
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    log = run / "log.jsonl"
+    log.write_text('{"iter": 40, "resumed_from": "iter_0000040"}\n')  # setup logs before the loop
+    assert not _training(run, cfg, 0)
+    with log.open("a") as f:
+        f.write('{"iter": 41, "loss": 1.0, "time_per_iter": 0.5}\n')
+    assert _training(run, cfg, 0)
+    assert not _training(run, cfg, log.stat().st_size)  # nothing logged since this child started
+    (run / "checkpoints" / "iter_0000085.safetensors").write_bytes(b"")
+    (run / "checkpoints" / "iter_0000085.json").write_text("{}")
+    (run / "checkpoints" / "latest").write_text("iter_0000085.safetensors")
+    assert not _training(run, cfg, 0)  # 15 iterations left: near its final save and evaluation
+
+
+def test_a_run_asked_to_stop_by_sigterm_finishes_its_checkpoint_through_a_ctrl_c():
+    stop = train_module._StopRequest()
+    stop._handle(signal.SIGTERM, None)
+    stop._handle(signal.SIGINT, None)  # the terminal's Ctrl-C while it saves: not a second request
+    assert stop.requested
+    with pytest.raises(KeyboardInterrupt):
+        stop._handle(signal.SIGTERM, None)  # the same signal twice: stop at once
 
 
 def test_a_stopping_bench_starts_no_run():

@@ -161,7 +161,8 @@ def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/benc
     out = Path(out)
     config = config or BENCH_CONFIG
     out.mkdir(parents=True, exist_ok=True)
-    plan = [(m, s, bench_config(m, s, iters, overrides or [], config)) for m, s in run_order(methods, seeds)]
+    pairs = list(dict.fromkeys(run_order(methods, seeds)))  # a method or seed named twice is one run folder
+    plan = [(m, s, bench_config(m, s, iters, overrides or [], config)) for m, s in pairs]
     for weights in {cfg.model.backbone.weights for _, _, cfg in plan} & set(EMBEDDED):
         embedded_weights_path(weights)  # import once, before any child starts
     report_lock = threading.Lock()
@@ -176,13 +177,17 @@ def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/benc
 
     def bring_to_done(method: str, seed: int, cfg: Config) -> None:
         run_dir = out / method / f"seed{seed}"
+        done = _finished(run_dir, cfg)  # not counted in unfinished
         t0 = time.perf_counter()
         print(f"== bench: {method} seed {seed} ({cfg.train.max_iters} iterations): "
               f"{run_state(run_dir, cfg)} ==", flush=True)
-        state = run_one(method, seed, cfg, run_dir, isolate=isolate, threads=threads, fair_threads=fair_threads)
+        try:
+            state = run_one(method, seed, cfg, run_dir, isolate=isolate, threads=threads, fair_threads=fair_threads)
+        finally:  # finished or failed, it holds no slot now (no widening once the bench stops: bench_child)
+            if not done:
+                with report_lock:
+                    unfinished[0] -= 1
         if state != "done":
-            with report_lock:
-                unfinished[0] -= 1  # a failed run is not counted off: the bench ends with its error anyway
             print(f"   {method} seed {seed} finished in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
         with report_lock:
             write_report(out)
@@ -206,6 +211,7 @@ def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/benc
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
+        _STOPPING.clear()  # every child has stopped: a later bench in this process may start runs
     return write_report(out)
 
 

@@ -26,7 +26,7 @@ STOPPED = 3
 _LIVE: set = set()
 """The runs' child processes alive now (several with ``jobs`` > 1)."""
 _SIGNALLED: set = set()
-"""Children already sent SIGTERM (to widen them): a second signal would cut their checkpoint short."""
+"""Children already sent SIGTERM (to widen them): a second SIGTERM would cut their checkpoint short."""
 _LIVE_LOCK = threading.Lock()
 _STOPPING = threading.Event()
 """Set by :func:`stop_children`: no child is started or widened after it (cleared by a new bench)."""
@@ -117,8 +117,10 @@ def train_in_child(label: str, cfg: Config, train_cfg: Config, run_dir: Path, re
         except BaseException as exc:  # interrupted while waiting: stop the child before unwinding (else
             if threading.current_thread() is threading.main_thread():  # Python's exit would wait for it)
                 stop_children(grace_s=60.0 if isinstance(exc, KeyboardInterrupt) else 0.0)
+                _STOPPING.clear()  # a later run in this process may start
             else:  # an error in one of the bench's waiting threads: this run only
-                proc.terminate()
+                if proc not in _SIGNALLED:
+                    proc.terminate()
                 proc.join()
             raise
         finally:
@@ -126,8 +128,8 @@ def train_in_child(label: str, cfg: Config, train_cfg: Config, run_dir: Path, re
                 _LIVE.discard(proc)
                 _SIGNALLED.discard(proc)
         if wider and proc.exitcode == STOPPED and not _STOPPING.is_set():
-            print(f"   {label}: resumed with {wider} threads (a run beside it finished)", flush=True)
-            threads, resume = wider, True
+            threads, resume = max(wider, fair_threads()), True
+            print(f"   {label}: resumed with {threads} threads (a run beside it finished)", flush=True)
             continue
         break
     if proc.exitcode != 0 or not (run_dir / "summary.json").exists():
@@ -137,7 +139,7 @@ def train_in_child(label: str, cfg: Config, train_cfg: Config, run_dir: Path, re
 
 def _widen(proc, fair: int, threads: int, cfg: Config, run_dir: Path, logged: int) -> int:
     """Sends the child SIGTERM and returns ``fair`` when it should be widened to it, else 0."""
-    if fair <= threads or not _training(run_dir, cfg, logged):
+    if os.name != "posix" or fair <= threads or not _training(run_dir, cfg, logged):  # elsewhere terminate kills
         return 0
     with _LIVE_LOCK:
         if _STOPPING.is_set() or not proc.is_alive():

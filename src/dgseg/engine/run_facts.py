@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import nn
 
 from dgseg.config import Config
@@ -58,7 +59,7 @@ def write_run_facts(out_dir: Path, cfg: Config, model: nn.Module, amp: str, star
     """Write (or update) ``out_dir/run.json`` atomically.
 
     ``started``: training (re)starts here at iteration ``from_iter``; each start is recorded in ``"starts"``
-    (iteration, machine, precision, time), and ``"machine"`` / ``"precision"`` name every one the run
+    (iteration, machine, precision, torch threads, time), and ``"machine"`` / ``"precision"`` name every one the run
     trained on, joined by " + " (a run resumed on a CPU without native bf16 trains on in float32: say so)."""
     from datetime import datetime, timezone
 
@@ -73,7 +74,7 @@ def write_run_facts(out_dir: Path, cfg: Config, model: nn.Module, amp: str, star
         starts = [{"from_iter": 0, "machine": facts["machine"], "precision": facts["precision"],
                    "started": facts.get("started")}] if {"machine", "precision"} <= set(facts) else []
     if started:
-        starts.append({"from_iter": from_iter, **here, "started": now})
+        starts.append({"from_iter": from_iter, **here, "threads": torch.get_num_threads(), "started": now})
     starts = starts or [here]
     facts.update({"name": cfg.name, "machine": _joined(s.get("machine", "unknown") for s in starts),
                   "precision": _joined(s.get("precision", "unknown") for s in starts), "starts": starts,

@@ -50,6 +50,7 @@ class _StopRequest:
 
     def __init__(self) -> None:
         self.requested = False
+        self.first = None
         self._old = {}
 
     def __enter__(self) -> _StopRequest:
@@ -61,9 +62,10 @@ class _StopRequest:
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:  # second signal: stop now
+        if self.requested and signum == self.first:  # the same signal again (Ctrl-C twice): stop now
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.first = True, self.first or signum  # a Ctrl-C reaching a run already asked to
+        # stop by SIGTERM (`dgseg bench` widening it) lets it finish its checkpoint
 
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
