@@ -149,7 +149,8 @@ def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/benc
     report (also after every finished run).
 
     ``jobs`` > 1 runs that many child processes side by side with ``threads`` (default: the cores divided
-    by ``jobs``, and by fewer once fewer runs are left: ``bench_child``) torch threads each: for the small bench model more throughput than one run on every core
+    by ``jobs``, and by fewer once fewer runs are left: ``bench_child``) torch threads each: for the small
+    bench model more throughput than one run on every core
     (measured on a 2-core AMD EPYC, bf16: a frozen run took 0.53 s per iteration at 1 thread beside another
     run, 0.31 s alone at 2 threads, so about 1.2 x the iterations per second)."""
     from dgseg.models.pretrained import EMBEDDED, embedded_weights_path
@@ -179,9 +180,9 @@ def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/benc
         run_dir = out / method / f"seed{seed}"
         done = _finished(run_dir, cfg)  # not counted in unfinished
         t0 = time.perf_counter()
-        print(f"== bench: {method} seed {seed} ({cfg.train.max_iters} iterations): "
-              f"{run_state(run_dir, cfg)} ==", flush=True)
         try:
+            print(f"== bench: {method} seed {seed} ({cfg.train.max_iters} iterations): "
+                  f"{run_state(run_dir, cfg)} ==", flush=True)
             state = run_one(method, seed, cfg, run_dir, isolate=isolate, threads=threads, fair_threads=fair_threads)
         finally:  # finished or failed, it holds no slot now (no widening once the bench stops: bench_child)
             if not done:
