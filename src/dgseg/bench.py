@@ -168,7 +168,8 @@ def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/benc
         embedded_weights_path(weights)  # import once, before any child starts
     report_lock = threading.Lock()
     _STOPPING.clear()  # a bench stopped before in this process
-    fair_threads, unfinished = None, [sum(not _finished(out / m / f"seed{s}", cfg) for m, s, cfg in plan)]
+    finished = {(m, s) for m, s, cfg in plan if _finished(out / m / f"seed{s}", cfg)}  # not counted as unfinished
+    fair_threads, unfinished = None, [len(plan) - len(finished)]
     if jobs > 1 and threads is None:  # cores / jobs each, and more for the last runs when the others finish
         cores = os.cpu_count() or 1
         threads = max(1, cores // jobs)
@@ -178,14 +179,13 @@ def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/benc
 
     def bring_to_done(method: str, seed: int, cfg: Config) -> None:
         run_dir = out / method / f"seed{seed}"
-        done = _finished(run_dir, cfg)  # not counted in unfinished
         t0 = time.perf_counter()
         try:
             print(f"== bench: {method} seed {seed} ({cfg.train.max_iters} iterations): "
                   f"{run_state(run_dir, cfg)} ==", flush=True)
             state = run_one(method, seed, cfg, run_dir, isolate=isolate, threads=threads, fair_threads=fair_threads)
         finally:  # finished or failed, it holds no slot now (no widening once the bench stops: bench_child)
-            if not done:
+            if (method, seed) not in finished:
                 with report_lock:
                     unfinished[0] -= 1
         if state != "done":
@@ -229,8 +229,7 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
     import math
 
     from dgseg.bench_report import eval_points, quarter_rise, read_run_facts
-    from dgseg.engine.checkpoint import latest_checkpoint
-    from dgseg.engine.checkpoint_read import CHECKPOINT_FILE
+    from dgseg.engine.checkpoint_read import latest_step
     from dgseg.viz import _read_jsonl
 
     out = Path(out)
@@ -251,7 +250,7 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
             if state == "done":
                 shown = f"finished ({total:,} iterations)"
             elif state == "resume":
-                step = int(CHECKPOINT_FILE.match(latest_checkpoint(run_dir).name).group(1))
+                step = latest_step(run_dir)
                 shown = f"checkpoint at iteration {step:,} of {total:,}"
                 left = time_left(records, total - step)
             else:

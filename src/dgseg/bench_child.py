@@ -153,14 +153,13 @@ def _training(run_dir: Path, cfg: Config, logged: int) -> bool:
     """The child is in its training loop (it has logged an iteration since it started, so SIGTERM makes it
     checkpoint) with over two checkpoint intervals left by its latest checkpoint (far from its final save
     and evaluation, where SIGTERM would kill it)."""
-    from dgseg.engine.checkpoint import latest_checkpoint
-    from dgseg.engine.checkpoint_read import CHECKPOINT_FILE
+    from dgseg.engine.checkpoint_read import latest_step
 
     try:
         with open(run_dir / "log.jsonl", "rb") as f:
             f.seek(logged)
             lines = f.read().splitlines()
-        latest = latest_checkpoint(run_dir)
+        step = latest_step(run_dir) or 0
     except OSError:
         return False
     stepped = False
@@ -169,5 +168,4 @@ def _training(run_dir: Path, cfg: Config, logged: int) -> bool:
             stepped = stepped or "time_per_iter" in json.loads(line)
         except (ValueError, TypeError):
             continue
-    step = int(CHECKPOINT_FILE.match(latest.name).group(1)) if latest is not None else 0
     return stepped and cfg.train.max_iters - step > 2 * cfg.train.checkpoint_interval

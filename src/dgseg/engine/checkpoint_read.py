@@ -70,6 +70,12 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+def latest_step(run_dir: str | Path) -> int | None:
+    """The iteration of :func:`latest_checkpoint`, or None when the run has no checkpoint."""
+    latest = latest_checkpoint(run_dir)
+    return None if latest is None else int(CHECKPOINT_FILE.match(latest.name).group(1))
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint's safetensors file from itself, its run folder or its checkpoints folder."""
     path = Path(path)
