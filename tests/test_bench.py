@@ -332,6 +332,26 @@ def test_a_stopping_bench_starts_no_run():
         _STOPPING.clear()
 
 
+def test_an_interrupt_just_after_a_child_starts_still_stops_it(tmp_path, tiny_bench, monkeypatch):
+    from multiprocessing.context import SpawnProcess
+
+    import dgseg.bench_child as bench_child
+
+    started, start = [], SpawnProcess.start
+
+    def start_then_interrupt(self):
+        start(self)
+        started.append(self)
+        raise RuntimeError("interrupted between the start and anything after it")
+
+    monkeypatch.setattr(SpawnProcess, "start", start_then_interrupt)
+    cfg = bench_config("frozen", 0, None, [], tiny_bench)
+    with pytest.raises(RuntimeError, match="interrupted between the start"):
+        bench_child.train_in_child("frozen seed 0", cfg, cfg, tmp_path / "run", False, 1)
+    assert started and not started[0].is_alive() and started[0].exitcode is not None  # stopped, reaped
+    assert not bench_child._LIVE and not bench_child._STOPPING.is_set()
+
+
 def _children(pid: int) -> list[int]:
     kids = []
     for status in Path("/proc").glob("[0-9]*/status"):

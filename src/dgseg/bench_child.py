@@ -72,6 +72,7 @@ def stop_children(grace_s: float = 0.0) -> None:
         _STOPPING.set()
         procs = list(_LIVE)
         signalled = set(_SIGNALLED)
+    procs = [proc for proc in procs if proc.pid is not None]  # one not started yet is not started now
     for proc in procs:
         proc.join(grace_s)
         if proc.is_alive() and proc not in signalled:
@@ -94,20 +95,20 @@ def train_in_child(label: str, cfg: Config, train_cfg: Config, run_dir: Path, re
     later exceeds the child's, the child is stopped (it checkpoints) and resumed with them, but only while
     it trains (it has logged an iteration since it started) and has over two checkpoint intervals left."""
     while True:
-        with _LIVE_LOCK:
-            if _STOPPING.is_set():
-                raise RuntimeError(f"bench: {label} was not started: the bench is stopping")
-            if fair_threads is not None:
-                threads = max(threads or 1, fair_threads())
-            args = (dump_config(train_cfg), dump_config(cfg), str(run_dir), resume, str(run_dir / "summary.json"),
-                    threads)
-            proc = mp.get_context("spawn").Process(target=run_child, args=args)
-            log = run_dir / "log.jsonl"
-            logged = log.stat().st_size if log.exists() else 0
-            proc.start()
-            _LIVE.add(proc)
-        wider = 0
-        try:
+        proc, wider = None, 0
+        try:  # from before the start: an interrupt right after it still stops the child
+            with _LIVE_LOCK:
+                if _STOPPING.is_set():
+                    raise RuntimeError(f"bench: {label} was not started: the bench is stopping")
+                if fair_threads is not None:
+                    threads = max(threads or 1, fair_threads())
+                args = (dump_config(train_cfg), dump_config(cfg), str(run_dir), resume,
+                        str(run_dir / "summary.json"), threads)
+                log = run_dir / "log.jsonl"
+                logged = log.stat().st_size if log.exists() else 0
+                proc = mp.get_context("spawn").Process(target=run_child, args=args)
+                _LIVE.add(proc)  # registered before it starts (stop_children passes over a child not started)
+                proc.start()
             while proc.is_alive():
                 proc.join(poll_s if fair_threads is not None else None)
                 if fair_threads is not None and proc.is_alive():
@@ -115,7 +116,9 @@ def train_in_child(label: str, cfg: Config, train_cfg: Config, run_dir: Path, re
                     if wider:
                         proc.join()
         except BaseException as exc:  # interrupted while waiting: stop the child before unwinding (else
-            if threading.current_thread() is threading.main_thread():  # Python's exit would wait for it)
+            if proc is None or proc.pid is None:  # Python's exit would wait for it)
+                raise
+            if threading.current_thread() is threading.main_thread():
                 stop_children(grace_s=60.0 if isinstance(exc, KeyboardInterrupt) else 0.0)
                 _STOPPING.clear()  # a later run in this process may start
             else:  # an error in one of the bench's waiting threads: this run only
