@@ -40,3 +40,53 @@ def test_demo_config_is_the_one_the_demo_runs():
     ran = demo_config("rein", quick=False, overrides=[])
     ran.name = "demo"
     assert dump_config(ran) == dump_config(dgseg.load_config(shipped))
+
+
+def _key(cfg, dotted: str):
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+# What each shipped config sets beyond its bases, with its source (REFERENCE.md section 1; w1oves/Rein configs/).
+SHIPPED_KEYS = {
+    "rein_dinov2_l_gta": {"model.backbone.weights": "weights/dinov2_vitl14_pretrain.pth"},  # official DINOv2-L
+    # dgseg's choice for 12-block ViTs (Rein ships ViT-L configs only): four evenly spaced blocks
+    "rein_dinov2_b_gta": {"model.backbone.name": "vit_base_patch14_dinov2", "model.backbone.out_indices": [3, 5, 7, 11]},
+    "rein_dinov2_s_gta": {"model.backbone.name": "vit_small_patch14_dinov2", "model.backbone.out_indices": [3, 5, 7, 11]},
+    "rein_sam_h_gta": {"model.backbone.name": "samvit_huge_patch16", "model.backbone.out_indices": [7, 15, 23, 31]},
+    "rein_clip_l_gta": {"model.backbone.name": "vit_large_patch14_clip_224", "model.backbone.weights": "weights/ViT-L-14.pt"},
+    "rein_eva02_l_gta": {"model.backbone.name": "eva02_large_patch14_224",  # the MIM weights, not EVA02-CLIP
+                         "model.backbone.weights": "weights/eva02_L_pt_m38m_p14.pt"},
+    "lora_dinov2_l_gta": {"model.adapter.name": "lora", "model.adapter.rank": 8},
+    "full_dinov2_l_gta": {"model.adapter.name": "full", "model.adapter.lr_mult": 0.1},
+    "adaptformer_dinov2_l_gta": {"model.adapter.name": "adaptformer", "model.adapter.width": 64,
+                                 "model.adapter.scale": 0.1},
+    # configs/dinov2/rein_dinov2_mask2former_1024x1024_bs4x2.py
+    "rein_dinov2_l_citys2acdc": {"model.backbone.img_size": 1024, "data.crop_size": [1024, 1024], "eval.crop": 1024,
+                                 "eval.stride": 683, "train.lr": 6e-5},
+    # the embedded demo and the comparison (README; configs/demo.yaml, configs/bench.yaml headers)
+    "demo": {"train.lr": 1e-3, "train.max_iters": 400, "data.crop_size": [168, 168], "data.source": "synthetic-game",
+             "model.backbone.weights": "dinov2_vits14_imgfocus"},
+    "bench": {"train.lr": 1e-4, "train.max_iters": 12000, "data.crop_size": [168, 168], "data.source": "synthetic-game"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_KEYS))
+def test_each_shipped_config_keeps_its_source_recipe(name):
+    cfg = dgseg.load_config(Path(dgseg.__file__).parent / "configs" / f"{name}.yaml")
+    assert {key: _key(cfg, key) for key in SHIPPED_KEYS[name]} == SHIPPED_KEYS[name]
+
+
+def test_the_shipped_training_sets_and_validation_resizes():
+    def load(name):
+        return dgseg.load_config(Path(dgseg.__file__).parent / "configs" / f"{name}.yaml").data
+
+    assert [d.name for d in load("rein_dinov2_l_gta_synthia").train] == ["gtav", "synthia"]
+    assert [d.name for d in load("rein_dinov2_l_gta_synthia_urbansyn").train] == ["gtav", "synthia", "urbansyn"]
+    acdc = {d.name: d for d in load("rein_dinov2_l_citys2acdc").val}
+    # Cityscapes at native 2048x1024 (cityscapes_1024x1024.py: Resize(2048, 1024), keep_ratio), BDD 1280x720
+    assert (acdc["cityscapes"].resize, acdc["bdd100k"].resize) == (None, [1280, 720])
+    bench = load("bench")
+    assert [(d.name, d.length) for d in bench.val] == [
+        (f"synthetic-{s}", 48) for s in ("game", "photo", "night", "fog", "snow", "rain", "palette")]

@@ -176,3 +176,98 @@ def test_the_built_context_decoder_drops_out_at_0_1(tmp_path):
     guidance = build_text_guidance(TextConfig(name="clip", embeddings=str(path), learnable_context=False), names)
     assert {m.p for m in guidance.decoder.modules() if isinstance(m, nn.Dropout)} == {0.1}
     assert (guidance.temperature, guidance.aux_weight) == (0.07, 0.4)
+
+
+def test_reins_pyramid_resizes_bilinearly_without_aligned_corners():
+    from dgseg.models.neck import SimplePyramid
+
+    feats = [torch.randn(1, 3, 4, 6) for _ in range(4)]
+    out = SimplePyramid(3)(feats)  # Rein dino_v2.py forward: F.interpolate(..., "bilinear", align_corners=False)
+    for f, o, s in zip(feats, out, (4.0, 2.0, 1.0, 0.5)):
+        assert torch.equal(o, f if s == 1.0 else nn.functional.interpolate(f, scale_factor=s, mode="bilinear",
+                                                                           align_corners=False))
+
+
+def test_vltsegs_fpn_is_vitdets_deconv_norm_gelu_deconv_and_max_pool():
+    from dgseg.models.neck import SimpleFPN
+
+    fpn = SimpleFPN(8)
+    assert [type(m).__name__ for m in fpn.up4] == ["ConvTranspose2d", "LayerNorm2d", "GELU", "ConvTranspose2d"]
+    assert isinstance(fpn.down2, nn.MaxPool2d) and (fpn.down2.kernel_size, fpn.down2.stride) == (2, 2)
+
+
+def test_dinov2_positions_skip_resampling_only_for_a_square_grid_of_the_same_size():
+    from dgseg.models.dinov2_pos import dinov2_resample
+
+    pos = torch.randn(1, 16, 8)
+    assert dinov2_resample(pos, (4, 4), (4, 4)) is pos  # DINOv2: npatch == N and w == h
+    wide = dinov2_resample(pos, (4, 4), (2, 8))  # as many cells, another shape: resampled
+    expected = nn.functional.interpolate(pos.reshape(1, 4, 4, 8).permute(0, 3, 1, 2),
+                                         scale_factor=(2.1 / 4, 8.1 / 4), mode="bicubic")
+    assert torch.equal(wide, expected.permute(0, 2, 3, 1).reshape(1, 16, 8))
+
+
+def test_sam_positions_resample_bicubic_and_relative_positions_linearly():
+    from dgseg.models.backbones import _resample_leftovers
+
+    model = nn.Module()
+    model.pos_embed = nn.Parameter(torch.zeros(1, 5, 5, 8))
+    model.rel_pos_h = nn.Parameter(torch.zeros(9, 4))
+    state = {"pos_embed": torch.randn(1, 3, 3, 8), "rel_pos_h": torch.randn(5, 4)}
+    out = _resample_leftovers(state, model)
+    pos = nn.functional.interpolate(state["pos_embed"].permute(0, 3, 1, 2), size=(5, 5), mode="bicubic",
+                                    align_corners=False).permute(0, 2, 3, 1)
+    rel = nn.functional.interpolate(state["rel_pos_h"].T[None], size=9, mode="linear")[0].T  # SAM get_rel_pos
+    assert torch.equal(out["pos_embed"], pos) and torch.equal(out["rel_pos_h"], rel)
+
+
+def test_lora_hooks_q_and_v_of_a_backbone_with_separate_projections():
+    from dgseg.config.schema import BackboneConfig
+    from dgseg.models.adapters import build_adapter
+    from dgseg.models.backbones import build_backbone
+
+    backbone = build_backbone(BackboneConfig(name="eva02_tiny_patch14_224", weights=None, patch_size=None,
+                                             img_size=56, model_kwargs={"depth": 2, "embed_dim": 64,
+                                                                        "num_heads": 2, "qkv_fused": False}))
+    build_adapter(AdapterConfig(name="lora"), backbone)
+    for block in backbone.vit.blocks:
+        attn = block.attn
+        hooked = {n for n in ("q_proj", "k_proj", "v_proj") if getattr(attn, n)._forward_hooks}
+        assert hooked == {"q_proj", "v_proj"}  # REFERENCE.md section 1: LoRA on q and v
+
+
+def test_a_class_subset_mean_leaves_out_classes_never_seen():
+    from dgseg.data.classes import subset_miou
+
+    assert subset_miou([50.0, math.nan, 30.0], [0, 1, 2]) == 40.0
+
+
+def test_rpd_is_100_times_target_over_source():
+    from dgseg.metrics import rpd
+
+    assert rpd(30.0, 60.0) == 50.0
+    assert math.isnan(rpd(30.0, 0.0)) and math.isnan(rpd(math.nan, 60.0)) and math.isnan(rpd(30.0, math.nan))
+
+
+def test_synthia_and_urbansyn_raw_ids_that_are_known():
+    from dgseg.data.labels import SYNTHIA_IDS, URBANSYN_IDS
+
+    assert SYNTHIA_IDS.known[:23].all() and not SYNTHIA_IDS.known[23]  # SYNTHIA classes 0..22
+    assert URBANSYN_IDS.lut[19] == 255 and URBANSYN_IDS.known[19]  # UrbanSyn 19 = void, not an unknown id
+
+
+def test_an_8_bit_rgb_label_png_is_read_from_its_first_channel(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from dgseg.data.reading import read_png16_first_channel
+
+    rgb = np.stack([np.full((2, 3), 7), np.full((2, 3), 9), np.full((2, 3), 11)], -1).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "label.png")
+    assert (read_png16_first_channel(tmp_path / "label.png") == 7).all()
+
+
+def test_import_rein_defaults_to_the_dinov2_l_gtav_recipe():
+    from dgseg.engine.import_rein import DEFAULT_CONFIG
+
+    assert DEFAULT_CONFIG == CONFIGS / "rein_dinov2_l_gta.yaml"

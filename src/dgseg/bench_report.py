@@ -16,6 +16,7 @@ from dgseg import strict_json
 from dgseg.atomic import write_atomic
 from dgseg.bench_gaps import REFERENCE, curve_gaps, gaps_markdown
 from dgseg.machine import machine_line
+from dgseg.metrics import rpd
 from dgseg.viz import _read_jsonl
 
 PLATEAU_POINTS = 1.0
@@ -84,7 +85,7 @@ def run_scores(summary: dict) -> dict[str, float]:
     mean_t = statistics.fmean(targets) if targets else math.nan
     scores["mean targets"] = mean_t
     src = scores.get(source, math.nan)
-    scores["rPD"] = 100.0 * mean_t / src if src and src > 0 else math.nan
+    scores["rPD"] = rpd(mean_t, src)
     return scores
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from dgseg import strict_json
+from dgseg import metrics, strict_json
 from dgseg.atomic import write_atomic
 from dgseg.config import Config, ConfigError, dump_config, load_config, parse_override
 from dgseg.machine import machine_line
@@ -160,7 +160,7 @@ def report_markdown(results: dict[str, dict], cfg: Config, settings: str, wall_s
     for method, r in results.items():
         ev = r["eval"]
         mean_t = sum(ev[d]["mIoU"] for d in targets) / max(len(targets), 1)
-        rpd = 100.0 * mean_t / ev[source]["mIoU"] if source and ev[source]["mIoU"] > 0 else float("nan")
+        rpd = metrics.rpd(mean_t, ev[source]["mIoU"]) if source else float("nan")
         cells = [method, *[f"{ev[d]['mIoU']:.1f}" for d in domains], f"{mean_t:.1f}", f"{rpd:.1f}",
                  f"{r['trainable']:,}", f"{r['train_time_s'] / 60:.1f} min", f"{r['peak_memory_mb'] / 1024:.2f} GB"]
         lines.append("| " + " | ".join(cells) + " |")

@@ -152,6 +152,14 @@ def _nanmean(values: Sequence[float]) -> float:
 # ----------------------------------------------------------------------------------------------- tables
 
 
+def rpd(target_miou: float, source_miou: float) -> float:
+    """rPD (REFERENCE.md section 3): ``100 * target mIoU / source mIoU``; NaN when either is NaN or the source
+    score is not positive."""
+    if math.isnan(target_miou) or math.isnan(source_miou) or source_miou <= 0:
+        return math.nan
+    return 100.0 * target_miou / source_miou
+
+
 def _fmt(value: Any, digits: int = 2) -> str:
     if value is None:
         return "-"
@@ -245,11 +253,6 @@ def format_table(
     src_miou = float(results[source]["mIoU"]) if source is not None else math.nan
     has_rpd = source is not None
 
-    def rpd(miou: float) -> str:
-        if math.isnan(src_miou) or src_miou <= 0 or math.isnan(miou):
-            return "-"
-        return _fmt(100.0 * miou / src_miou)
-
     header = ["domain", "mIoU", "aAcc", *extra_columns] + (["rPD"] if has_rpd else [])
     rows = []
     for d in domains:
@@ -257,7 +260,7 @@ def format_table(
         row = [f"{d} (source)" if d == source else d, _fmt(miou), _fmt(results[d].get("aAcc"))]
         row += [_fmt(results[d].get(c)) for c in extra_columns]
         if has_rpd:
-            row.append("-" if d == source else rpd(miou))
+            row.append("-" if d == source else _fmt(rpd(miou, src_miou)))
         rows.append(row)
     averaged = mean_domains(results, source, mean_over)
     if len(targets) >= 2 or mean_over is not None:
@@ -267,7 +270,7 @@ def format_table(
         row = [label, _fmt(mean_value), _fmt(mean_aacc)]
         row += [_fmt(_nanmean([float(results[d].get(c, math.nan)) for d in averaged])) for c in extra_columns]
         if has_rpd:
-            row.append(rpd(mean_value))
+            row.append(_fmt(rpd(mean_value, src_miou)))
         rows.append(row)
     return _markdown(header, rows)
 
