@@ -254,6 +254,9 @@ def test_synthia_and_urbansyn_raw_ids_that_are_known():
 
     assert SYNTHIA_IDS.known[:23].all() and not SYNTHIA_IDS.known[23]  # SYNTHIA classes 0..22
     assert URBANSYN_IDS.lut[19] == 255 and URBANSYN_IDS.known[19]  # UrbanSyn 19 = void, not an unknown id
+    from dgseg.data.datasets import UrbanSyn
+
+    assert UrbanSyn.label_kinds == ((".png", URBANSYN_IDS),)
 
 
 def test_an_8_bit_rgb_label_png_is_read_from_its_first_channel(tmp_path):
