@@ -115,8 +115,8 @@ def train_in_child(label: str, cfg: Config, train_cfg: Config, run_dir: Path, re
                     wider = _widen(proc, fair_threads(), threads or 1, cfg, run_dir, logged)
                     if wider:
                         proc.join()
-        except BaseException as exc:  # interrupted while waiting: stop the child before unwinding (else
-            if proc is None or proc.pid is None:  # Python's exit would wait for it)
+        except BaseException as exc:  # interrupted: stop the child before unwinding (else Python's exit waits)
+            if proc is None or proc.pid is None:  # no child was started
                 raise
             if threading.current_thread() is threading.main_thread():
                 stop_children(grace_s=60.0 if isinstance(exc, KeyboardInterrupt) else 0.0)
