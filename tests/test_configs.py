@@ -29,6 +29,11 @@ def test_rein_dinov2_l_is_the_paper_recipe():
     assert (d.crop_size, d.scale, d.ratio_range, d.cat_max_ratio) == ([512, 512], [2048, 512], [0.5, 2.0], 0.75)
     assert (cfg.eval.mode, cfg.eval.crop, cfg.eval.stride) == ("slide", 512, 341)
     assert [v.name for v in d.val] == ["cityscapes", "bdd100k", "mapillary"]
+    assert (m.head.class_weight, m.head.mask_weight, m.head.dice_weight, m.head.no_object_weight) == (2.0, 5.0, 5.0, 0.1)
+    assert (m.head.oversample_ratio, m.head.importance_sample_ratio, m.adapter.scale_init) == (3.0, 0.75, 1e-3)
+    val = {v.name: v for v in d.val}
+    assert (val["cityscapes"].resize, val["bdd100k"].resize) == ([1024, 512], [1280, 720])
+    assert (val["mapillary"].prescale, val["mapillary"].resize) == (0.5, [1024, 512])
 
 
 def test_demo_config_is_the_one_the_demo_runs():

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from dgseg.metrics import rpd
+
 RUN_FILES = ("eval.json", "log.jsonl", "config.yaml", "run.json")
 
 
@@ -44,8 +46,7 @@ class RunRecord:
 
     def rpd(self) -> float:
         src = self.domains.get(self.source or "", {}).get("mIoU")
-        mean = self.mean_targets()
-        return 100.0 * mean / src if _num(src) and src > 0 and not math.isnan(mean) else math.nan
+        return rpd(self.mean_targets(), float(src)) if _num(src) else math.nan
 
     def trainable(self) -> int | None:
         return (self.facts.get("params") or {}).get("trainable")
