@@ -145,8 +145,9 @@ def _fallback_hint(broken: Path) -> str:
         try:
             with safe_open(str(p), framework="pt") as f:
                 if "dgseg_meta" in (f.metadata() or {}):
-                    return (f". The previous checkpoint {p} reads fine: give it as --checkpoint, or move {broken.name} "
-                            "out of the folder and --resume takes the newest remaining one")
+                    return (f". The previous checkpoint {p} reads fine: give it as --checkpoint to "
+                            f"dgseg eval/predict/export, or move {broken.name} out of the folder and dgseg train --resume "
+                            "takes the newest remaining one")
         except Exception:
             continue
     return ""
