@@ -140,6 +140,33 @@ def test_a_run_trained_to_another_setting_is_refused_by_name(tmp_path, tiny_benc
         run_bench(["frozen"], [1], out, iters=6, config=tiny_bench, isolate=False)
 
 
+def test_a_run_whose_checkpoints_were_lost_is_refused_by_name_not_erased(tmp_path, tiny_bench, monkeypatch):
+    import shutil
+
+    out = tmp_path / "bench"
+    run = out / "frozen" / "seed0"
+    real_train = train_module.train
+
+    def stopped_after_training(cfg, out_dir, resume=False, **kw):
+        real_train(cfg, out_dir, resume=resume, **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "train", stopped_after_training)
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(["frozen"], [0], out, config=tiny_bench, isolate=False)
+    monkeypatch.setattr(train_module, "train", real_train)
+    shutil.rmtree(run / "checkpoints")  # a sitting that did not keep them
+    log = (run / "log.jsonl").read_bytes()
+    with pytest.raises(RuntimeError, match=r"frozen/seed0 has a training log to iteration 4 but no checkpoint"):
+        run_bench(["frozen", "rein"], [0], out, config=tiny_bench, jobs=2)
+    assert (run / "log.jsonl").read_bytes() == log  # nothing written is lost
+    assert (out / "rein" / "seed0" / "summary.json").exists()  # the other runs of the bench still train
+    assert "has a training log to iteration 4" in bench_status(["frozen"], [0], out, config=tiny_bench)
+    (run / "log.jsonl").write_text("")  # a start that died before it logged an iteration: started afresh
+    run_bench(["frozen"], [0], out, config=tiny_bench, isolate=False)
+    assert json.loads((run / "summary.json").read_text())["step"] == 4
+
+
 def test_a_finished_run_recorded_before_a_key_existed_still_counts_as_done(tmp_path, tiny_bench):
     from dgseg.bench import run_state
 

@@ -5,7 +5,8 @@ Each (method, seed) pair is one ordinary run folder ``OUT/<method>/seed<k>/`` tr
 the source style is validated (every ``train.eval_interval`` iterations: the plateau check); the
 finished model is then evaluated on every ``data.val`` domain. A run with ``summary.json`` is finished
 and never trained again; a run with a checkpoint but no summary was interrupted and resumes from it; a
-folder with neither is started afresh. After every run the combined table (``bench.md``,
+folder with neither is started afresh, unless its log records trained iterations (its checkpoints were
+lost): that one is refused by name rather than erased. After every run the combined table (``bench.md``,
 ``bench.json``) and figures (``bench.png``: mIoU per domain, mean and min-max over seeds;
 ``bench_curves.png``: source validation mIoU against iteration) are rewritten from the runs that exist.
 """
@@ -61,7 +62,8 @@ def training_config(cfg: Config) -> Config:
 
 
 def run_state(run_dir: Path, cfg: Config) -> str:
-    """'done' (summary.json), 'resume' (a checkpoint), or 'new'; refuses a folder trained to another setting."""
+    """'done' (summary.json), 'resume' (a checkpoint), or 'new'; refuses a folder trained to another setting,
+    and one whose log records trained iterations but which has no checkpoint (restarting it would erase them)."""
     from dgseg.engine.checkpoint import latest_checkpoint
 
     summary = run_dir / "summary.json"
@@ -81,7 +83,22 @@ def run_state(run_dir: Path, cfg: Config) -> str:
         if recorded != wanted:
             raise ValueError(_setting_error(run_dir, recorded, wanted))
         return "resume"
+    trained = _logged_iterations(run_dir / "log.jsonl")
+    if trained:
+        raise ValueError(
+            f"bench: {run_dir} has a training log to iteration {trained:,} but no checkpoint to resume from "
+            f"(its checkpoints/ folder is gone: deleted, or not kept between sittings, e.g. git-ignored); "
+            f"move or delete that folder to train the run again from iteration 0")
     return "new"
+
+
+def _logged_iterations(log: Path) -> int:
+    """The last training iteration a run's ``log.jsonl`` records (0 when it has none): what a restart would
+    throw away."""
+    from dgseg.viz import _read_jsonl
+
+    steps = [int(r["iter"]) for r in (_read_jsonl(log) if log.exists() else []) if "loss" in r and "iter" in r]
+    return max(steps, default=0)
 
 
 def _normalised(recorded: dict) -> dict:
@@ -116,7 +133,7 @@ def run_one(method: str, seed: int, cfg: Config, run_dir: Path, isolate: bool = 
     state = run_state(run_dir, cfg)
     if state == "done":
         return state
-    if state == "new" and run_dir.exists():  # a start that died before its first checkpoint: nothing to keep
+    if state == "new" and run_dir.exists():  # a start that died before it logged an iteration: nothing to keep
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if isolate:
