@@ -64,6 +64,23 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(tmp_path, train
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
 
 
+def test_the_same_seed_trains_the_same_run_and_another_seed_another(tmp_path, trained):
+    cfg, out, _ = trained
+
+    def losses(run):
+        return [r["loss"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "loss" in r]
+
+    again = tmp_path / "again"
+    train(tiny_config(), again, progress=False)
+    assert losses(again) == losses(out)  # bit for bit on one machine (data order, augmentation, init)
+    a, _ = load_checkpoint(latest_checkpoint(out))
+    b, _ = load_checkpoint(latest_checkpoint(again))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = tmp_path / "other"
+    train(tiny_config(train__seed=1), other, progress=False)
+    assert losses(other) != losses(out)
+
+
 def test_a_run_resumed_on_another_machine_names_both_in_its_facts(tmp_path, trained, monkeypatch):
     import dgseg.machine
 
