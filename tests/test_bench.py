@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import yaml
 from tiny import tiny_dict
 
 import dgseg.engine.train as train_module
-from dgseg.bench import bench_config, bench_status, run_bench, run_one, run_order, time_left
+from dgseg.bench import bench_config, bench_status, parse_list, run_bench, run_one, run_order, time_left
 from dgseg.bench_child import fair_share
 from dgseg.bench_report import PLATEAU_POINTS, eval_points, markdown, quarter_rise, ties, write_report
 from dgseg.demo import demo_config
@@ -290,7 +291,7 @@ def test_the_last_run_of_a_bench_gets_the_cores_of_the_runs_that_finished(tmp_pa
         return "new"
 
     monkeypatch.setattr(bench, "run_one", fake_run_one)
-    monkeypatch.setattr(bench.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(bench, "usable_cores", lambda: 2)
     run_bench(["rein", "frozen", "full"], [0], tmp_path / "bench", config=tiny_bench, jobs=2)
     assert shares == {"rein": (1, 1), "frozen": (1, 1), "full": (1, 2)}
 
@@ -475,3 +476,98 @@ def test_the_report_compares_each_source_curve_with_the_frozen_heads_per_quarter
     assert "| rein | -2.0 | -2.0 | -2.0 | -2.0 | 0 of 9 |" in report  # quarters of 10 iterations: (0, 2.5], ...
     gap = json.loads((out / "bench.json").read_text())["rein"]["source_curve_gap"]
     assert gap["reference"] == "frozen" and gap["quarters"] == [-2.0] * 4 and gap["shared"] == 9
+
+
+def test_a_run_without_a_plateau_measure_is_named_and_no_plateau_is_claimed(tmp_path):
+    out = tmp_path / "bench"
+    _fake_run(out, "frozen", 0, {"src": [90.0, 10.0, 50.0], "t1": [70.0, 20.0, 40.0]})  # no log.jsonl
+    _fake_run(out, "rein", 0, {"src": [90.0, 10.0, 50.0], "t1": [70.0, 20.0, 40.0]})
+    (out / "rein" / "seed0" / "log.jsonl").write_text(
+        "".join(json.dumps({"iter": i, "eval": {"src": {"mIoU": 50.0}}}) + "\n" for i in range(1, 11)))
+    report = markdown_of(out)
+    assert "No plateau check (no log.jsonl, or no source validation in one of the two quarters): frozen seed 0." in report
+    assert "Every run has plateaued" not in report and "Not plateaued" not in report
+    (out / "frozen" / "seed0" / "log.jsonl").write_text((out / "rein" / "seed0" / "log.jsonl").read_text())
+    assert "Every run has plateaued" in markdown_of(out)
+
+
+def markdown_of(out):
+    write_report(out)
+    return (out / "bench.md").read_text()
+
+
+def test_a_summary_or_run_facts_the_report_cannot_read_are_refused_by_file_before_any_training(tmp_path, tiny_bench):
+    out = tmp_path / "bench"
+    _fake_run(out, "frozen", 0, {"src": [90.0, 10.0, 50.0], "t1": [70.0, 20.0, 40.0]})
+    summary = out / "frozen" / "seed0" / "summary.json"
+    for text, expected in (('{"eval": ', "not valid JSON"), ("[]", "a JSON list; expected an object"),
+                           ('{"eval": {}}', "no config, trainable, train_time_s")):
+        summary.write_text(text)
+        with pytest.raises(ValueError, match=f"frozen/seed0/summary.json: {re.escape(expected)}"):
+            run_bench(["rein"], [0], out, config=tiny_bench, isolate=False)
+        assert not (out / "rein").exists()  # refused before anything trained
+    _fake_run(out, "lora", 0, {"src": [90.0, 10.0, 50.0], "t1": [70.0, 20.0, 40.0]})
+    summary.unlink()
+    (out / "lora" / "seed0" / "run.json").write_text("{not json")
+    with pytest.raises(ValueError, match="lora/seed0/run.json: not valid JSON"):
+        write_report(out)
+    (out / "lora" / "seed0" / "run.json").unlink()  # a folder copied without it: 'unknown', not an error
+    assert write_report(out)["lora"]["precision"] == ["unknown"]
+
+
+def test_only_folders_named_seed_k_are_runs_and_the_others_are_named_in_the_report(tmp_path):
+    out = tmp_path / "bench"
+    _fake_run(out, "frozen", 1, {"src": [90.0, 10.0, 50.0], "t1": [70.0, 20.0, 40.0]})
+    for name in ("seed0.old", "seed01"):  # a run moved aside; a name the bench never writes
+        (out / "frozen" / name).mkdir()
+        (out / "frozen" / name / "summary.json").write_text((out / "frozen" / "seed1" / "summary.json").read_text())
+    table = write_report(out)
+    assert table["frozen"]["seeds"] == [1]
+    assert "Not read (a run folder is named seed<k>" in (out / "bench.md").read_text()
+    assert "frozen/seed0.old, frozen/seed01." in (out / "bench.md").read_text()
+
+
+def test_symlinked_run_folders_are_refused_and_nothing_behind_them_changes(tmp_path, tiny_bench):
+    out = tmp_path / "bench"
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "seed0").mkdir(parents=True)
+    (elsewhere / "seed0" / "precious.txt").write_text("keep")
+    out.mkdir()
+    (out / "rein").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(ValueError, match=r"bench/rein is a symbolic link"):
+        run_bench(["rein"], [0], out, config=tiny_bench, isolate=False)
+    (out / "rein").unlink()
+    (out / "rein").mkdir()
+    (out / "rein" / "seed0").symlink_to(elsewhere / "seed0", target_is_directory=True)
+    with pytest.raises(ValueError, match=r"rein/seed0 is a symbolic link"):
+        run_bench(["rein"], [0], out, config=tiny_bench, isolate=False)
+    assert [p.name for p in (elsewhere / "seed0").iterdir()] == ["precious.txt"]
+
+
+def test_a_start_that_logged_no_iteration_is_moved_aside_not_deleted_and_a_cut_log_is_refused(tmp_path, tiny_bench):
+    out = tmp_path / "bench"
+    run = out / "frozen" / "seed0"
+    run.mkdir(parents=True)
+    (run / "notes.txt").write_text("mine")
+    (run / "log.jsonl").write_text(json.dumps({"iter": 0, "started": True}) + "\n")
+    run_bench(["frozen"], [0], out, config=tiny_bench, isolate=False)
+    kept = list(run.glob("previous-*"))
+    assert len(kept) == 1 and (kept[0] / "notes.txt").read_text() == "mine" and (kept[0] / "log.jsonl").exists()
+    assert (run / "summary.json").exists()
+    other = out / "rein" / "seed0"
+    other.mkdir(parents=True)
+    (other / "log.jsonl").write_text('{"iter": 4000, "loss": 0.5\n')  # cut short, no checkpoint
+    with pytest.raises(ValueError, match=r"rein/seed0/log.jsonl: line 1 not a JSON record"):
+        run_bench(["rein"], [0], out, config=tiny_bench, isolate=False)
+    assert (other / "log.jsonl").read_text() == '{"iter": 4000, "loss": 0.5\n'
+
+
+def test_methods_and_seeds_lists_name_the_option_and_what_is_expected():
+    assert parse_list("0, 1,2", int, "--seeds") == [0, 1, 2] and parse_list("rein,lora") == ["rein", "lora"]
+    for text, message in (("0,a", "--seeds '0,a': 'a' is not a seed"), ("0,,1", "--seeds '0,,1': an empty item"),
+                          ("1.0", "'1.0' is not a seed"), ("-1", "'-1' is not a seed"), ("01", "'01' is not a seed"),
+                          (",", "an empty item")):
+        with pytest.raises(ValueError, match=re.escape(message) + ".*whole numbers such as 0,1,2"):
+            parse_list(text, int, "--seeds")
+    with pytest.raises(ValueError, match=re.escape("--methods 'rein,,lora': an empty item; expected comma-separated names")):
+        parse_list("rein,,lora")

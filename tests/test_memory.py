@@ -159,3 +159,23 @@ def test_fp16_needs_cuda_for_training_and_falls_back_to_float32_for_evaluation()
     assert precision.resolve_amp("fp16", torch.device("cpu"), training=False) == "none"
     with pytest.raises(ValueError, match="expected one of none, bf16, fp16"):
         precision.resolve_amp("fp8", torch.device("cpu"))
+
+
+def test_threads_follow_the_cores_this_process_may_use_not_the_machines(monkeypatch):
+    monkeypatch.setattr(machine.os, "sched_getaffinity", lambda pid: {4, 5, 6, 7}, raising=False)
+    monkeypatch.setattr(machine.os, "cpu_count", lambda: 64)
+    assert machine.usable_cores() == 4  # taskset, Slurm, a container's cpuset
+    assert "64 cores (4 usable)" in machine.machine_line()
+    monkeypatch.delattr(machine.os, "sched_getaffinity")  # macOS has no affinity mask
+    assert machine.usable_cores() == 64
+
+
+def test_peak_memory_reads_ru_maxrss_in_the_platforms_unit(monkeypatch):
+    import resource
+    import sys
+
+    monkeypatch.setattr(resource, "getrusage", lambda who: type("R", (), {"ru_maxrss": 2 * 2**20})())
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert machine.peak_rss_mb() == 2048  # KiB on Linux
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert machine.peak_rss_mb() == 2  # bytes on macOS

@@ -13,19 +13,17 @@ lost): that one is refused by name rather than erased. After every run the combi
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 from dgseg.bench_child import _STOPPING, fair_share, run_child, stop_children, train_in_child
-from dgseg.bench_report import write_report
+from dgseg.bench_report import aggregate, collect, write_report
 from dgseg.config import Config, config_to_dict, dump_config, load_config
 from dgseg.demo import METHODS as DEMO_METHODS
 from dgseg.demo import method_overrides
+from dgseg.machine import usable_cores
 
 BENCH_CONFIG = Path(__file__).parent / "configs" / "bench.yaml"
 METHODS = {
@@ -62,15 +60,21 @@ def training_config(cfg: Config) -> Config:
 
 
 def run_state(run_dir: Path, cfg: Config) -> str:
-    """'done' (summary.json), 'resume' (a checkpoint), or 'new'; refuses a folder trained to another setting,
-    and one whose log records trained iterations but which has no checkpoint (restarting it would erase them)."""
+    """'done' (summary.json), 'resume' (a checkpoint), or 'new'. Refuses, by name: a run or method folder that
+    is a symbolic link (the bench writes through none), a folder trained to another setting, and one whose log
+    records trained iterations, or cannot be read, but which has no checkpoint (a fresh start would bury it)."""
+    from dgseg.bench_report import read_summary
     from dgseg.engine.checkpoint import latest_checkpoint
 
+    for folder in (run_dir.parent, run_dir):
+        if folder.is_symlink():
+            raise ValueError(f"bench: {folder} is a symbolic link; the bench writes its runs only into real "
+                             f"folders under --out (replace the link with the folder, or use another --out)")
     summary = run_dir / "summary.json"
     stored = run_dir / "config.yaml"
     wanted = config_to_dict(training_config(cfg))
     if summary.exists():
-        recorded = json.loads(summary.read_text()).get("config")
+        recorded = read_summary(summary, need=()).get("config")
         if recorded is not None:
             recorded = _normalised(recorded)
             if recorded != config_to_dict(cfg):
@@ -94,11 +98,16 @@ def run_state(run_dir: Path, cfg: Config) -> str:
 
 def _logged_iterations(log: Path) -> int:
     """The last training iteration a run's ``log.jsonl`` records (0 when it has none): what a restart would
-    throw away."""
-    from dgseg.viz import _read_jsonl
+    bury. A log with lines that are not JSON records is refused: how far it got cannot be told."""
+    from dgseg.viz import read_log
 
-    steps = [int(r["iter"]) for r in (_read_jsonl(log) if log.exists() else []) if "loss" in r and "iter" in r]
-    return max(steps, default=0)
+    if not log.exists():
+        return 0
+    records, bad = read_log(log)
+    if bad:
+        raise ValueError(f"bench: {log}: line {', '.join(map(str, bad[:5]))} not a JSON record, and the run has "
+                         f"no checkpoint; move or delete {log.parent} to train the run again from iteration 0")
+    return max((int(r["iter"]) for r in records if "loss" in r and "iter" in r), default=0)
 
 
 def _normalised(recorded: dict) -> dict:
@@ -133,8 +142,8 @@ def run_one(method: str, seed: int, cfg: Config, run_dir: Path, isolate: bool = 
     state = run_state(run_dir, cfg)
     if state == "done":
         return state
-    if state == "new" and run_dir.exists():  # a start that died before it logged an iteration: nothing to keep
-        shutil.rmtree(run_dir)
+    if state == "new" and run_dir.exists():  # a start that died before it logged an iteration
+        set_aside(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if isolate:
         train_in_child(f"{method} seed {seed}", cfg, training_config(cfg), run_dir, state == "resume", threads,
@@ -143,6 +152,20 @@ def run_one(method: str, seed: int, cfg: Config, run_dir: Path, isolate: bool = 
         run_child(dump_config(training_config(cfg)), dump_config(cfg), str(run_dir), state == "resume",
                   str(run_dir / "summary.json"), threads)
     return state
+
+
+def set_aside(run_dir: Path) -> Path | None:
+    """Moves what a folder holds into ``previous-<UTC time>/`` inside it (nothing is deleted), so a run can
+    start in it afresh; None when it holds nothing."""
+    from dgseg.engine.run_folder import move_aside
+
+    entries = [p for p in run_dir.iterdir() if not p.name.startswith("previous-")]
+    if not entries:
+        return None
+    archive = move_aside(run_dir, entries)
+    print(f"   bench: {run_dir} held a start that logged no iteration; its files were moved to {archive.name}/",
+          flush=True)
+    return archive
 
 
 def _finished(run_dir: Path, cfg: Config) -> bool:
@@ -179,6 +202,7 @@ def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/benc
     out = Path(out)
     config = config or BENCH_CONFIG
     out.mkdir(parents=True, exist_ok=True)
+    aggregate(collect(out), out)  # a file the report cannot read is refused now, not after hours of training
     pairs = list(dict.fromkeys(run_order(methods, seeds)))  # a method or seed named twice is one run folder
     plan = [(m, s, bench_config(m, s, iters, overrides or [], config)) for m, s in pairs]
     for weights in {cfg.model.backbone.weights for _, _, cfg in plan} & set(EMBEDDED):
@@ -188,7 +212,7 @@ def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/benc
     finished = {(m, s) for m, s, cfg in plan if _finished(out / m / f"seed{s}", cfg)}  # not counted as unfinished
     fair_threads, unfinished = None, [len(plan) - len(finished)]
     if jobs > 1 and threads is None:  # cores / jobs each, and more for the last runs when the others finish
-        cores = os.cpu_count() or 1
+        cores = usable_cores()
         threads = max(1, cores // jobs)
 
         def fair_threads() -> int:
@@ -298,8 +322,17 @@ def time_left(records: list[dict], iterations: int, recent: int = 20) -> str:
     return f"about {shown} ({pace:.2f} s per iteration)"
 
 
-def parse_list(text: str, kind=str) -> list:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise ValueError(f"bench: empty list '{text}'")
+def parse_list(text: str, kind=str, option: str = "--methods") -> list:
+    """A comma-separated command-line list (``--methods rein,lora``; ``--seeds 0,1,2`` with ``kind=int``: seeds
+    are whole numbers 0 or more, written as the run folders ``seed<k>`` name them)."""
+    import re
+
+    items = [t.strip() for t in text.split(",")]
+    expected = ("comma-separated seeds, whole numbers such as 0,1,2" if kind is int
+                else "comma-separated names such as rein,frozen")
+    for t in items:
+        if not t:
+            raise ValueError(f"bench: {option} '{text}': an empty item; expected {expected}")
+        if kind is int and not re.fullmatch(r"0|[1-9][0-9]*", t):
+            raise ValueError(f"bench: {option} '{text}': '{t}' is not a seed; expected {expected}")
     return [kind(t) for t in items]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import resource
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from dgseg import strict_json
 from dgseg.atomic import write_atomic
 from dgseg.config import Config, config_to_dict, dump_config
 from dgseg.engine.run_facts import training_time_s
+from dgseg.machine import peak_rss_mb, usable_cores
 
 STOPPED = 3
 """A child's exit code when its training stopped on SIGTERM/SIGINT with a checkpoint (resumable)."""
@@ -42,7 +42,7 @@ def run_child(train_yaml: str, full_yaml: str, out_dir: str, resume: bool, summa
     from dgseg.engine.inference import load_model
     from dgseg.engine.train import train
 
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    torch.set_num_threads(threads or usable_cores())
     train_cfg = config_from_dict(yaml.safe_load(train_yaml))
     full_cfg = config_from_dict(yaml.safe_load(full_yaml))
     result = train(train_cfg, out_dir, resume=resume, progress=False)
@@ -52,7 +52,7 @@ def run_child(train_yaml: str, full_yaml: str, out_dir: str, resume: bool, summa
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     results = evaluate(model.to(device), full_cfg, device, progress=False)
     write_results(results, full_cfg, Path(out_dir))
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     if torch.cuda.is_available():
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     summary = {

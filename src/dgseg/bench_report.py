@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from pathlib import Path
 
@@ -58,14 +59,42 @@ def quarter_rise(points: dict[int, float]) -> float:
     return statistics.fmean(recent) - statistics.fmean(before)
 
 
+SEED_FOLDER = re.compile(r"seed(0|[1-9][0-9]*)")
+"""A run folder's name, ``seed<k>``, as the bench writes it (``seed01`` or ``seed0.old`` are not runs)."""
+
+
+def read_summary(path: Path, need: tuple[str, ...] = ("config", "eval", "trainable", "train_time_s")) -> dict:
+    """A run's ``summary.json``: a JSON object with the keys ``need``; anything else is refused naming the
+    file (a hand-edited or truncated summary must not stop the bench with a bare traceback)."""
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"bench: {path}: not valid JSON ({e}); expected a finished run's summary") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"bench: {path}: a JSON {type(data).__name__}; expected an object (a run's summary)")
+    missing = [k for k in need if k not in data]
+    if missing:
+        raise ValueError(f"bench: {path}: no {', '.join(missing)}; expected a summary written by dgseg bench")
+    return data
+
+
 def collect(out: Path) -> dict[str, dict[int, dict]]:
-    """method -> seed -> summary of every finished run under ``out``."""
+    """method -> seed -> summary of every finished run under ``out`` (folders ``<method>/seed<k>/``)."""
     runs: dict[str, dict[int, dict]] = {}
     for summary in sorted(out.glob("*/seed*/summary.json")):
-        method, seed = summary.parent.parent.name, int(summary.parent.name[4:])
-        runs.setdefault(method, {})[seed] = json.loads(summary.read_text())
+        named = SEED_FOLDER.fullmatch(summary.parent.name)
+        if named is None:
+            continue  # listed under the report's table (stray_folders)
+        runs.setdefault(summary.parent.parent.name, {})[int(named.group(1))] = read_summary(summary)
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
     return dict(sorted(runs.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+
+
+def stray_folders(out: Path) -> list[str]:
+    """Folders ``<method>/seed*`` under ``out`` holding a summary that are not named ``seed<k>`` (a run moved
+    aside as ``seed0.old``, a ``seed01``): not read into the report, and named under its table."""
+    return [f"{p.parent.parent.name}/{p.parent.name}" for p in sorted(out.glob("*/seed*/summary.json"))
+            if SEED_FOLDER.fullmatch(p.parent.name) is None]
 
 
 def _stats(values: list[float]) -> dict:
@@ -147,13 +176,18 @@ def _parts(joined: str) -> list[str]:
 
 
 def read_run_facts(run_dir: Path) -> dict:
-    """A run's ``run.json`` (machine, precision, ...); empty for a run folder without a readable one, whose
-    facts then show as 'unknown'."""
-    try:
-        facts = json.loads((run_dir / "run.json").read_text())
-    except (OSError, ValueError):
+    """A run's ``run.json`` (machine, precision, ...); empty for a run folder without one (copied without it),
+    whose facts then show as 'unknown'. One that is not a JSON object is refused, naming the file."""
+    path = run_dir / "run.json"
+    if not path.exists():
         return {}
-    return facts if isinstance(facts, dict) else {}
+    try:
+        facts = json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"bench: {path}: not valid JSON ({e}); expected the run's facts (machine, precision)") from e
+    if not isinstance(facts, dict):
+        raise ValueError(f"bench: {path}: a JSON {type(facts).__name__}; expected an object (the run's facts)")
+    return facts
 
 
 def ties(table: dict, column: str) -> tuple[str | None, list[str]]:
@@ -175,9 +209,12 @@ def _cell(st: dict) -> str:
     return f"{st['mean']:.1f} ({st['min']:.1f}-{st['max']:.1f})"
 
 
-def markdown(table: dict) -> str:
+def markdown(table: dict, stray: list[str] = ()) -> str:
+    """``bench.md``; ``stray``: the folders :func:`collect` did not read (:func:`stray_folders`)."""
+    unread = (f"Not read (a run folder is named seed<k>, k a whole number without leading zeros): "
+              f"{', '.join(stray)}." if stray else "")
     if not table:
-        return "# dgseg bench\n\nNo finished runs yet.\n"
+        return "# dgseg bench\n\nNo finished runs yet.\n" + (f"\n{unread}\n" if unread else "")
     first = next(iter(table.values()))
     domains = [c for c in first["scores"] if c not in ("mean targets", "rPD")]
     source = first["source"]
@@ -203,11 +240,17 @@ def markdown(table: dict) -> str:
         verdict.append(text)
     not_flat = [f"{m} seed {s} ({v:+.1f})" for m, row in table.items() for s, v in row["plateau_rise"].items()
                 if not math.isnan(v) and v >= PLATEAU_POINTS]
-    plateau = (f"Every run has plateaued: its mean source validation mIoU over the last quarter of training is "
-               f"less than {PLATEAU_POINTS:g} point above its mean over the quarter before."
-               if not not_flat else f"Not plateaued (the last quarter's mean source validation mIoU is "
-               f"{PLATEAU_POINTS:g} point or more above the quarter before's): "
-               f"{', '.join(not_flat)}.")
+    unmeasured = [f"{m} seed {s}" for m, row in table.items() for s, v in row["plateau_rise"].items()
+                  if math.isnan(v)]
+    parts = [f"Not plateaued (the last quarter's mean source validation mIoU is {PLATEAU_POINTS:g} point or more "
+             f"above the quarter before's): {', '.join(not_flat)}." if not_flat else "",
+             f"No plateau check (no log.jsonl, or no source validation in one of the two quarters): "
+             f"{', '.join(unmeasured)}." if unmeasured else ""]
+    plateau = " ".join(p for p in parts if p) or (
+        f"Every run has plateaued: its mean source validation mIoU over the last quarter of training is "
+        f"less than {PLATEAU_POINTS:g} point above its mean over the quarter before.")
+    if unread:
+        plateau += f"\n\n{unread}"
     precisions = {p for row in table.values() for p in row["precision"]}
     mixed = (f"**The runs used different precisions ({', '.join(sorted(precisions))}): compare with care.**\n\n"
              if len(precisions) > 1 else "")
@@ -307,7 +350,7 @@ def write_report(out: str | Path) -> dict:
     """Rewrite the combined report from the finished runs under ``out``; returns the aggregated table."""
     out = Path(out)
     table = aggregate(collect(out), out)
-    write_atomic(out / "bench.md", markdown(table))
+    write_atomic(out / "bench.md", markdown(table, stray_folders(out)))
     write_atomic(out / "bench.json", strict_json.dumps(table, indent=2, default=str))
     if table:
         for name, draw in (("bench.png", lambda p: bars_figure(table, p)),

@@ -190,12 +190,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     methods = parse_list(args.methods) if args.methods else PAPER_METHODS
     if args.status:
-        print(bench_status(methods, parse_list(args.seeds, int), out=args.out, iters=args.iters,
+        print(bench_status(methods, parse_list(args.seeds, int, "--seeds"), out=args.out, iters=args.iters,
                            overrides=args.overrides, config=args.config or None))
         return 0
     # terminated (a scheduler, `kill`): unwind like Ctrl-C, so the runs' child processes stop and checkpoint
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    run_bench(methods, parse_list(args.seeds, int), out=args.out, iters=args.iters, overrides=args.overrides,
+    run_bench(methods, parse_list(args.seeds, int, "--seeds"), out=args.out, iters=args.iters, overrides=args.overrides,
               config=args.config or None, threads=args.threads, jobs=args.jobs)
     print(f"report: {args.out}/bench.md, figures: {args.out}/bench.png, {args.out}/bench_curves.png")
     return 0

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
-import resource
 import time
 import warnings
 from pathlib import Path
@@ -19,7 +17,7 @@ import torch
 from dgseg import metrics, strict_json
 from dgseg.atomic import write_atomic
 from dgseg.config import Config, ConfigError, dump_config, load_config, parse_override
-from dgseg.machine import machine_line
+from dgseg.machine import machine_line, peak_rss_mb, usable_cores
 
 DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 QUICK = ["train.max_iters=30", "train.checkpoint_interval=30", "train.log_interval=5"]
@@ -75,13 +73,13 @@ def _train_child(cfg_yaml: str, out_dir: str, summary_path: str) -> None:
     from dgseg.engine.train import train
 
     cfg = config_from_dict(yaml.safe_load(cfg_yaml))
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(usable_cores())
     result = train(cfg, out_dir, progress=True, force=True)  # a rerun moves the last one aside
     if result.get("stopped"):  # SIGINT/SIGTERM: train saved a checkpoint; there is nothing to summarise
         print(f"demo: training stopped at iteration {result['step']}; checkpoint in {out_dir}/checkpoints",
               flush=True)
         raise SystemExit(3)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     if torch.cuda.is_available():
         peak_mb = torch.cuda.max_memory_allocated() / 2**20
     write_atomic(summary_path, json.dumps({

@@ -54,6 +54,24 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its affinity mask (taskset, Slurm, a container's cpuset), which
+    can be fewer than the machine's (``os.cpu_count``); the machine's count where there is no mask (macOS)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB (``ru_maxrss`` counts KiB on Linux, bytes on macOS)."""
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
+
+
 def machine_line() -> str:
     """One line: CPU (and whether it computes bf16 natively, which decides a CPU run's precision and speed),
     cores, GPU, torch and Python versions."""
@@ -62,5 +80,7 @@ def machine_line() -> str:
     native = "AVX-512 BF16" if _is_x86() else "native bf16"
     bf16 = native if cpu_has_fast_bf16() else "no native bf16"
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu_model()} ({bf16}), {os.cpu_count()} cores, {device}; torch {torch.__version__}, "
+    cores, usable = os.cpu_count(), usable_cores()
+    shown = f"{cores} cores" + (f" ({usable} usable)" if usable != cores else "")
+    return (f"{cpu_model()} ({bf16}), {shown}, {device}; torch {torch.__version__}, "
             f"Python {platform.python_version()}")

@@ -46,13 +46,18 @@ def claim_run_folder(out_dir: str | Path, force: bool = False) -> Path | None:
             "folder with --out, or pass --force to move the old run's files into a previous-<time>/ folder "
             "inside it first"
         )
+    return move_aside(out, [out / name for name in RUN_FILES if (out / name).exists() or (out / name).is_symlink()])
+
+
+def move_aside(out: Path, entries: list[Path]) -> Path:
+    """Moves ``entries`` (files and folders directly inside ``out``) into a new ``previous-<UTC time>/`` folder
+    inside ``out`` (a second one in the same second gets ``.2``, ...); returns that folder."""
     archive = out / time.strftime("previous-%Y%m%d-%H%M%S", time.gmtime())
     n = 1
     while archive.exists():
         n += 1
         archive = archive.with_name(f"{archive.name.split('.')[0]}.{n}")
     archive.mkdir()
-    for name in RUN_FILES:
-        if (out / name).exists() or (out / name).is_symlink():
-            os.replace(out / name, archive / name)
+    for entry in entries:
+        os.replace(entry, archive / entry.name)
     return archive
