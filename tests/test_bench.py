@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -142,8 +143,6 @@ def test_a_run_trained_to_another_setting_is_refused_by_name(tmp_path, tiny_benc
 
 
 def test_a_run_whose_checkpoints_were_lost_is_refused_by_name_not_erased(tmp_path, tiny_bench, monkeypatch):
-    import shutil
-
     out = tmp_path / "bench"
     run = out / "frozen" / "seed0"
     real_train = train_module.train
@@ -156,16 +155,21 @@ def test_a_run_whose_checkpoints_were_lost_is_refused_by_name_not_erased(tmp_pat
     with pytest.raises(KeyboardInterrupt):
         run_bench(["frozen"], [0], out, config=tiny_bench, isolate=False)
     monkeypatch.setattr(train_module, "train", real_train)
+    facts = (run / "run.json").read_text()
+    (run / "run.json").write_text("{cut")
+    assert "frozen/seed0/run.json: not valid JSON" in bench_status(["frozen"], [0], out, config=tiny_bench)  # shown
+    (run / "run.json").write_text(facts)
     shutil.rmtree(run / "checkpoints")  # a sitting that did not keep them
     log = (run / "log.jsonl").read_bytes()
-    with pytest.raises(RuntimeError, match=r"frozen/seed0 has a training log to iteration 4 but no checkpoint"):
-        run_bench(["frozen", "rein"], [0], out, config=tiny_bench, jobs=2)
+    with pytest.raises(ValueError, match=r"frozen/seed0 has a training log to iteration 4 but no checkpoint"):
+        run_bench(["frozen", "rein"], [0], out, config=tiny_bench, isolate=False)
     assert (run / "log.jsonl").read_bytes() == log  # nothing written is lost
     assert (out / "rein" / "seed0" / "summary.json").exists()  # the other runs of the bench still train
     assert "has a training log to iteration 4" in bench_status(["frozen"], [0], out, config=tiny_bench)
-    (run / "log.jsonl").write_text("")  # a start that died before it logged an iteration: started afresh
-    run_bench(["frozen"], [0], out, config=tiny_bench, isolate=False)
+    (run / "log.jsonl").write_text(json.dumps({"iter": 1, "loss": 9.0}) + "\n")  # died before its first checkpoint
+    run_bench(["frozen"], [0], out, config=tiny_bench, isolate=False)  # nothing to lose: set aside, started afresh
     assert json.loads((run / "summary.json").read_text())["step"] == 4
+    assert [r["iter"] for r in map(json.loads, next(run.glob("previous-*/log.jsonl")).read_text().splitlines())] == [1]
 
 
 def test_a_finished_run_recorded_before_a_key_existed_still_counts_as_done(tmp_path, tiny_bench):
@@ -512,6 +516,12 @@ def test_a_summary_or_run_facts_the_report_cannot_read_are_refused_by_file_befor
     with pytest.raises(ValueError, match="lora/seed0/run.json: not valid JSON"):
         write_report(out)
     (out / "lora" / "seed0" / "run.json").unlink()  # a folder copied without it: 'unknown', not an error
+    (out / "vpt" / "seed0").mkdir(parents=True)  # an unfinished run's facts are read before training too
+    (out / "vpt" / "seed0" / "run.json").write_text("[1]")
+    with pytest.raises(ValueError, match="vpt/seed0/run.json: a JSON list"):
+        run_bench(["rein", "vpt"], [0], out, config=tiny_bench, isolate=False)
+    assert not (out / "rein").exists()
+    shutil.rmtree(out / "vpt")
     assert write_report(out)["lora"]["precision"] == ["unknown"]
 
 

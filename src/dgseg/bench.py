@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 from dgseg.bench_child import _STOPPING, fair_share, run_child, stop_children, train_in_child
-from dgseg.bench_report import aggregate, collect, write_report
+from dgseg.bench_report import aggregate, collect, read_run_facts, write_report
 from dgseg.config import Config, config_to_dict, dump_config, load_config
 from dgseg.demo import METHODS as DEMO_METHODS
 from dgseg.demo import method_overrides
@@ -62,7 +62,8 @@ def training_config(cfg: Config) -> Config:
 def run_state(run_dir: Path, cfg: Config) -> str:
     """'done' (summary.json), 'resume' (a checkpoint), or 'new'. Refuses, by name: a run or method folder that
     is a symbolic link (the bench writes through none), a folder trained to another setting, and one whose log
-    records trained iterations, or cannot be read, but which has no checkpoint (a fresh start would bury it)."""
+    records trained iterations past the first checkpoint, or cannot be read, but which has no checkpoint (a
+    fresh start would bury it)."""
     from dgseg.bench_report import read_summary
     from dgseg.engine.checkpoint import latest_checkpoint
 
@@ -88,7 +89,7 @@ def run_state(run_dir: Path, cfg: Config) -> str:
             raise ValueError(_setting_error(run_dir, recorded, wanted))
         return "resume"
     trained = _logged_iterations(run_dir / "log.jsonl")
-    if trained:
+    if trained >= cfg.train.checkpoint_interval:  # it had a checkpoint once; earlier, a crash left none to lose
         raise ValueError(
             f"bench: {run_dir} has a training log to iteration {trained:,} but no checkpoint to resume from "
             f"(its checkpoints/ folder is gone: deleted, or not kept between sittings, e.g. git-ignored); "
@@ -142,7 +143,7 @@ def run_one(method: str, seed: int, cfg: Config, run_dir: Path, isolate: bool = 
     state = run_state(run_dir, cfg)
     if state == "done":
         return state
-    if state == "new" and run_dir.exists():  # a start that died before it logged an iteration
+    if state == "new" and run_dir.exists():  # a start that died before its first checkpoint
         set_aside(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if isolate:
@@ -163,7 +164,8 @@ def set_aside(run_dir: Path) -> Path | None:
     if not entries:
         return None
     archive = move_aside(run_dir, entries)
-    print(f"   bench: {run_dir} held a start that logged no iteration; its files were moved to {archive.name}/",
+    print(f"   bench: {run_dir} held a start that died before its first checkpoint; its files were moved to "
+          f"{archive.name}/",
           flush=True)
     return archive
 
@@ -202,9 +204,11 @@ def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/benc
     out = Path(out)
     config = config or BENCH_CONFIG
     out.mkdir(parents=True, exist_ok=True)
-    aggregate(collect(out), out)  # a file the report cannot read is refused now, not after hours of training
     pairs = list(dict.fromkeys(run_order(methods, seeds)))  # a method or seed named twice is one run folder
     plan = [(m, s, bench_config(m, s, iters, overrides or [], config)) for m, s in pairs]
+    aggregate(collect(out), out)  # a file the report cannot read is refused now, not after hours of training
+    for m, s in pairs:
+        read_run_facts(out / m / f"seed{s}")  # an unfinished run's run.json too
     for weights in {cfg.model.backbone.weights for _, _, cfg in plan} & set(EMBEDDED):
         embedded_weights_path(weights)  # import once, before any child starts
     report_lock = threading.Lock()
@@ -236,15 +240,21 @@ def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/benc
 
     pool = ThreadPoolExecutor(jobs) if jobs > 1 else None  # each thread waits on its run's child process
     try:
+        failed: list[BaseException] = []  # a refused or failed run: the others still train (Ctrl-C stops all)
         if pool is None:
             for item in plan:
-                bring_to_done(*item)
+                try:
+                    bring_to_done(*item)
+                except Exception as e:
+                    failed.append(e)
         else:
             futures = [pool.submit(bring_to_done, *item) for item in plan]
             wait(futures)
-            failed = [str(f.exception()) for f in futures if f.exception() is not None]
-            if failed:
-                raise RuntimeError("\n".join(failed))
+            failed = [f.exception() for f in futures if f.exception() is not None]
+        if len(failed) == 1:
+            raise failed[0]
+        if failed:
+            raise RuntimeError("\n".join(map(str, failed)))
     except BaseException as exc:  # Ctrl-C, SIGTERM (the CLI turns it into SystemExit) or a failed run
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -269,7 +279,7 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
     precision it trained in (``run.json``: two joined by " + " when it was resumed on another machine)."""
     import math
 
-    from dgseg.bench_report import eval_points, quarter_rise, read_run_facts
+    from dgseg.bench_report import eval_points, quarter_rise
     from dgseg.engine.checkpoint_read import latest_step
     from dgseg.viz import _read_jsonl
 
@@ -299,7 +309,10 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
             points = eval_points(records, source)
             last = f"{points[max(points)]:.1f} at iteration {max(points):,}" if points else "-"
             rise = quarter_rise(points)
-            precision = read_run_facts(run_dir).get("precision", "-") if state != "new" else "-"
+            try:
+                precision = read_run_facts(run_dir).get("precision", "-") if state != "new" else "-"
+            except ValueError as e:
+                precision = str(e)
             rows.append(f"| {method} | {seed} | {shown} | {last} | {'-' if math.isnan(rise) else f'{rise:+.1f}'} "
                         f"| {left} | {precision} |")
     return "\n".join(rows)
