@@ -63,15 +63,22 @@ SEED_FOLDER = re.compile(r"seed(0|[1-9][0-9]*)")
 """A run folder's name, ``seed<k>``, as the bench writes it (``seed01`` or ``seed0.old`` are not runs)."""
 
 
-def read_summary(path: Path, need: tuple[str, ...] = ("config", "eval", "trainable", "train_time_s")) -> dict:
-    """A run's ``summary.json``: a JSON object with the keys ``need``; anything else is refused naming the
-    file (a hand-edited or truncated summary must not stop the bench with a bare traceback)."""
+def read_json_object(path: Path, what: str) -> dict:
+    """The JSON object in ``path``; invalid JSON or another JSON value is refused naming the file and ``what``
+    it should hold."""
     try:
         data = json.loads(path.read_text())
     except ValueError as e:
-        raise ValueError(f"bench: {path}: not valid JSON ({e}); expected a finished run's summary") from e
+        raise ValueError(f"bench: {path}: not valid JSON ({e}); expected {what}") from e
     if not isinstance(data, dict):
-        raise ValueError(f"bench: {path}: a JSON {type(data).__name__}; expected an object (a run's summary)")
+        raise ValueError(f"bench: {path}: a JSON {type(data).__name__}; expected an object, {what}")
+    return data
+
+
+def read_summary(path: Path, need: tuple[str, ...] = ("config", "eval", "trainable", "train_time_s")) -> dict:
+    """A run's ``summary.json``: a JSON object with the keys ``need``; anything else is refused naming the
+    file (a hand-edited or truncated summary must not stop the bench with a bare traceback)."""
+    data = read_json_object(path, "a finished run's summary")
     missing = [k for k in need if k not in data]
     if missing:
         raise ValueError(f"bench: {path}: no {', '.join(missing)}; expected a summary written by dgseg bench")
@@ -181,13 +188,7 @@ def read_run_facts(run_dir: Path) -> dict:
     path = run_dir / "run.json"
     if not path.exists():
         return {}
-    try:
-        facts = json.loads(path.read_text())
-    except ValueError as e:
-        raise ValueError(f"bench: {path}: not valid JSON ({e}); expected the run's facts (machine, precision)") from e
-    if not isinstance(facts, dict):
-        raise ValueError(f"bench: {path}: a JSON {type(facts).__name__}; expected an object (the run's facts)")
-    return facts
+    return read_json_object(path, "the run's facts (machine, precision)")
 
 
 def ties(table: dict, column: str) -> tuple[str | None, list[str]]:
