@@ -338,7 +338,7 @@ def time_left(records: list[dict], iterations: int, recent: int = 20) -> str:
 def parse_list(text: str, kind=str, option: str = "--methods") -> list:
     """A comma-separated command-line list (``--methods rein,lora``; ``--seeds 0,1,2`` with ``kind=int``: seeds
     are whole numbers 0 or more, written as the run folders ``seed<k>`` name them)."""
-    import re
+    from dgseg.bench_report import SEED_FOLDER
 
     items = [t.strip() for t in text.split(",")]
     expected = ("comma-separated seeds, whole numbers such as 0,1,2" if kind is int
@@ -346,6 +346,6 @@ def parse_list(text: str, kind=str, option: str = "--methods") -> list:
     for t in items:
         if not t:
             raise ValueError(f"bench: {option} '{text}': an empty item; expected {expected}")
-        if kind is int and not re.fullmatch(r"0|[1-9][0-9]*", t):
+        if kind is int and not SEED_FOLDER.fullmatch(f"seed{t}"):  # the run folder names the seed
             raise ValueError(f"bench: {option} '{text}': '{t}' is not a seed; expected {expected}")
     return [kind(t) for t in items]
