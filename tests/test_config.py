@@ -148,12 +148,55 @@ def test_wrong_type_names_the_key_and_the_expected_type(override, key, expected)
         ("eval.stride=1024", "eval.stride"),
         ("train.warmup_iters=40000", "train.warmup_iters"),
         ("model.adapter.name=prompt", "model.adapter.name"),
+        ("train.lr=.nan", "train.lr"),  # YAML's .nan / .inf are numbers; no key of the schema takes them
+        ("train.weight_decay=.inf", "train.weight_decay"),
+        ("data.flip_prob=5", "data.flip_prob"),
+        ("model.head.importance_sample_ratio=1.5", "model.head.importance_sample_ratio"),
+        ("model.head.num_queries=0", "model.head.num_queries"),
+        ("model.head.dec_layers=0", "model.head.dec_layers"),
+        ("model.head.oversample_ratio=0.5", "model.head.oversample_ratio"),
+        ("model.head.no_object_weight=-0.1", "model.head.no_object_weight"),
+        ("model.text.temperature=0", "model.text.temperature"),
+        ("model.backbone.drop_path=-3", "model.backbone.drop_path"),
+        ("model.backbone.drop_path=1", "model.backbone.drop_path"),
+        ("model.adapter.lr_mult=-0.1", "model.adapter.lr_mult"),
+        ("train.power=-1", "train.power"),
+        ("data.scale=[2048, 0]", "data.scale"),
+        ("data.val=[{name: synthetic-game, length: 0}]", "data.val[0].length"),
+        ("data.val=[{name: synthetic-game, size: [64]}]", "data.val[0].size"),
+        ("data.val=[{name: synthetic-game, resize: 0}]", "data.val[0].resize"),
+        ("data.val=[{name: synthetic-game, resize: [512, 0]}]", "data.val[0].resize"),
     ],
 )
 def test_impossible_values_name_the_key(override, key):
     with pytest.raises(ConfigError) as exc:
         load_config(overrides=[override])
     assert str(exc.value).startswith(key), str(exc.value)
+
+
+def test_the_edges_of_the_ranges_are_allowed():
+    cfg = load_config(overrides=["data.flip_prob=0", "model.head.oversample_ratio=1", "model.head.no_object_weight=0",
+                                 "model.backbone.drop_path=0", "data.val=[{name: synthetic-game, resize: 0.5}]"])
+    assert (cfg.data.flip_prob, cfg.model.head.oversample_ratio, cfg.data.val[0].resize) == (0.0, 1.0, 0.5)
+
+
+@pytest.mark.parametrize("bases", ["3", "[null]", "[base.yaml, 2]", "{a: base.yaml}", "''"])
+def test_a_base_that_is_not_file_names_is_an_error_naming_the_file(tmp_path, bases):
+    write(tmp_path / "base.yaml", "name: base\n")
+    child = write(tmp_path / "child.yaml", f"_base_: {bases}\nname: child\n")
+    with pytest.raises(ConfigError, match=r"child\.yaml: _base_: expected a file name or a list of file names"):
+        load_config(child)
+
+
+def test_two_val_entries_with_one_table_label_are_an_error():
+    # the same name and split (here two synthetic-night sets that differ only in seed) would share one
+    # result key: the second domain's numbers would silently replace the first's
+    night = "{name: synthetic-night, split: val, length: 2, seed: %d}"
+    with pytest.raises(ConfigError, match=r"data\.val\[1\] and data\.val\[2\] are both 'synthetic-night:val'"):
+        load_config(overrides=[f"data.val=[{{name: synthetic-game}}, {night % 0}, {night % 7}]"])
+    # another split makes them two rows
+    ok = load_config(overrides=[f"data.val=[{night % 0}, {{name: synthetic-night, split: test, seed: 7}}]"])
+    assert len(ok.data.val) == 2
 
 
 def test_crop_larger_than_the_resize_explains_why():

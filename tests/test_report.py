@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dgseg.cli import main
@@ -81,3 +83,14 @@ def test_a_run_keeps_its_own_class_names_and_colours(tmp_path):
         "domains": {"a": {"mIoU": 50.0, "IoU": [40.0, 60.0, None]}}}))
     run = load_run(tmp_path)
     assert run.classes == ["crack", "rust", "paint"] and run.palette.tolist() == [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+
+
+def test_two_domains_whose_names_sanitise_alike_keep_separate_example_folders(tmp_path):
+    from dgseg.engine.examples import save_examples
+
+    tile = {"image": np.zeros((4, 6, 3), np.uint8), "label": np.zeros((4, 6), np.uint8),
+            "pred": np.ones((4, 6), np.uint8)}
+    written = save_examples(tmp_path, {"folder:a b": [tile], "folder:a_b": [tile], "folder_a_b": [tile]})
+    folders = [Path(v[0]["pred"]).parent.name for v in written.values()]
+    assert folders == ["folder_a_b", "folder_a_b-2", "folder_a_b-3"]
+    assert all((tmp_path / v[0]["pred"]).is_file() for v in written.values())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -96,6 +97,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):  # YAML reads .nan / .inf; every number of the schema must be finite
+                raise ConfigError(f"{key}: expected a finite number, got {value!r}")
             return float(value)
         raise ConfigError(f"{key}: expected a number, got {value!r}")
     if tp is str:
@@ -144,6 +147,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     bases = data.pop("_base_", [])
     if isinstance(bases, str):
         bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) and b.strip() for b in bases):
+        raise ConfigError(f"{path}: _base_: expected a file name or a list of file names (relative to this file), "
+                          f"got {bases!r}")
     merged: dict = {}
     for base in bases:
         merged = _deep_merge(merged, _read_yaml(path.parent / base, seen + (path,)))

@@ -67,6 +67,8 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError(f"data.crop_size: expected [H, W] > 0, got {cfg.data.crop_size}")
     if len(cfg.data.scale) != 2 or len(cfg.data.ratio_range) != 2:
         raise ConfigError("data.scale and data.ratio_range: expected two numbers each")
+    if min(cfg.data.scale) <= 0:
+        raise ConfigError(f"data.scale: expected [long edge, short edge] > 0, got {cfg.data.scale}")
     lo, hi = cfg.data.ratio_range
     if not 0 < lo <= hi:
         raise ConfigError(f"data.ratio_range: expected 0 < low <= high, got {cfg.data.ratio_range}")
@@ -99,6 +101,8 @@ def validate_config(cfg: Config) -> None:
     bad = [m for m in cfg.data.mean_over or [] if m not in labels]
     if bad or cfg.data.mean_over == []:
         raise ConfigError(f"data.mean_over: {bad or '[]'} must name data.val entries, one of {names}")
+    _check_ranges(cfg)
+    _check_domain_labels(cfg)
     b = cfg.model.backbone
     if b.patch_size is not None and b.patch_size <= 0:
         raise ConfigError(f"model.backbone.patch_size: must be > 0 or null, got {b.patch_size}")
@@ -120,3 +124,59 @@ def validate_config(cfg: Config) -> None:
         resolve_config_classes(cfg)  # model.num_classes from data.classes; label maps checked
     except ClassSetError as e:
         raise ConfigError(str(e)) from None
+
+
+def _check_ranges(cfg: Config) -> None:
+    """The numeric keys outside the checks above: sizes and counts > 0, weights >= 0, fractions in [0, 1]."""
+    h, a, t, d = cfg.model.head, cfg.model.adapter, cfg.model.text, cfg.data
+    at_least = {  # key: (value, smallest allowed value)
+        "model.head.hidden_dim": (h.hidden_dim, 1), "model.head.num_queries": (h.num_queries, 1),
+        "model.head.enc_layers": (h.enc_layers, 1), "model.head.enc_ffn": (h.enc_ffn, 1),
+        "model.head.dec_layers": (h.dec_layers, 1), "model.head.dec_ffn": (h.dec_ffn, 1),
+        "model.head.num_heads": (h.num_heads, 1), "model.head.num_points": (h.num_points, 1),
+        "model.head.train_points": (h.train_points, 1), "model.head.oversample_ratio": (h.oversample_ratio, 1),
+        "model.head.class_weight": (h.class_weight, 0), "model.head.mask_weight": (h.mask_weight, 0),
+        "model.head.dice_weight": (h.dice_weight, 0), "model.head.no_object_weight": (h.no_object_weight, 0),
+        "model.adapter.query_dim": (a.query_dim, 1), "model.adapter.width": (a.width, 1),
+        "model.adapter.lr_mult": (a.lr_mult, 0), "model.text.context_length": (t.context_length, 0),
+        "model.text.aux_weight": (t.aux_weight, 0), "train.power": (cfg.train.power, 0),
+        "data.max_long_edge": (d.max_long_edge, 1),
+    }
+    for key, (value, low) in at_least.items():
+        if value < low:
+            raise ConfigError(f"{key}: must be >= {low}, got {value}")
+    if not cfg.model.text.temperature > 0:
+        raise ConfigError(f"model.text.temperature: must be > 0, got {cfg.model.text.temperature}")
+    fractions = {"data.flip_prob": d.flip_prob, "model.head.importance_sample_ratio": h.importance_sample_ratio}
+    for key, value in fractions.items():
+        if not 0 <= value <= 1:
+            raise ConfigError(f"{key}: expected a probability in [0, 1], got {value}")
+    if not 0 <= cfg.model.backbone.drop_path < 1:
+        raise ConfigError(f"model.backbone.drop_path: expected a rate in [0, 1), got {cfg.model.backbone.drop_path}")
+    for group, specs in (("train", d.train), ("val", d.val)):
+        for i, spec in enumerate(specs):
+            if spec.length is not None and spec.length <= 0:
+                raise ConfigError(f"data.{group}[{i}].length: must be > 0, got {spec.length}")
+            if spec.size is not None and (len(spec.size) != 2 or min(spec.size) <= 0):
+                raise ConfigError(f"data.{group}[{i}].size: expected [H, W] > 0, got {spec.size}")
+            resize = spec.resize
+            if isinstance(resize, list):
+                bad = len(resize) != 2 or min(resize) <= 0
+            else:
+                bad = resize is not None and resize <= 0
+            if bad:
+                raise ConfigError(f"data.{group}[{i}].resize: expected [W, H] > 0 or a factor > 0, got {resize}")
+
+def _check_domain_labels(cfg: Config) -> None:
+    """Two data.val entries with the same table label (name, plus split when the name repeats) would write
+    their results under one key: the second would replace the first."""
+    from dgseg.engine.data import domain_name
+
+    seen: dict[str, int] = {}
+    for i, spec in enumerate(cfg.data.val):
+        label = domain_name(spec, cfg.data.val)
+        if label in seen:
+            raise ConfigError(
+                f"data.val[{seen[label]}] and data.val[{i}] are both '{label}' (same name and split): their results "
+                f"would share one row; give one of them another split, or drop it")
+        seen[label] = i

@@ -50,8 +50,15 @@ def _save(array: np.ndarray, path: Path, **kwargs) -> None:
 def save_examples(out_dir: Path, examples: dict[str, list[dict]]) -> dict[str, list[dict[str, str]]]:
     """Write the examples under ``out_dir/examples/``; returns domain -> [{image, label, pred}] relative paths."""
     written: dict[str, list[dict[str, str]]] = {}
+    taken: set[str] = set()
     for domain, items in examples.items():
-        folder = out_dir / "examples" / _safe(domain)
+        base = name = _safe(domain)
+        k = 1
+        while name in taken:  # two labels that differ only in characters _safe replaces: -2, -3, ...
+            k += 1
+            name = f"{base}-{k}"
+        taken.add(name)
+        folder = out_dir / "examples" / name
         folder.mkdir(parents=True, exist_ok=True)
         for k, ex in enumerate(items):
             names = {"image": f"{k}_image.jpg", "label": f"{k}_label.png", "pred": f"{k}_pred.png"}
