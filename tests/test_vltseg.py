@@ -104,6 +104,30 @@ def test_fixed_class_embeddings_file_needs_no_text_tower(tmp_path, text_weights,
     assert model.text.frozen is None and model.text.class_embeddings.shape == (19, 24)
 
 
+def test_text_guidance_prompts_the_experiments_own_classes(text_weights):
+    classes = {"names": ["background", "crack", "rust"]}
+    model = dgseg.build_model(vltseg(text_weights, data__classes=classes))
+    maps, visual = model.backbone(torch.randn(1, 3, 64, 96), embeddings=True)
+    _, aux = model.text(model.neck(maps), visual)
+    assert aux["score_map"].shape[1] == 3  # one score map per class of data.classes
+    loss = model.train().loss(torch.randn(2, 3, 64, 96), torch.randint(0, 3, (2, 64, 96)))
+    assert torch.isfinite(loss["loss_text"])
+
+
+def test_class_embeddings_of_other_classes_are_refused_naming_both_sets(tmp_path, text_weights):
+    from dgseg.models.text import save_class_embeddings
+
+    path = save_class_embeddings(tmp_path / "emb.safetensors", torch.randn(3, 24), ["background", "rust", "crack"])
+    text = {"name": "clip", "embeddings": str(path), "learnable_context": False}
+    with pytest.raises(WeightsError, match=r"emb\.safetensors: its embeddings are of the classes "
+                                           r"\['background', 'rust', 'crack'\].*\['background', 'crack', 'rust'\]"):
+        dgseg.build_model(vltseg(text_weights, data__classes={"names": ["background", "crack", "rust"]},
+                                 model__text=text))
+    model = dgseg.build_model(vltseg(text_weights, data__classes={"names": ["background", "rust", "crack"]},
+                                     model__text=text))
+    assert model.text.class_embeddings.shape == (3, 24)
+
+
 def test_clip_text_without_weights_says_what_to_give():
     with pytest.raises(WeightsError, match="model.text.weights"):
         dgseg.build_model(tiny_config(model__backbone=dict(CLIP_BACKBONE), model__adapter={"name": "full", "link": False},

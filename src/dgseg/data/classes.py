@@ -296,9 +296,6 @@ def resolve_config_classes(cfg: Any) -> ClassSet:
             folder_id_map(k, spec.label_map, spec.reduce_zero_label, f"{where}.label_map")
     for i, sub in enumerate(cfg.eval.miou_subsets):
         subset_indices(load_class_set(sub), cs, f"eval.miou_subsets[{i}]")
-    if getattr(cfg.model.text, "name", "none") != "none" and cs.names != tuple(CLASSES[:k]):
-        raise ClassSetError(f"model.text.name={cfg.model.text.name}: the text prompts are the Cityscapes class "
-                            f"names; data.classes {cs.describe()} is not supported with text guidance yet")
     return cs
 
 

@@ -116,14 +116,31 @@ def save_class_embeddings(path: str | Path, embeddings: Tensor, names: list[str]
                                    metadata={"classes": "\n".join(names)}))
 
 
-def load_class_embeddings(path: str | Path, num_classes: int) -> Tensor:
+def load_class_embeddings(path: str | Path, names: list[str]) -> Tensor:
+    """Class embeddings [K, D] for the classes ``names``; a file written by ``dgseg text-embed`` records its
+    class names, and embeddings of other classes (or of the same classes in another order) are refused."""
     state = read_state_dict(path)
     if "class_embeddings" not in state:
         raise WeightsError(f"{path}: expected a tensor 'class_embeddings' [K, D] (written by dgseg text-embed)")
     emb = state["class_embeddings"]
-    if emb.ndim != 2 or emb.shape[0] != num_classes:
-        raise WeightsError(f"{path}: class_embeddings is {tuple(emb.shape)}, expected [{num_classes}, D]")
+    if emb.ndim != 2 or emb.shape[0] != len(names):
+        raise WeightsError(f"{path}: class_embeddings is {tuple(emb.shape)}, expected [{len(names)}, D]")
+    recorded = _recorded_names(Path(path))
+    if recorded is not None and recorded != list(names):
+        raise WeightsError(f"{path}: its embeddings are of the classes {recorded}, the experiment's data.classes are "
+                           f"{list(names)}; write them for these classes with dgseg text-embed")
     return emb
+
+
+def _recorded_names(path: Path) -> list[str] | None:
+    """The class names in a safetensors file's metadata (``classes``, one per line); None when absent."""
+    if path.suffix != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        text = (f.metadata() or {}).get("classes")
+    return None if text is None else text.split("\n")
 
 
 def _build_tower(cfg: TextConfig) -> CLIPTextTower:
@@ -147,7 +164,7 @@ def build_text_guidance(cfg: TextConfig, names: list[str]) -> TextGuidance:
         if cfg.learnable_context:
             raise ValueError("model.text.embeddings are fixed class embeddings; set model.text.learnable_context=false "
                              "or give model.text.weights (a CLIP text tower) to learn the context")
-        emb = load_class_embeddings(cfg.embeddings, num_classes)
+        emb = load_class_embeddings(cfg.embeddings, names)
         tower, prompts = None, None
         embed_dim = emb.shape[1]
     else:
