@@ -113,6 +113,19 @@ def test_bf16_on_a_cpu_without_native_bf16_runs_in_float32_and_says_so(monkeypat
         assert precision.resolve_amp("bf16", torch.device("cpu")) == "bf16"
 
 
+def test_bf16_on_a_gpu_before_ampere_runs_in_float32_and_says_so(monkeypatch):
+    supported = {"native": False}
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True:
+                        including_emulation or supported["native"])  # a T4 / V100 emulates bf16
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    with pytest.warns(UserWarning, match="Tesla T4 has no native bf16.*train.amp=fp16"):
+        assert precision.resolve_amp("bf16", torch.device("cuda", 0)) == "none"
+    supported["native"] = True  # Ampere and newer
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert precision.resolve_amp("bf16", torch.device("cuda", 0)) == "bf16"
+
+
 @pytest.mark.parametrize(("avx512_bf16", "amx", "native"), [(False, False, False), (True, False, True),
                                                          (False, True, True)])
 def test_on_x86_only_avx512_bf16_or_amx_count_as_native_bf16_whatever_onednn_says(monkeypatch, avx512_bf16,
