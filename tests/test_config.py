@@ -162,6 +162,9 @@ def test_wrong_type_names_the_key_and_the_expected_type(override, key, expected)
         ("model.adapter.lr_mult=-0.1", "model.adapter.lr_mult"),
         ("train.power=-1", "train.power"),
         ("data.scale=[2048, 0]", "data.scale"),
+        ("eval.crop=[512, 0]", "eval.crop"),
+        ("eval.crop=[512, 512, 3]", "eval.crop"),
+        ("eval.stride=[341, 600]", "eval.stride"),  # the window is 512 wide
         ("data.val=[{name: synthetic-game, length: 0}]", "data.val[0].length"),
         ("data.val=[{name: synthetic-game, size: [64]}]", "data.val[0].size"),
         ("data.val=[{name: synthetic-game, resize: 0}]", "data.val[0].resize"),
@@ -172,6 +175,12 @@ def test_impossible_values_name_the_key(override, key):
     with pytest.raises(ConfigError) as exc:
         load_config(overrides=[override])
     assert str(exc.value).startswith(key), str(exc.value)
+
+
+def test_eval_windows_are_one_size_or_h_w():
+    cfg = load_config(overrides=["eval.crop=[512, 1024]", "eval.stride=[341, 683]"])
+    assert (cfg.eval.crop, cfg.eval.stride) == ([512, 1024], [341, 683])
+    assert load_config().eval.crop == 512
 
 
 def test_the_edges_of_the_ranges_are_allowed():

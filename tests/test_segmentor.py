@@ -48,6 +48,24 @@ def test_slide_averages_overlapping_windows_and_batches_them(model):
     assert one.shape == (2, 19, 40, 72)
 
 
+def test_slide_takes_rectangular_windows_and_strides_as_h_w(model, monkeypatch):
+    x = torch.randn(1, 3, 40, 72)
+    seen, scores = [], model._scores
+    monkeypatch.setattr(model, "_scores", lambda w: seen.append(tuple(w.shape[-2:])) or scores(w))
+    out = model.predict(x, mode="slide", crop=[32, 48], stride=[16, 24], batch=1)
+    assert seen == [(32, 48)] * 4  # rows start at 0, 8 and columns at 0, 24 (mmseg's test_cfg order: H, W)
+    by_hand = torch.zeros_like(out)
+    count = torch.zeros(1, 1, 40, 72)
+    for y in (0, 8):
+        for x0 in (0, 24):
+            by_hand[..., y:y + 32, x0:x0 + 48] += scores(x[..., y:y + 32, x0:x0 + 48]).float()
+            count[..., y:y + 32, x0:x0 + 48] += 1
+    torch.testing.assert_close(out, by_hand / count)
+    # one size is both axes
+    torch.testing.assert_close(model.predict(x, mode="slide", crop=32, stride=20),
+                               model.predict(x, mode="slide", crop=[32, 32], stride=[20, 20]))
+
+
 def test_sliding_window_starts_cover_the_image_and_end_at_the_border():
     assert sliding_starts(1024, 512, 341) == [0, 341, 512]
     assert sliding_starts(512, 512, 341) == [0]

@@ -213,8 +213,10 @@ class TTAConfig:
 @dataclass
 class EvalConfig:
     mode: str = "slide"
-    crop: int = 512
-    stride: int = 341
+    crop: int | list[int] = 512
+    """Sliding window: one size for both axes or [H, W] (mmseg's test_cfg crop_size)."""
+    stride: int | list[int] = 341
+    """Window step: one size or [H, W]; at most the window on each axis."""
     batch_size: int | None = None
     """Sliding windows per forward pass; null: by device (1 on a CPU, 4 on a GPU; models/segmentor.py)."""
     miou_subsets: list[str] = field(default_factory=list)

@@ -40,8 +40,6 @@ def validate_config(cfg: Config) -> None:
         "train.checkpoint_interval": cfg.train.checkpoint_interval,
         "train.eval_interval": cfg.train.eval_interval,
         "train.keep_last": cfg.train.keep_last,
-        "eval.crop": cfg.eval.crop,
-        "eval.stride": cfg.eval.stride,
         "eval.batch_size": 1 if cfg.eval.batch_size is None else cfg.eval.batch_size,  # null: by device
         "model.num_classes": 1 if cfg.model.num_classes is None else cfg.model.num_classes,
         "model.backbone.img_size": cfg.model.backbone.img_size,
@@ -85,8 +83,15 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError(f"data.cat_max_ratio: expected (0, 1], got {cfg.data.cat_max_ratio}")
     if cfg.data.num_workers < 0:
         raise ConfigError(f"data.num_workers: must be >= 0, got {cfg.data.num_workers}")
-    if cfg.eval.stride > cfg.eval.crop:
-        raise ConfigError(f"eval.stride ({cfg.eval.stride}) must not exceed eval.crop ({cfg.eval.crop})")
+    windows = {}
+    for key in ("crop", "stride"):
+        value = getattr(cfg.eval, key)
+        pair = [value, value] if isinstance(value, int) else value
+        if len(pair) != 2 or min(pair) <= 0:
+            raise ConfigError(f"eval.{key}: expected a size > 0 or [H, W] > 0, got {value}")
+        windows[key] = pair
+    if any(s > c for s, c in zip(windows["stride"], windows["crop"])):
+        raise ConfigError(f"eval.stride ({cfg.eval.stride}) must not exceed eval.crop ({cfg.eval.crop}) on either axis")
     if not cfg.eval.tta.scales or min(cfg.eval.tta.scales) <= 0:
         raise ConfigError(f"eval.tta.scales: expected a non-empty list of factors > 0, got {cfg.eval.tta.scales}")
     for i, spec in enumerate(cfg.data.val):

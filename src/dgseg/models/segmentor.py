@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -129,22 +130,24 @@ class Segmentor(nn.Module):
         return scores[:, :, :h, :w]
 
     @torch.no_grad()
-    def predict(self, images: Tensor, mode: str = "whole", crop: int = 512, stride: int = 341,
-                batch: int | None = None) -> Tensor:
-        """Class scores [B, K, H, W]. ``slide``: ``crop`` windows every ``stride`` pixels, run ``batch`` windows at a
-        time (None: :func:`default_slide_batch` of the images' device), overlaps averaged (mmseg's window
-        placement: the last window of a row ends at the border)."""
+    def predict(self, images: Tensor, mode: str = "whole", crop: int | Sequence[int] = 512,
+                stride: int | Sequence[int] = 341, batch: int | None = None) -> Tensor:
+        """Class scores [B, K, H, W]. ``slide``: ``crop`` windows every ``stride`` pixels (one size for both axes
+        or [H, W], as mmseg's ``test_cfg``), run ``batch`` windows at a time (None: :func:`default_slide_batch`
+        of the images' device), overlaps averaged (mmseg's window placement: the last window of a row ends at
+        the border)."""
         batch = default_slide_batch(images.device) if batch is None else batch
         if mode == "whole":
             return self._scores(images).float()
         if mode != "slide":
             raise ValueError(f"predict: mode must be 'whole' or 'slide', got {mode!r}")
-        if stride <= 0 or stride > crop:
-            raise ValueError(f"predict: need 0 < stride <= crop, got stride={stride}, crop={crop}")
+        (crop_h, crop_w), (stride_h, stride_w) = hw_pair(crop), hw_pair(stride)
+        if not (0 < stride_h <= crop_h and 0 < stride_w <= crop_w):
+            raise ValueError(f"predict: need 0 < stride <= crop on each axis, got stride={stride}, crop={crop}")
         b, _, h, w = images.shape
-        ch, cw = min(crop, h), min(crop, w)
-        ys = sliding_starts(h, ch, stride)
-        xs = sliding_starts(w, cw, stride)
+        ch, cw = min(crop_h, h), min(crop_w, w)
+        ys = sliding_starts(h, ch, stride_h)
+        xs = sliding_starts(w, cw, stride_w)
         boxes = [(y, x) for y in ys for x in xs]
         out = images.new_zeros((b, self.num_classes, h, w), dtype=torch.float32)
         count = images.new_zeros((1, 1, h, w), dtype=torch.float32)
@@ -172,6 +175,15 @@ SLIDE_BATCH_ACCELERATOR = 4
 def default_slide_batch(device: torch.device | str) -> int:
     """Sliding-window batch when ``eval.batch_size`` is null: 1 window on a CPU, 4 on a GPU."""
     return SLIDE_BATCH.get(torch.device(device).type, SLIDE_BATCH_ACCELERATOR)
+
+
+def hw_pair(value: int | Sequence[int]) -> tuple[int, int]:
+    """A window size or stride as (H, W): one int for both axes, or [H, W]."""
+    if isinstance(value, int):
+        return value, value
+    if len(value) != 2:
+        raise ValueError(f"expected one size or [H, W], got {value}")
+    return int(value[0]), int(value[1])
 
 
 def sliding_starts(size: int, crop: int, stride: int) -> list[int]:
