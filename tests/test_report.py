@@ -94,3 +94,23 @@ def test_two_domains_whose_names_sanitise_alike_keep_separate_example_folders(tm
     folders = [Path(v[0]["pred"]).parent.name for v in written.values()]
     assert folders == ["folder_a_b", "folder_a_b-2", "folder_a_b-3"]
     assert all((tmp_path / v[0]["pred"]).is_file() for v in written.values())
+
+
+def test_the_per_class_heat_map_lines_up_runs_with_different_class_sets_by_name(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from dgseg.report import figures
+
+    def run(name, classes):  # every class's IoU is its position in the full list: equal classes, equal IoU
+        return RunRecord(name, tmp_path / name, classes=classes, palette=np.zeros((len(classes), 3), np.uint8),
+                         domains={"d": {"IoU": [float("abcd".index(c)) for c in classes]}})
+
+    grids = []
+    imshow = matplotlib.axes.Axes.imshow
+    monkeypatch.setattr(matplotlib.axes.Axes, "imshow", lambda ax, x, *a, **k: grids.append(x) or imshow(ax, x, *a, **k))
+    big, small = run("big", ["a", "b", "c", "d"]), run("small", ["a", "c"])
+    figures.heatmaps([big, small], ["d"], tmp_path / "h.png")
+    np.testing.assert_array_equal(grids[1][:, 0], [0.0, np.nan, 2.0, np.nan])  # rows a, b, c, d
+    grids.clear()
+    figures.heatmaps([small, big], ["d"], tmp_path / "h.png", baseline=big)
+    np.testing.assert_array_equal(grids[0][:, 0], [0.0, 0.0, np.nan, np.nan])  # rows a, c, b, d: no difference

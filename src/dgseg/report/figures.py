@@ -39,15 +39,17 @@ def bars(runs: list[RunRecord], domains: list[str], path: Path) -> Path:
 
 
 def heatmaps(runs: list[RunRecord], domains: list[str], path: Path, baseline: RunRecord | None = None) -> Path:
-    """classes x domains IoU, one panel per run; with a baseline, the other runs show run - baseline."""
+    """classes x domains IoU, one panel per run; with a baseline, the other runs show run - baseline. Rows are
+    class names (every name of any run, in order of first appearance), so runs with different class sets line
+    up by name; a class a run does not have is blank in its panel."""
     shown = [r for r in runs if r is not baseline] if baseline is not None else runs
-    classes = shown[0].classes
+    classes = list(dict.fromkeys(n for r in shown + ([baseline] if baseline is not None else []) for n in r.classes))
     fig = _figure(2.2 + 0.55 * len(domains) * len(shown), 1.2 + 0.22 * len(classes))
     axes = np.atleast_1d(fig.subplots(1, len(shown), sharey=True))
     for ax, run in zip(axes, shown):
-        grid = np.array([[_iou(run, d, k) for d in domains] for k in range(len(classes))], dtype=float)
+        grid = np.array([[_iou(run, d, name) for d in domains] for name in classes], dtype=float)
         if baseline is not None:
-            grid = grid - np.array([[_iou(baseline, d, k) for d in domains] for k in range(len(classes))])
+            grid = grid - np.array([[_iou(baseline, d, name) for d in domains] for name in classes])
             im = ax.imshow(grid, cmap="RdBu", vmin=-30, vmax=30, aspect="auto")
             ax.set_title(f"{run.name} - {baseline.name}", fontsize=8)
         else:
@@ -64,7 +66,11 @@ def heatmaps(runs: list[RunRecord], domains: list[str], path: Path, baseline: Ru
     return _save(fig, path)
 
 
-def _iou(run: RunRecord, domain: str, k: int) -> float:
+def _iou(run: RunRecord, domain: str, name: str) -> float:
+    """The run's IoU of the class ``name`` on ``domain``; NaN when the run has no such class or value."""
+    if name not in run.classes:
+        return np.nan
+    k = run.classes.index(name)
     values = run.domains.get(domain, {}).get("IoU") or []
     v = values[k] if k < len(values) else None
     return np.nan if v is None else float(v)

@@ -163,8 +163,13 @@ def write_report(run_dirs: list[str | Path], out: str | Path, baseline: str | No
                 grid.append(_img(row, out, f"{domain}, scene {i}: image | ground truth | "
                                  + " | ".join(r.name for r in runs)))
     if grid:
-        legend = figures.legend(runs[0].classes, runs[0].palette, assets / "legend.png")
-        sections.append("<h2>Predictions</h2>" + _img(legend, out, "classes") + "".join(grid))
+        sets: dict[tuple, list[RunRecord]] = {}  # one legend per class set (names and colours) among the runs
+        for r in runs:
+            sets.setdefault((tuple(r.classes), r.palette.tobytes()), []).append(r)
+        legends = [_img(figures.legend(rs[0].classes, rs[0].palette, assets / f"legend_{i}.png"), out,
+                        "classes" if len(sets) == 1 else "classes of " + ", ".join(r.name for r in rs))
+                   for i, rs in enumerate(sets.values())]
+        sections.append("<h2>Predictions</h2>" + "".join(legends) + "".join(grid))
     if any(r.log for r in runs):
         sections.append("<h2>Training curves</h2>" + _img(figures.curves(runs, assets / "curves.png"), out,
                                                            "loss, learning rate and validation mIoU"))
