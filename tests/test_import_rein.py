@@ -328,3 +328,32 @@ def test_an_mmengine_checkpoint_with_another_class_is_still_refused(files, tmp_p
     with pytest.raises(ReinImportError, match="_mark_loaded"):
         convert_rein_checkpoint(path)
     assert LOADED == []
+
+
+def test_a_folder_that_holds_a_run_is_refused_and_force_moves_the_old_run_aside(files, tmp_path, capsys):
+    """``import-rein --out`` claims its folder as ``dgseg train`` does: it would replace the run's
+    checkpoint of the same iteration and move ``latest``."""
+    run = tmp_path / "my_run"
+    args = ["import-rein", str(files["checkpoint"]), "--backbone", str(files["backbone"]), "--out", str(run),
+            "--config", str(files["config"])]
+    assert main(args) == 0
+    (run / "log.jsonl").write_text('{"iter": 40000, "loss": 1.0}\n')  # as if trained on after the import
+    checkpoint = run / "checkpoints" / "iter_0040000.safetensors"
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert main(args) == 2
+    assert (f"{run}: already holds a run (checkpoints/, log.jsonl). Choose a new folder with --out, or pass "
+            "--force to move the old run's files into a previous-<time>/ folder inside it first") in (
+        capsys.readouterr().err)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+    with pytest.raises(ReinImportError):  # a failed import with --force leaves the old run where it is
+        import_rein(save_official(tmp_path / "bad.pth", {}), files["backbone"], run, config=files["config"],
+                    force=True)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+    assert main([*args, "--force"]) == 0
+    (previous,) = run.glob("previous-*")
+    assert f"--force: the previous run in {run} was moved to {previous}" in capsys.readouterr().out
+    assert {previous / p.relative_to(run): b for p, b in before.items()} == {
+        p: p.read_bytes() for p in previous.rglob("*") if p.is_file()}
+    assert checkpoint.is_file() and not (run / "log.jsonl").exists()

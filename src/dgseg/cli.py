@@ -231,7 +231,7 @@ def cmd_import_rein(args: argparse.Namespace) -> int:
     from dgseg.engine.import_rein import import_rein
 
     path, report = import_rein(args.checkpoint, args.backbone, args.out, config=args.config,
-                               overrides=args.overrides)
+                               overrides=args.overrides, force=args.force)
     print(report.summary())
     print(f"dgseg checkpoint written to {path}\n"
           f"  evaluate: dgseg eval --checkpoint {args.out}   (data roots of the config: data/...; or --set data.val=...)\n"
@@ -349,8 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import-rein", help="turn an official Rein checkpoint (Rein + head weights) into a dgseg one")
     p.add_argument("checkpoint", help="the official file, e.g. iter_40000_published.pth")
     p.add_argument("--backbone", required=True, help="DINOv2 weights, e.g. dinov2_vitl14_pretrain.pth")
-    p.add_argument("--out", required=True, help="folder for the dgseg checkpoint (checkpoints/ inside it)")
+    p.add_argument("--out", required=True, help="a new run folder for the dgseg checkpoint (checkpoints/ inside it)")
     p.add_argument("--config", help="dgseg config of the checkpoint's recipe (default: configs/rein_dinov2_l_gta.yaml)")
+    p.add_argument("--force", action="store_true", help="--out holds a run: move it into previous-<time>/ first")
     _add_set(p)
     p.set_defaults(func=cmd_import_rein)
 

@@ -312,6 +312,7 @@ def import_rein(
     config: str | Path | None = None,
     overrides: list[str] | None = None,
     step: int = 40000,
+    force: bool = False,
 ) -> tuple[Path, RenameReport]:
     """Turn an official Rein checkpoint into a dgseg checkpoint in ``out_dir``.
 
@@ -321,13 +322,19 @@ def import_rein(
     ``out_dir/checkpoints/iter_{step:07d}.safetensors`` with the usual meta plus ``imported_from``, so
     ``dgseg eval --checkpoint out_dir`` and ``dgseg predict --checkpoint out_dir`` use it.
 
+    ``out_dir`` must not hold a run (:mod:`dgseg.engine.run_folder`): it is refused before anything is read,
+    or with ``force`` the old run is moved into ``previous-<time>/`` once the import has succeeded.
+
     Returns:
         (the written safetensors file, the rename report).
     """
     import dgseg
     from dgseg.engine.checkpoint import file_sha256, save_checkpoint
+    from dgseg.engine.run_folder import claim_run_folder
     from dgseg.engine.train import checkpoint_meta
 
+    if not force:
+        claim_run_folder(out_dir, command="import-rein")  # raises when out_dir holds a run
     cfg: Config = load_config(config if config is not None else DEFAULT_CONFIG, overrides)
     if backbone_weights is not None:
         spec = Path(backbone_weights).expanduser()
@@ -341,5 +348,7 @@ def import_rein(
     meta = checkpoint_meta(cfg, step=step)
     meta["imported_from"] = Path(checkpoint).name
     meta["imported_sha256"] = file_sha256(checkpoint)
+    if force and (moved := claim_run_folder(out_dir, force=True)):
+        print(f"--force: the previous run in {out_dir} was moved to {moved}")
     path = save_checkpoint(out_dir, step, model.trainable_state_dict(), meta, keep_last=None)
     return path, report

@@ -2,8 +2,10 @@
 
 A folder holds a run when it has ``checkpoints/`` with files in it, ``log.jsonl`` or ``config.yaml``.
 ``dgseg train`` into such a folder without ``--resume`` is refused (it would append to the old log,
-overwrite the config, move ``latest`` and leave the old checkpoints behind); ``--force`` first moves the
-old run's files into ``previous-<UTC time>/`` inside the folder, so nothing is lost.
+overwrite the config, move ``latest`` and leave the old checkpoints behind), and so is ``dgseg
+import-rein`` (it would replace the run's checkpoint of the same iteration and move ``latest``);
+``--force`` first moves the old run's files into ``previous-<UTC time>/`` inside the folder, so nothing is
+lost.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ RUN_FILES = ("checkpoints", "log.jsonl", "config.yaml", "curves.png", "eval.json
 
 
 class RunFolderError(FileExistsError):
-    """``dgseg train`` was pointed at a folder that already holds a run."""
+    """``dgseg train`` or ``import-rein`` was pointed at a folder that already holds a run."""
 
 
 def holds_run(out_dir: str | Path) -> list[str]:
@@ -33,18 +35,20 @@ def holds_run(out_dir: str | Path) -> list[str]:
     return found
 
 
-def claim_run_folder(out_dir: str | Path, force: bool = False) -> Path | None:
+def claim_run_folder(out_dir: str | Path, force: bool = False, command: str = "train") -> Path | None:
     """Makes ``out_dir`` ready for a new run. Returns the folder the old run was moved to (``force``), or
-    None when there was none; raises :class:`RunFolderError` when it holds a run and ``force`` is False."""
+    None when there was none; raises :class:`RunFolderError` when it holds a run and ``force`` is False
+    (``command``: ``train``, which can also continue the run, or ``import-rein``)."""
     out = Path(out_dir)
     found = holds_run(out)
     if not found:
         return None
     if not force:
+        start = ("Continue it with --resume, train into a new folder with --out" if command == "train"
+                 else "Choose a new folder with --out")
         raise RunFolderError(
-            f"{out}: already holds a run ({', '.join(found)}). Continue it with --resume, train into a new "
-            "folder with --out, or pass --force to move the old run's files into a previous-<time>/ folder "
-            "inside it first"
+            f"{out}: already holds a run ({', '.join(found)}). {start}, or pass --force to move the old run's "
+            "files into a previous-<time>/ folder inside it first"
         )
     return move_aside(out, [out / name for name in RUN_FILES if (out / name).exists() or (out / name).is_symlink()])
 
