@@ -145,6 +145,22 @@ def test_full_export_loads_without_the_backbone_file_and_predicts_the_same(tmp_p
     torch.testing.assert_close(again.predict(x), model.predict(x))
 
 
+def test_export_refuses_an_existing_out_file_unless_forced(tmp_path, trained, capsys):
+    from dgseg.cli import main
+
+    _, out, _ = trained
+    target = tmp_path / "model.bin"
+    target.write_bytes(b"an unrelated file of the user's")
+    args = ["export", "--checkpoint", str(out), "--format", "full", "--out", str(target)]
+    assert main(args) == 2
+    assert f"{target}: already exists; pass --force to replace it, or choose another --out" in capsys.readouterr().err
+    assert target.read_bytes() == b"an unrelated file of the user's"
+    assert main([*args, "--force"]) == 0
+    assert any(k.startswith("backbone.") for k in load_file(str(target)))
+    assert main(["export", "--checkpoint", str(out), "--format", "onnx", "--out", str(tmp_path), "--force"]) == 2
+    assert f"{tmp_path}: is a folder; --out takes a file name" in capsys.readouterr().err
+
+
 def test_onnx_export_matches_pytorch(tmp_path, trained):
     pytest.importorskip("onnxruntime")
     _, out, _ = trained

@@ -15,7 +15,7 @@ from PIL import Image
 from tiny import tiny_config
 
 import dgseg
-from dgseg.atomic import append_line, atomic_path, write_atomic
+from dgseg.atomic import OutputExistsError, append_line, atomic_path, check_new_output, write_atomic
 from dgseg.cli import main
 from dgseg.engine.checkpoint import save_checkpoint
 from dgseg.engine.train import checkpoint_meta
@@ -67,6 +67,24 @@ def test_eval_out_replaces_symlinked_report_files_and_leaves_their_targets_alone
     assert victim.read_text() == "keep me"
     assert not (out / "eval.md").is_symlink() and (out / "eval.md").read_text().startswith("# Evaluation: tiny")
     assert not (out / "eval.json").is_symlink()
+
+
+def test_a_named_output_file_that_exists_is_refused_unless_forced_and_a_folder_always(tmp_path):
+    """``export --out``, ``text-embed --out`` and ``predict --zip`` check their file with one helper."""
+    free = tmp_path / "new.bin"
+    assert check_new_output(free) == free and not free.exists()
+    kept = tmp_path / "kept.bin"
+    kept.write_text("mine")
+    dangling = tmp_path / "link.bin"
+    dangling.symlink_to(tmp_path / "nowhere")
+    for path in (kept, dangling):
+        with pytest.raises(OutputExistsError, match=f"{path}: already exists; pass --force to replace it, or "
+                                                    "choose another --zip FILE"):
+            check_new_output(path, option="--zip FILE")
+        assert check_new_output(path, force=True) == path
+    with pytest.raises(IsADirectoryError, match=f"{tmp_path}: is a folder; --out takes a file name"):
+        check_new_output(tmp_path, force=True)
+    assert kept.read_text() == "mine" and dangling.is_symlink()
 
 
 def test_write_atomic_leaves_the_old_file_whole_when_the_writer_fails(tmp_path):

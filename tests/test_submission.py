@@ -129,3 +129,17 @@ def test_a_symlink_at_an_output_name_is_replaced_never_written_through(tmp_path,
     assert (tmp_path / "elsewhere.png").read_bytes() == b"keep"  # the link's target is untouched
     assert written and all(not p.is_symlink() for p in written)
     assert not (tmp_path / "out" / "x_leftImg8bit.png").is_symlink()
+
+
+def test_an_existing_zip_is_refused_without_force(tmp_path, run, capsys):
+    src, out = image(tmp_path / "in" / "a.png"), tmp_path / "sub"
+    default = tmp_path / "sub.zip"
+    default.write_bytes(b"the user's earlier submission")
+    args = ["predict", "--checkpoint", str(run), str(src), "--out", str(out), "--no-progress", "--zip"]
+    assert main(args) == 2
+    assert f"{default}: already exists; pass --force to replace it, or choose another --zip FILE" in (
+        capsys.readouterr().err)
+    assert default.read_bytes() == b"the user's earlier submission" and not out.exists()  # checked first
+    assert main([*args, "--force"]) == 0
+    with zipfile.ZipFile(default) as zf:
+        assert zf.namelist() == ["a_labelTrainIds.png"]

@@ -8,9 +8,10 @@ from safetensors.torch import save_file
 from tiny import tiny_config
 
 import dgseg
+from dgseg.data.labels import CLASSES
 from dgseg.engine.inference import load_model, predict_files
 from dgseg.engine.train import train
-from dgseg.models.text import CLIPTextTower
+from dgseg.models.text import CLIPTextTower, load_class_embeddings
 from dgseg.models.weights_io import WeightsError
 
 pytest.importorskip("open_clip")
@@ -126,6 +127,22 @@ def test_class_embeddings_of_other_classes_are_refused_naming_both_sets(tmp_path
     model = dgseg.build_model(vltseg(text_weights, data__classes={"names": ["background", "rust", "crack"]},
                                      model__text=text))
     assert model.text.class_embeddings.shape == (3, 24)
+
+
+def test_text_embed_refuses_an_existing_out_file_unless_forced(tmp_path, text_weights, capsys):
+    import yaml
+
+    from dgseg.cli import main
+    from dgseg.config import config_to_dict
+
+    cfg_file, out = tmp_path / "v.yaml", tmp_path / "emb.safetensors"
+    cfg_file.write_text(yaml.safe_dump(config_to_dict(vltseg(text_weights))))
+    out.write_bytes(b"the user's embeddings of another class set")
+    assert main(["text-embed", str(cfg_file), "--out", str(out)]) == 2
+    assert f"{out}: already exists; pass --force to replace it, or choose another --out" in capsys.readouterr().err
+    assert out.read_bytes() == b"the user's embeddings of another class set"
+    assert main(["text-embed", str(cfg_file), "--out", str(out), "--force"]) == 0
+    assert load_class_embeddings(out, list(CLASSES)).shape == (19, 24)
 
 
 def test_clip_text_without_weights_says_what_to_give():

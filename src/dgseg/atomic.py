@@ -17,7 +17,25 @@ from typing import IO
 
 from dgseg.fileio import output_mode, output_temp
 
-__all__ = ["write_temp", "write_atomic", "atomic_path", "append_line", "file_mode"]
+__all__ = ["write_temp", "write_atomic", "atomic_path", "append_line", "file_mode", "check_new_output",
+           "OutputExistsError"]
+
+
+class OutputExistsError(FileExistsError):
+    """An output file named on the command line (or its default) exists and ``--force`` was not given."""
+
+
+def check_new_output(path: str | Path, force: bool = False, option: str = "--out") -> Path:
+    """Before a command writes the single file ``path`` (``export --out``, ``text-embed --out``,
+    ``predict --zip``): refuses a file that is already there (a symlink too, dangling or not) unless
+    ``force``, naming it and ``--force``; refuses a folder always (``option`` takes a file name). A rename
+    over an existing name would replace whatever the user kept there. Returns ``path``."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        raise IsADirectoryError(f"{path}: is a folder; {option} takes a file name")
+    if not force and (path.exists() or path.is_symlink()):
+        raise OutputExistsError(f"{path}: already exists; pass --force to replace it, or choose another {option}")
+    return path
 
 
 def file_mode() -> int:

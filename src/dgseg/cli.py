@@ -120,9 +120,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from dgseg.atomic import check_new_output
     from dgseg.engine.inference import list_images, load_model, predict_files
     from dgseg.engine.submission import split_images, write_predictions, zip_folder
 
+    zip_path = None if args.zip is None else check_new_output(args.zip or f"{Path(args.out).resolve()}.zip",
+                                                              args.force, "--zip FILE")  # before any prediction
     model, cfg = load_model(args.checkpoint, args.overrides + (["eval.tta.enabled=true"] if args.tta else []))
     if args.dataset is None and not args.inputs:
         raise ValueError("predict: give IMAGE_OR_DIR arguments or --dataset NAME --root DIR --split SPLIT")
@@ -130,7 +133,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ValueError(f"predict: give either IMAGE_OR_DIR ({args.inputs[0]}, ...) or --dataset, not both")
     if args.dataset is not None and not args.root:
         raise ValueError(f"predict --dataset {args.dataset}: --root (the dataset folder) is required")
-    if args.dataset is None and args.format == "trainids" and args.zip is None:
+    if args.dataset is None and args.format == "trainids" and zip_path is None:
         written = predict_files(model, cfg, args.inputs, args.out, mode=args.mode, progress=not args.no_progress)
         print(f"{len(written)} predictions written to {args.out} (*_labelTrainIds.png, *_color.png, *_overlay.png)")
         return 0
@@ -142,16 +145,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                 progress=not args.no_progress)
     what = "label-ID PNGs (test-server format)" if args.format == "cityscapes-ids" else "predictions"
     print(f"{len(written)} {what} written to {args.out}")
-    if args.zip is not None:
-        zip_path = Path(args.zip or f"{Path(args.out).resolve()}.zip")
+    if zip_path is not None:
         print(f"zip: {zip_folder(args.out, zip_path, written)}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from dgseg.atomic import check_new_output
     from dgseg.engine.checkpoint import load_checkpoint
     from dgseg.engine.inference import check_onnx, export_full, export_onnx, load_model
 
+    check_new_output(args.out, args.force)
     model, cfg = load_model(args.checkpoint, args.overrides)
     if args.format == "full":
         _, meta = load_checkpoint(args.checkpoint)
@@ -212,8 +216,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_text_embed(args: argparse.Namespace) -> int:
     import dgseg
+    from dgseg.atomic import check_new_output
     from dgseg.models.text import build_text_guidance, save_class_embeddings
 
+    check_new_output(args.out, args.force)
     cfg = dgseg.load_config(args.config, args.overrides + ["model.text.learnable_context=false",
                                                            "model.text.context_decoder=false"])
     from dgseg.data.classes import config_class_set
@@ -287,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="the dataset folder (with --dataset)")
     p.add_argument("--split", default="test", help="the split (with --dataset; default test)")
     p.add_argument("--zip", nargs="?", const="", metavar="FILE", help="also zip the written files (default OUT.zip)")
+    p.add_argument("--force", action="store_true", help="replace an existing zip file")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (same as --set eval.tta.enabled=true)")
     _add_set(p)
     p.add_argument("--no-progress", action="store_true")
@@ -337,12 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("onnx", "full"), required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="ONNX input size (default: crop)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file (refused without it)")
     _add_set(p)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("text-embed", help="CLIP class embeddings of model.text.weights to a file (no tower needed later)")
     p.add_argument("config")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the safetensors file to write")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file (refused without it)")
     _add_set(p)
     p.set_defaults(func=cmd_text_embed)
 
