@@ -131,7 +131,49 @@ def test_a_symlink_at_an_output_name_is_replaced_never_written_through(tmp_path,
     assert not (tmp_path / "out" / "x_leftImg8bit.png").is_symlink()
 
 
-def test_an_existing_zip_is_refused_without_force(tmp_path, run, capsys):
+def digests(folder):
+    return {p: p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_an_output_that_is_an_input_image_is_refused_before_anything_is_written(tmp_path, run, capsys):
+    photos = tmp_path / "photos"
+    holiday = image(photos / "holiday.png")
+    before = digests(photos)
+    # label IDs are named after the image: --out the input folder would put each prediction over its image
+    assert main(["predict", "--checkpoint", str(run), str(photos), "--out", str(photos), "--format",
+                 "cityscapes-ids", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"{holiday}: an input image would be replaced by its own prediction, written to {holiday}" in err
+    assert "give --out a folder that holds no input images" in err
+    assert digests(photos) == before
+    # the same for a dataset split predicted into its own image folder
+    root = tmp_path / "cs"
+    src = image(root / "leftImg8bit" / "test" / "bonn" / "bonn_000000_000019_leftImg8bit.png")
+    before = digests(root)
+    assert main(["predict", "--checkpoint", str(run), "--format", "cityscapes-ids", "--dataset", "cityscapes",
+                 "--root", str(root), "--out", str(root / "leftImg8bit"), "--no-progress"]) == 2
+    assert f"{src}: an input image would be replaced by its own prediction" in capsys.readouterr().err
+    assert digests(root) == before
+
+
+def test_a_train_id_output_named_like_another_input_is_refused_with_both_names(tmp_path, run, capsys):
+    photos = tmp_path / "photos"
+    image(photos / "x.png")
+    color = image(photos / "x_color.png", seed=1)  # the user's own file, beside x.png
+    before = digests(photos)
+    for extra in ([], ["--zip", str(tmp_path / "p.zip")]):  # the plain writer and the submission writer
+        assert main(["predict", "--checkpoint", str(run), str(photos), "--out", str(photos), "--no-progress",
+                     *extra]) == 2
+        err = capsys.readouterr().err
+        assert f"{color}: an input image would be replaced by the prediction of {photos / 'x.png'}" in err
+        assert digests(photos) == before and not (tmp_path / "p.zip").exists()
+    # into another folder nothing collides
+    assert main(["predict", "--checkpoint", str(run), str(photos), "--out", str(tmp_path / "pred"),
+                 "--no-progress"]) == 0
+    assert (tmp_path / "pred" / "x_color_color.png").is_file() and digests(photos) == before
+
+
+def test_an_existing_zip_is_refused_without_force_and_never_an_input_image(tmp_path, run, capsys):
     src, out = image(tmp_path / "in" / "a.png"), tmp_path / "sub"
     default = tmp_path / "sub.zip"
     default.write_bytes(b"the user's earlier submission")
@@ -143,3 +185,7 @@ def test_an_existing_zip_is_refused_without_force(tmp_path, run, capsys):
     assert main([*args, "--force"]) == 0
     with zipfile.ZipFile(default) as zf:
         assert zf.namelist() == ["a_labelTrainIds.png"]
+    before = src.read_bytes()
+    assert main([*args, str(src), "--force"]) == 2  # --force replaces an old zip, never an input image
+    assert f"{src}: an input image would be replaced by the --zip file" in capsys.readouterr().err
+    assert src.read_bytes() == before

@@ -121,7 +121,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from dgseg.atomic import check_new_output
-    from dgseg.engine.inference import list_images, load_model, predict_files
+    from dgseg.engine.inference import InputImages, list_images, load_model, predict_files
     from dgseg.engine.submission import split_images, write_predictions, zip_folder
 
     zip_path = None if args.zip is None else check_new_output(args.zip or f"{Path(args.out).resolve()}.zip",
@@ -138,6 +138,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"{len(written)} predictions written to {args.out} (*_labelTrainIds.png, *_color.png, *_overlay.png)")
         return 0
     files = split_images(args.dataset, args.root, args.split) if args.dataset else list_images(args.inputs)
+    if zip_path is not None:
+        InputImages(path for path, _ in files).check(zip_path, "the --zip file")
     import torch
 
     model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
@@ -293,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="the dataset folder (with --dataset)")
     p.add_argument("--split", default="test", help="the split (with --dataset; default test)")
     p.add_argument("--zip", nargs="?", const="", metavar="FILE", help="also zip the written files (default OUT.zip)")
-    p.add_argument("--force", action="store_true", help="replace an existing zip file")
+    p.add_argument("--force", action="store_true", help="replace an existing zip file (never an input image)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (same as --set eval.tta.enabled=true)")
     _add_set(p)
     p.add_argument("--no-progress", action="store_true")

@@ -102,11 +102,79 @@ def safe_relative(stem: Path) -> Path:
     return Path(*parts) if parts else Path("image")
 
 
+def _entry(path: Path) -> Path:
+    """The directory entry ``path`` names: its folder resolved, its last part kept (a link stays a link)."""
+    return Path(path).absolute().parent.resolve() / Path(path).name
+
+
+class InputImages:
+    """The input images of a prediction, by every name a write could reach them through: the entry as
+    listed, the file a link leads to, and (device, inode) for hard links and case-insensitive disks. An
+    output may replace none of them: ``--out`` the input folder with ``--format cityscapes-ids``
+    (``x.png`` -> ``x.png``), or an input ``x_color.png`` beside ``x.png``."""
+
+    def __init__(self, paths) -> None:
+        self.keys: dict[object, Path] = {}
+        for p in map(Path, paths):
+            keys: list[object] = [_entry(p), p.resolve()]
+            with contextlib.suppress(OSError):
+                st = p.stat()
+                keys.append((st.st_dev, st.st_ino))
+            for key in keys:
+                self.keys.setdefault(key, p)
+
+    def check(self, output: str | Path, what: str, source: Path | None = None) -> None:
+        """Raises ValueError (naming the input, ``what`` (the prediction of ``source``) and ``output``) when
+        writing ``output`` would replace an input image. A link at ``output`` is replaced itself, so only its
+        own entry counts."""
+        entry = _entry(Path(output))
+        keys: list[object] = [entry]
+        if not entry.is_symlink():
+            with contextlib.suppress(OSError):
+                st = entry.stat()
+                keys.append((st.st_dev, st.st_ino))
+        for key in keys:
+            if key in self.keys:
+                image = self.keys[key]
+                what = "its own prediction" if source is not None and Path(source) == image else what
+                raise ValueError(f"{image}: an input image would be replaced by {what}, written to {entry}; give "
+                                 "--out a folder that holds no input images (nothing was written)")
+
+
+def plan_outputs(files: list[tuple[Path, Path]], out: Path, names, unique: bool) -> list[tuple[Path, Path]]:
+    """``(image, target)`` for every ``(image, relative stem)``: the target (``out`` / sanitised stem) is
+    checked to stay inside ``out``; a second input with the same target gets ``_2``, ... (``unique``: an
+    error instead). Every output file ``names(target)`` is checked against the inputs before anything is
+    written (:class:`InputImages`)."""
+    inputs = InputImages(path for path, _ in files)
+    plan: list[tuple[Path, Path]] = []
+    taken: set[Path] = set()
+    for path, stem in files:
+        target = (out / safe_relative(stem)).resolve()
+        if out not in target.parents:
+            raise ValueError(f"{path}: output name escapes the output folder {out}")
+        if unique and target in taken:
+            raise ValueError(f"{path}: two inputs would write {target}; a submission needs one file per image")
+        base, n = target, 1
+        while target in taken:  # two inputs with the same (sanitised) name: never overwrite the first
+            n += 1
+            target = base.with_name(f"{base.name}_{n}")
+        taken.add(target)
+        for name in names(target):
+            inputs.check(name, f"the prediction of {path}", source=path)
+        plan.append((path, target))
+    return plan
+
+
+TRAINIDS_SUFFIXES = ("_labelTrainIds.png", "_color.png", "_overlay.png")
+
+
 @torch.no_grad()
 def predict_files(model: nn.Module, cfg: Config, inputs: list[str], out_dir: str | Path, mode: str | None = None,
                   progress: bool = True) -> list[Path]:
     """Write ``<stem>_labelTrainIds.png``, ``<stem>_color.png`` and ``<stem>_overlay.png`` per image (each by
-    temp file + rename: a symlink at an output name is replaced, never written through)."""
+    temp file + rename: a symlink at an output name is replaced, never written through). An output name
+    that is one of the input images is refused before anything is written (:func:`plan_outputs`)."""
     from dgseg.data import EvalTransform
     from dgseg.data.classes import config_class_set
     from dgseg.data.datasets import read_image
@@ -115,28 +183,20 @@ def predict_files(model: nn.Module, cfg: Config, inputs: list[str], out_dir: str
     from dgseg.viz import colorize, overlay, save_png
 
     out = Path(out_dir).resolve()
+    plan = plan_outputs(list_images(inputs), out, lambda t: [t.with_name(t.name + s) for s in TRAINIDS_SUFFIXES],
+                        unique=False)
     out.mkdir(parents=True, exist_ok=True)
     palette = config_class_set(cfg).palette
     transform = EvalTransform(resize=None)
     written = []
     model.eval()
-    files = list_images(inputs)
-    taken: set[Path] = set()
-    for path, stem in tqdm(files, desc="predict", disable=not progress):
+    for path, target in tqdm(plan, desc="predict", disable=not progress):
         rgb = read_image(path)
         check_image_size(rgb.shape[0], rgb.shape[1], model_size_rule(model), str(path))
         image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
         norm, _ = transform(image, torch.zeros(rgb.shape[:2], dtype=torch.int64))
         pred = predict_labels(model, norm[None], rgb.shape[:2], mode or cfg.eval.mode, cfg.eval.crop,
                               cfg.eval.stride, cfg.eval.batch_size, tta=cfg.eval.tta)[0].numpy().astype(np.uint8)
-        target = (out / safe_relative(stem)).resolve()
-        if out not in target.parents:
-            raise ValueError(f"{path}: output name escapes the output folder {out}")
-        base, n = target, 1
-        while target in taken:  # two inputs with the same (sanitised) name: never overwrite the first
-            n += 1
-            target = base.with_name(f"{base.name}_{n}")
-        taken.add(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         save_png(f"{target}_labelTrainIds.png", pred)
         save_png(f"{target}_color.png", colorize(pred, palette))

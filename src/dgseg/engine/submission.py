@@ -87,23 +87,29 @@ def png_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _writer(fmt: str, palette: np.ndarray) -> Callable[[Path, np.ndarray, np.ndarray], list[Path]]:
-    from dgseg.viz import colorize, overlay
-
-    def cityscapes_ids(target: Path, rgb: np.ndarray, pred: np.ndarray) -> list[Path]:
-        path = target.with_name(target.name + ".png")
-        write_atomic(path, png_bytes(to_label_ids(pred)))
-        return [path]
-
-    def trainids(target: Path, rgb: np.ndarray, pred: np.ndarray) -> list[Path]:
-        paths = [target.with_name(target.name + s) for s in ("_labelTrainIds.png", "_color.png", "_overlay.png")]
-        for path, array in zip(paths, (pred, colorize(pred, palette), overlay(rgb, pred, palette))):
-            write_atomic(path, png_bytes(array))
-        return paths[:1]
+def output_names(fmt: str, target: Path) -> list[Path]:
+    """The files ``fmt`` writes for the output stem ``target``, the label file first."""
+    from dgseg.engine.inference import TRAINIDS_SUFFIXES
 
     if fmt not in FORMATS:
         raise ValueError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
-    return cityscapes_ids if fmt == "cityscapes-ids" else trainids
+    suffixes = (".png",) if fmt == "cityscapes-ids" else TRAINIDS_SUFFIXES
+    return [target.with_name(target.name + s) for s in suffixes]
+
+
+def _writer(fmt: str, palette: np.ndarray) -> Callable[[Path, np.ndarray, np.ndarray], list[Path]]:
+    from dgseg.viz import colorize, overlay
+
+    def write(target: Path, rgb: np.ndarray, pred: np.ndarray) -> list[Path]:
+        paths = output_names(fmt, target)
+        arrays = [to_label_ids(pred)] if fmt == "cityscapes-ids" else [pred, colorize(pred, palette),
+                                                                        overlay(rgb, pred, palette)]
+        for path, array in zip(paths, arrays):
+            write_atomic(path, png_bytes(array))
+        return paths[:1]
+
+    output_names(fmt, Path("x"))  # an unknown format: refused before anything is predicted
+    return write
 
 
 def check_cityscapes_classes(cfg: Config) -> None:
@@ -123,11 +129,13 @@ def write_predictions(model: nn.Module, cfg: Config, files: list[tuple[Path, Pat
     """Predict every ``(image, relative output path)`` and write it in ``fmt``: ``cityscapes-ids``
     (``<rel>.png`` in label IDs) or ``trainids`` (``<rel>_labelTrainIds.png``, ``_color.png``,
     ``_overlay.png``). Uses ``cfg.eval`` (mode, crop, stride, batch size, tta) and the evaluation precision
-    (``train.amp`` as resolved for inference on the model's device). Returns the label files."""
+    (``train.amp`` as resolved for inference on the model's device). Returns the label files. An output
+    name that is one of the input images is refused before anything is written
+    (:func:`dgseg.engine.inference.plan_outputs`)."""
     from dgseg.data import EvalTransform
     from dgseg.data.datasets import read_image
     from dgseg.engine.evaluate import predict_labels
-    from dgseg.engine.inference import safe_relative
+    from dgseg.engine.inference import plan_outputs
 
     if fmt == "cityscapes-ids":
         check_cityscapes_classes(cfg)
@@ -135,6 +143,7 @@ def write_predictions(model: nn.Module, cfg: Config, files: list[tuple[Path, Pat
 
     write = _writer(fmt, config_class_set(cfg).palette)
     out = Path(out_dir).resolve()
+    plan = plan_outputs(files, out, lambda target: output_names(fmt, target), unique=True)
     out.mkdir(parents=True, exist_ok=True)
     from dgseg.engine.precision import resolve_amp
 
@@ -143,14 +152,7 @@ def write_predictions(model: nn.Module, cfg: Config, files: list[tuple[Path, Pat
     transform = EvalTransform(resize=None)
     model.eval()
     written: list[Path] = []
-    taken: set[Path] = set()
-    for path, rel in tqdm(files, desc="predict", disable=not progress):
-        target = (out / safe_relative(rel)).resolve()
-        if out not in target.parents:
-            raise ValueError(f"{path}: output name escapes the output folder {out}")
-        if target in taken:
-            raise ValueError(f"{path}: two inputs would write {target}; a submission needs one file per image")
-        taken.add(target)
+    for path, target in tqdm(plan, desc="predict", disable=not progress):
         rgb = read_image(path)
         image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
         norm, _ = transform(image, torch.zeros(rgb.shape[:2], dtype=torch.int64))
