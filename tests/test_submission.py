@@ -189,3 +189,24 @@ def test_an_existing_zip_is_refused_without_force_and_never_an_input_image(tmp_p
     assert main([*args, str(src), "--force"]) == 2  # --force replaces an old zip, never an input image
     assert f"{src}: an input image would be replaced by the --zip file" in capsys.readouterr().err
     assert src.read_bytes() == before
+
+
+@pytest.mark.parametrize("extra", [[], ["--zip"], ["--format", "cityscapes-ids"]])
+def test_every_predict_path_runs_on_the_gpu_when_present_in_the_evaluation_precision(tmp_path, run, monkeypatch,
+                                                                                     extra):
+    import torch
+
+    from dgseg.engine import precision
+    from dgseg.models.segmentor import Segmentor
+
+    moved, resolved = [], []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # no GPU here: record the move, stay on CPU
+    monkeypatch.setattr(Segmentor, "to", lambda model, device: moved.append(str(device)) or model)
+    resolve = precision.resolve_amp
+    monkeypatch.setattr(precision, "resolve_amp", lambda amp, device, training=True:
+                        resolved.append((amp, training)) or resolve(amp, device, training))
+    src = image(tmp_path / "in" / "a.png")
+    assert main(["predict", "--checkpoint", str(run), str(src), "--out", str(tmp_path / "p"), "--no-progress",
+                 *extra]) == 0
+    assert moved == ["cuda"]
+    assert resolved == [(load_model(run)[1].train.amp, False)]  # train.amp as resolved for inference

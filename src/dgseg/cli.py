@@ -133,6 +133,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise ValueError(f"predict: give either IMAGE_OR_DIR ({args.inputs[0]}, ...) or --dataset, not both")
     if args.dataset is not None and not args.root:
         raise ValueError(f"predict --dataset {args.dataset}: --root (the dataset folder) is required")
+    import torch
+
+    model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     if args.dataset is None and args.format == "trainids" and zip_path is None:
         written = predict_files(model, cfg, args.inputs, args.out, mode=args.mode, progress=not args.no_progress)
         print(f"{len(written)} predictions written to {args.out} (*_labelTrainIds.png, *_color.png, *_overlay.png)")
@@ -140,9 +143,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     files = split_images(args.dataset, args.root, args.split) if args.dataset else list_images(args.inputs)
     if zip_path is not None:
         InputImages(path for path, _ in files).check(zip_path, "the --zip file")
-    import torch
-
-    model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     written = write_predictions(model, cfg, files, args.out, args.format, mode=args.mode,
                                 progress=not args.no_progress)
     what = "label-ID PNGs (test-server format)" if args.format == "cityscapes-ids" else "predictions"

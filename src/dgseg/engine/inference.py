@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from dgseg.config import Config, config_from_dict, load_config
 from dgseg.engine.backbone_check import check_backbone
@@ -169,40 +168,15 @@ def plan_outputs(files: list[tuple[Path, Path]], out: Path, names, unique: bool)
 TRAINIDS_SUFFIXES = ("_labelTrainIds.png", "_color.png", "_overlay.png")
 
 
-@torch.no_grad()
 def predict_files(model: nn.Module, cfg: Config, inputs: list[str], out_dir: str | Path, mode: str | None = None,
                   progress: bool = True) -> list[Path]:
-    """Write ``<stem>_labelTrainIds.png``, ``<stem>_color.png`` and ``<stem>_overlay.png`` per image (each by
-    temp file + rename: a symlink at an output name is replaced, never written through). An output name
-    that is one of the input images is refused before anything is written (:func:`plan_outputs`)."""
-    from dgseg.data import EvalTransform
-    from dgseg.data.classes import config_class_set
-    from dgseg.data.datasets import read_image
-    from dgseg.engine.evaluate import predict_labels
-    from dgseg.image_size import check_image_size, model_size_rule
-    from dgseg.viz import colorize, overlay, save_png
+    """Write ``<stem>_labelTrainIds.png``, ``<stem>_color.png`` and ``<stem>_overlay.png`` per image file given
+    or found in the given folders (:func:`dgseg.engine.submission.write_predictions` in the ``trainids``
+    format: on the model's device, in the evaluation precision, each file by temp file + rename; an output
+    name that is one of the input images is refused before anything is written)."""
+    from dgseg.engine.submission import write_predictions
 
-    out = Path(out_dir).resolve()
-    plan = plan_outputs(list_images(inputs), out, lambda t: [t.with_name(t.name + s) for s in TRAINIDS_SUFFIXES],
-                        unique=False)
-    out.mkdir(parents=True, exist_ok=True)
-    palette = config_class_set(cfg).palette
-    transform = EvalTransform(resize=None)
-    written = []
-    model.eval()
-    for path, target in tqdm(plan, desc="predict", disable=not progress):
-        rgb = read_image(path)
-        check_image_size(rgb.shape[0], rgb.shape[1], model_size_rule(model), str(path))
-        image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
-        norm, _ = transform(image, torch.zeros(rgb.shape[:2], dtype=torch.int64))
-        pred = predict_labels(model, norm[None], rgb.shape[:2], mode or cfg.eval.mode, cfg.eval.crop,
-                              cfg.eval.stride, cfg.eval.batch_size, tta=cfg.eval.tta)[0].numpy().astype(np.uint8)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        save_png(f"{target}_labelTrainIds.png", pred)
-        save_png(f"{target}_color.png", colorize(pred, palette))
-        save_png(f"{target}_overlay.png", overlay(rgb, pred, palette))
-        written.append(Path(f"{target}_labelTrainIds.png"))
-    return written
+    return write_predictions(model, cfg, list_images(inputs), out_dir, "trainids", mode=mode, progress=progress)
 
 
 def export_full(model: nn.Module, cfg: Config, meta: dict, out_file: str | Path) -> Path:

@@ -136,6 +136,7 @@ def write_predictions(model: nn.Module, cfg: Config, files: list[tuple[Path, Pat
     from dgseg.data.datasets import read_image
     from dgseg.engine.evaluate import predict_labels
     from dgseg.engine.inference import plan_outputs
+    from dgseg.image_size import check_image_size, model_size_rule
 
     if fmt == "cityscapes-ids":
         check_cityscapes_classes(cfg)
@@ -143,7 +144,8 @@ def write_predictions(model: nn.Module, cfg: Config, files: list[tuple[Path, Pat
 
     write = _writer(fmt, config_class_set(cfg).palette)
     out = Path(out_dir).resolve()
-    plan = plan_outputs(files, out, lambda target: output_names(fmt, target), unique=True)
+    # a submission needs one file per image; elsewhere a second input of the same name gets _2, ...
+    plan = plan_outputs(files, out, lambda target: output_names(fmt, target), unique=fmt == "cityscapes-ids")
     out.mkdir(parents=True, exist_ok=True)
     from dgseg.engine.precision import resolve_amp
 
@@ -154,6 +156,7 @@ def write_predictions(model: nn.Module, cfg: Config, files: list[tuple[Path, Pat
     written: list[Path] = []
     for path, target in tqdm(plan, desc="predict", disable=not progress):
         rgb = read_image(path)
+        check_image_size(rgb.shape[0], rgb.shape[1], model_size_rule(model), str(path))
         image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
         norm, _ = transform(image, torch.zeros(rgb.shape[:2], dtype=torch.int64))
         pred = predict_labels(model, norm[None].to(device), rgb.shape[:2], mode or cfg.eval.mode, cfg.eval.crop,
