@@ -89,7 +89,7 @@ def test_a_rerun_folder_is_refused_resume_marks_the_log_and_force_moves_the_old_
         f.write('{"iter": 4, "loss": 1.')  # and the disk filled up mid-line
 
     with pytest.raises(RunFolderError, match=r"run: already holds a run \(checkpoints/, log.jsonl, config.yaml, "
-                                             r"curves.png\). Continue it with --resume.*--out.*--force"):
+                                             r"curves.png, run.json\). Continue it with --resume.*--out.*--force"):
         train(cfg, run, progress=False)
     with pytest.warns(UserWarning, match=r"log.jsonl: 1 line\(s\) are not JSON objects .* line 5"):
         train(cfg, run, resume=True, progress=False)
@@ -111,9 +111,50 @@ def test_a_rerun_folder_is_refused_resume_marks_the_log_and_force_moves_the_old_
     assert "already holds a run" in capsys.readouterr().err
     assert main(["train", str(config), "--out", str(run), "--no-progress", "--force"]) == 0
     (old,) = run.glob("previous-*")
-    assert sorted(p.name for p in old.iterdir()) == ["checkpoints", "config.yaml", "curves.png", "log.jsonl"]
+    assert sorted(p.name for p in old.iterdir()) == ["checkpoints", "config.yaml", "curves.png", "log.jsonl",
+                                                     "run.json"]
+    assert len(json.loads((old / "run.json").read_text())["starts"]) == 2  # the first start and the resume
+    assert len(json.loads((run / "run.json").read_text())["starts"]) == 1  # the new run's facts are its own
     assert [r["iter"] for r in records(run) if "loss" in r] == [1]
     assert [p.name for p in (run / "checkpoints").glob("*.safetensors")] == ["iter_0000001.safetensors"]
+
+
+def test_force_moves_aside_everything_the_run_and_its_evaluations_wrote(tmp_path):
+    from dgseg.cli import main
+    from dgseg.engine.run_folder import RUN_FILES
+
+    run = tmp_path / "run"
+    cfg = tiny_config(train__max_iters=2, train__log_backends=["jsonl", "tensorboard"], eval__examples=1,
+                      data__val=[{"name": "synthetic-game", "split": "val", "length": 1, "size": [48, 64]}])
+    train(cfg, run, progress=False)
+    assert main(["eval", "--checkpoint", str(run), "--corruptions", "fog", "--severities", "1", "--no-progress"]) == 0
+    (run / "summary.json").write_text("{}")  # what dgseg demo and dgseg bench write beside a run
+    first = sorted(p.name for p in run.iterdir())
+    assert {"run.json", "tb", "examples", "corruptions.json", "corruptions.md", "corruptions.png"} <= set(first)
+    assert set(first) <= set(RUN_FILES)  # a writer that adds a name to the run folder adds it to RUN_FILES
+
+    train(run_config(train__max_iters=1), run, progress=False, force=True)
+    (old,) = run.glob("previous-*")
+    assert sorted(p.name for p in old.iterdir()) == first
+    facts = json.loads((run / "run.json").read_text())
+    assert len(facts["starts"]) == 1 and facts["started"] == facts["starts"][0]["started"]
+    assert sorted(p.name for p in run.iterdir()) == sorted(["checkpoints", "config.yaml", "curves.png", "log.jsonl",
+                                                            "run.json", old.name])
+
+
+@pytest.mark.parametrize("entry", ["run.json", "tb/", "examples/", "corruptions.json", "summary.json"])
+def test_a_folder_holding_any_run_file_is_refused_without_force(tmp_path, entry):
+    from dgseg.engine.run_folder import RunFolderError, claim_run_folder
+
+    if entry.endswith("/"):
+        (tmp_path / entry).mkdir()
+        (tmp_path / entry / "f").write_text("x")
+    else:
+        (tmp_path / entry).write_text("{}")
+    with pytest.raises(RunFolderError, match=rf"already holds a run \({entry}\)"):
+        claim_run_folder(tmp_path)
+    moved = claim_run_folder(tmp_path, force=True)
+    assert [p.name for p in moved.iterdir()] == [entry.rstrip("/")] and list(tmp_path.iterdir()) == [moved]
 
 
 def test_end_of_run_failures_never_lose_the_trained_weights(tmp_path, monkeypatch, capsys):

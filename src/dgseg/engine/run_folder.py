@@ -1,11 +1,11 @@
 """A run folder belongs to one run: a new run does not write into an old one unless told to.
 
-A folder holds a run when it has ``checkpoints/`` with files in it, ``log.jsonl`` or ``config.yaml``.
-``dgseg train`` into such a folder without ``--resume`` is refused (it would append to the old log,
-overwrite the config, move ``latest`` and leave the old checkpoints behind), and so is ``dgseg
-import-rein`` (it would replace the run's checkpoint of the same iteration and move ``latest``);
-``--force`` first moves the old run's files into ``previous-<UTC time>/`` inside the folder, so nothing is
-lost.
+A folder holds a run when it has any of :data:`RUN_FILES` (a folder among them only with files in it).
+``dgseg train`` into such a folder without ``--resume`` is refused (it would append to the old log, merge
+the old run's facts into its ``run.json``, overwrite the config, move ``latest`` and leave the old
+checkpoints behind), and so is ``dgseg import-rein`` (it would replace the run's checkpoint of the same
+iteration and move ``latest``); ``--force`` first moves the old run's files into ``previous-<UTC time>/``
+inside the folder, so nothing is lost.
 """
 
 from __future__ import annotations
@@ -14,8 +14,12 @@ import os
 import time
 from pathlib import Path
 
-RUN_FILES = ("checkpoints", "log.jsonl", "config.yaml", "curves.png", "eval.json", "eval.md")
-"""What a run writes at the top of its folder (moved aside together by ``--force``)."""
+RUN_FILES = ("checkpoints", "log.jsonl", "config.yaml", "curves.png", "run.json", "eval.json", "eval.md",
+             "examples", "tb", "corruptions.json", "corruptions.md", "corruptions.png", "summary.json")
+"""What dgseg writes at the top of a run folder (moved aside together by ``--force``): ``dgseg train``
+(``checkpoints/``, ``log.jsonl``, ``config.yaml``, ``curves.png``, ``run.json``, ``eval.*``, ``examples/``,
+TensorBoard's ``tb/``), ``dgseg eval --checkpoint RUN [--corruptions]`` (``eval.*``, ``corruptions.*``) and
+``dgseg demo`` / ``dgseg bench`` (``summary.json``)."""
 
 
 class RunFolderError(FileExistsError):
