@@ -1,6 +1,7 @@
 import errno
 import os
 import random
+import re
 
 import numpy as np
 import pytest
@@ -167,6 +168,33 @@ def test_missing_and_corrupt_files_raise_checkpoint_error(tmp_path):
     (tmp_path / "junk.state.pt").write_bytes(b"not a zip")
     with pytest.raises(CheckpointError, match=r"junk\.state\.pt: could not load"):
         load_train_state(tmp_path / "junk.state.pt")
+
+
+@pytest.mark.parametrize("content, shown", [(b"\xff\xfe\x00garbage", r"not text \(byte 0 is not UTF-8\)"),
+                                            (b"", "holds nothing"), (b"../../etc/passwd\n", "holds '../../etc/passwd'"),
+                                            (b"iter_0000003.json", "holds 'iter_0000003.json'")])
+def test_a_damaged_latest_pointer_is_named_and_the_next_save_replaces_it(tmp_path, capsys, content, shown):
+    from dgseg.cli import main
+
+    save_checkpoint(tmp_path, 3, weights(), META)
+    (tmp_path / "checkpoints" / "latest").write_bytes(content)
+    expected = (rf"checkpoints/latest: {shown}; expected one line naming the newest checkpoint file, e\.g\. "
+                rf"iter_0001000\.safetensors, as dgseg writes it; delete .*latest and dgseg takes the highest-step")
+    with pytest.raises(CheckpointError, match=expected):
+        latest_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match=expected):
+        load_checkpoint(tmp_path)
+    assert main(["export", "--checkpoint", str(tmp_path), "--format", "full", "--out", str(tmp_path / "f")]) == 2
+    assert re.search(f"dgseg export: error: .*{expected}", capsys.readouterr().err)
+    save_checkpoint(tmp_path, 4, weights(), META)  # a save writes a good pointer over it
+    assert latest_checkpoint(tmp_path).name == "iter_0000004.safetensors"
+
+
+def test_a_latest_pointer_to_a_file_moved_away_falls_back_to_the_highest_step(tmp_path):
+    for step in (2, 4):
+        save_checkpoint(tmp_path, step, weights(), META)
+    (tmp_path / "checkpoints" / "iter_0000004.safetensors").unlink()  # the broken newest moved out (README)
+    assert latest_checkpoint(tmp_path).name == "iter_0000002.safetensors"
 
 
 def test_safetensors_without_dgseg_metadata_is_refused(tmp_path):

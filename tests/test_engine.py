@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -105,6 +106,31 @@ def test_a_run_resumed_on_another_machine_names_both_in_its_facts(tmp_path, trai
         (0, "first machine", "bf16 autocast"), (2, "second machine", "float32")]
     assert facts["machine"] == "first machine + second machine"
     assert facts["precision"] == "bf16 autocast + float32" and facts["train_time_s"] > 0
+
+
+@pytest.mark.parametrize("content, problem", [
+    ('{"name": "tiny",', r"not valid JSON \(Expecting property name.*\); expected the run's facts"),
+    ("[]", r"a JSON list; expected an object, the run's facts"),
+    ('{"starts": {"machine": "m"}}', r"'starts' is a JSON object; expected a list of the run's starts"),
+    ('{"starts": [3]}', r"starts\[0\] is a JSON number; expected an object \(from_iter, machine"),
+])
+def test_resume_refuses_a_damaged_run_json_by_name_before_training(tmp_path, trained, capsys, content, problem):
+    from dgseg.cli import main
+    from dgseg.config import dump_config
+
+    cfg, out, _ = trained
+    part = tmp_path / "part"
+    (part / "checkpoints").mkdir(parents=True)
+    for f in (out / "checkpoints").glob("iter_0000002.*"):
+        shutil.copy(f, part / "checkpoints" / f.name)
+    (part / "run.json").write_text(content)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(dump_config(cfg))
+    assert main(["train", str(config), "--out", str(part), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(rf"dgseg train: error: {re.escape(str(part / 'run.json'))}: {problem}", err), err
+    assert f"move it out of {part} and the run's facts start again" in err
+    assert (part / "run.json").read_text() == content and not (part / "log.jsonl").exists()  # nothing written
 
 
 def test_model_from_checkpoint_predicts_like_the_trained_one(trained):

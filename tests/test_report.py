@@ -114,3 +114,28 @@ def test_the_per_class_heat_map_lines_up_runs_with_different_class_sets_by_name(
     grids.clear()
     figures.heatmaps([small, big], ["d"], tmp_path / "h.png", baseline=big)
     np.testing.assert_array_equal(grids[0][:, 0], [0.0, 0.0, np.nan, np.nan])  # rows a, c, b, d: no difference
+
+
+@pytest.mark.parametrize("file, content, problem", [
+    ("config.yaml", "data: [unclosed\n", r"not readable YAML \(line 2, column 1: expected ',' or ']'"),
+    ("config.yaml", "- a\n- b\n", r"a YAML list; expected the run's config"),
+    ("config.yaml", "data: [a, b]\n", r"'data' is a list \(\[\"a\", \"b\"\]\); expected a mapping"),
+    ("eval.json", '{"domains": {"a": {"mIoU": 50.0}, "b": 42.0}}',
+     r"domains\['b'\] is a number \(42.0\); expected an object with mIoU"),
+    ("eval.json", '{"domains": [1]}', r"'domains' is a list \(\[1\]\); expected an object"),
+    ("eval.json", '{"domains": {"a": {"mIoU": "high"}}}', r"domains\['a'\]\['mIoU'\] is a string \('high'\)"),
+    ("eval.json", '{"domains": {}, "palette": [[1, 2]]}', r"'palette' is a list .*each 0-255"),
+    ("eval.json", '{"domains": {}, "examples": {"a": ["x.jpg"]}}', r"examples\['a'\] is a list"),
+    ("eval.json", "[]", r"a JSON list; expected an object, an evaluation"),
+    ("run.json", '{"params": [1]}', r"'params' is a list \(\[1\]\); expected an object"),
+])
+def test_a_damaged_run_file_is_refused_naming_the_file_and_what_it_should_hold(tmp_path, capsys, file, content,
+                                                                               problem):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / file).write_text(content)
+    with pytest.raises(ValueError, match=rf"report: .*run/{file}: {problem}"):
+        load_run(run)
+    assert main(["report", str(run), "--out", str(tmp_path / "page")]) == 2
+    assert re.search(rf"dgseg report: error: report: .*run/{file}: {problem}", capsys.readouterr().err)
+    assert not (tmp_path / "page" / "report.html").exists()

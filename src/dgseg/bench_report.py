@@ -7,7 +7,6 @@ several sittings reports what it has) and writes ``bench.md``, ``bench.json``, `
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import statistics
@@ -16,6 +15,7 @@ from pathlib import Path
 from dgseg import strict_json
 from dgseg.atomic import write_atomic
 from dgseg.bench_gaps import REFERENCE, curve_gaps, gaps_markdown
+from dgseg.json_files import read_json_object
 from dgseg.machine import machine_line
 from dgseg.metrics import rpd
 from dgseg.viz import _read_jsonl
@@ -63,22 +63,10 @@ SEED_FOLDER = re.compile(r"seed(0|[1-9][0-9]*)")
 """A run folder's name, ``seed<k>``, as the bench writes it (``seed01`` or ``seed0.old`` are not runs)."""
 
 
-def read_json_object(path: Path, what: str) -> dict:
-    """The JSON object in ``path``; invalid JSON or another JSON value is refused naming the file and ``what``
-    it should hold."""
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as e:
-        raise ValueError(f"bench: {path}: not valid JSON ({e}); expected {what}") from e
-    if not isinstance(data, dict):
-        raise ValueError(f"bench: {path}: a JSON {type(data).__name__}; expected an object, {what}")
-    return data
-
-
 def read_summary(path: Path, need: tuple[str, ...] = ("config", "eval", "trainable", "train_time_s")) -> dict:
     """A run's ``summary.json``: a JSON object with the keys ``need``; anything else is refused naming the
     file (a hand-edited or truncated summary must not stop the bench with a bare traceback)."""
-    data = read_json_object(path, "a finished run's summary")
+    data = read_json_object(path, "a finished run's summary", prefix="bench: ")
     missing = [k for k in need if k not in data]
     if missing:
         raise ValueError(f"bench: {path}: no {', '.join(missing)}; expected a summary written by dgseg bench")
@@ -188,7 +176,7 @@ def read_run_facts(run_dir: Path) -> dict:
     path = run_dir / "run.json"
     if not path.exists():
         return {}
-    return read_json_object(path, "the run's facts (machine, precision)")
+    return read_json_object(path, "the run's facts (machine, precision)", prefix="bench: ")
 
 
 def ties(table: dict, column: str) -> tuple[str | None, list[str]]:

@@ -43,6 +43,7 @@ from dgseg.engine.checkpoint_read import (
     LATEST,
     CheckpointError,
     file_stem,
+    highest_checkpoint,
     latest_checkpoint,
     load_checkpoint,
     load_train_state,
@@ -213,7 +214,10 @@ def save_checkpoint(
     files.append((folder / f"{stem}.safetensors", write_weights))
     files.append((folder / LATEST, lambda f: f.write(f"{stem}.safetensors\n".encode())))
 
-    previous = latest_checkpoint(run_dir) if folder.is_dir() else None
+    try:
+        previous = latest_checkpoint(run_dir) if folder.is_dir() else None
+    except CheckpointError:  # a damaged ``latest`` pointer: this save replaces it with a good one
+        previous = highest_checkpoint(folder)
     kept = f"the previous checkpoint ({previous}) is kept" if previous else "no earlier checkpoint exists"
     existed_before = (folder / f"{stem}.safetensors").exists()
     temps: list[Path] = []

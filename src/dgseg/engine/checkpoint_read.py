@@ -22,6 +22,8 @@ __all__ = [
     "file_stem",
     "checkpoint_dir",
     "latest_checkpoint",
+    "highest_checkpoint",
+    "read_pointer",
     "resolve_checkpoint",
     "load_checkpoint",
     "load_train_state",
@@ -51,17 +53,39 @@ def checkpoint_dir(path: str | Path) -> Path:
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The newest complete checkpoint of a run folder (or a checkpoints folder), or None.
 
-    Follows ``latest``; when that pointer is missing or names a missing file, falls back to the
-    highest-step ``iter_*.safetensors`` (such a file exists only once fully written).
+    Follows ``latest``; when that pointer is missing or names a missing file (one moved out of the folder),
+    falls back to the highest-step ``iter_*.safetensors`` (such a file exists only once fully written). A
+    pointer that does not hold a checkpoint file name (damaged) is a :class:`CheckpointError` naming it.
     """
     folder = checkpoint_dir(run_dir)
     if not folder.is_dir():
         return None
     pointer = folder / LATEST
     if pointer.is_file():
-        name = pointer.read_text().strip()
-        if name and "/" not in name and (folder / name).is_file():
+        name = read_pointer(pointer)
+        if (folder / name).is_file():
             return folder / name
+    return highest_checkpoint(folder)
+
+
+def read_pointer(pointer: Path) -> str:
+    """The checkpoint file name in a ``latest`` pointer; CheckpointError naming the file when it holds
+    anything else (bytes that are not text, an empty file, another name)."""
+    expected = (f"expected one line naming the newest checkpoint file, e.g. {file_stem(1000)}.safetensors, as "
+                f"dgseg writes it; delete {pointer} and dgseg takes the highest-step iter_*.safetensors")
+    try:
+        name = pointer.read_bytes().decode("utf-8").strip()
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{pointer}: not text (byte {e.start} is not UTF-8); {expected}") from e
+    m = CHECKPOINT_FILE.match(name)
+    if m is None or m.group(2) != "safetensors":
+        shown = repr(name[:80]) + ("..." if len(name) > 80 else "") if name else "nothing"
+        raise CheckpointError(f"{pointer}: holds {shown}; {expected}")
+    return name
+
+
+def highest_checkpoint(folder: Path) -> Path | None:
+    """The highest-step ``iter_*.safetensors`` in a checkpoints folder, or None."""
     found = []
     for p in folder.iterdir():
         m = CHECKPOINT_FILE.match(p.name)

@@ -54,6 +54,33 @@ def training_time_s(log: Path | list[dict]) -> float:
     return total
 
 
+RUN_JSON = "the run's facts as dgseg train writes them (machine, precision, starts, ...)"
+
+
+def read_run_json(out_dir: Path) -> dict:
+    """The ``run.json`` a new start of training merges its facts into; empty when there is none. Refused, by
+    name: a file that is not a JSON object, and a ``starts`` that is not a list of objects."""
+    from dgseg.json_files import json_type, read_json_object
+
+    path = out_dir / "run.json"
+    if not path.exists():
+        return {}
+    repair = (f"; repair it, or move it out of {out_dir} and the run's facts start again from this start "
+              f"(its earlier starts are then not listed)")
+    try:
+        facts = read_json_object(path, RUN_JSON)
+    except ValueError as e:
+        raise ValueError(f"{e}{repair}") from e
+    starts = facts.get("starts", [])  # absent in a run.json from before starts were recorded
+    if not isinstance(starts, list):
+        raise ValueError(f"{path}: 'starts' is a JSON {json_type(starts)}; expected a list of the run's starts{repair}")
+    bad = next((i for i, s in enumerate(starts) if not isinstance(s, dict)), None)
+    if bad is not None:
+        raise ValueError(f"{path}: starts[{bad}] is a JSON {json_type(starts[bad])}; expected an object "
+                         f"(from_iter, machine, precision, started){repair}")
+    return facts
+
+
 def write_run_facts(out_dir: Path, cfg: Config, model: nn.Module, amp: str, started: bool = False,
                     train_time_s: float | None = None, from_iter: int = 0) -> Path:
     """Write (or update) ``out_dir/run.json`` atomically.
@@ -66,7 +93,7 @@ def write_run_facts(out_dir: Path, cfg: Config, model: nn.Module, amp: str, star
     from dgseg.machine import machine_line
 
     path = out_dir / "run.json"
-    facts = json.loads(path.read_text()) if path.exists() and not path.is_symlink() else {}
+    facts = read_run_json(out_dir) if not path.is_symlink() else {}
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     here = {"machine": machine_line(), "precision": precision_name(amp)}
     starts = facts.get("starts")

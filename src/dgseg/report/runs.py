@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from dgseg.json_files import json_type, read_json_object
 from dgseg.metrics import rpd
 
 RUN_FILES = ("eval.json", "log.jsonl", "config.yaml", "run.json")
@@ -63,14 +64,93 @@ def _num(v) -> bool:
     return isinstance(v, (int, float)) and not math.isnan(v)
 
 
-def _load_json(path: Path) -> dict:
+EVAL_JSON = "an evaluation as dgseg eval writes it (source, classes, domains: {name: {mIoU, IoU, ...}})"
+
+
+def _refuse(path: Path, where: str, value, expected: str) -> ValueError:
+    return ValueError(f"report: {path}: {where} is a {json_type(value)} ({_short(value)}); expected {expected}")
+
+
+def _short(value) -> str:
+    text = json.dumps(value, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _read_config(path: Path) -> dict:
+    """A run's ``config.yaml``: a YAML mapping (empty file: no config), its ``data`` a mapping too."""
+    expected = "the run's config as dgseg train writes it (a mapping of sections: name, model, data, train, ...)"
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not readable JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return data
+        config = yaml.safe_load(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise ValueError(f"report: {path}: not readable YAML ({_yaml_problem(exc)}); expected {expected}") from exc
+    config = {} if config is None else config
+    if not isinstance(config, dict):
+        raise ValueError(f"report: {path}: a YAML {type(config).__name__}; expected {expected}")
+    if not isinstance(config.get("data") or {}, dict):
+        raise _refuse(path, "'data'", config["data"], "a mapping (source, train, val, ...)")
+    return config
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """A YAML error on one line: where (line, column) and what."""
+    mark = getattr(exc, "problem_mark", None)
+    if isinstance(exc, yaml.MarkedYAMLError) and mark is not None:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}"
+    return " ".join(str(exc).split())
+
+
+def _read_eval(path: Path) -> dict:
+    """A run's ``eval.json``, each part the page reads in the shape dgseg eval writes."""
+    ev = read_json_object(path, EVAL_JSON, prefix="report: ")
+    domains = ev.get("domains") or {}
+    if not isinstance(domains, dict):
+        raise _refuse(path, "'domains'", domains, "an object: domain name -> its results")
+    for domain, result in domains.items():
+        if not isinstance(result, dict):
+            raise _refuse(path, f"domains[{domain!r}]", result, "an object with mIoU, IoU, aAcc, ...")
+        miou = result.get("mIoU")
+        if miou is not None and (isinstance(miou, bool) or not isinstance(miou, (int, float))):
+            raise _refuse(path, f"domains[{domain!r}]['mIoU']", miou, "a number (or null)")
+        if not isinstance(result.get("IoU") or [], list):
+            raise _refuse(path, f"domains[{domain!r}]['IoU']", result["IoU"], "a list: one IoU per class")
+    _expect(path, ev, "classes", list, "a list of class names")
+    if ev.get("palette"):
+        ev["palette"] = _palette(path, ev["palette"])
+    _expect(path, ev, "mean", dict, "an object (over, mIoU)")
+    _expect(path, ev, "examples", dict, "an object: domain -> a list of {image, label, pred} file names")
+    for domain, items in (ev.get("examples") or {}).items():
+        names = isinstance(items, list) and all(isinstance(item, dict) for item in items) and all(
+            isinstance(name, str) for item in items for name in item.values())
+        if not names:
+            raise _refuse(path, f"examples[{domain!r}]", items, "a list of {image, label, pred} file names")
+    return ev
+
+
+def _palette(path: Path, palette) -> np.ndarray:
+    """eval.json's ``palette`` as a [K, 3] uint8 array; anything else refused by name."""
+    try:
+        colours = np.asarray(palette, dtype=np.int64)
+    except (TypeError, ValueError):
+        colours = None
+    if colours is None or colours.ndim != 2 or colours.shape[1] != 3 or colours.min() < 0 or colours.max() > 255:
+        raise _refuse(path, "'palette'", palette, "a list of [r, g, b] colours, each 0-255")
+    return colours.astype(np.uint8)
+
+
+def _read_facts(path: Path) -> dict:
+    """A run's ``run.json``, its ``params`` and ``versions`` objects."""
+    facts = read_json_object(path, "the run's facts as dgseg train writes them (machine, precision, ...)",
+                             prefix="report: ")
+    _expect(path, facts, "params", dict, "an object (total, trainable)")
+    _expect(path, facts, "versions", dict, "an object: package -> version")
+    return facts
+
+
+def _expect(path: Path, record: dict, key: str, kind: type, expected: str) -> None:
+    """Refuses ``record[key]`` when it is set (not null, not empty) and not a ``kind``."""
+    value = record.get(key)
+    if value and not isinstance(value, kind):
+        raise _refuse(path, repr(key), value, expected)
 
 
 def load_run(path: str | Path, name: str | None = None) -> RunRecord:
@@ -84,20 +164,20 @@ def load_run(path: str | Path, name: str | None = None) -> RunRecord:
         raise ValueError(f"report: {path} is not a run folder: it has none of {', '.join(RUN_FILES)}")
     rec = RunRecord(name=name or path.name, path=path)
     if (path / "config.yaml").exists():
-        rec.config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+        rec.config = _read_config(path / "config.yaml")
     if (path / "run.json").exists():
-        rec.facts = _load_json(path / "run.json")
+        rec.facts = _read_facts(path / "run.json")
     if (path / "log.jsonl").exists():
         rec.log = _read_jsonl(path / "log.jsonl")
     if (path / "eval.json").exists():
-        ev = _load_json(path / "eval.json")
+        ev = _read_eval(path / "eval.json")
         rec.source = ev.get("source")
-        rec.domains = {d: r for d, r in (ev.get("domains") or {}).items() if isinstance(r, dict)}
+        rec.domains = dict(ev.get("domains") or {})
         rec.classes = list(ev.get("classes") or [])
         over = (ev.get("mean") or {}).get("over") if isinstance(ev.get("mean"), dict) else None
         rec.mean_over = [str(d) for d in over] if isinstance(over, list) and over else None
-        if ev.get("palette"):
-            rec.palette = np.asarray(ev["palette"], dtype=np.uint8)
+        if ev.get("palette") is not None:
+            rec.palette = ev["palette"]
         for domain, items in (ev.get("examples") or {}).items():
             rec.examples[domain] = [{k: path / v for k, v in item.items()} for item in items]
     if rec.source is None:
