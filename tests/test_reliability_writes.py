@@ -4,6 +4,7 @@ written through a symlink, never left half-written, with the umask's mode (issue
 from __future__ import annotations
 
 import ast
+import json
 import os
 import stat
 from pathlib import Path
@@ -15,7 +16,14 @@ from PIL import Image
 from tiny import tiny_config
 
 import dgseg
-from dgseg.atomic import OutputExistsError, append_line, atomic_path, check_new_output, write_atomic
+from dgseg.atomic import (
+    LinkError,
+    OutputExistsError,
+    append_line,
+    atomic_path,
+    check_new_output,
+    write_atomic,
+)
 from dgseg.cli import main
 from dgseg.engine.checkpoint import save_checkpoint
 from dgseg.engine.train import checkpoint_meta
@@ -104,15 +112,97 @@ def test_write_atomic_leaves_the_old_file_whole_when_the_writer_fails(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
 
 
-def test_append_line_never_follows_a_symlink_and_mends_a_cut_last_line(tmp_path):
+def test_append_line_refuses_a_symlink_and_mends_a_cut_last_line(tmp_path):
     victim = outside_file(tmp_path)
     log = tmp_path / "log.jsonl"
-    log.symlink_to(victim)
-    append_line(log, '{"iter": 1}')
-    assert victim.read_text() == "keep me" and not log.is_symlink()
+    log.symlink_to(victim)  # followed, it writes elsewhere; replaced, the log restarts without the lines behind it
+    with pytest.raises(LinkError, match=r"log.jsonl: is a symbolic link; dgseg does not write through links"):
+        append_line(log, '{"iter": 1}')
+    assert victim.read_text() == "keep me" and log.is_symlink()
+    log.unlink()
     log.write_text('{"iter": 1}\n{"iter": 2, "lo')  # a cut line from a crash elsewhere
     append_line(log, '{"iter": 3}')
     assert log.read_text().splitlines() == ['{"iter": 1}', '{"iter": 2, "lo', '{"iter": 3}']
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A run folder with every entry a resumed run appends to or writes into (log, facts, checkpoints, examples,
+    TensorBoard events)."""
+    from dgseg.engine.train import train
+
+    root = tmp_path_factory.mktemp("trained") / "run"
+    cfg = tiny_config(train__max_iters=2, train__log_backends=["jsonl", "tensorboard"], eval__examples=1,
+                      data__val=[{"name": "synthetic-game", "split": "val", "length": 1, "size": [48, 64]}])
+    train(cfg, root, progress=False)
+    return cfg, root
+
+
+def snapshot(path: Path) -> dict[str, bytes]:
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return {str(p.relative_to(path.parent)): p.read_bytes() for p in files}
+
+
+@pytest.mark.parametrize("entry", ["log.jsonl", "run.json", "checkpoints", "examples", "tb"])
+def test_resume_refuses_a_run_folder_whose_log_facts_or_own_folders_are_links(tmp_path, trained_run, entry):
+    import shutil
+
+    from dgseg.engine.train import train
+
+    cfg, trained = trained_run
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    target = tmp_path / "elsewhere" / entry  # e.g. on another disk: the history is there
+    target.parent.mkdir()
+    (run / entry).rename(target)
+    (run / entry).symlink_to(target)
+    before = {name: snapshot(run / name) for name in ("log.jsonl", "run.json", "checkpoints")}
+    kept = snapshot(target)
+    with pytest.raises(LinkError, match=rf"run/{entry}: is a symbolic link; dgseg does not write through links"):
+        train(cfg, run, resume=True, progress=False)
+    assert snapshot(target) == kept and (run / entry).is_symlink()  # refused before anything was written
+    assert {name: snapshot(run / name) for name in before} == before
+
+
+def test_writers_refuse_a_symlinked_checkpoints_examples_or_tb_folder(tmp_path):
+    from dgseg.engine.examples import save_examples
+    from dgseg.engine.tb_events import AtomicEventWriter
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("checkpoints", "examples", "tb"):
+        (run / name).symlink_to(elsewhere)
+    with pytest.raises(LinkError, match=r"run/checkpoints: is a symbolic link"):
+        save_checkpoint(run, 1, {"w": torch.zeros(1)}, {"x": 1})
+    example = {"image": np.zeros((4, 4, 3), np.uint8), "label": np.zeros((4, 4), np.uint8),
+               "pred": np.zeros((4, 4), np.uint8)}
+    with pytest.raises(LinkError, match=r"run/examples: is a symbolic link"):
+        save_examples(run, {"game": [example]})
+    with pytest.raises(LinkError, match=r"run/tb: is a symbolic link"):
+        AtomicEventWriter(run / "tb")
+    assert list(elsewhere.iterdir()) == []
+    (run / "examples").unlink()
+    (run / "examples").mkdir()
+    (run / "examples" / "game").symlink_to(elsewhere)  # a domain's folder inside it too
+    with pytest.raises(LinkError, match=r"examples/game: is a symbolic link"):
+        save_examples(run, {"game": [example]})
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_run_folder_that_is_itself_a_link_trains_into_the_folder_it_points_to(tmp_path):
+    from dgseg.engine.train import train
+
+    big_disk = tmp_path / "big" / "run"
+    big_disk.mkdir(parents=True)
+    (tmp_path / "run").symlink_to(big_disk)
+    cfg = tiny_config(train__max_iters=2, train__checkpoint_interval=1, data__val=[], data__source=None)
+    train(cfg, tmp_path / "run", progress=False)
+    train(tiny_config(train__max_iters=3, train__checkpoint_interval=1, data__val=[], data__source=None),
+          tmp_path / "run", resume=True, progress=False)
+    assert (big_disk / "checkpoints" / "iter_0000003.safetensors").is_file()
+    assert len(json.loads((big_disk / "run.json").read_text())["starts"]) == 2
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])

@@ -2,7 +2,10 @@
 
 The rename (``os.replace``) puts the new file at the name: an existing file there is replaced whole
 (readers see the old or the new content, never a part), and a symlink there is replaced itself, never
-followed, so a link planted at an output name cannot make dgseg write somewhere else. The temp file gets
+followed, so a link planted at an output name cannot make dgseg write somewhere else. Where dgseg keeps what is
+already there (``log.jsonl`` it appends to, ``run.json`` it merges, the folders of a run it writes into:
+``checkpoints/``, ``examples/``, ``tb/``), a link is refused instead (:class:`LinkError`): replacing it would
+lose the history it points at, and following it would write elsewhere. The temp file gets
 the mode an ordinary ``open(name, "w")`` would (``0o666`` less the process umask, by
 :func:`dgseg.fileio.output_temp`), not ``mkstemp``'s 0600.
 """
@@ -18,7 +21,7 @@ from typing import IO
 from dgseg.fileio import output_mode, output_temp
 
 __all__ = ["write_temp", "write_atomic", "atomic_path", "append_line", "file_mode", "check_new_output",
-           "OutputExistsError"]
+           "OutputExistsError", "LinkError", "refuse_link", "own_folder"]
 
 
 class OutputExistsError(FileExistsError):
@@ -35,6 +38,28 @@ def check_new_output(path: str | Path, force: bool = False, option: str = "--out
         raise IsADirectoryError(f"{path}: is a folder; {option} takes a file name")
     if not force and (path.exists() or path.is_symlink()):
         raise OutputExistsError(f"{path}: already exists; pass --force to replace it, or choose another {option}")
+    return path
+
+
+class LinkError(ValueError):
+    """dgseg was to append to, merge or write into a symbolic link: refused, never followed or replaced."""
+
+
+def refuse_link(path: str | Path, holds: str) -> Path:
+    """``path``, unless it is a symbolic link: then :class:`LinkError` naming it and what dgseg keeps there
+    (``holds``), so nothing is written elsewhere and nothing the link leads to is lost."""
+    path = Path(path)
+    if path.is_symlink():
+        raise LinkError(f"{path}: is a symbolic link; dgseg does not write through links (it keeps {holds} "
+                        f"there: replace the link by a copy of what it points to, or use another output folder)")
+    return path
+
+
+def own_folder(path: str | Path, holds: str) -> Path:
+    """Creates (if needed) a folder dgseg writes its own files into (a run's ``checkpoints/``, ``examples/``,
+    ``tb/``): one that is a symbolic link is refused (:func:`refuse_link`). Returns it."""
+    path = refuse_link(path, holds)
+    path.mkdir(parents=True, exist_ok=True)
     return path
 
 
@@ -104,13 +129,14 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 def append_line(path: str | Path, line: str) -> Path:
     """Appends ``line`` (a newline is added) to a text file by rewriting it atomically: a crash or a full
-    disk leaves the old file whole, never a cut line; a symlink at ``path`` is replaced, not followed.
+    disk leaves the old file whole, never a cut line. A symlink at ``path`` is refused (:class:`LinkError`):
+    following it would write elsewhere, replacing it would restart the log without the lines it points to.
 
     A file whose last line is cut (from an earlier crash elsewhere) gets the new line on a line of its own.
     """
-    path = Path(path)
+    path = refuse_link(path, "the log dgseg appends to")
     old = b""
-    if path.is_file() and not path.is_symlink():
+    if path.is_file():
         old = path.read_bytes()
         if old and not old.endswith(b"\n"):
             old += b"\n"

@@ -36,6 +36,7 @@ from typing import IO, Any
 import numpy as np
 import torch
 
+from dgseg.atomic import refuse_link
 from dgseg.engine.checkpoint_compat import check_compatible, file_sha256
 from dgseg.engine.checkpoint_read import (
     CHECKPOINT_DIR,
@@ -49,6 +50,7 @@ from dgseg.engine.checkpoint_read import (
     load_train_state,
 )
 from dgseg.engine.rng_state import capture_rng_state, restore_rng_state
+from dgseg.engine.run_folder import KEPT
 from dgseg.fileio import output_temp, safetensors_bytes
 
 __all__ = [
@@ -178,12 +180,13 @@ def save_checkpoint(
             None or 0 keeps all.
 
     Raises CheckpointError when a file cannot be written (e.g. disk full); the previous checkpoint is
-    then kept and no temp file is left behind.
+    then kept and no temp file is left behind. A ``checkpoints/`` that is a symbolic link is refused
+    (:class:`dgseg.atomic.LinkError`), never written through; ``run_dir`` itself may be one.
     """
     step = int(step)
     if step < 0:
         raise CheckpointError(f"step must be >= 0, got {step}")
-    folder = Path(run_dir) / CHECKPOINT_DIR
+    folder = refuse_link(Path(run_dir) / CHECKPOINT_DIR, KEPT[CHECKPOINT_DIR])
     stem = file_stem(step)
     record = dict(meta)
     record.setdefault("step", step)

@@ -48,18 +48,23 @@ def _save(array: np.ndarray, path: Path, **kwargs) -> None:
 
 
 def save_examples(out_dir: Path, examples: dict[str, list[dict]]) -> dict[str, list[dict[str, str]]]:
-    """Write the examples under ``out_dir/examples/``; returns domain -> [{image, label, pred}] relative paths."""
+    """Write the examples under ``out_dir/examples/``; returns domain -> [{image, label, pred}] relative paths.
+    An ``examples/`` or ``examples/<domain>/`` that is a symbolic link is refused (:class:`dgseg.atomic.LinkError`),
+    never written through."""
+    from dgseg.atomic import own_folder
+    from dgseg.engine.run_folder import KEPT
+
     written: dict[str, list[dict[str, str]]] = {}
     taken: set[str] = set()
     for domain, items in examples.items():
         base = name = _safe(domain)
-        k = 1
+        n = 1
         while name in taken:  # two labels that differ only in characters _safe replaces: -2, -3, ...
-            k += 1
-            name = f"{base}-{k}"
+            n += 1
+            name = f"{base}-{n}"
         taken.add(name)
-        folder = out_dir / "examples" / name
-        folder.mkdir(parents=True, exist_ok=True)
+        own_folder(out_dir / "examples", KEPT["examples"])
+        folder = own_folder(out_dir / "examples" / name, KEPT["examples"])
         for k, ex in enumerate(items):
             names = {"image": f"{k}_image.jpg", "label": f"{k}_label.png", "pred": f"{k}_pred.png"}
             _save(ex["image"], folder / names["image"], quality=88)

@@ -59,10 +59,13 @@ RUN_JSON = "the run's facts as dgseg train writes them (machine, precision, star
 
 def read_run_json(out_dir: Path) -> dict:
     """The ``run.json`` a new start of training merges its facts into; empty when there is none. Refused, by
-    name: a file that is not a JSON object, and a ``starts`` that is not a list of objects."""
+    name: a symbolic link (replacing it would lose the history it points to, following it would write
+    elsewhere), a file that is not a JSON object, and a ``starts`` that is not a list of objects."""
+    from dgseg.atomic import refuse_link
+    from dgseg.engine.run_folder import KEPT
     from dgseg.json_files import json_type, read_json_object
 
-    path = out_dir / "run.json"
+    path = refuse_link(out_dir / "run.json", KEPT["run.json"])
     if not path.exists():
         return {}
     repair = (f"; repair it, or move it out of {out_dir} and the run's facts start again from this start "
@@ -93,7 +96,7 @@ def write_run_facts(out_dir: Path, cfg: Config, model: nn.Module, amp: str, star
     from dgseg.machine import machine_line
 
     path = out_dir / "run.json"
-    facts = read_run_json(out_dir) if not path.is_symlink() else {}
+    facts = read_run_json(out_dir)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     here = {"machine": machine_line(), "precision": precision_name(amp)}
     starts = facts.get("starts")

@@ -6,6 +6,10 @@ the old run's facts into its ``run.json``, overwrite the config, move ``latest``
 checkpoints behind), and so is ``dgseg import-rein`` (it would replace the run's checkpoint of the same
 iteration and move ``latest``); ``--force`` first moves the old run's files into ``previous-<UTC time>/``
 inside the folder, so nothing is lost.
+
+``--resume`` appends to the run's ``log.jsonl``, merges its ``run.json`` and writes into its
+``checkpoints/``, ``examples/`` and ``tb/``: :func:`refuse_links` refuses a run folder where any of these is
+a symbolic link before anything is built (:class:`dgseg.atomic.LinkError`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,11 @@ RUN_FILES = ("checkpoints", "log.jsonl", "config.yaml", "curves.png", "run.json"
 (``checkpoints/``, ``log.jsonl``, ``config.yaml``, ``curves.png``, ``run.json``, ``eval.*``, ``examples/``,
 TensorBoard's ``tb/``), ``dgseg eval --checkpoint RUN [--corruptions]`` (``eval.*``, ``corruptions.*``) and
 ``dgseg demo`` / ``dgseg bench`` (``summary.json``)."""
+
+KEPT = {"log.jsonl": "the log every start of the run appends to", "run.json": "the facts of every start of the run",
+        "checkpoints": "the run's checkpoints", "examples": "the run's example predictions",
+        "tb": "the run's TensorBoard events"}
+"""The entries of a run folder that a resumed run appends to, merges or writes into: never through a link."""
 
 
 class RunFolderError(FileExistsError):
@@ -37,6 +46,15 @@ def holds_run(out_dir: str | Path) -> list[str]:
         elif p.is_file() or p.is_symlink():
             found.append(name)
     return found
+
+
+def refuse_links(out_dir: str | Path) -> None:
+    """Refuses (:class:`dgseg.atomic.LinkError`, naming it) a run folder whose ``log.jsonl``, ``run.json``,
+    ``checkpoints/``, ``examples/`` or ``tb/`` is a symbolic link; the run folder itself may be one."""
+    from dgseg.atomic import refuse_link
+
+    for name, holds in KEPT.items():
+        refuse_link(Path(out_dir) / name, holds)
 
 
 def claim_run_folder(out_dir: str | Path, force: bool = False, command: str = "train") -> Path | None:

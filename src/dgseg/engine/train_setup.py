@@ -29,7 +29,7 @@ from dgseg.engine.loggers import RunLogger
 from dgseg.engine.optim import build_optimizer, build_scheduler
 from dgseg.engine.precision import resolve_amp
 from dgseg.engine.run_facts import read_run_json, write_run_facts
-from dgseg.engine.run_folder import claim_run_folder
+from dgseg.engine.run_folder import claim_run_folder, refuse_links
 from dgseg.models.weights_io import mismatch_report
 
 __all__ = ["checkpoint_meta", "load_trainable", "TrainRun", "TrainState", "setup_training"]
@@ -110,7 +110,8 @@ def setup_training(cfg: Config, out_dir: Path, resume: bool, force: bool, model:
     builds the model, optimizer, scheduler and grad scaler, resumes, wraps the model for DDP, builds the data
     loader from the resumed position, writes config.yaml and the run facts, opens the log."""
     rank, world, device = init_distributed()
-    if resume:  # a damaged run.json the resumed run would merge into: refused by name before anything is built
+    if resume:  # what the resumed run appends to or merges, refused by name before anything is built
+        refuse_links(out_dir)
         read_run_json(out_dir)
     else:
         _claim_folder(out_dir, force)
