@@ -30,7 +30,8 @@ from dgseg.engine.checkpoint import (
     load_train_state,
     save_checkpoint,
 )
-from dgseg.engine.inference import export_full, load_model, predict_files, safe_relative
+from dgseg.engine.inference import export_full, load_model, predict_files
+from dgseg.engine.prediction_files import safe_relative
 from dgseg.engine.train import checkpoint_meta, train
 
 SRC = Path(dgseg.__file__).parent

@@ -121,7 +121,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from dgseg.atomic import check_new_output
-    from dgseg.engine.inference import InputImages, list_images, load_model, predict_files
+    from dgseg.engine.inference import load_model, predict_files
+    from dgseg.engine.prediction_files import InputImages, list_images
     from dgseg.engine.submission import split_images, write_predictions, zip_folder
 
     zip_path = None if args.zip is None else check_new_output(args.zip or f"{Path(args.out).resolve()}.zip",

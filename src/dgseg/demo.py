@@ -105,8 +105,9 @@ def run_method(method: str, cfg: Config, out: Path) -> dict:
 
 def _example_rows(method_dir: Path, cfg: Config) -> list[dict]:
     """One (image, ground truth, prediction) row per evaluated domain, from the trained checkpoint."""
+    from dgseg.config import domain_name
     from dgseg.data.transforms import denormalize
-    from dgseg.engine.data import build_eval_set, domain_name
+    from dgseg.engine.data import build_eval_set
     from dgseg.engine.evaluate import predict_labels
     from dgseg.engine.inference import load_model
 

@@ -5,7 +5,7 @@ and data.mean_over naming data.val entries) and the class set (``data.classes`` 
 
 from __future__ import annotations
 
-from .schema import CHOICES, LOG_BACKENDS, Config, ConfigError
+from .schema import CHOICES, LOG_BACKENDS, Config, ConfigError, DatasetSpec
 
 
 def validate_config(cfg: Config) -> None:
@@ -172,11 +172,15 @@ def _check_ranges(cfg: Config) -> None:
             if bad:
                 raise ConfigError(f"data.{group}[{i}].resize: expected [W, H] > 0 or a factor > 0, got {resize}")
 
+def domain_name(spec: DatasetSpec, specs: list[DatasetSpec]) -> str:
+    """The table label of an eval entry: its name, plus the split when the name repeats."""
+    same = [s for s in specs if s.name == spec.name]
+    return spec.name if len(same) == 1 else f"{spec.name}:{spec.split}"
+
+
 def _check_domain_labels(cfg: Config) -> None:
     """Two data.val entries with the same table label (name, plus split when the name repeats) would write
     their results under one key: the second would replace the first."""
-    from dgseg.engine.data import domain_name
-
     seen: dict[str, int] = {}
     for i, spec in enumerate(cfg.data.val):
         label = domain_name(spec, cfg.data.val)

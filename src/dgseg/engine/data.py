@@ -26,12 +26,6 @@ def spec_kwargs(spec: DatasetSpec) -> dict[str, Any]:
     return kwargs
 
 
-def domain_name(spec: DatasetSpec, specs: list[DatasetSpec]) -> str:
-    """The table label of an eval entry: its name, plus the split when the name repeats."""
-    same = [s for s in specs if s.name == spec.name]
-    return spec.name if len(same) == 1 else f"{spec.name}:{spec.split}"
-
-
 class SeededSamples(Dataset):
     """Wraps a dataset so that sample ``(index, epoch)`` is augmented with RNGs seeded by
     ``(seed, epoch, index)``: the same crop/flip/colour whichever worker, rank or resumed run reads it."""

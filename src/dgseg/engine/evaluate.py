@@ -13,8 +13,8 @@ from tqdm import tqdm
 
 from dgseg import strict_json
 from dgseg.atomic import write_atomic
-from dgseg.config import Config, DatasetSpec, TTAConfig
-from dgseg.engine.data import build_eval_set, domain_name
+from dgseg.config import Config, DatasetSpec, TTAConfig, domain_name
+from dgseg.engine.data import build_eval_set
 from dgseg.engine.distributed import is_main
 from dgseg.engine.precision import autocast, resolve_amp
 from dgseg.image_size import check_image_size, model_size_rule

@@ -20,9 +20,9 @@ from torch.utils.data import Dataset
 
 from dgseg import strict_json
 from dgseg.atomic import write_atomic
-from dgseg.config import Config, DatasetSpec
+from dgseg.config import Config, DatasetSpec, domain_name
 from dgseg.data.corruptions import FAMILIES, FAMILY_OF, corrupt, corruption_seed, implementation
-from dgseg.engine.data import build_eval_set, domain_name
+from dgseg.engine.data import build_eval_set
 from dgseg.engine.evaluate import eval_setup, evaluate_domain
 
 

@@ -89,7 +89,7 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 def output_names(fmt: str, target: Path) -> list[Path]:
     """The files ``fmt`` writes for the output stem ``target``, the label file first."""
-    from dgseg.engine.inference import TRAINIDS_SUFFIXES
+    from dgseg.engine.prediction_files import TRAINIDS_SUFFIXES
 
     if fmt not in FORMATS:
         raise ValueError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
@@ -131,11 +131,11 @@ def write_predictions(model: nn.Module, cfg: Config, files: list[tuple[Path, Pat
     ``_overlay.png``). Uses ``cfg.eval`` (mode, crop, stride, batch size, tta) and the evaluation precision
     (``train.amp`` as resolved for inference on the model's device). Returns the label files. An output
     name that is one of the input images is refused before anything is written
-    (:func:`dgseg.engine.inference.plan_outputs`)."""
+    (:func:`dgseg.engine.prediction_files.plan_outputs`)."""
     from dgseg.data import EvalTransform
     from dgseg.data.datasets import read_image
     from dgseg.engine.evaluate import predict_labels
-    from dgseg.engine.inference import plan_outputs
+    from dgseg.engine.prediction_files import plan_outputs
     from dgseg.image_size import check_image_size, model_size_rule
 
     if fmt == "cityscapes-ids":
