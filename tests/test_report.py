@@ -139,3 +139,29 @@ def test_a_damaged_run_file_is_refused_naming_the_file_and_what_it_should_hold(t
     assert main(["report", str(run), "--out", str(tmp_path / "page")]) == 2
     assert re.search(rf"dgseg report: error: report: .*run/{file}: {problem}", capsys.readouterr().err)
     assert not (tmp_path / "page" / "report.html").exists()
+
+
+def test_a_prediction_stored_at_another_size_is_drawn_at_the_scenes_size_and_a_colour_image_is_refused(tmp_path):
+    from PIL import Image
+
+    from dgseg.report import figures
+
+    scene = tmp_path / "scene"
+    scene.mkdir()
+    Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(scene / "image.jpg")
+    Image.fromarray(np.zeros((4, 6), np.uint8)).save(scene / "label.png")
+    Image.fromarray(np.ones((2, 3), np.uint8)).save(scene / "half.png")  # evaluated with prescale 0.5
+    palette = np.array([[0, 0, 0], [255, 0, 0]], np.uint8)
+
+    def run(name, pred):
+        return RunRecord(name, tmp_path, classes=["a", "b"], palette=palette, examples={"d": [
+            {"image": scene / "image.jpg", "label": scene / "label.png", "pred": pred}]})
+
+    row = figures.prediction_row([run("a", scene / "label.png"), run("b", scene / "half.png")], "d", 0,
+                                 tmp_path / "row.jpg")
+    pixels = np.asarray(Image.open(row))
+    assert pixels.shape[:2] == (4, 4 * 6 + 3 * 4)  # image | label | a | b, 4-pixel gaps
+    assert pixels[:, -6:, 0].min() > 200  # b's prediction (all class 1, red) fills its whole tile
+    Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(scene / "rgb.png")
+    with pytest.raises(ValueError, match=r"rgb\.png: a RGB image; expected a class-index PNG"):
+        figures.prediction_row([run("c", scene / "rgb.png")], "d", 0, tmp_path / "row.jpg")

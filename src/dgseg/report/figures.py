@@ -117,8 +117,13 @@ def prediction_row(runs: list[RunRecord], domain: str, index: int, path: Path) -
     for run in runs:
         items = run.examples.get(domain, [])
         if len(items) > index:
-            pred = np.asarray(Image.open(items[index]["pred"]))
-            tiles.append(colorize(pred, run.palette) if pred.shape == label.shape else np.zeros_like(image))
+            pred_image = Image.open(items[index]["pred"])
+            if pred_image.mode not in ("L", "P"):
+                raise ValueError(f"report: {items[index]['pred']}: a {pred_image.mode} image; expected a class-index "
+                                 "PNG (one channel), as dgseg eval writes in examples/")
+            if pred_image.size != (label.shape[1], label.shape[0]):  # a run evaluated at another size
+                pred_image = pred_image.resize((label.shape[1], label.shape[0]), Image.NEAREST)
+            tiles.append(colorize(np.asarray(pred_image), run.palette))
         else:
             tiles.append(np.full_like(image, 128))  # this run stored no prediction for the scene
     gap = np.full((image.shape[0], 4, 3), 255, np.uint8)
