@@ -159,6 +159,13 @@ def test_a_run_whose_checkpoints_were_lost_is_refused_by_name_not_erased(tmp_pat
     (run / "run.json").write_text("{cut")
     assert "frozen/seed0/run.json: not valid JSON" in bench_status(["frozen"], [0], out, config=tiny_bench)  # shown
     (run / "run.json").write_text(facts)
+    latest = run / "checkpoints" / "latest"
+    pointer = latest.read_text()
+    latest.write_text("garbage\n")  # a damaged pointer: that run refused by name, --status shows it in its row
+    assert "frozen/seed0/checkpoints/latest: holds 'garbage'" in bench_status(["frozen"], [0], out, config=tiny_bench)
+    with pytest.raises(ValueError, match=r"frozen/seed0/checkpoints/latest: holds 'garbage'"):
+        run_bench(["frozen"], [0], out, config=tiny_bench, isolate=False)
+    latest.write_text(pointer)
     shutil.rmtree(run / "checkpoints")  # a sitting that did not keep them
     log = (run / "log.jsonl").read_bytes()
     with pytest.raises(ValueError, match=r"frozen/seed0 has a training log to iteration 4 but no checkpoint"):

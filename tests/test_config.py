@@ -6,7 +6,7 @@ import textwrap
 
 import pytest
 
-from dgseg.config import BackboneConfig, Config, ConfigError, config_to_dict, load_config
+from dgseg.config import BackboneConfig, Config, ConfigError, config_to_dict, domain_name, load_config
 
 
 def write(path, text):
@@ -203,9 +203,15 @@ def test_two_val_entries_with_one_table_label_are_an_error():
     night = "{name: synthetic-night, split: val, length: 2, seed: %d}"
     with pytest.raises(ConfigError, match=r"data\.val\[1\] and data\.val\[2\] are both 'synthetic-night:val'"):
         load_config(overrides=[f"data.val=[{{name: synthetic-game}}, {night % 0}, {night % 7}]"])
-    # another split makes them two rows
+    # another split, or a label, makes them two rows
     ok = load_config(overrides=[f"data.val=[{night % 0}, {{name: synthetic-night, split: test, seed: 7}}]"])
     assert len(ok.data.val) == 2
+    folder = "{name: folder, root: data/%s, split: val%s}"
+    cfg = load_config(overrides=[f"data.val=[{folder % ('a', '')}, {folder % ('b', ', label: site-b')}]",
+                                 "data.source=site-b", "data.mean_over=[folder]"])
+    assert [domain_name(s, cfg.data.val) for s in cfg.data.val] == ["folder", "site-b"]
+    with pytest.raises(ConfigError, match=r"data\.val\[1\]\.label: expected a non-empty name"):
+        load_config(overrides=[f"data.val=[{folder % ('a', '')}, {folder % ('b', ', label: ' + chr(34) * 2)}]"])
 
 
 def test_crop_larger_than_the_resize_explains_why():

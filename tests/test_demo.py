@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from dgseg.config import load_config
 from dgseg.demo import run_demo
 
 TINY = [
@@ -63,3 +66,18 @@ def test_an_interrupted_demo_child_exits_cleanly_without_a_summary(tmp_path, mon
     with pytest.raises(SystemExit) as stop:
         _train_child(dump_config(cfg), str(tmp_path), str(tmp_path / "summary.json"))
     assert stop.value.code == 3 and not (tmp_path / "summary.json").exists()
+
+
+@pytest.mark.parametrize("cuda, where", [(False, "this CPU"), (True, "this GPU")])
+def test_the_reports_precision_line_names_the_device_that_lacks_native_bf16(monkeypatch, cuda, where):
+    import torch
+
+    from dgseg import demo
+    from dgseg.engine import precision
+
+    cfg = load_config(overrides=["train.amp=bf16"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(precision, "resolve_amp", lambda amp, device, training=True: "none")
+    assert demo._precision(cfg) == f"float32 (train.amp=bf16 asked; {where} has no native bf16)"
+    monkeypatch.setattr(precision, "resolve_amp", lambda amp, device, training=True: amp)
+    assert demo._precision(cfg) == "bf16 autocast"

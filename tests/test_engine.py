@@ -231,3 +231,13 @@ def test_frozen_backbone_stays_in_eval_mode_and_gets_no_gradients():
     sum(v for k, v in model.loss(x, y).items() if "loss" in k).backward()
     assert all(p.grad is None for p in model.backbone.parameters())
     assert model.adapter.tokens_a.grad is not None
+
+
+def test_two_val_entries_of_one_name_and_split_each_get_their_row_by_label():
+    from dgseg.engine.evaluate import evaluate
+
+    night = {"name": "synthetic-night", "split": "val", "length": 1, "size": [32, 48]}
+    cfg = tiny_config(data__val=[dict(night, seed=0), dict(night, seed=7, label="night-7")], data__source=None)
+    results = evaluate(dgseg.build_model(cfg), cfg, progress=False)
+    assert list(results) == ["synthetic-night", "night-7"]
+    assert results["synthetic-night"]["mIoU"] != results["night-7"]["mIoU"]  # two scene sets, two results

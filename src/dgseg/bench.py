@@ -65,7 +65,7 @@ def run_state(run_dir: Path, cfg: Config) -> str:
     records trained iterations past the first checkpoint, or cannot be read, but which has no checkpoint (a
     fresh start would bury it)."""
     from dgseg.bench_report import read_summary
-    from dgseg.engine.checkpoint import latest_checkpoint
+    from dgseg.engine.checkpoint import CheckpointError, latest_checkpoint
 
     for folder in (run_dir.parent, run_dir):
         if folder.is_symlink():
@@ -81,7 +81,11 @@ def run_state(run_dir: Path, cfg: Config) -> str:
             if recorded != config_to_dict(cfg):
                 raise ValueError(_setting_error(run_dir, recorded, config_to_dict(cfg)))
         return "done"
-    if latest_checkpoint(run_dir) is not None:
+    try:
+        latest = latest_checkpoint(run_dir)
+    except CheckpointError as e:  # a damaged pointer: this run is refused, the others still train
+        raise ValueError(f"bench: {e}") from None
+    if latest is not None:
         import yaml
 
         recorded = _normalised(yaml.safe_load(stored.read_text()))

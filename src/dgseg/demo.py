@@ -132,7 +132,8 @@ def _precision(cfg: Config) -> str:
         amp = resolve_amp(cfg.train.amp, device)
     if amp == cfg.train.amp:
         return "float32" if amp == "none" else f"{amp} autocast"
-    return f"float32 (train.amp={cfg.train.amp} asked; this CPU has no native bf16)"
+    where = "this GPU" if device.type == "cuda" else "this CPU"
+    return f"float32 (train.amp={cfg.train.amp} asked; {where} has no native {cfg.train.amp})"
 
 
 def robustness_section(found: dict[str, dict]) -> str:

@@ -128,6 +128,9 @@ class DatasetSpec:
     size: list[int] | None = None
     """Synthetic datasets only: [H, W] of the rendered scenes."""
     seed: int = 0
+    label: str | None = None
+    """Evaluation only: the entry's row in the results (null: its name, plus ``:split`` when the name repeats);
+    e.g. two ``folder`` datasets of one split side by side. data.source and data.mean_over may use it."""
     resize: list[int] | float | None = None
     """Evaluation only: resize the image to [W, H] (or by a factor, e.g. 0.5) before inference; labels stay native."""
     prescale: float | None = None

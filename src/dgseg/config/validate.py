@@ -99,9 +99,13 @@ def validate_config(cfg: Config) -> None:
             raise ConfigError(f"data.val[{i}].prescale: expected a factor in (0, 1], got {spec.prescale}")
         if spec.mode is not None and spec.mode not in CHOICES["eval.mode"]:
             raise ConfigError(f"data.val[{i}].mode: '{spec.mode}' is not one of whole, slide")
-    names = [s.name for s in cfg.data.val]
+    for i, spec in enumerate(cfg.data.val):
+        if spec.label is not None and not spec.label.strip():
+            raise ConfigError(f"data.val[{i}].label: expected a non-empty name for the entry's results row, "
+                              f"got {spec.label!r}")
+    names = [s.name for s in cfg.data.val] + [s.label for s in cfg.data.val if s.label is not None]
     if cfg.data.source is not None and cfg.data.source not in names:
-        raise ConfigError(f"data.source: '{cfg.data.source}' is not one of the data.val names {names}")
+        raise ConfigError(f"data.source: '{cfg.data.source}' is not one of the data.val names or labels {names}")
     labels = names + [f"{s.name}:{s.split}" for s in cfg.data.val]
     bad = [m for m in cfg.data.mean_over or [] if m not in labels]
     if bad or cfg.data.mean_over == []:
@@ -173,8 +177,11 @@ def _check_ranges(cfg: Config) -> None:
                 raise ConfigError(f"data.{group}[{i}].resize: expected [W, H] > 0 or a factor > 0, got {resize}")
 
 def domain_name(spec: DatasetSpec, specs: list[DatasetSpec]) -> str:
-    """The table label of an eval entry: its name, plus the split when the name repeats."""
-    same = [s for s in specs if s.name == spec.name]
+    """The table label of an eval entry: its ``label``, else its name, plus the split when the name repeats
+    among the entries without a label."""
+    if spec.label is not None:
+        return spec.label
+    same = [s for s in specs if s.name == spec.name and s.label is None]
     return spec.name if len(same) == 1 else f"{spec.name}:{spec.split}"
 
 
@@ -187,5 +194,5 @@ def _check_domain_labels(cfg: Config) -> None:
         if label in seen:
             raise ConfigError(
                 f"data.val[{seen[label]}] and data.val[{i}] are both '{label}' (same name and split): their results "
-                f"would share one row; give one of them another split, or drop it")
+                f"would share one row; give one a label (data.val[{i}].label: NAME), or drop it")
         seen[label] = i
