@@ -162,6 +162,7 @@ def test_wrong_type_names_the_key_and_the_expected_type(override, key, expected)
         ("model.adapter.lr_mult=-0.1", "model.adapter.lr_mult"),
         ("train.power=-1", "train.power"),
         ("data.scale=[2048, 0]", "data.scale"),
+        ("train.no_decay_keys=[norm, '']", "train.no_decay_keys"),
         ("eval.crop=[512, 0]", "eval.crop"),
         ("eval.crop=[512, 512, 3]", "eval.crop"),
         ("eval.stride=[341, 600]", "eval.stride"),  # the window is 512 wide

@@ -64,7 +64,9 @@ SHIPPED_KEYS = {
     "rein_eva02_l_gta": {"model.backbone.name": "eva02_large_patch14_224",  # the MIM weights, not EVA02-CLIP
                          "model.backbone.weights": "weights/eva02_L_pt_m38m_p14.pt"},
     "lora_dinov2_l_gta": {"model.adapter.name": "lora", "model.adapter.rank": 8},
-    "full_dinov2_l_gta": {"model.adapter.name": "full", "model.adapter.lr_mult": 0.1},
+    "full_dinov2_l_gta": {"model.adapter.name": "full", "model.adapter.lr_mult": 0.1,  # REFERENCE.md
+                          # configs/dinov2/dinov2_mask2former_512x512_bs1x4.py custom_keys
+                          "train.no_decay_keys": ["norm", "query_embed", "level_embed"]},
     "adaptformer_dinov2_l_gta": {"model.adapter.name": "adaptformer", "model.adapter.width": 64,
                                  "model.adapter.scale": 0.1},
     # configs/dinov2/rein_dinov2_mask2former_1024x1024_bs4x2.py

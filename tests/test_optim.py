@@ -100,3 +100,25 @@ def test_frozen_backbone_runs_without_autograd():
     assert all(f.grad_fn is None and not f.requires_grad for f in feats)
     rein = dgseg.build_model(tiny_config())
     assert all(f.grad_fn is not None for f in rein.extract(torch.randn(1, 3, 32, 32)))
+
+
+def test_full_fine_tuning_recipe_decays_what_the_official_config_decays():
+    # Rein's configs/dinov2/dinov2_mask2former_512x512_bs1x4.py: custom_keys norm, query_embed, level_embed
+    # (decay_mult 0) and norm_decay_mult 0; the backbone's pos_embed / cls_token and the head's query_feat decay
+    from pathlib import Path
+
+    recipe = dgseg.load_config(Path(dgseg.__file__).parent / "configs" / "full_dinov2_l_gta.yaml").train
+    assert recipe.no_decay_keys == ["norm", "query_embed", "level_embed"]
+    model = dgseg.build_model(tiny_config(model__adapter={"name": "full", "link": False, "lr_mult": 0.1}))
+    decay = {id(p): g["weight_decay"] for g in param_groups(model, TrainConfig(lr=1e-4, weight_decay=0.05,
+                                                                            no_decay_keys=recipe.no_decay_keys))
+             for p in g["params"]}
+    names = dict(model.named_parameters())
+    for n in ("backbone.vit.pos_embed", "backbone.vit.cls_token", "head.query_feat.weight"):
+        assert decay[id(names[n])] == 0.05, n
+    for n in ("head.query_embed.weight", "head.level_embed.weight"):
+        assert decay[id(names[n])] == 0.0, n
+    assert all(decay[id(p)] == 0.0 for n, p in names.items() if "norm" in n)
+    default = {id(p): g["weight_decay"] for g in param_groups(model, TrainConfig(lr=1e-4, weight_decay=0.05))
+               for p in g["params"]}
+    assert default[id(names["backbone.vit.pos_embed"])] == 0.0  # dgseg's own list (null) exempts it

@@ -187,6 +187,11 @@ class TrainConfig:
     poly_begin: int = 0
     """Iteration where the poly decay starts at factor 1.0 (mmengine PolyLR ``begin``; Rein's Cityscapes recipe: 10000)."""
     grad_clip: float | None = None
+    no_decay_keys: list[str] | None = None
+    """Parameter-name parts that get no weight decay (every normalisation layer gets none, by type); null:
+    dgseg's list (engine/optim.py NO_DECAY_KEYS: Rein's keys plus position embeddings, cls/register tokens,
+    prompts, query_feat). full_dinov2_l_gta: the official full fine-tuning config's [norm, query_embed,
+    level_embed]."""
     accumulate: int = 1
     amp: str = "none"
     """none | bf16 | fp16 (fp16 on CUDA only)."""

@@ -59,6 +59,9 @@ def validate_config(cfg: Config) -> None:
         raise ConfigError(
             f"train.poly_begin: must be in [0, train.max_iters={cfg.train.max_iters}), got {cfg.train.poly_begin}"
         )
+    if cfg.train.no_decay_keys is not None and not all(k.strip() for k in cfg.train.no_decay_keys):
+        raise ConfigError(f"train.no_decay_keys: expected parameter-name parts (non-empty strings) or null, got "
+                          f"{cfg.train.no_decay_keys}")
     if cfg.train.grad_clip is not None and cfg.train.grad_clip <= 0:
         raise ConfigError(f"train.grad_clip: must be > 0 or null, got {cfg.train.grad_clip}")
     if len(cfg.data.crop_size) != 2 or min(cfg.data.crop_size) <= 0:

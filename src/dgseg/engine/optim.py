@@ -27,14 +27,16 @@ def norm_parameter_ids(model: nn.Module) -> set[int]:
 
 def param_groups(model: nn.Module, cfg: TrainConfig, backbone_lr_mult: float = 1.0) -> list[dict]:
     """AdamW groups: no weight decay on normalisation layers (by module type, :data:`NORM_TYPES`) and on
-    names holding :data:`NO_DECAY_KEYS` (norms, tokens, query/level/position embeddings, the Rein scale);
+    names holding one of ``cfg.no_decay_keys`` (null: :data:`NO_DECAY_KEYS`: norms, tokens, query/level/position
+    embeddings, the Rein scale);
     backbone weights (when they train) get ``lr * backbone_lr_mult``."""
     groups: dict[tuple[float, float], list] = {}
     norms = norm_parameter_ids(model)
+    keys = NO_DECAY_KEYS if cfg.no_decay_keys is None else tuple(cfg.no_decay_keys)
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        decay = 0.0 if id(p) in norms or any(k in name for k in NO_DECAY_KEYS) else cfg.weight_decay
+        decay = 0.0 if id(p) in norms or any(k in name for k in keys) else cfg.weight_decay
         lr = cfg.lr * (backbone_lr_mult if name.startswith("backbone.") else 1.0)
         groups.setdefault((lr, decay), []).append(p)
     return [{"params": ps, "lr": lr, "initial_lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
