@@ -102,6 +102,34 @@ def test_16_bit_label_values_are_kept(tmp_path):
     np.testing.assert_array_equal(read_label(save(tmp_path / "l.png", Image.fromarray(raw))), raw)
 
 
+def with_orientation(path: Path, array: np.ndarray, orientation: int, fmt: str = "PNG") -> Path:
+    im = Image.fromarray(array)
+    exif = im.getexif()
+    exif[0x0112] = orientation  # the EXIF Orientation tag
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im.save(path, format=fmt, exif=exif.tobytes(), **({"quality": 100} if fmt == "JPEG" else {}))
+    return path
+
+
+@pytest.mark.parametrize("orientation, turned", [(1, RGB), (3, np.rot90(RGB, 2)), (6, np.rot90(RGB, -1)),
+                                                 (8, np.rot90(RGB, 1)), (2, RGB[:, ::-1])])
+def test_images_are_turned_by_their_exif_orientation_as_opencv_imread_color_does(tmp_path, orientation, turned):
+    path = with_orientation(tmp_path / "x.png", RGB, orientation)
+    arr = read_image(path)
+    np.testing.assert_array_equal(arr, turned)
+    cv2 = pytest.importorskip("cv2")  # Rein's loader: mmcv.imfrombytes -> cv2.imdecode(IMREAD_COLOR)
+    np.testing.assert_array_equal(arr, cv2.imread(str(path), cv2.IMREAD_COLOR)[..., ::-1])
+
+
+def test_labels_are_read_as_stored_and_a_label_of_an_exif_turned_image_is_refused_saying_so(tmp_path):
+    raw = np.zeros((12, 16), np.uint8)
+    lab = with_orientation(tmp_path / "labels" / "a.png", raw, 6)
+    assert read_label(lab).shape == (12, 16)  # mmcv reads labels 'unchanged': no orientation applied
+    with_orientation(tmp_path / "images" / "a.jpg", RGB, 6, "JPEG")
+    with pytest.raises(DataError, match=r"a\.png: label is 16x12 but its image .*a\.jpg is 12x16 .*EXIF orientation"):
+        build_dataset("folder", tmp_path, "train")[0]
+
+
 # ------------------------------------------------------------------------------------------ corrupt bytes
 
 

@@ -78,9 +78,12 @@ class SegmentationDataset(Dataset):
         image = read_image(s.image)
         raw = read_label(s.label, s.reader)
         if raw.shape != image.shape[:2]:
+            turned = raw.shape == image.shape[1::-1]
             raise DataError(
                 f"{s.label}: label is {raw.shape[1]}x{raw.shape[0]} but its image {s.image} is "
                 f"{image.shape[1]}x{image.shape[0]} (WxH); expected the same size"
+                + (" (the image's EXIF orientation tag turns it, as OpenCV reads it; store the image"
+                   " upright or the label turned the same way)" if turned else "")
             )
         label, unknown = s.id_map.map_checked(raw)
         return image, label, unknown

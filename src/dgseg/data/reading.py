@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 
 class DataError(ValueError):
@@ -38,13 +38,15 @@ def read_image(path: str | Path) -> np.ndarray:
     """Decode an image file to RGB uint8 [H, W, 3]; DataError naming the file when it cannot be.
 
     Grayscale, palette, RGBA and CMYK images are converted (alpha dropped); 16-bit images keep their
-    high byte (as OpenCV reads them in colour mode). Any decoder failure (truncated, corrupt, not an
+    high byte (as OpenCV reads them in colour mode). The EXIF orientation tag is applied, as OpenCV's
+    IMREAD_COLOR (mmcv's ``imfrombytes``, Rein's loader) applies it: a phone photo stored sideways is
+    read upright. Labels are read as stored (mmcv reads them ``unchanged``). Any decoder failure (truncated, corrupt, not an
     image, a decompression bomb) is a DataError; no other exception leaves this function.
     """
     try:
         with Image.open(path) as im:
             im.load()
-            return _to_rgb8(im, path)
+            return _to_rgb8(ImageOps.exif_transpose(im), path)
     except DataError:
         raise
     except FileNotFoundError as e:
