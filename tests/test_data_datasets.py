@@ -118,6 +118,32 @@ def test_split_file_selects_a_subset_of_a_split_folder(tmp_path):
     assert [Path(s.image).name for s in ds.samples] == ["a_2_leftImg8bit.png"]
 
 
+def test_split_files_may_list_file_names_with_the_datasets_own_suffix_and_prefix(tmp_path):
+    for stem in ("a_1", "a_2", "a_3", "a_4"):
+        rgb(tmp_path / f"leftImg8bit/train/a/{stem}_leftImg8bit.png")
+        label(tmp_path / f"gtFine/train/a/{stem}_gtFine_labelIds.png", [7])
+    split = tmp_path / "names.txt"  # a file name, with its folder, mmseg's "<stem>_leftImg8bit", a stem
+    split.write_text("a_1_leftImg8bit.png\na/a_2_leftImg8bit.png\na_3_leftImg8bit\n")
+    ds = build_dataset("cityscapes", tmp_path, "train", split_file=split)
+    assert [Path(s.image).name for s in ds.samples] == [f"a_{i}_leftImg8bit.png" for i in (1, 2, 3)]
+
+    for i in range(4):
+        rgb(tmp_path / f"us/rgb/rgb_{i}.png")
+        label(tmp_path / f"us/ss/ss_{i}.png", [1])
+    (tmp_path / "us/val.txt").write_text("rgb_0.png\nrgb_1\n2\n")
+    ds = build_dataset("urbansyn", tmp_path / "us", "val")
+    assert [Path(s.image).name for s in ds.samples] == ["rgb_0.png", "rgb_1.png", "rgb_2.png"]
+
+
+def test_a_split_file_entry_without_an_image_names_the_expected_file(tmp_path):
+    rgb(tmp_path / "rgb/rgb_0.png")
+    label(tmp_path / "ss/ss_0.png", [1])
+    (tmp_path / "val.txt").write_text("rgb_0.png\nrgb_9.png\n")
+    with pytest.raises(DataError, match=r"rgb/9: listed in the split file but no such image found: "
+                                        r"expected rgb_9\.png in .*rgb"):
+        build_dataset("urbansyn", tmp_path, "val")
+
+
 def test_synthia_reads_the_class_from_the_first_channel_of_16_bit_labels(tmp_path):
     rgb(tmp_path / "RGB/0000000.png")
     arr = np.zeros((H, W, 3), np.uint16)

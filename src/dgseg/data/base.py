@@ -182,7 +182,7 @@ class PairedFilesDataset(SegmentationDataset):
             only_stems = self._split_stems(split, split_file)
         else:  # a split file selects a subset of the split folder (e.g. 1/16 of the labels)
             split_dir = self._split_folder(split)
-            only_stems = None if split_file is None else read_split_file(Path(split_file), split)
+            only_stems = None if split_file is None else self._read_split_file(Path(split_file), split)
         image_dir = self.root / self.image_dir.format(split=split_dir)
         label_dir = self.root / self._label_dir(split_dir)
         for folder, what in ((image_dir, "image"), (label_dir, "label")):
@@ -234,16 +234,19 @@ class PairedFilesDataset(SegmentationDataset):
             f"{sorted(set(self.split_dirs) | set(self.split_dirs.values()))}"
         )
 
+    def _read_split_file(self, path: Path, split: str) -> set[str]:
+        return read_split_file(path, split, self.image_suffixes, self.image_prefix)
+
     def _split_stems(self, split: str, split_file: str | os.PathLike | None) -> set[str] | None:
         if split_file is not None:
-            return read_split_file(Path(split_file), split)
+            return self._read_split_file(Path(split_file), split)
         if split in ("train", "all"):
             return None
         for candidate in (self.root / f"{split}.txt", self.root / "split.mat"):
             if candidate.is_file():
-                return read_split_file(candidate, split)
+                return self._read_split_file(candidate, split)
         raise DataError(
             f"{self.root}: {self.name} has no split folders; split 'train' (or 'all') uses "
             f"every image, split '{split}' needs split_file=... or {self.root}/{split}.txt "
-            "(one image stem per line)"
+            "(one image stem or file name per line)"
         )

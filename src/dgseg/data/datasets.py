@@ -27,7 +27,8 @@ dataset's own folder name):
                  exist, ``{root}/images`` and ``{root}/labels``.
 ===============  ==============================================================================
 
-Split files: ``split_file=`` a text file with one image stem or file name per line, or GTAV's official
+Split files: ``split_file=`` a text file with one image stem or file name per line (the dataset's own
+suffix and prefix may be included, see :func:`dgseg.data.pairing.listed_stem`), or GTAV's official
 ``split.mat`` (``trainIds``/``valIds``/``testIds``). For a dataset without split folders it defines the
 split (without it, split ``val``/``test`` looks for ``{root}/{split}.txt``, then ``{root}/split.mat``);
 for the others it selects a subset of the split folder (e.g. 1/16 of Cityscapes train).

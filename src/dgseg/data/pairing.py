@@ -125,8 +125,12 @@ def pair_files(
         _, label, id_map = labels[stem]
         samples.append(Sample(image, label, id_map, reader))
     if only_stems is not None:
+        where = f"in {image_dir} or its sub-folders" if recursive else f"in {image_dir}"
         for stem in sorted(only_stems - set(images)):
-            problems.append((str(image_dir / stem), "listed in the split file but no such image found"))
+            want = " or ".join(f"{image_prefix}{stem}{s}" for s in image_suffixes)
+            problems.append(
+                (str(image_dir / stem), f"listed in the split file but no such image found: expected {want} {where}")
+            )
     for stem, (_, label, _) in labels.items():
         if stem not in images:
             want = " or ".join(f"{image_prefix}{stem}{s}" for s in image_suffixes)
@@ -135,8 +139,28 @@ def pair_files(
     return samples, problems
 
 
-def read_split_file(path: Path, split: str) -> set[str]:
-    """Stems listed by a split file: text (one stem or file name per line, '#' comments) or GTAV's
+def listed_stem(line: str, image_suffixes: Sequence[str] = (), image_prefix: str = "") -> str:
+    """The pairing stem of a split-file line: a stem or a file name, with or without its folders
+    (``aachen/aachen_000000_000019_leftImg8bit.png``, ``rgb_12.png``, ``rgb_12``, ``12``). The
+    dataset's own image suffixes are stripped (then a generic image suffix, then the part of a dataset
+    suffix before its extension, as mmseg's split files list ``<stem>`` of ``<stem>_leftImg8bit.png``),
+    then the dataset's image prefix."""
+    name = Path(line).name
+    suffix = _match_suffix(name, image_suffixes) or _match_suffix(name, IMAGE_SUFFIXES)
+    if suffix:
+        name = name[: len(name) - len(suffix)]
+    marks = sorted({s[: len(s) - len(Path(s).suffix)] for s in image_suffixes} - {""}, key=len, reverse=True)
+    mark = None if suffix and _match_suffix(suffix, image_suffixes) else _match_suffix(name, marks)
+    if mark:
+        name = name[: len(name) - len(mark)]
+    return name[len(image_prefix) :] if image_prefix and name.startswith(image_prefix) else name
+
+
+def read_split_file(
+    path: Path, split: str, image_suffixes: Sequence[str] = (), image_prefix: str = ""
+) -> set[str]:
+    """Stems listed by a split file: text (one stem or file name per line, '#' comments; each read by
+    :func:`listed_stem` with the dataset's ``image_suffixes`` and ``image_prefix``) or GTAV's
     ``split.mat`` (1-based image numbers under ``{split}Ids``, stems zero-padded to 5 digits)."""
     if not path.is_file():
         raise DataError(f"{path}: split file not found")
@@ -156,9 +180,7 @@ def read_split_file(path: Path, split: str) -> set[str]:
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
-            name = Path(line).name
-            suffix = _match_suffix(name, IMAGE_SUFFIXES)
-            stems.add(name[: len(name) - len(suffix)] if suffix else name)
+            stems.add(listed_stem(line, image_suffixes, image_prefix))
     if not stems:
         raise DataError(f"{path}: split file lists no images; expected one image stem per line")
     return stems
