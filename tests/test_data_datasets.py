@@ -297,6 +297,23 @@ def test_image_without_label_raises_or_is_skipped_with_a_record(tmp_path):
     assert len(ds.skipped) == 1 and ds.skipped[0][0].endswith("00002.png")
 
 
+def test_image_files_of_a_suffix_the_dataset_does_not_read_are_pairing_problems_not_dropped(tmp_path):
+    rgb(tmp_path / "images/00001.png")
+    label(tmp_path / "labels/00001.png", [7])
+    rgb(tmp_path / "images/00002.jpeg")  # GTAV reads .png and .jpg
+    rgb(tmp_path / "images/00003.webp")
+    (tmp_path / "images/notes.txt").write_text("not an image file: not a problem")
+    with pytest.raises(DataError, match=r"00002\.jpeg: image file not read by this dataset: expected names "
+                                        r"ending in \.png or \.jpg.*\(and 1 more problems\)"):
+        build_dataset("gtav", tmp_path)
+    with pytest.warns(UserWarning, match="2 files left out"):
+        ds = build_dataset("gtav", tmp_path, on_error="skip")
+    assert len(ds) == 1
+    assert [Path(p).name for p, _ in ds.skipped] == ["00002.jpeg", "00003.webp"]
+    report = check_dataset("gtav", tmp_path, "train")
+    assert not report.ok and any("00003.webp: image file not read" in p for p in report.problems)
+
+
 def test_label_without_image_is_an_error(tmp_path):
     rgb(tmp_path / "images/00001.png")
     label(tmp_path / "labels/00001.png", [7])

@@ -1,9 +1,9 @@
 """Listing a dataset's files and pairing images with labels by stem; reading split files.
 
 :func:`pair_files` returns the :class:`Sample` pairs and the problems found (duplicates, an image
-without a label, a label without an image) as (path, reason); the dataset decides whether a problem
-raises or is skipped. Only names are read here: files are decoded by :mod:`dgseg.data.reading` when an
-item is read.
+without a label, a label without an image, an image file of a suffix the dataset does not read) as
+(path, reason); the dataset decides whether a problem raises or is skipped: nothing is left out without
+a word. Only names are read here: files are decoded by :mod:`dgseg.data.reading` when an item is read.
 """
 
 from __future__ import annotations
@@ -73,14 +73,24 @@ def pair_files(
     ``label_kinds`` lists (file suffix, IdMap) in order of preference: when a stem has several label
     files (e.g. ``_labelTrainIds.png`` and ``_labelIds.png``) the first kind is used. Returns the pairs
     (sorted by image path) and the problems found as (path, reason): duplicate stems, an image without
-    a label, a label without an image.
+    a label, a label without an image, an image file (:data:`IMAGE_SUFFIXES`) whose name does not end in
+    one of ``image_suffixes``, a stem of ``only_stems`` (a split file) without an image.
     """
     problems: list[tuple[str, str]] = []
     images: dict[str, Path] = {}
-    for path in _list_files(image_dir, image_suffixes, recursive):
+    for path in _list_files(image_dir, (*image_suffixes, *IMAGE_SUFFIXES), recursive):
         suffix = _match_suffix(path.name, image_suffixes)
-        stem = _stem(path.name, suffix or path.suffix, image_prefix)
+        stem = _stem(path.name, suffix or _match_suffix(path.name, IMAGE_SUFFIXES) or path.suffix, image_prefix)
         if only_stems is not None and stem not in only_stems:
+            continue
+        if suffix is None:  # an image file, but not one of the dataset's: say so rather than drop it
+            problems.append(
+                (
+                    str(path),
+                    f"image file not read by this dataset: expected names ending in "
+                    f"{' or '.join(image_suffixes)}; convert or rename it, or move it out of {image_dir}",
+                )
+            )
             continue
         if stem in images:
             problems.append(
