@@ -12,7 +12,7 @@ from tiny import tiny_config, tiny_dict
 
 import dgseg
 from dgseg.config import ConfigError, config_from_dict
-from dgseg.data import build_dataset
+from dgseg.data import DataError, build_dataset
 from dgseg.data.classes import (
     ClassSetError,
     default_palette,
@@ -173,11 +173,20 @@ def folder(root, values: np.ndarray, n: int = 2) -> None:
         Image.fromarray(values).save(root / "labels" / f"{i}.png")
 
 
-def test_folder_dataset_with_an_unknown_value_warns_naming_the_file_and_value(tmp_path):
-    folder(tmp_path, np.array([[0, 1], [2, 7]], dtype=np.uint8), n=1)
-    ds = build_dataset("folder", tmp_path, num_classes=5)
-    with pytest.warns(UserWarning, match=r"0.png: label values \[7\] are not defined"):
-        assert ds[0]["label"].tolist() == [[0, 1], [2, 255]]
+def test_folder_label_values_beyond_the_class_count_are_an_error_naming_file_values_and_count(tmp_path):
+    folder(tmp_path, np.array([[0, 1], [254, 7]], dtype=np.uint8), n=1)
+    with pytest.raises(DataError, match=r"0\.png: label values \[7, 254\] are not defined by folder .*"
+                                        r"\(5 classes: indices 0\.\.4, 255 ignore\).*data\.unknown_labels=ignore"):
+        build_dataset("folder", tmp_path, num_classes=5)[0]
+    ds = build_dataset("folder", tmp_path, num_classes=5, unknown_labels="ignore")
+    assert ds[0]["label"].tolist() == [[0, 1], [255, 255]]
+    assert list(ds.ignored_labels) == [str(tmp_path / "labels" / "0.png")]
+
+
+def test_16_bit_folder_label_values_beyond_the_class_count_are_an_error(tmp_path):
+    folder(tmp_path, np.array([[0, 1], [2, 258]], dtype=np.uint16), n=1)
+    with pytest.raises(DataError, match=r"0\.png: label values \[258\] are not defined"):
+        build_dataset("folder", tmp_path, num_classes=5)[0]
 
 
 def test_a_150_class_reduce_zero_label_dataset_builds_and_evaluates(tmp_path):

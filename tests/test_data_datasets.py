@@ -364,14 +364,33 @@ def test_size_mismatch_names_both_files(tmp_path):
         ds[0]
 
 
-def test_unknown_label_values_warn_naming_the_file_or_raise(tmp_path):
+def test_unknown_label_values_are_an_error_naming_the_file_unless_ignored_explicitly(tmp_path):
     rgb(tmp_path / "images/00001.png")
     label(tmp_path / "labels/00001.png", [7, 77])
+    with pytest.raises(DataError, match=r"00001.png: label values \[77\] are not defined by cityscapes label "
+                                        r"IDs.*--set data.unknown_labels=ignore"):
+        build_dataset("gtav", tmp_path)[0]
+    ds = build_dataset("gtav", tmp_path, unknown_labels="ignore")
+    item = ds[0]
+    assert set(np.unique(item["label"].numpy())) == {0, 255}
+    (path, reason), = item["unknown_labels"]  # how a DataLoader worker's record reaches the main process
+    assert path.endswith("00001.png") and "label values [77] read as 255" in reason
+    ds[0]
+    assert ds.ignored_labels == {path: reason}  # once per file, however often it is read
     with pytest.warns(UserWarning, match=r"00001.png: label values \[77\]"):
-        lab = first_label(build_dataset("gtav", tmp_path))
-    assert set(np.unique(lab)) == {0, 255}
-    with pytest.raises(DataError, match=r"label values \[77\]"):
-        build_dataset("gtav", tmp_path, unknown_labels="error")[0]
+        build_dataset("gtav", tmp_path, unknown_labels="warn")[0]
+
+
+@pytest.mark.parametrize("name, layout, raw", [
+    ("gtav", ("images/0.png", "labels/0.png"), range(34)),  # every Cityscapes label ID, 19 classes or not
+    ("cityscapes", ("leftImg8bit/train/a/a_leftImg8bit.png", "gtFine/train/a/a_gtFine_labelIds.png"), range(34)),
+    ("urbansyn", ("rgb/rgb_0.png", "ss/ss_0.png"), [*range(20), 255]),
+    ("bdd100k", ("images/10k/train/0.jpg", "labels/sem_seg/masks/train/0.png"), [*range(19), 255]),
+])
+def test_raw_ids_of_a_datasets_own_table_are_not_unknown_values(tmp_path, name, layout, raw):
+    rgb(tmp_path / layout[0])
+    label(tmp_path / layout[1], list(raw))
+    build_dataset(name, tmp_path, "train")[0]  # the default (unknown_labels="error") does not raise
 
 
 def test_colour_label_image_is_rejected(tmp_path):

@@ -275,6 +275,31 @@ def test_bad_sample_with_on_error_raise_stops_naming_the_file(tmp_path):
         train(cfg, tmp_path / "run", progress=False)
 
 
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_unknown_label_values_stop_training_unless_ignored_then_each_file_is_logged_and_counted(
+        tmp_path, capsys, num_workers):
+    root = tmp_path / "data"
+    folder_dataset(root)
+    for name in ("c_truncated", "e_other_size"):  # only the unknown values are under test here
+        (root / "images" / f"{name}.png").unlink()
+        (root / "labels" / f"{name}.png").unlink()
+    lab = np.zeros((40, 48), np.uint8)
+    lab[0, :3] = (40, 254, 7)  # 40 and 254: beyond the 19 classes, not 255
+    Image.fromarray(lab).save(root / "labels" / "b.png")
+    with pytest.raises(DataError, match=r"b\.png: label values \[40, 254\] are not defined by folder .*19 classes"):
+        train(folder_config(root, "raise", num_workers), tmp_path / "stopped", progress=False)
+    cfg = run_config(train__max_iters=3, data__train=[{"name": "folder", "root": str(root), "split": "train"}],
+                     data__unknown_labels="ignore", data__num_workers=num_workers)
+    result = train(cfg, tmp_path / "run", progress=False)  # 3 iterations x 2 = every sample at least once
+    label_b = str(root / "labels" / "b.png")
+    assert [p for p, _ in result["unknown_labels"]] == [label_b]
+    assert "note: 1 label files had values the dataset does not define" in capsys.readouterr().out
+    logged = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    (line,) = [r for r in logged if "unknown_labels" in r]
+    assert line["unknown_labels"] == label_b and "[40, 254] read as 255" in line["reason"]
+    assert [p for p, _ in load_train_state(tmp_path / "run")["unknown_labels"]] == [label_b]  # across --resume
+
+
 def test_full_disk_while_checkpointing_stops_with_the_file_and_keeps_the_previous_checkpoint(
         tmp_path, monkeypatch, capsys):
     config = write_config(tmp_path / "tiny.yaml", run_config(train__max_iters=3, train__checkpoint_interval=1))

@@ -24,6 +24,7 @@ def validate_config(cfg: Config) -> None:
         "model.text.activation": cfg.model.text.activation,
         "model.text.context_init": cfg.model.text.context_init,
         "data.on_error": cfg.data.on_error,
+        "data.unknown_labels": cfg.data.unknown_labels,
         "train.optimizer": cfg.train.optimizer,
         "train.amp": cfg.train.amp,
         "train.on_nan": cfg.train.on_nan,

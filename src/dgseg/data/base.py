@@ -36,8 +36,12 @@ class SegmentationDataset(Dataset):
             replacement item carries ``"skipped": [(path, reason), ...]`` of the samples it stands in
             for (DataLoader workers keep their own ``self.skipped``; this key is how their skips
             reach the main process).
-        unknown_labels: label values the dataset does not define are mapped to 255 and ``warn``
-            (default, once per file), raise (``error``) or pass silently (``ignore``).
+        unknown_labels: label values the dataset does not define (beyond its ID table: for a
+            ``folder``, beyond the class count, other than 255) raise a DataError naming the file, the
+            values and what the dataset defines (``error``, default); ``ignore`` reads them as 255
+            and records the file in ``self.ignored_labels`` (label path -> reason), the item carrying
+            ``"unknown_labels": [(label path, reason)]`` (a DataLoader worker's report, as
+            ``"skipped"``); ``warn`` reads them as 255 with a warning.
         name: shown in messages.
         skipped: problems found while listing (on_error="skip"), kept in ``self.skipped``.
     """
@@ -49,7 +53,7 @@ class SegmentationDataset(Dataset):
         samples: Sequence[Sample],
         transform: Transform | None = None,
         on_error: OnError = "raise",
-        unknown_labels: UnknownLabels = "warn",
+        unknown_labels: UnknownLabels = "error",
         name: str | None = None,
         skipped: Iterable[tuple[str, str]] = (),
     ) -> None:
@@ -64,6 +68,7 @@ class SegmentationDataset(Dataset):
         if name is not None:
             self.name = name
         self.skipped: list[tuple[str, str]] = list(skipped)
+        self.ignored_labels: dict[str, str] = {}
         self._bad: dict[int, str] = {}
 
     def __len__(self) -> int:
@@ -88,18 +93,25 @@ class SegmentationDataset(Dataset):
         label, unknown = s.id_map.map_checked(raw)
         return image, label, unknown
 
-    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, tuple[str, str] | None]:
+        """(image, label, (label path, reason) when unknown label values were read as 255)."""
         image, label, unknown = self.read(index)
-        if unknown and self.unknown_labels != "ignore":
-            s = self.samples[index]
-            msg = (
-                f"{s.label}: label values {unknown} are not defined by {s.id_map.name}; "
-                "they are read as 255 (ignore)"
+        if not unknown:
+            return image, label, None
+        s = self.samples[index]
+        found = f"{s.label}: label values {unknown} are not defined by {s.id_map.name}"
+        if self.unknown_labels == "error":
+            raise DataError(
+                f"{found}; expected only the values it defines. To read such values as 255 (ignore), pass "
+                "--set data.unknown_labels=ignore (unknown_labels='ignore' in Python): every such file "
+                "is then counted and logged; `dgseg data check` lists them all"
             )
-            if self.unknown_labels == "error":
-                raise DataError(msg)
-            warnings.warn(msg, stacklevel=3)
-        return image, label
+        note = (str(s.label), f"label values {unknown} read as 255 (ignore): not defined by {s.id_map.name}")
+        if self.unknown_labels == "warn":
+            warnings.warn(f"{found}; they are read as 255 (ignore)", stacklevel=3)
+        else:
+            self.ignored_labels.setdefault(*note)
+        return image, label, note
 
     def _skip(self, index: int, error: DataError) -> None:
         reason = str(error)
@@ -118,7 +130,7 @@ class SegmentationDataset(Dataset):
             i = (index + attempt) % n
             if i not in self._bad:
                 try:
-                    image, label = self._load(i)
+                    image, label, note = self._load(i)
                     break
                 except DataError as e:
                     if self.on_error == "raise":
@@ -134,6 +146,8 @@ class SegmentationDataset(Dataset):
         item = {"image": image_t, "label": label_t, "path": str(self.samples[i].image)}
         if passed:  # the item stands in for these bad samples: a DataLoader worker's report travels with it
             item["skipped"] = passed
+        if note is not None and self.unknown_labels == "ignore":  # the same for labels read with ignore
+            item["unknown_labels"] = [note]
         return item
 
     def __repr__(self) -> str:
@@ -164,7 +178,7 @@ class PairedFilesDataset(SegmentationDataset):
         split: str = "train",
         transform: Transform | None = None,
         on_error: OnError = "raise",
-        unknown_labels: UnknownLabels = "warn",
+        unknown_labels: UnknownLabels = "error",
         split_file: str | os.PathLike | None = None,
     ) -> None:
         if root is None:

@@ -181,7 +181,7 @@ def folder_id_map(num_classes: int, label_map: Mapping[int, int] | None = None,
     """How a ``folder`` dataset's label PNG values become class indices.
 
     - default: values 0..K-1 are the classes, 255 is ignore, anything else is an unknown value
-      (warned about or an error, as the dataset's ``unknown_labels`` says) and read as 255;
+      (an error by default, as the dataset's ``unknown_labels`` says) and read as 255;
     - ``label_map`` {raw: index}: listed raw values map to their index (or 255); every other raw value
       is ignore (255) by definition;
     - ``reduce_zero_label`` (ADE20K): 0 -> 255, v -> v - 1 for v in 1..K, 255 stays ignore, others unknown.
@@ -207,7 +207,7 @@ def folder_id_map(num_classes: int, label_map: Mapping[int, int] | None = None,
         lut[:num_classes] = np.arange(num_classes)
         known[:num_classes] = True
         known[IGNORE_INDEX] = True
-        name = f"{where} (class indices 0..{num_classes - 1}, 255 ignore)"
+        name = f"{where} ({num_classes} classes: indices 0..{num_classes - 1}, 255 ignore)"
     lut.flags.writeable = False
     known.flags.writeable = False
     return IdMap(name, lut, known)

@@ -52,12 +52,14 @@ class SeededSamples(Dataset):
 
 
 def collate(items: list[dict]) -> dict:
-    """A batch; ``skipped`` lists the (path, reason) of the bad samples its items stand in for."""
+    """A batch; ``skipped`` lists the (path, reason) of the bad samples its items stand in for,
+    ``unknown_labels`` the (label path, reason) of its labels whose unknown values were read as 255."""
     return {
         "image": torch.stack([it["image"] for it in items]),
         "label": torch.stack([it["label"] for it in items]),
         "path": [it["path"] for it in items],
         "skipped": [tuple(s) for it in items for s in it.get("skipped", ())],
+        "unknown_labels": [tuple(s) for it in items for s in it.get("unknown_labels", ())],
     }
 
 
@@ -81,7 +83,7 @@ def build_train_set(cfg: Config) -> Dataset:
     )
     parts = [
         build_dataset(s.name, s.root, s.split, **_class_kwargs(cfg, s, transform, f"data.train[{i}]"),
-                      **_error_kwargs(s, d.on_error), **spec_kwargs(s))
+                      **_error_kwargs(s, d.on_error, d.unknown_labels), **spec_kwargs(s))
         for i, s in enumerate(d.train)
     ]
     return parts[0] if len(parts) == 1 else ConcatDataset(parts)
@@ -100,8 +102,10 @@ def _class_kwargs(cfg: Config, spec: DatasetSpec, transform, where: str) -> dict
         raise DataError(str(e)) from None
 
 
-def _error_kwargs(spec: DatasetSpec, on_error: str) -> dict:
-    return {} if spec.name.startswith("synthetic-") else {"on_error": on_error}
+def _error_kwargs(spec: DatasetSpec, on_error: str, unknown_labels: str = "error") -> dict:
+    if spec.name.startswith("synthetic-"):  # generated: no bad files, no unknown label values
+        return {}
+    return {"on_error": on_error, "unknown_labels": unknown_labels}
 
 
 def build_train_loader(cfg: Config, rank: int, world: int, start_step: int) -> tuple[DataLoader, Dataset]:
@@ -128,7 +132,8 @@ def build_eval_set(spec: DatasetSpec, on_error: str = "raise", cfg: Config | Non
     resize = tuple(spec.resize) if isinstance(spec.resize, list) else spec.resize
     transform = EvalTransform(resize=resize, prescale=spec.prescale)
     kwargs = {"transform": transform} if cfg is None else _class_kwargs(cfg, spec, transform, f"eval {spec.name}")
-    return build_dataset(spec.name, spec.root, spec.split, **kwargs, **_error_kwargs(spec, on_error),
+    unknown = "error" if cfg is None else cfg.data.unknown_labels
+    return build_dataset(spec.name, spec.root, spec.split, **kwargs, **_error_kwargs(spec, on_error, unknown),
                          **spec_kwargs(spec))
 
 

@@ -49,8 +49,10 @@ def evaluate_domain(model: nn.Module, spec: DatasetSpec, cfg: Config, device: to
     indices = range(rank, len(dataset), world)
     bar = tqdm(indices, desc=desc or f"eval {spec.name}", disable=not (progress and is_main()), leave=False)
     skipped: dict[str, str] = {}
+    ignored: dict[str, str] = {}  # data.unknown_labels=ignore: labels whose unknown values were read as 255
     for i in bar:
         item = dataset[i]
+        ignored.update(item.get("unknown_labels", ()))
         if item.get("skipped"):  # data.on_error=skip: a stand-in for bad samples; it is counted in its own turn
             skipped.update(item["skipped"])
             continue
@@ -73,6 +75,10 @@ def evaluate_domain(model: nn.Module, spec: DatasetSpec, cfg: Config, device: to
         result["skipped"] = sorted(skipped)
         warnings.warn(f"eval {spec.name}: {len(skipped)} bad samples left out of the metric: "
                       f"{', '.join(sorted(skipped)[:5])}", stacklevel=2)
+    if ignored:
+        result["unknown_labels"] = sorted(ignored)
+        warnings.warn(f"eval {spec.name}: {len(ignored)} label files with values the dataset does not define, "
+                      f"read as 255 (data.unknown_labels=ignore): {', '.join(sorted(ignored)[:5])}", stacklevel=2)
     return result
 
 

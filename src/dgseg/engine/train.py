@@ -73,7 +73,8 @@ class _StopRequest:
 
 
 def _gather_skips(skipped: dict[str, str]) -> list[tuple[str, str]]:
-    """The bad samples every rank skipped (each rank reads its own share of the data)."""
+    """The (path, reason) records of every rank (each rank reads its own share of the data): bad samples
+    skipped, labels read with data.unknown_labels=ignore."""
     if not dist.is_initialized():
         return list(skipped.items())
     parts: list = [None] * dist.get_world_size()
@@ -87,7 +88,8 @@ def _gather_skips(skipped: dict[str, str]) -> list[tuple[str, str]]:
 def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool = True,
           model: nn.Module | None = None, force: bool = False) -> dict:
     """Train ``cfg`` into ``out_dir``; returns {"step", "losses", "eval" (last results or None), "out_dir",
-    "skipped_samples" ([(path, reason)], data.on_error=skip), "skipped_steps" (train.on_nan=skip)}.
+    "skipped_samples" ([(path, reason)], data.on_error=skip), "skipped_steps" (train.on_nan=skip),
+    "unknown_labels" ([(label path, reason)], data.unknown_labels=ignore)}.
 
     A folder that already holds a run needs ``resume`` (continue it) or ``force`` (move it aside first,
     see :mod:`dgseg.engine.run_folder`)."""
@@ -144,6 +146,10 @@ def _forward_backward(
             if path not in st.skipped:
                 st.skipped[path] = reason
                 run.log({"iter": st.step + 1, "skipped_sample": path, "reason": reason})
+        for path, reason in batch.get("unknown_labels", ()):  # data.unknown_labels=ignore
+            if path not in st.ignored_labels:
+                st.ignored_labels[path] = reason
+                run.log({"iter": st.step + 1, "unknown_labels": path, "reason": reason})
         images = batch["image"].to(run.device, non_blocking=True)
         labels = batch["label"].to(run.device, non_blocking=True)
         paths += batch["path"]
@@ -229,6 +235,7 @@ def _save(run: TrainRun, st: TrainState, at: int) -> Path | None:
         "optimizer": run.optimizer.state_dict(), "scheduler": run.scheduler.state_dict(),
         "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else {}, "rng": capture_rng_state(), "step": at,
         "skipped_steps": st.skipped_steps, "skipped_samples": [[p, r] for p, r in st.skipped.items()],
+        "unknown_labels": [[p, r] for p, r in st.ignored_labels.items()],
     }
     meta = dict(run.meta_base, step=at)
     path = save_checkpoint(run.out_dir, at, run.base.trainable_state_dict(), meta, train_state,
@@ -292,6 +299,13 @@ def _finish(run: TrainRun, st: TrainState) -> dict:
               f"see {log_path}")
         for path, reason in bad_samples:
             print(f"  skipped {path}: {reason}")
+    ignored = _gather_skips(st.ignored_labels)
+    if is_main() and ignored:
+        print(f"note: {len(ignored)} label files had values the dataset does not define, read as 255 "
+              f"(data.unknown_labels=ignore); see {log_path}")
+        for path, reason in ignored:
+            print(f"  {path}: {reason}")
     barrier()
     return {"step": st.step, "losses": st.history, "eval": st.last_eval, "out_dir": str(out_dir),
-            "train_time_s": elapsed, "skipped_samples": bad_samples, "skipped_steps": st.skipped_steps}
+            "train_time_s": elapsed, "skipped_samples": bad_samples, "skipped_steps": st.skipped_steps,
+            "unknown_labels": ignored}

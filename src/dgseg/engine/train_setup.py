@@ -97,6 +97,7 @@ class TrainState:
     step: int = 0
     skipped_steps: int = 0  # non-finite steps skipped (train.on_nan=skip): their batches were consumed too
     skipped: dict[str, str] = field(default_factory=dict)  # bad samples skipped while reading: path -> reason
+    ignored_labels: dict[str, str] = field(default_factory=dict)  # data.unknown_labels=ignore: label -> reason
     consecutive_skips: int = 0
     last_eval: dict | None = None
     history: list[float] = field(default_factory=list)  # total loss of every step
@@ -193,4 +194,5 @@ def _resume(cfg: Config, out_dir: Path, base: nn.Module, optimizer: torch.optim.
     st.step = int(state["step"])
     st.skipped_steps = int(state.get("skipped_steps", 0))
     st.skipped = {str(p): str(r) for p, r in state.get("skipped_samples", [])}
+    st.ignored_labels = {str(p): str(r) for p, r in state.get("unknown_labels", [])}
     return ckpt
