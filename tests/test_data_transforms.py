@@ -148,3 +148,15 @@ def test_protocol_eval_resize_presets():
     assert eval_resize_for("acdc-night") is None
     # Cityscapes at 2048x1024 becomes 1024x512
     assert EvalTransform(eval_resize_for("cityscapes")).output_size(1024, 2048) == (512, 1024)
+
+
+@pytest.mark.parametrize("kw", [{}, {"short_edges": [256, 512, 1024], "max_long_edge": 2048},
+                                {"keep_ratio": False, "scale": (2048, 512)}])
+@pytest.mark.parametrize("h, w", [(1, 5000), (5000, 1), (1, 100000), (2, 4000)])
+def test_extreme_aspect_ratios_resize_to_at_least_one_pixel_per_edge_and_crop(h, w, kw):
+    torch.manual_seed(0)
+    image, label = TrainTransform(crop_size=(64, 64), **kw)(
+        torch.full((3, h, w), 7, dtype=torch.uint8), torch.ones(h, w, dtype=torch.long))
+    assert image.shape == (3, 64, 64) and label.shape == (64, 64)
+    assert (label == 1).any()  # the resized strip survives (padding is 255 around it)
+    assert min(EvalTransform(resize=0.5).output_size(h, w)) == 1

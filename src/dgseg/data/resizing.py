@@ -44,20 +44,21 @@ def resize_label(label: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def _rescale_size(height: int, width: int, long_edge: float, short_edge: float) -> tuple[int, int]:
     factor = min(long_edge / max(height, width), short_edge / min(height, width))
-    return int(height * factor + 0.5), int(width * factor + 0.5)
+    return max(int(height * factor + 0.5), 1), max(int(width * factor + 0.5), 1)
 
 
 def shortest_edge_size(height: int, width: int, short: int, max_size: int) -> tuple[int, int]:
     """(h, w) after mmseg's ``ResizeShortestEdge(scale=short, max_size)``: the short edge becomes ``short``
     unless the long edge would pass ``max_size`` (then the long edge is ``max_size``); the resulting
-    (w, h) is the ``scale`` of mmcv's keep-ratio ``Resize``, which fits the image into it again."""
+    (w, h) is the ``scale`` of mmcv's keep-ratio ``Resize``, which fits the image into it again. Every
+    edge is at least 1 px (an extreme aspect ratio such as 1 x 5000 would otherwise round one to 0)."""
     size = float(short)
     scale = size / min(height, width)
     new_h, new_w = (size, scale * width) if height < width else (scale * height, size)
     if max(new_h, new_w) > max_size:
         scale = max_size / max(new_h, new_w)
         new_h, new_w = new_h * scale, new_w * scale
-    new_h, new_w = int(new_h + 0.5), int(new_w + 0.5)
+    new_h, new_w = max(int(new_h + 0.5), 1), max(int(new_w + 0.5), 1)  # 1 x 5000: a short edge of 0.4 px
     return _rescale_size(height, width, max(new_h, new_w), min(new_h, new_w))
 
 

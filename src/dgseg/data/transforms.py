@@ -69,10 +69,11 @@ def _randint(low: int, high: int, generator: torch.Generator | None) -> int:
 
 def rescale_size(height: int, width: int, scale: Sequence[float]) -> tuple[int, int]:
     """Size (h, w) of an image resized keeping its aspect ratio to fit ``scale`` = (long, short) edges
-    (either order), as mmcv's ``rescale_size``: the factor is min(long / long_edge, short / short_edge)."""
+    (either order), as mmcv's ``rescale_size``: the factor is min(long / long_edge, short / short_edge).
+    Every edge is at least 1 px (an extreme aspect ratio such as 1 x 100000 would otherwise round one to 0)."""
     long_max, short_max = max(scale), min(scale)
     factor = min(long_max / max(height, width), short_max / min(height, width))
-    return int(height * factor + 0.5), int(width * factor + 0.5)
+    return max(int(height * factor + 0.5), 1), max(int(width * factor + 0.5), 1)
 
 
 def resize(
@@ -269,7 +270,7 @@ class EvalTransform:
         if self.resize is None:
             return height, width
         if isinstance(self.resize, (int, float)):
-            return int(height * self.resize + 0.5), int(width * self.resize + 0.5)
+            return max(int(height * self.resize + 0.5), 1), max(int(width * self.resize + 0.5), 1)
         w, h = self.resize
         return rescale_size(height, width, (w, h)) if self.keep_ratio else (int(h), int(w))
 
