@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from dgseg.config import DatasetSpec
 from dgseg.data import DataError, TrainTransform, build_dataset, build_datasets, run_check
 from dgseg.data.check import check_dataset
 
@@ -379,6 +380,28 @@ def test_unknown_label_values_are_an_error_naming_the_file_unless_ignored_explic
     assert ds.ignored_labels == {path: reason}  # once per file, however often it is read
     with pytest.warns(UserWarning, match=r"00001.png: label values \[77\]"):
         build_dataset("gtav", tmp_path, unknown_labels="warn")[0]
+
+
+def test_the_configs_auto_reads_a_built_in_datasets_unknown_ids_as_ignore_and_a_folders_as_an_error(tmp_path):
+    # auto (default): built-in datasets as Rein's offline converters (every raw ID outside the table -> 255,
+    # here logged); a folder's class count is the user's own, so a value beyond it is an error
+    from dgseg.config import load_config
+    from dgseg.engine.data import build_eval_set
+
+    rgb(tmp_path / "gta/images/00001.png")
+    label(tmp_path / "gta/labels/00001.png", [7, 77])
+    cfg = load_config()
+    assert cfg.data.unknown_labels == "auto"
+    gta = DatasetSpec(name="gtav", root=str(tmp_path / "gta"), split="train")
+    assert build_eval_set(gta, cfg=cfg)[0]["unknown_labels"][0][0].endswith("00001.png")
+    cfg.data.unknown_labels = "error"
+    with pytest.raises(DataError, match=r"label values \[77\] are not defined"):
+        build_eval_set(gta, cfg=cfg)[0]
+    rgb(tmp_path / "mine/val/images/a.png")
+    label(tmp_path / "mine/val/labels/a.png", [1, 40])
+    cfg = load_config(overrides=["data.classes={names: [a, b, c]}"])
+    with pytest.raises(DataError, match=r"a.png: label values \[40\]"):
+        build_eval_set(DatasetSpec(name="folder", root=str(tmp_path / "mine"), split="val"), cfg=cfg)[0]
 
 
 @pytest.mark.parametrize("name, layout, raw", [

@@ -171,9 +171,11 @@ class DataConfig:
     num_workers: int = 2
     on_error: str = "raise"
     """raise | skip: what a corrupt sample does during training (skips are counted and reported)."""
-    unknown_labels: str = "error"
-    """error | ignore: a label value a dataset does not define (for a ``folder``: beyond the class count, other
-    than 255) is an error naming the file, or (ignore) read as 255, each such file counted and logged."""
+    unknown_labels: str = "auto"
+    """auto | error | ignore: a label value a dataset does not define (for a ``folder``: beyond the class count,
+    other than 255) is an error naming the file, or (ignore) read as 255, each such file counted and logged.
+    auto: error for ``folder`` datasets, ignore for the built-in ones (as Rein's offline label converters,
+    which map every raw ID outside their table to 255)."""
 
 
 @dataclass
@@ -255,7 +257,7 @@ CHOICES = {
     "model.text.activation": ("auto", "gelu", "quick_gelu"),
     "model.text.context_init": ("denseclip", "coop"),
     "data.on_error": ("raise", "skip"),
-    "data.unknown_labels": ("error", "ignore"),
+    "data.unknown_labels": ("auto", "error", "ignore"),
     "train.optimizer": ("adamw", "lamb"),
     "train.amp": ("none", "bf16", "fp16"),
     "train.on_nan": ("stop", "skip"),

@@ -102,9 +102,11 @@ def _class_kwargs(cfg: Config, spec: DatasetSpec, transform, where: str) -> dict
         raise DataError(str(e)) from None
 
 
-def _error_kwargs(spec: DatasetSpec, on_error: str, unknown_labels: str = "error") -> dict:
+def _error_kwargs(spec: DatasetSpec, on_error: str, unknown_labels: str = "auto") -> dict:
     if spec.name.startswith("synthetic-"):  # generated: no bad files, no unknown label values
         return {}
+    if unknown_labels == "auto":  # a folder's class count is the user's: a value beyond it is an error
+        unknown_labels = "error" if spec.name == "folder" else "ignore"
     return {"on_error": on_error, "unknown_labels": unknown_labels}
 
 
@@ -132,7 +134,7 @@ def build_eval_set(spec: DatasetSpec, on_error: str = "raise", cfg: Config | Non
     resize = tuple(spec.resize) if isinstance(spec.resize, list) else spec.resize
     transform = EvalTransform(resize=resize, prescale=spec.prescale)
     kwargs = {"transform": transform} if cfg is None else _class_kwargs(cfg, spec, transform, f"eval {spec.name}")
-    unknown = "error" if cfg is None else cfg.data.unknown_labels
+    unknown = "auto" if cfg is None else cfg.data.unknown_labels
     return build_dataset(spec.name, spec.root, spec.split, **kwargs, **_error_kwargs(spec, on_error, unknown),
                          **spec_kwargs(spec))
 
