@@ -139,6 +139,8 @@ def test_wrong_type_names_the_key_and_the_expected_type(override, key, expected)
         ("train.batch_size=0", "train.batch_size"),
         ("train.lr=-1e-4", "train.lr"),
         ("train.lr=0", "train.lr"),
+        ("train.seed=-1", "train.seed"),
+        ("train.seed=4294967296", "train.seed"),  # 2**32: numpy's seeds end below it
         ("train.max_iters=0", "train.max_iters"),
         ("model.backbone.img_size=0", "model.backbone.img_size"),
         ("model.backbone.patch_size=-16", "model.backbone.patch_size"),
@@ -186,8 +188,10 @@ def test_eval_windows_are_one_size_or_h_w():
 
 def test_the_edges_of_the_ranges_are_allowed():
     cfg = load_config(overrides=["data.flip_prob=0", "model.head.oversample_ratio=1", "model.head.no_object_weight=0",
-                                 "model.backbone.drop_path=0", "data.val=[{name: synthetic-game, resize: 0.5}]"])
+                                 "model.backbone.drop_path=0", "data.val=[{name: synthetic-game, resize: 0.5}]",
+                                 "train.seed=4294967295"])
     assert (cfg.data.flip_prob, cfg.model.head.oversample_ratio, cfg.data.val[0].resize) == (0.0, 1.0, 0.5)
+    assert cfg.train.seed == 2**32 - 1
 
 
 @pytest.mark.parametrize("bases", ["3", "[null]", "[base.yaml, 2]", "{a: base.yaml}", "''"])

@@ -1,18 +1,24 @@
-"""Two gloo processes on CPU end with identical weights, equal to one process on the same global batch."""
+"""Two gloo processes on CPU end with identical weights, equal to one process on the same global batch; the
+sampler splits any dataset across ranks; a run resumes only on the number of processes it was saved by."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import sys
+import threading
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 from tiny import tiny_dict
 
 from dgseg.engine.checkpoint import latest_checkpoint, load_checkpoint
+from dgseg.engine.data import SeededSamples
+from dgseg.engine.distributed import EpochSampler
 
 SECTIONS = {"model__adapter__link": False, "model__head": {"name": "linear"}, "train__max_iters": 3,
             "train__checkpoint_interval": 100}
@@ -60,3 +66,87 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path)
         torch.testing.assert_close(rank1[k], rank0[k], rtol=0, atol=0, msg=k)
         torch.testing.assert_close(saved[k], rank0[k], rtol=0, atol=0, msg=k)
         torch.testing.assert_close(rank0[k], ref[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+# ------------------------------------------------------------ the sampler, per-sample seeds, resuming on N processes
+
+
+def _first(sampler: EpochSampler, n: int) -> list[tuple[int, int]]:
+    """The first ``n`` items, or a failure after 10 s (a sampler that cannot pad its epoch never yields)."""
+    got: list = []
+    reader = threading.Thread(target=lambda: got.extend(itertools.islice(sampler, n)), daemon=True)
+    reader.start()
+    reader.join(10)
+    assert not reader.is_alive(), f"{sampler.world} ranks of {sampler.length} samples: rank {sampler.rank} waits"
+    return got
+
+
+@pytest.mark.parametrize("length, world", [(1, 3), (2, 8), (5, 4), (7, 2)])
+def test_every_rank_gets_a_share_even_of_fewer_samples_than_ranks(length, world):
+    """Padded as DistributedSampler pads: the permutation repeated, so each rank has ceil(length / world)."""
+    per_rank = -(-length // world)
+    shares = [_first(EpochSampler(length, 0, rank, world), per_rank) for rank in range(world)]
+    assert all(len(s) == per_rank and {e for _, e in s} == {0} for s in shares)
+    assert {i for s in shares for i, _ in s} == set(range(length))  # every sample read in the epoch
+
+
+def test_a_seed_near_2_to_the_32_seeds_any_epoch_and_index():
+    samples = SeededSamples([{"x": torch.rand(1)} for _ in range(3)], seed=2**32 - 1)
+    assert samples[(2, 10**9)]["x"].shape == (1,)  # (seed, epoch, index) combined below torch's 2**64
+
+
+def _two_steps(out, **sections):
+    from dgseg.config import config_from_dict
+    from dgseg.engine.train import train
+
+    cfg = config_from_dict(tiny_dict(**{**RESUME, **sections}))
+    train(cfg, out, progress=False)
+    return cfg
+
+
+RESUME = {**SECTIONS, "train__max_iters": 2, "train__checkpoint_interval": 1, "data__val": [],
+          "data__source": None}
+
+
+def _resume_starts(monkeypatch, out, **sections) -> list[int]:
+    """Resumes the run in ``out`` to step 3; returns the sampler start it built its loader with."""
+    from dgseg.config import config_from_dict
+    from dgseg.engine import train_setup
+    from dgseg.engine.train import train
+
+    starts, build = [], train_setup.build_train_loader
+    monkeypatch.setattr(train_setup, "build_train_loader",
+                        lambda cfg, rank, world, start: starts.append(start) or build(cfg, rank, world, start))
+    train(config_from_dict(tiny_dict(**{**RESUME, "train__max_iters": 3, **sections})), out, resume=True,
+          progress=False)
+    return starts
+
+
+def test_a_checkpoint_of_another_number_of_processes_is_refused_naming_both(tmp_path):
+    from dgseg.config import config_from_dict
+    from dgseg.engine.train import train
+
+    cfg = _two_steps(tmp_path)
+    state_file = tmp_path / "checkpoints" / "iter_0000002.state.pt"
+    state = torch.load(state_file, weights_only=True)
+    assert (state["world"], state["rank_samples"]) == (1, 2 * cfg.train.batch_size)
+    torch.save(dict(state, world=2), state_file)  # as a run of 2 processes saves it
+    with pytest.raises(ValueError) as err:
+        train(config_from_dict(tiny_dict(**{**RESUME, "train__max_iters": 3})), tmp_path, resume=True,
+              progress=False)
+    msg = str(err.value)
+    assert "iter_0000002.safetensors was saved by a run on 2 processes, this one runs on 1 process" in msg
+    assert "Resume on 2 processes (e.g. torchrun --nproc_per_node 2 ...)" in msg
+
+
+def test_a_resumed_process_reads_on_after_the_samples_it_read_also_with_another_batch_size(tmp_path, monkeypatch):
+    _two_steps(tmp_path, train__batch_size=2)
+    assert _resume_starts(monkeypatch, tmp_path, train__batch_size=1) == [4]  # 2 steps x 2 samples
+
+
+def test_a_checkpoint_without_the_record_resumes_on_this_many_processes(tmp_path, monkeypatch):
+    _two_steps(tmp_path, train__batch_size=2)
+    state_file = tmp_path / "checkpoints" / "iter_0000002.state.pt"
+    state = torch.load(state_file, weights_only=True)
+    torch.save({k: v for k, v in state.items() if k not in ("world", "rank_samples")}, state_file)
+    assert _resume_starts(monkeypatch, tmp_path) == [4]  # steps x this run's batch_size x accumulate

@@ -60,6 +60,37 @@ def test_under_on_nan_skip_diverged_steps_are_skipped_then_stop_without_suggesti
     assert skip["iter"] == 2 and len(skip["files"]) == cfg.train.batch_size
 
 
+def test_fp16_on_nan_skip_lowers_the_loss_scale_and_trains_on(tmp_path, monkeypatch):
+    """With train.amp=fp16 (a GradScaler; its CPU twin here, the same unscale_/step/update cycle) a skipped
+    step closes the scaler's step with update(): the scale halves, and the next step's unscale_ works."""
+    import dgseg
+    from dgseg.engine import train_setup
+
+    scalers = []
+    build = train_setup._build_model_and_optimizer
+
+    def with_scaler(cfg, device, model):
+        *rest, _ = build(cfg, device, model)
+        scalers.append(torch.amp.GradScaler("cpu", enabled=True))
+        return (*rest, scalers[-1])
+
+    monkeypatch.setattr(train_setup, "_build_model_and_optimizer", with_scaler)
+    cfg = run_config(train__max_iters=4, train__on_nan="skip")
+    model = dgseg.build_model(cfg)
+    forward, calls = model.forward, []
+
+    def nan_at_the_second(*args, **kwargs):
+        calls.append(1)
+        losses = forward(*args, **kwargs)
+        return {k: v * float("nan") if len(calls) == 2 and "loss" in k else v for k, v in losses.items()}
+
+    monkeypatch.setattr(model, "forward", nan_at_the_second)
+    result = train(cfg, tmp_path, progress=False, model=model)
+    assert (result["step"], result["skipped_steps"]) == (4, 1)
+    assert scalers[0].get_scale() == 2.0**16 * 0.5  # the initial scale, backed off once
+    assert [r["iter"] for r in records(tmp_path) if "skipped" in r] == [2]
+
+
 def test_the_matcher_refuses_a_non_finite_cost_by_name():
     cls = torch.zeros(3, 4)
     cls[0, 0] = float("nan")

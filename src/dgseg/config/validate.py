@@ -63,6 +63,8 @@ def validate_config(cfg: Config) -> None:
     if cfg.train.no_decay_keys is not None and not all(k.strip() for k in cfg.train.no_decay_keys):
         raise ConfigError(f"train.no_decay_keys: expected parameter-name parts (non-empty strings) or null, got "
                           f"{cfg.train.no_decay_keys}")
+    if not 0 <= cfg.train.seed < 2**32:  # the range of numpy's seeds
+        raise ConfigError(f"train.seed: expected a whole number in [0, 2**32 - 1 = {2**32 - 1}], got {cfg.train.seed}")
     if cfg.train.grad_clip is not None and cfg.train.grad_clip <= 0:
         raise ConfigError(f"train.grad_clip: must be > 0 or null, got {cfg.train.grad_clip}")
     if len(cfg.data.crop_size) != 2 or min(cfg.data.crop_size) <= 0:

@@ -39,7 +39,9 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> dict:
         index, epoch = key
-        s = (self.seed * 1_000_003 + epoch) * 10_000_019 + index
+        # below 2**64 whatever the seed, epoch and index (torch.manual_seed overflows from 2**64 on); the same
+        # value as before wherever it fitted, so runs resumed from older checkpoints see the same augmentation
+        s = ((self.seed * 1_000_003 + epoch) * 10_000_019 + index) % 2**64
         py_state, np_state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):
             random.seed(s)
@@ -110,11 +112,11 @@ def _error_kwargs(spec: DatasetSpec, on_error: str, unknown_labels: str = "auto"
     return {"on_error": on_error, "unknown_labels": unknown_labels}
 
 
-def build_train_loader(cfg: Config, rank: int, world: int, start_step: int) -> tuple[DataLoader, Dataset]:
-    """The endless training stream from step ``start_step`` on (steps taken or skipped before)."""
+def build_train_loader(cfg: Config, rank: int, world: int, start: int) -> tuple[DataLoader, Dataset]:
+    """The endless training stream of process ``rank`` of ``world`` after its first ``start`` samples (those
+    of the steps taken or skipped before)."""
     dataset = build_train_set(cfg)
-    per_rank = cfg.train.batch_size * cfg.train.accumulate
-    sampler = EpochSampler(len(dataset), seed=cfg.train.seed, rank=rank, world=world, start=start_step * per_rank)
+    sampler = EpochSampler(len(dataset), seed=cfg.train.seed, rank=rank, world=world, start=start)
     loader = DataLoader(
         SeededSamples(dataset, cfg.train.seed), batch_size=cfg.train.batch_size, sampler=sampler,
         num_workers=cfg.data.num_workers, collate_fn=collate, drop_last=True,

@@ -53,7 +53,8 @@ class EpochSampler(torch.utils.data.Sampler):
     """Endless shuffled ``(index, epoch)`` pairs, split across ranks, resumable at any sample.
 
     Epoch ``e`` is a permutation from ``seed + e`` (the same on every rank); rank ``r`` of ``w``
-    takes positions ``r, r + w, ...`` (the permutation padded to a multiple of ``w``). ``start`` is
+    takes positions ``r, r + w, ...`` (the permutation padded to a multiple of ``w`` by repeating it, as
+    ``torch.utils.data.DistributedSampler`` does: every rank gets samples even from fewer samples than ranks). ``start`` is
     the number of this rank's samples already consumed, so a resumed run sees the same stream.
     The epoch travels with the index so per-sample augmentation can be seeded by ``(seed, epoch, index)``.
     """
@@ -73,7 +74,8 @@ class EpochSampler(torch.utils.data.Sampler):
         while True:
             g = torch.Generator().manual_seed(self.seed + epoch)
             perm = torch.randperm(self.length, generator=g).tolist()
-            perm += perm[: self.per_rank * self.world - self.length]
+            pad = self.per_rank * self.world - self.length  # as DistributedSampler: the permutation repeated,
+            perm += (perm * -(-pad // self.length))[:pad]  # also when it is shorter than the padding
             mine = perm[self.rank:: self.world]
             for idx in mine[offset:]:
                 yield idx, epoch

@@ -183,7 +183,12 @@ def _skip_or_fail(run: TrainRun, st: TrainState, values: dict[str, float], paths
     if cfg.train.on_nan == "skip" and st.consecutive_skips + 1 < MAX_CONSECUTIVE_SKIPS:
         st.skipped_steps += 1
         st.consecutive_skips += 1
+        st.rank_samples += cfg.train.batch_size * cfg.train.accumulate  # the batches were read
         run.optimizer.zero_grad(set_to_none=True)
+        if run.scaler.is_enabled():
+            # fp16: the gradients were unscaled (_clip_gradients); the scaler must close the step, as after
+            # an overflow (update() lowers the scale), or the next unscale_ refuses
+            run.scaler.update()
         run.log({"iter": st.step + 1, "skipped": "non-finite", "losses": loss_values, "grad_norm": gnorm,
                  "files": paths})
         return
@@ -203,6 +208,7 @@ def _skip_or_fail(run: TrainRun, st: TrainState, values: dict[str, float], paths
 def _optimizer_step(run: TrainRun, st: TrainState) -> None:
     """Steps the optimizer (through the grad scaler) and the poly schedule; counts the step."""
     st.consecutive_skips = 0
+    st.rank_samples += run.cfg.train.batch_size * run.cfg.train.accumulate
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.scheduler.step()
@@ -236,6 +242,7 @@ def _save(run: TrainRun, st: TrainState, at: int) -> Path | None:
         "scaler": run.scaler.state_dict() if run.scaler.is_enabled() else {}, "rng": capture_rng_state(), "step": at,
         "skipped_steps": st.skipped_steps, "skipped_samples": [[p, r] for p, r in st.skipped.items()],
         "unknown_labels": [[p, r] for p, r in st.ignored_labels.items()],
+        "world": run.world, "rank_samples": st.rank_samples,  # where each process's data stream resumes
     }
     meta = dict(run.meta_base, step=at)
     path = save_checkpoint(run.out_dir, at, run.base.trainable_state_dict(), meta, train_state,

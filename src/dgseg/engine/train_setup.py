@@ -99,6 +99,7 @@ class TrainState:
     skipped: dict[str, str] = field(default_factory=dict)  # bad samples skipped while reading: path -> reason
     ignored_labels: dict[str, str] = field(default_factory=dict)  # data.unknown_labels=ignore: label -> reason
     consecutive_skips: int = 0
+    rank_samples: int = 0  # training samples each process has read in the steps taken or skipped
     last_eval: dict | None = None
     history: list[float] = field(default_factory=list)  # total loss of every step
     window_t: float = 0.0  # start and length of the current log interval (time_per_iter)
@@ -119,14 +120,14 @@ def setup_training(cfg: Config, out_dir: Path, resume: bool, force: bool, model:
     torch.manual_seed(cfg.train.seed)
     base, optimizer, scheduler, amp, scaler = _build_model_and_optimizer(cfg, device, model)
     st = TrainState()
-    resumed_from = _resume(cfg, out_dir, base, optimizer, scheduler, scaler, st) if resume else None
+    resumed_from = _resume(cfg, out_dir, base, optimizer, scheduler, scaler, st, world) if resume else None
     meta_base = checkpoint_meta(cfg, st.step)
     model = base
     if world > 1:
         model = nn.parallel.DistributedDataParallel(
             base, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False
         )
-    loader, dataset = build_train_loader(cfg, rank, world, st.step + st.skipped_steps)
+    loader, dataset = build_train_loader(cfg, rank, world, st.rank_samples)
     left_out = skipped_samples(dataset)
     trainable = [p for p in base.parameters() if p.requires_grad]
     if is_main():
@@ -177,8 +178,9 @@ def _build_model_and_optimizer(cfg: Config, device: torch.device, model: nn.Modu
 
 
 def _resume(cfg: Config, out_dir: Path, base: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
-            scaler: torch.amp.GradScaler, st: TrainState) -> Path:
-    """Loads the newest checkpoint of ``out_dir`` into the model, the optimisation, the RNGs and ``st``."""
+            scaler: torch.amp.GradScaler, st: TrainState, world: int) -> Path:
+    """Loads the newest checkpoint of ``out_dir`` into the model, the optimisation, the RNGs and ``st``;
+    refuses one saved by another number of processes than ``world``."""
     ckpt = latest_checkpoint(out_dir)
     if ckpt is None:
         raise FileNotFoundError(f"--resume: no checkpoint in {out_dir / 'checkpoints'}; start without --resume")
@@ -186,6 +188,17 @@ def _resume(cfg: Config, out_dir: Path, base: nn.Module, optimizer: torch.optim.
     check_backbone(ckpt, meta, cfg)
     load_trainable(base, weights, str(ckpt))
     state = load_train_state(ckpt)
+    saved_world = int(state.get("world", world))  # older checkpoints do not say: this run's
+    if saved_world != world:
+        def procs(n: int) -> str:
+            return "1 process" if n == 1 else f"{n} processes"
+
+        raise ValueError(
+            f"--resume: {ckpt} was saved by a run on {procs(saved_world)}, this one runs on {procs(world)}. Each "
+            f"process reads its own share of every epoch, so on {procs(world)} some samples would be read again "
+            f"and others never. Resume on {procs(saved_world)} "
+            + ("(without torchrun)." if saved_world == 1 else f"(e.g. torchrun --nproc_per_node {saved_world} ...).")
+        )
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if state.get("scaler"):
@@ -195,4 +208,7 @@ def _resume(cfg: Config, out_dir: Path, base: nn.Module, optimizer: torch.optim.
     st.skipped_steps = int(state.get("skipped_steps", 0))
     st.skipped = {str(p): str(r) for p, r in state.get("skipped_samples", [])}
     st.ignored_labels = {str(p): str(r) for p, r in state.get("unknown_labels", [])}
+    # older checkpoints: every step read train.batch_size x train.accumulate samples per process
+    per_step = cfg.train.batch_size * cfg.train.accumulate
+    st.rank_samples = int(state.get("rank_samples", (st.step + st.skipped_steps) * per_step))
     return ckpt
