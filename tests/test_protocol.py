@@ -345,7 +345,7 @@ def test_dinov2_with_registers_keeps_the_cls_position_in_the_token():
 
 # Files of w1oves/Rein (git ls-tree of its main branch) that dgseg cites.
 REIN_FILES = {
-    "configs/dinov2/rein_dinov2_mask2former_512x512_bs1x4.py",
+    "configs/dinov2/rein_dinov2_mask2former_512x512_bs1x4.py", "configs/dinov2/dinov2_mask2former_512x512_bs1x4.py",
     "configs/dinov2_citys2acdc/rein_dinov2_mask2former_1024x1024_bs4x2.py",
     "configs/_base_/models/rein_dinov2_mask2former.py",
     "configs/_base_/datasets/cityscapes_512x512.py", "configs/_base_/datasets/cityscapes_1024x1024.py",
