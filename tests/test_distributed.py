@@ -68,6 +68,48 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path)
         torch.testing.assert_close(rank0[k], ref[k], rtol=1e-4, atol=1e-5, msg=k)
 
 
+def _skip_worker(rank: int, world: int, port: int, out: str, tests_dir: str, data: str) -> None:
+    sys.path.insert(0, tests_dir)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from tiny import tiny_dict as td
+
+    from dgseg.config import config_from_dict
+    from dgseg.engine.train import train
+
+    cfg = config_from_dict(td(train__batch_size=1, data__on_error="skip", data__val=[], data__source=None,
+                              data__train=[{"name": "folder", "root": data, "split": "train"}], **SECTIONS))
+    train(cfg, Path(out), progress=False)
+    torch.distributed.destroy_process_group()
+
+
+def test_a_sample_skipped_on_another_rank_is_logged_and_kept_in_the_checkpoint(tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from dgseg.engine.checkpoint import load_train_state
+
+    data = tmp_path / "data" / "train"
+    (data / "images").mkdir(parents=True)
+    (data / "labels").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(data / f"images/{i}.png")
+        Image.fromarray(rng.integers(0, 19, (48, 64), dtype=np.uint8)).save(data / f"labels/{i}.png")
+    (first, _), = _first(EpochSampler(8, seed=0, rank=1, world=2, start=0), 1)  # rank 1's first sample
+    bad = data / f"images/{first}.png"
+    bad.write_bytes(b"not a png")
+    mp.start_processes(_skip_worker, args=(2, _free_port(), str(tmp_path / "run"), str(Path(__file__).parent),
+                                           str(tmp_path / "data")), nprocs=2, join=True, start_method="spawn")
+    logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["skipped_sample"] for r in logged if "skipped_sample" in r] == [str(bad)]
+    state = load_train_state(latest_checkpoint(tmp_path / "run"))
+    assert [p for p, _ in state["skipped_samples"]] == [str(bad)]  # a resume knows it too
+
+
 # ------------------------------------------------------------ the sampler, per-sample seeds, resuming on N processes
 
 

@@ -227,14 +227,29 @@ def _log_step(run: TrainRun, st: TrainState, values: dict[str, float], gnorm: fl
     run.bar.update(1)
     run.bar.set_postfix(loss=f"{total_loss:.3f}", lr=f"{lr:.2e}")
     if st.step % run.cfg.train.log_interval == 0 or st.step == run.cfg.train.max_iters:
+        _sync_records(run, st)
         now = time.perf_counter()
         run.log({"iter": st.step, "loss": total_loss, "lr": lr, "grad_norm": gnorm,
                  "time_per_iter": (now - st.window_t) / max(st.window_n, 1), **values})
         st.window_t, st.window_n = now, 0
 
 
+def _sync_records(run: TrainRun, st: TrainState) -> None:
+    """Every rank's skipped samples and ignored labels reach every rank's state (each rank reads its own share
+    of the data, and only rank 0 logs and saves): the new ones are logged now. Collective: called by all."""
+    if run.world == 1:
+        return
+    for records, key in ((st.skipped, "skipped_sample"), (st.ignored_labels, "unknown_labels")):
+        for path, reason in _gather_skips(records):
+            if path not in records:
+                records[path] = reason
+                run.log({"iter": st.step, key: path, "reason": reason})
+
+
 def _save(run: TrainRun, st: TrainState, at: int) -> Path | None:
-    """Saves the checkpoint of step ``at`` with the training state (main process only)."""
+    """Saves the checkpoint of step ``at`` with the training state (main process only; every rank calls it,
+    its records gathered first)."""
+    _sync_records(run, st)
     if not is_main():
         return None
     train_state = {
