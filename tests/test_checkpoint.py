@@ -190,6 +190,14 @@ def test_a_damaged_latest_pointer_is_named_and_the_next_save_replaces_it(tmp_pat
     assert latest_checkpoint(tmp_path).name == "iter_0000004.safetensors"
 
 
+def test_a_folder_named_latest_is_named_not_passed_over(tmp_path):
+    save_checkpoint(tmp_path, 3, weights(), META)
+    (tmp_path / "checkpoints" / "latest").unlink()
+    (tmp_path / "checkpoints" / "latest").mkdir()
+    with pytest.raises(CheckpointError, match=r"checkpoints/latest: is a folder, not the one-line pointer file"):
+        latest_checkpoint(tmp_path)
+
+
 def test_a_latest_pointer_to_a_file_moved_away_falls_back_to_the_highest_step(tmp_path):
     for step in (2, 4):
         save_checkpoint(tmp_path, step, weights(), META)

@@ -61,6 +61,9 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     if not folder.is_dir():
         return None
     pointer = folder / LATEST
+    if pointer.exists() and not pointer.is_file():
+        raise CheckpointError(f"{pointer}: is a folder, not the one-line pointer file dgseg writes; move it away "
+                              "and dgseg takes the highest-step iter_*.safetensors")
     if pointer.is_file():
         name = read_pointer(pointer)
         if (folder / name).is_file():
