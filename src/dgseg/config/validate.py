@@ -105,7 +105,6 @@ def validate_config(cfg: Config) -> None:
             raise ConfigError(f"data.val[{i}].prescale: expected a factor in (0, 1], got {spec.prescale}")
         if spec.mode is not None and spec.mode not in CHOICES["eval.mode"]:
             raise ConfigError(f"data.val[{i}].mode: '{spec.mode}' is not one of whole, slide")
-    for i, spec in enumerate(cfg.data.val):
         if spec.label is not None and not spec.label.strip():
             raise ConfigError(f"data.val[{i}].label: expected a non-empty name for the entry's results row, "
                               f"got {spec.label!r}")
@@ -181,6 +180,7 @@ def _check_ranges(cfg: Config) -> None:
                 bad = resize is not None and resize <= 0
             if bad:
                 raise ConfigError(f"data.{group}[{i}].resize: expected [W, H] > 0 or a factor > 0, got {resize}")
+
 
 def domain_name(spec: DatasetSpec, specs: list[DatasetSpec]) -> str:
     """The table label of an eval entry: its ``label``, else its name, plus the split when the name repeats

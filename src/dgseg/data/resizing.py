@@ -42,8 +42,12 @@ def resize_label(label: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return label[..., rows[:, None], cols[None, :]]
 
 
-def _rescale_size(height: int, width: int, long_edge: float, short_edge: float) -> tuple[int, int]:
-    factor = min(long_edge / max(height, width), short_edge / min(height, width))
+def rescale_size(height: int, width: int, scale: Sequence[float]) -> tuple[int, int]:
+    """Size (h, w) of an image resized keeping its aspect ratio to fit ``scale`` = (long, short) edges
+    (either order), as mmcv's ``rescale_size``: the factor is min(long / long_edge, short / short_edge).
+    Every edge is at least 1 px (an extreme aspect ratio such as 1 x 100000 would otherwise round one to 0)."""
+    long_max, short_max = max(scale), min(scale)
+    factor = min(long_max / max(height, width), short_max / min(height, width))
     return max(int(height * factor + 0.5), 1), max(int(width * factor + 0.5), 1)
 
 
@@ -59,7 +63,7 @@ def shortest_edge_size(height: int, width: int, short: int, max_size: int) -> tu
         scale = max_size / max(new_h, new_w)
         new_h, new_w = new_h * scale, new_w * scale
     new_h, new_w = max(int(new_h + 0.5), 1), max(int(new_w + 0.5), 1)  # 1 x 5000: a short edge of 0.4 px
-    return _rescale_size(height, width, max(new_h, new_w), min(new_h, new_w))
+    return rescale_size(height, width, (new_h, new_w))
 
 
 def choose_short_edge(choices: Sequence[int], generator: torch.Generator | None = None) -> int:

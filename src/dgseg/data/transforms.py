@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .labels import IGNORE_INDEX
 from .photometric import photometric_distortion
-from .resizing import choose_short_edge, prescale, resize_label, shortest_edge_size
+from .resizing import choose_short_edge, prescale, rescale_size, resize_label, shortest_edge_size
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -65,15 +65,6 @@ def _uniform(low: float, high: float, generator: torch.Generator | None) -> floa
 def _randint(low: int, high: int, generator: torch.Generator | None) -> int:
     """Uniform integer in [low, high] (both included)."""
     return int(torch.randint(low, high + 1, (), generator=generator))
-
-
-def rescale_size(height: int, width: int, scale: Sequence[float]) -> tuple[int, int]:
-    """Size (h, w) of an image resized keeping its aspect ratio to fit ``scale`` = (long, short) edges
-    (either order), as mmcv's ``rescale_size``: the factor is min(long / long_edge, short / short_edge).
-    Every edge is at least 1 px (an extreme aspect ratio such as 1 x 100000 would otherwise round one to 0)."""
-    long_max, short_max = max(scale), min(scale)
-    factor = min(long_max / max(height, width), short_max / min(height, width))
-    return max(int(height * factor + 0.5), 1), max(int(width * factor + 0.5), 1)
 
 
 def resize(

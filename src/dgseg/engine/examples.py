@@ -54,6 +54,7 @@ def save_examples(out_dir: Path, examples: dict[str, list[dict]]) -> dict[str, l
     from dgseg.atomic import own_folder
     from dgseg.engine.run_folder import KEPT
 
+    root = own_folder(out_dir / "examples", KEPT["examples"])
     written: dict[str, list[dict[str, str]]] = {}
     taken: set[str] = set()
     for domain, items in examples.items():
@@ -63,8 +64,7 @@ def save_examples(out_dir: Path, examples: dict[str, list[dict]]) -> dict[str, l
             n += 1
             name = f"{base}-{n}"
         taken.add(name)
-        own_folder(out_dir / "examples", KEPT["examples"])
-        folder = own_folder(out_dir / "examples" / name, KEPT["examples"])
+        folder = own_folder(root / name, KEPT["examples"])
         for k, ex in enumerate(items):
             names = {"image": f"{k}_image.jpg", "label": f"{k}_label.png", "pred": f"{k}_pred.png"}
             _save(ex["image"], folder / names["image"], quality=88)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from dgseg.atomic import own_folder, write_atomic
+from dgseg.engine.run_folder import KEPT
 
 FLUSH_SECS = 120.0
 """Seconds between time-driven flushes (``torch.utils.tensorboard.SummaryWriter``'s ``flush_secs``)."""
@@ -49,7 +50,7 @@ class AtomicEventWriter:
         from torch.utils.tensorboard import summary
 
         self._event, self._summary = Event, summary
-        self.log_dir = own_folder(log_dir, "the run's TensorBoard events")  # a symbolic link is refused
+        self.log_dir = own_folder(log_dir, KEPT["tb"])  # a symbolic link is refused
         self.prefix = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}"
         self.flush_secs = flush_secs
         self.files: list[Path] = []

@@ -315,13 +315,13 @@ def _finish(run: TrainRun, st: TrainState) -> dict:
         except Exception as e:  # the curves are a picture of the log; the weights are what matters
             print(f"warning: curves.png not drawn ({type(e).__name__}: {e}); the trained weights are saved "
                   f"at {final}", file=sys.stderr)
-    bad_samples = run.left_out + _gather_skips(st.skipped)
+    bad_samples = run.left_out + list(st.skipped.items())  # every rank's: the final _save gathered them
     if is_main() and (bad_samples or st.skipped_steps):
         print(f"note: {len(bad_samples)} bad samples skipped, {st.skipped_steps} non-finite steps skipped; "
               f"see {log_path}")
         for path, reason in bad_samples:
             print(f"  skipped {path}: {reason}")
-    ignored = _gather_skips(st.ignored_labels)
+    ignored = list(st.ignored_labels.items())
     if is_main() and ignored:
         print(f"note: {len(ignored)} label files had values the dataset does not define, read as 255 "
               f"(data.unknown_labels=ignore); see {log_path}")
