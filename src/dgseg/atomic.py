@@ -20,7 +20,7 @@ from typing import IO
 
 from dgseg.fileio import output_mode, output_temp
 
-__all__ = ["write_temp", "write_atomic", "atomic_path", "append_line", "file_mode", "check_new_output",
+__all__ = ["write_temp", "write_atomic", "atomic_path", "publish", "append_line", "file_mode", "check_new_output",
            "OutputExistsError", "LinkError", "refuse_link", "own_folder"]
 
 
@@ -38,6 +38,33 @@ def check_new_output(path: str | Path, force: bool = False, option: str = "--out
         raise IsADirectoryError(f"{path}: is a folder; {option} takes a file name")
     if not force and (path.exists() or path.is_symlink()):
         raise OutputExistsError(f"{path}: already exists; pass --force to replace it, or choose another {option}")
+    return path
+
+
+def _appeared(path: Path) -> OutputExistsError:
+    return OutputExistsError(f"{path}: appeared while dgseg was writing it and is kept; pass --force to replace "
+                             "it, or choose another output name")
+
+
+def publish(tmp: str | Path, path: str | Path, replace: bool = True) -> Path:
+    """Puts the finished temp file ``tmp`` at ``path`` in one step. ``replace``: ``os.replace`` (an existing
+    file or symlink there is replaced whole). Otherwise a hard link, which the OS refuses when ``path`` exists:
+    a file that appeared since :func:`check_new_output` looked is kept and :class:`OutputExistsError` names it
+    (on a file system without hard links the check and the rename are two steps). ``tmp`` is gone after."""
+    tmp, path = Path(tmp), Path(path)
+    if replace:
+        os.replace(tmp, path)
+        return path
+    try:
+        os.link(tmp, path, follow_symlinks=False)
+    except FileExistsError:
+        raise _appeared(path) from None
+    except OSError:  # no hard links here (some network and FUSE file systems): check, then rename
+        if path.exists() or path.is_symlink():
+            raise _appeared(path) from None
+        os.replace(tmp, path)
+        return path
+    os.unlink(tmp)
     return path
 
 
@@ -91,10 +118,12 @@ def write_temp(final: str | Path, write: Callable[[IO[bytes]], object], sync: bo
     return Path(tmp)
 
 
-def write_atomic(path: str | Path, data: bytes | str | Callable[[IO[bytes]], object], sync: bool = True) -> Path:
+def write_atomic(path: str | Path, data: bytes | str | Callable[[IO[bytes]], object], sync: bool = True,
+                 replace: bool = True) -> Path:
     """Writes ``data`` (bytes, text as UTF-8, or a ``write(f)`` callable) to ``path`` by temp file + rename.
 
-    Creates the folder. A symlink at ``path`` is replaced by the file, never written through.
+    Creates the folder. A symlink at ``path`` is replaced by the file, never written through. With
+    ``replace=False`` an existing ``path`` is kept and refused (:func:`publish`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +132,7 @@ def write_atomic(path: str | Path, data: bytes | str | Callable[[IO[bytes]], obj
     write = data if callable(data) else (lambda f: f.write(data))
     tmp = write_temp(path, write, sync)
     try:
-        os.replace(tmp, path)
+        publish(tmp, path, replace)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -112,16 +141,16 @@ def write_atomic(path: str | Path, data: bytes | str | Callable[[IO[bytes]], obj
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """For writers that need a file name (ONNX export): yields a temp path beside ``path``; renames it
-    over ``path`` when the block ends without error, removes it otherwise."""
+def atomic_path(path: str | Path, replace: bool = True) -> Iterator[Path]:
+    """For writers that need a file name: yields a temp path beside ``path``; puts it at ``path``
+    (:func:`publish`, with ``replace``) when the block ends without error, removes it otherwise."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = _temp_name(path)
     os.close(fd)
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
+        publish(tmp, path, replace)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

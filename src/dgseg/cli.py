@@ -149,7 +149,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     what = "label-ID PNGs (test-server format)" if args.format == "cityscapes-ids" else "predictions"
     print(f"{len(written)} {what} written to {args.out}")
     if zip_path is not None:
-        print(f"zip: {zip_folder(args.out, zip_path, written)}")
+        print(f"zip: {zip_folder(args.out, zip_path, written, replace=args.force)}")
     return 0
 
 
@@ -162,11 +162,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     model, cfg = load_model(args.checkpoint, args.overrides)
     if args.format == "full":
         _, meta = load_checkpoint(args.checkpoint)
-        path = export_full(model, cfg, meta, args.out)
+        path = export_full(model, cfg, meta, args.out, replace=args.force)
         print(f"full model (backbone included) written to {path}")
     else:
         size = tuple(args.size) if args.size else tuple(cfg.data.crop_size)
-        path = export_onnx(model, cfg, args.out, size)
+        path = export_onnx(model, cfg, args.out, size, replace=args.force)
         diff = check_onnx(model, path, size)
         print(f"ONNX written to {path}; onnxruntime vs PyTorch max abs difference {diff:.2e} at {size[0]}x{size[1]}")
     return 0
@@ -230,7 +230,7 @@ def cmd_text_embed(args: argparse.Namespace) -> int:
     names = list(config_class_set(cfg).names)
     guidance = build_text_guidance(cfg.model.text, names)
 
-    path = save_class_embeddings(args.out, guidance.class_embeddings, names)
+    path = save_class_embeddings(args.out, guidance.class_embeddings, names, replace=args.force)
     print(f"class embeddings {tuple(guidance.class_embeddings.shape)} written to {path}; "
           f"use them with --set model.text.embeddings={path} --set model.text.learnable_context=false")
     return 0

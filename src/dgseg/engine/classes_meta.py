@@ -26,15 +26,11 @@ def warn_if_other_class_names(meta: Mapping[str, Any], cfg: Config, source: str)
                       "results are labelled with the config's names", stacklevel=2)
 
 
-def add_onnx_class_metadata(onnx_file: str | Path, cfg: Config) -> None:
-    """Record the class names, palette and ignore index in an ONNX file's ``metadata_props``
-    (``dgseg.classes``: JSON list of K names; ``dgseg.palette``: JSON [K, 3]; ``dgseg.ignore_index``).
-    The file is rewritten through a temporary file in its folder and a rename."""
-    import onnx
-
-    onnx_file = Path(onnx_file)
+def set_onnx_class_metadata(model: Any, cfg: Config) -> None:
+    """Record the class names, palette and ignore index in an ONNX ``ModelProto``'s ``metadata_props``
+    (``dgseg.classes``: JSON list of K names; ``dgseg.palette``: JSON [K, 3]; ``dgseg.ignore_index``);
+    other entries are kept. The file is written by :func:`dgseg.engine.onnx_files.write_onnx`."""
     cs = config_class_set(cfg)
-    model = onnx.load(str(onnx_file), load_external_data=False)
     values = {"dgseg.classes": json.dumps(list(cs.names)), "dgseg.palette": json.dumps(cs.to_dict()["palette"]),
               "dgseg.ignore_index": "255"}
     kept = [p for p in model.metadata_props if p.key not in values]
@@ -43,10 +39,6 @@ def add_onnx_class_metadata(onnx_file: str | Path, cfg: Config) -> None:
     for key, value in values.items():
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
-    from dgseg.atomic import atomic_path
-
-    with atomic_path(onnx_file) as tmp:
-        onnx.save(model, str(tmp))
 
 
 def onnx_class_metadata(onnx_file: str | Path) -> dict[str, Any]:

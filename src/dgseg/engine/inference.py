@@ -14,7 +14,7 @@ from torch import nn
 from dgseg.config import Config, config_from_dict, load_config
 from dgseg.engine.backbone_check import check_backbone
 from dgseg.engine.checkpoint import CheckpointError, check_compatible, load_checkpoint
-from dgseg.engine.classes_meta import add_onnx_class_metadata, warn_if_other_class_names
+from dgseg.engine.classes_meta import warn_if_other_class_names
 from dgseg.models.weights_io import mismatch_report
 
 FULL_FORMAT = "dgseg.full.v1"
@@ -82,8 +82,9 @@ def predict_files(model: nn.Module, cfg: Config, inputs: list[str], out_dir: str
     return write_predictions(model, cfg, list_images(inputs), out_dir, "trainids", mode=mode, progress=progress)
 
 
-def export_full(model: nn.Module, cfg: Config, meta: dict, out_file: str | Path) -> Path:
-    """One safetensors file with every weight (backbone included): loads without the backbone file."""
+def export_full(model: nn.Module, cfg: Config, meta: dict, out_file: str | Path, replace: bool = True) -> Path:
+    """One safetensors file with every weight (backbone included): loads without the backbone file.
+    ``replace=False`` keeps and refuses a file at ``out_file`` (one that appeared while it was written, too)."""
     import json
 
     from safetensors.torch import save
@@ -94,7 +95,7 @@ def export_full(model: nn.Module, cfg: Config, meta: dict, out_file: str | Path)
     full_meta = dict(meta, format=FULL_FORMAT, config=config_to_dict(cfg))
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     return write_atomic(out_file, lambda f: f.write(
-        save(state, metadata={"dgseg_meta": json.dumps(full_meta), "format": FULL_FORMAT})))
+        save(state, metadata={"dgseg_meta": json.dumps(full_meta), "format": FULL_FORMAT})), replace=replace)
 
 
 class ScoresModule(nn.Module):
@@ -131,20 +132,24 @@ def plain_pos_embed_resampling():
             setattr(m, "resample_abs_pos_embed_nhwc" if m is sam else "resample_abs_pos_embed", fn)
 
 
-def export_onnx(model: nn.Module, cfg: Config, out_file: str | Path, size: tuple[int, int] | None = None) -> Path:
-    """ONNX graph of whole-image inference at a fixed ``size`` (default: the training crop)."""
-    from dgseg.atomic import atomic_path
+def export_onnx(model: nn.Module, cfg: Config, out_file: str | Path, size: tuple[int, int] | None = None,
+                replace: bool = True) -> Path:
+    """ONNX graph of whole-image inference at a fixed ``size`` (default: the training crop), with the class
+    metadata; a model over 2 GB keeps its weights in ``<out_file>.data`` beside it
+    (:func:`dgseg.engine.onnx_files.write_onnx`). ``replace=False`` keeps and refuses existing outputs."""
+    from dgseg.engine.onnx_files import write_onnx
 
-    out_file = Path(out_file)
     h, w = size or tuple(cfg.data.crop_size)
     dummy = torch.randn(1, 3, h, w)
     module = ScoresModule(model.eval()).eval()
-    with plain_pos_embed_resampling(), warnings.catch_warnings(), atomic_path(out_file) as tmp:
-        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
-        torch.onnx.export(module, (dummy,), str(tmp), input_names=["image"], output_names=["scores"],
-                          opset_version=17, dynamo=False)
-    add_onnx_class_metadata(out_file, cfg)
-    return out_file
+
+    def export(path: Path) -> None:
+        with plain_pos_embed_resampling(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+            torch.onnx.export(module, (dummy,), str(path), input_names=["image"], output_names=["scores"],
+                              opset_version=17, dynamo=False)
+
+    return write_onnx(export, out_file, cfg, replace)
 
 
 def check_onnx_file(onnx_file: str | Path, size: tuple[int, int] | None = None) -> None:
@@ -152,9 +157,9 @@ def check_onnx_file(onnx_file: str | Path, size: tuple[int, int] | None = None) 
     ``image`` [1, 3, H, W] (H, W = ``size`` when given) and one output ``scores`` [1, K, H, W]."""
     import onnx
 
-    try:
-        model = onnx.load(str(onnx_file))
-        onnx.checker.check_model(model)
+    try:  # the checker reads the file itself: a graph with its weights in <name>.data (over 2 GB) too
+        onnx.checker.check_model(str(onnx_file))
+        model = onnx.load(str(onnx_file), load_external_data=False)
     except Exception as e:
         raise CheckpointError(f"{onnx_file}: not a valid ONNX model ({type(e).__name__}: {e})") from e
     graph = model.graph

@@ -165,8 +165,9 @@ def write_predictions(model: nn.Module, cfg: Config, files: list[tuple[Path, Pat
     return written
 
 
-def zip_folder(folder: str | Path, zip_path: str | Path, files: list[Path]) -> Path:
-    """Zip ``files`` (inside ``folder``) with paths relative to ``folder``; written atomically."""
+def zip_folder(folder: str | Path, zip_path: str | Path, files: list[Path], replace: bool = True) -> Path:
+    """Zip ``files`` (inside ``folder``) with paths relative to ``folder``; written atomically.
+    ``replace=False`` keeps and refuses a file at ``zip_path``."""
     folder, zip_path = Path(folder).resolve(), Path(zip_path)
 
     def write_zip(fh) -> None:
@@ -174,4 +175,4 @@ def zip_folder(folder: str | Path, zip_path: str | Path, files: list[Path]) -> P
             for f in sorted(files):
                 zf.write(f, f.resolve().relative_to(folder).as_posix())
 
-    return write_atomic(zip_path, write_zip)
+    return write_atomic(zip_path, write_zip, replace=replace)

@@ -106,14 +106,15 @@ class TextGuidance(nn.Module):
         return {"loss_text": self.aux_weight * F.cross_entropy(logits, labels, ignore_index=255)}
 
 
-def save_class_embeddings(path: str | Path, embeddings: Tensor, names: list[str]) -> Path:
-    """Write class embeddings [K, D] to safetensors (``class_embeddings``; the names in the metadata)."""
+def save_class_embeddings(path: str | Path, embeddings: Tensor, names: list[str], replace: bool = True) -> Path:
+    """Write class embeddings [K, D] to safetensors (``class_embeddings``; the names in the metadata).
+    ``replace=False`` keeps and refuses a file at ``path``."""
     from safetensors.torch import save
 
     from dgseg.atomic import write_atomic
 
     return write_atomic(path, save({"class_embeddings": embeddings.detach().float().contiguous()},
-                                   metadata={"classes": "\n".join(names)}))
+                                   metadata={"classes": "\n".join(names)}), replace=replace)
 
 
 def load_class_embeddings(path: str | Path, names: list[str]) -> Tensor:

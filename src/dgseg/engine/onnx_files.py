@@ -1,0 +1,70 @@
+"""An ONNX export put at its name whole: the graph with the class metadata, and the weights beside it in
+one ``<name>.data`` file when they do not fit in the graph's 2 GB protobuf.
+
+The exporter writes into a private temp folder beside the output (``torch.onnx.export`` writes a model over
+2 GB as one file per weight tensor, named after the tensor, in the folder of the file it is given: never the
+user's folder, where those names could replace files). The graph is read back, given the class metadata
+(:func:`dgseg.engine.classes_meta.set_onnx_class_metadata`) and saved again in the temp folder: its weights
+inside it, or, when the exporter put them outside, in one ``<name>.data`` file the graph names by that relative
+location (onnx's external-data format; onnxruntime reads it from the graph's folder). Then the data file and
+the graph are each published (:func:`dgseg.atomic.publish`, data first) and the temp folder is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from dgseg.atomic import publish
+from dgseg.config import Config
+from dgseg.engine.classes_meta import set_onnx_class_metadata
+
+__all__ = ["write_onnx", "data_file_of"]
+
+
+def data_file_of(onnx_file: str | Path) -> Path:
+    """Where the weights of an export over 2 GB go: ``<name>.data`` beside ``<name>``."""
+    onnx_file = Path(onnx_file)
+    return onnx_file.with_name(f"{onnx_file.name}.data")
+
+
+def write_onnx(export: Callable[[Path], object], out_file: str | Path, cfg: Config, replace: bool = True) -> Path:
+    """Runs ``export(path)`` (which writes an ONNX file at ``path``, in a private temp folder), then puts the
+    graph at ``out_file`` with the class metadata of ``cfg`` and, when the exporter wrote the weights outside
+    the graph, the weights at :func:`data_file_of`. ``replace=False``: an output file that exists is kept and
+    refused (:class:`dgseg.atomic.OutputExistsError`). Nothing is left at the outputs on error."""
+    import onnx
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=out_file.parent, prefix=f".{out_file.name}.", suffix=".tmp"))
+    published: list[Path] = []
+    try:
+        raw = work / "export" / "model.onnx"
+        raw.parent.mkdir()
+        export(raw)
+        model = onnx.load(str(raw), load_external_data=False)
+        external = any(uses_external_data(t) for t in model.graph.initializer)
+        set_onnx_class_metadata(model, cfg)
+        final = work / out_file.name
+        if external:
+            load_external_data_for_model(model, str(raw.parent))
+            onnx.save_model(model, str(final), save_as_external_data=True, all_tensors_to_one_file=True,
+                            location=data_file_of(out_file).name, size_threshold=1024)
+            publish(data_file_of(final), data_file_of(out_file), replace)
+            published.append(data_file_of(out_file))
+        else:
+            onnx.save_model(model, str(final))
+        publish(final, out_file, replace)
+        return out_file
+    except BaseException:
+        for path in published:  # the data file of a graph that did not land: it was created by this call
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
