@@ -21,7 +21,7 @@ from typing import IO
 from dgseg.fileio import output_mode, output_temp
 
 __all__ = ["write_temp", "write_atomic", "atomic_path", "publish", "append_line", "file_mode", "check_new_output",
-           "OutputExistsError", "LinkError", "refuse_link", "own_folder"]
+           "check_out_folder", "OutputExistsError", "LinkError", "refuse_link", "own_folder"]
 
 
 class OutputExistsError(FileExistsError):
@@ -38,6 +38,20 @@ def check_new_output(path: str | Path, force: bool = False, option: str = "--out
         raise IsADirectoryError(f"{path}: is a folder; {option} takes a file name")
     if not force and (path.exists() or path.is_symlink()):
         raise OutputExistsError(f"{path}: already exists; pass --force to replace it, or choose another {option}")
+    return path
+
+
+def check_out_folder(path: str | Path, option: str = "--out") -> Path:
+    """Before a command writes into the folder ``path`` (a run folder, ``predict --out``, ``eval --out``):
+    refuses a file at ``path`` or at a folder above it, which would stop the command only when it first
+    writes (after the work), with an OS error that names no option. Returns ``path``."""
+    path = Path(path)
+    for at in (path, *path.parents):
+        if at.is_dir():
+            break
+        if at.exists() or at.is_symlink():
+            what = "is a file" if at == path else f"is inside {at}, which is a file"
+            raise NotADirectoryError(f"{path}: {what}; {option} takes a folder (a new one or an existing folder)")
     return path
 
 

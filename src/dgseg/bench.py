@@ -42,6 +42,8 @@ def bench_config(method: str, seed: int, iters: int | None, overrides: list[str]
     """The full config of one run (all ``data.val`` domains; :func:`training_config` narrows it)."""
     if method not in METHODS:
         raise ValueError(f"bench: unknown method '{method}'; choose from {', '.join(METHODS)}")
+    if iters is not None and iters < 1:
+        raise ValueError(f"bench: --iters {iters}: expected 1 or more iterations per run")
     extra = [f"train.seed={seed}"] + ([f"train.max_iters={iters}"] if iters is not None else [])
     cfg = load_config(config, method_overrides("bench", METHODS, method, list(overrides) + extra))
     cfg.name = f"bench-{method}-seed{seed}"
@@ -203,6 +205,11 @@ def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/benc
 
     if jobs < 1:
         raise ValueError(f"bench: --jobs {jobs}: expected 1 or more runs at a time")
+    if threads is not None and threads < 1:
+        raise ValueError(f"bench: --threads {threads}: expected 1 or more torch threads per run")
+    if iters is not None and iters < 1:
+        raise ValueError(f"bench: --iters {iters}: expected 1 or more iterations per run")
+    _check_bench_folder(out)
     if jobs > 1 and not isolate:
         raise ValueError("bench: --jobs > 1 needs every run in its own process (isolate=True)")
     out = Path(out)
@@ -287,7 +294,7 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
     from dgseg.engine.checkpoint_read import latest_step
     from dgseg.viz import _read_jsonl
 
-    out = Path(out)
+    out = _check_bench_folder(out)
     rows = ["| method | seed | state | last source validation | rise, last quarter so far | time left | precision |",
             "|---|---|---|---|---|---|---|"]
     for method in methods:
@@ -339,6 +346,15 @@ def time_left(records: list[dict], iterations: int, recent: int = 20) -> str:
     return f"about {shown} ({pace:.2f} s per iteration)"
 
 
+def _check_bench_folder(out: str | Path) -> Path:
+    """``out`` as a Path; refuses a file there (the bench folder holds one folder per method)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"bench: --out {out}: is a file; expected the bench folder (a new one or one a bench "
+                         "wrote, with a folder per method)")
+    return out
+
+
 def parse_list(text: str, kind=str, option: str = "--methods") -> list:
     """A comma-separated command-line list (``--methods rein,lora``; ``--seeds 0,1,2`` with ``kind=int``: seeds
     are whole numbers 0 or more, written as the run folders ``seed<k>`` name them)."""
@@ -352,4 +368,8 @@ def parse_list(text: str, kind=str, option: str = "--methods") -> list:
             raise ValueError(f"bench: {option} '{text}': an empty item; expected {expected}")
         if kind is int and not SEED_FOLDER.fullmatch(f"seed{t}"):  # the run folder names the seed
             raise ValueError(f"bench: {option} '{text}': '{t}' is not a seed; expected {expected}")
+    twice = sorted({t for t in items if items.count(t) > 1}, key=items.index)
+    if twice:
+        raise ValueError(f"bench: {option} '{text}': {', '.join(repr(t) for t in twice)} named twice; expected "
+                         f"each {'seed' if kind is int else 'method'} once")
     return [kind(t) for t in items]

@@ -57,40 +57,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     require_training_setup(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / cfg.name
     result = train(cfg, out, resume=args.resume, progress=not args.no_progress, force=args.force)
-    if result.get("eval") is not None:
-        from dgseg.engine.distributed import is_main
-        from dgseg.engine.evaluate import write_results
-
-        if is_main():
-            print(write_results(result["eval"], cfg, out))
     from dgseg.engine.distributed import is_main
 
+    if result.get("eval") is not None and is_main():
+        from dgseg.engine.evaluate import write_results
+
+        print(write_results(result["eval"], cfg, out))
     if is_main():
         print(f"run folder: {out} (checkpoints/, log.jsonl, curves.png, eval.md)")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from dgseg.atomic import check_out_folder
     from dgseg.engine.distributed import init_distributed, is_main
     from dgseg.engine.evaluate import evaluate, write_results
     from dgseg.engine.inference import load_model
 
     overrides = args.overrides + (["eval.tta.enabled=true"] if args.tta else [])
     if args.corruptions is not None:
-        from dgseg.data.corruptions import corruption_function, parse_corruptions, parse_severities
+        from dgseg.data.corruptions import parse_corruptions, parse_severities, require_corruptions
 
         names, severities = parse_corruptions(args.corruptions), parse_severities(args.severities)
-        try:
-            for name in names:
-                corruption_function(name)  # the optional extra missing: say so before the model is built
-        except ImportError as e:
-            raise RuntimeError(str(e)) from e
+        require_corruptions(names)  # the optional extra missing: say so before the model is built
     model, cfg = load_model(args.checkpoint, overrides, config_path=args.config)
     rank, world, device = init_distributed()
     ckpt = Path(args.checkpoint).resolve()
     out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent)
     if out.name == "checkpoints":
         out = out.parent
+    check_out_folder(out, "--out")  # a file there: refused before the evaluation, not after it
     if args.corruptions is not None:
         from dgseg.engine.robustness import (
             corruptions_markdown,
@@ -120,11 +116,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from dgseg.atomic import check_new_output
+    from dgseg.atomic import check_new_output, check_out_folder
     from dgseg.engine.inference import load_model, predict_files
     from dgseg.engine.prediction_files import InputImages, list_images
     from dgseg.engine.submission import split_images, write_predictions, zip_folder
 
+    check_out_folder(args.out)
     zip_path = None if args.zip is None else check_new_output(args.zip or f"{Path(args.out).resolve()}.zip",
                                                               args.force, "--zip FILE")  # before any prediction
     model, cfg = load_model(args.checkpoint, args.overrides + (["eval.tta.enabled=true"] if args.tta else []))
@@ -156,8 +153,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from dgseg.atomic import check_new_output
     from dgseg.engine.checkpoint import load_checkpoint
-    from dgseg.engine.inference import check_onnx, export_full, export_onnx, load_model
+    from dgseg.engine.inference import check_export_size, check_onnx, export_full, export_onnx, load_model
 
+    check_export_size(args.format, args.size)  # before the model loads
     check_new_output(args.out, args.force)
     model, cfg = load_model(args.checkpoint, args.overrides)
     if args.format == "full":
@@ -177,14 +175,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     corruptions = severities = None
     if args.corruptions:
-        from dgseg.data.corruptions import corruption_function, parse_corruptions, parse_severities
+        from dgseg.data.corruptions import parse_corruptions, parse_severities, require_corruptions
 
         corruptions, severities = parse_corruptions(args.corruptions), parse_severities(args.severities)
-        try:
-            for name in corruptions:
-                corruption_function(name)
-        except ImportError as e:
-            raise RuntimeError(str(e)) from e
+        require_corruptions(corruptions)
     run_demo(quick=args.quick, compare=args.compare, out=args.out, overrides=args.overrides,
              corruptions=corruptions, severities=severities)
     return 0
@@ -195,7 +189,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from dgseg.bench import PAPER_METHODS, bench_status, parse_list, run_bench
 
-    methods = parse_list(args.methods) if args.methods else PAPER_METHODS
+    methods = parse_list(args.methods) if args.methods is not None else PAPER_METHODS
     if args.status:
         print(bench_status(methods, parse_list(args.seeds, int, "--seeds"), out=args.out, iters=args.iters,
                            overrides=args.overrides, config=args.config or None))
@@ -220,7 +214,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_text_embed(args: argparse.Namespace) -> int:
     import dgseg
     from dgseg.atomic import check_new_output
-    from dgseg.models.text import build_text_guidance, save_class_embeddings
+    from dgseg.models.text import build_text_guidance, save_class_embeddings, text_embed_config
 
     check_new_output(args.out, args.force)
     cfg = dgseg.load_config(args.config, args.overrides + ["model.text.learnable_context=false",
@@ -228,7 +222,7 @@ def cmd_text_embed(args: argparse.Namespace) -> int:
     from dgseg.data.classes import config_class_set
 
     names = list(config_class_set(cfg).names)
-    guidance = build_text_guidance(cfg.model.text, names)
+    guidance = build_text_guidance(text_embed_config(cfg.model.text, args.config), names)
 
     path = save_class_embeddings(args.out, guidance.class_embeddings, names, replace=args.force)
     print(f"class embeddings {tuple(guidance.class_embeddings.shape)} written to {path}; "

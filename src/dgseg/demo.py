@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from dgseg import metrics, strict_json
-from dgseg.atomic import write_atomic
+from dgseg.atomic import check_out_folder, write_atomic
 from dgseg.config import Config, ConfigError, dump_config, load_config, parse_override
 from dgseg.machine import machine_line, peak_rss_mb, usable_cores
 
@@ -202,7 +202,7 @@ def run_demo(quick: bool = False, compare: bool = False, out: str | Path = "runs
     from dgseg.viz import report_figure
 
     t0 = time.perf_counter()
-    out = Path(out)
+    out = check_out_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     methods = methods or (list(METHODS) if compare else ["rein"])
     unknown = [m for m in methods if m not in METHODS]

@@ -136,12 +136,18 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: circular _base_ include ({' -> '.join(str(p) for p in seen)})")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; expected a YAML config file (e.g. configs/demo.yaml)")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a text file ({exc.reason} at byte {exc.start}); expected a YAML config") from exc
+    if data is None:  # an empty file (or only comments): a config that sets nothing is a mistake, not the defaults
+        raise ConfigError(f"{path}: the file is empty (no config keys); expected a mapping such as 'name: ...'")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     bases = data.pop("_base_", [])
@@ -161,6 +167,9 @@ def parse_override(override: str) -> tuple[str, Any]:
     if "=" not in override:
         raise ConfigError(f"override '{override}': expected key=value, e.g. train.lr=1e-4")
     key, raw = override.split("=", 1)
+    if not all(part.strip() for part in key.split(".")):
+        raise ConfigError(f"override '{override}': the key {key.strip()!r} has an empty part; expected a dotted "
+                          "config key such as train.lr")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:

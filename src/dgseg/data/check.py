@@ -145,6 +145,9 @@ def run_check(
 
     ``root`` None (or "none", "-", "") is for the synthetic benchmark. ``classes``, ``label_map`` and
     ``reduce_zero_label`` as in a config (see :func:`check_dataset`)."""
+    if patch_size < 1:
+        raise ValueError(f"--patch-size {patch_size}: expected the model's patch size in pixels, 1 or more "
+                         "(e.g. 14 or 16)")
     out = sys.stdout if out is None else out
     if root is not None and str(root).lower() in ("", "none", "-"):
         root = None

@@ -216,6 +216,15 @@ def corruption_function(name: str) -> Callable[[Any, int], Any]:
     return getattr(_package(), name)
 
 
+def require_corruptions(names: list[str]) -> None:
+    """Raises RuntimeError (the install hint) when a corruption of ``names`` needs the missing optional extra."""
+    try:
+        for name in names:
+            corruption_function(name)
+    except ImportError as e:
+        raise RuntimeError(str(e)) from e
+
+
 def corrupt(image: np.ndarray, name: str, severity: int, seed: int) -> np.ndarray:
     """Corrupt a uint8 RGB image [H, W, 3] (H, W >= 32) at ``severity`` 1..5, NumPy's global RNG seeded with
     ``seed`` for the call and restored after it; returns uint8 [H, W, 3] (truncated, as the package)."""

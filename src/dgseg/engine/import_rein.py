@@ -224,6 +224,9 @@ def convert_rein_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], Rename
         ({dgseg name: tensor}, report).
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a folder; expected the official Rein checkpoint file (a .pth, e.g. "
+                                "iter_40000_published.pth)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file (an official Rein .pth, e.g. iter_40000_published.pth)")
     data = _load(path)
@@ -329,10 +332,12 @@ def import_rein(
         (the written safetensors file, the rename report).
     """
     import dgseg
+    from dgseg.atomic import check_out_folder
     from dgseg.engine.checkpoint import file_sha256, save_checkpoint
     from dgseg.engine.run_folder import claim_run_folder
     from dgseg.engine.train import checkpoint_meta
 
+    check_out_folder(out_dir)  # a file there: refused before the checkpoint is read
     if not force:
         claim_run_folder(out_dir, command="import-rein")  # raises when out_dir holds a run
     cfg: Config = load_config(config if config is not None else DEFAULT_CONFIG, overrides)

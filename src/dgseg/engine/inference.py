@@ -132,14 +132,31 @@ def plain_pos_embed_resampling():
             setattr(m, "resample_abs_pos_embed_nhwc" if m is sam else "resample_abs_pos_embed", fn)
 
 
+def check_export_size(fmt: str, size: list[int] | None) -> None:
+    """Refuses a ``--size`` that is not a height and width of 1 px or more, or one given to a full export."""
+    if size is None:
+        return
+    if fmt != "onnx":
+        raise ValueError(f"--size {size[0]} {size[1]}: only --format onnx has an input size; leave --size out "
+                         f"of --format {fmt}")
+    if min(size) < 1:
+        raise ValueError(f"--size {size[0]} {size[1]}: expected the ONNX input's height and width in pixels, "
+                         "each 1 or more (e.g. --size 512 512)")
+
+
 def export_onnx(model: nn.Module, cfg: Config, out_file: str | Path, size: tuple[int, int] | None = None,
                 replace: bool = True) -> Path:
     """ONNX graph of whole-image inference at a fixed ``size`` (default: the training crop), with the class
     metadata; a model over 2 GB keeps its weights in ``<out_file>.data`` beside it
     (:func:`dgseg.engine.onnx_files.write_onnx`). ``replace=False`` keeps and refuses existing outputs."""
     from dgseg.engine.onnx_files import write_onnx
+    from dgseg.image_size import image_size_problem, model_size_rule
 
     h, w = size or tuple(cfg.data.crop_size)
+    rule = model_size_rule(model)
+    problem = None if rule is None else image_size_problem(h, w, rule)
+    if problem is not None:
+        raise ValueError(f"ONNX input size {h} {w} (--size H W): {problem}")
     dummy = torch.randn(1, 3, h, w)
     module = ScoresModule(model.eval()).eval()
 

@@ -6,25 +6,41 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 from pathlib import Path
 
 from dgseg.data.pairing import IMAGE_SUFFIXES
 
 
 def list_images(inputs: list[str]) -> list[tuple[Path, Path]]:
-    """(file, relative output stem) for every image file given or found (recursively) in given folders."""
+    """(file, relative output stem) for every image file given or found (recursively) in given folders.
+
+    Files in a folder whose suffix is not an image's are left out and named on stderr; an image given twice
+    (by two names, or as a file and inside a folder given too) is refused, naming both."""
     found: list[tuple[Path, Path]] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+            every = sorted(f for f in p.rglob("*") if f.is_file())
+            files = [f for f in every if f.suffix.lower() in IMAGE_SUFFIXES]
             if not files:
                 raise FileNotFoundError(f"{p}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+            others = [str(f.relative_to(p)) for f in every if f.suffix.lower() not in IMAGE_SUFFIXES]
+            if others:
+                print(f"predict: {p}: left out {len(others)} file(s) without an image suffix "
+                      f"({', '.join(IMAGE_SUFFIXES)}): {', '.join(others[:5])}{', ...' if len(others) > 5 else ''}",
+                      file=sys.stderr)
             found += [(f, f.relative_to(p).with_suffix("")) for f in files]
         elif p.is_file():
             found.append((p, Path(p.stem)))
         else:
             raise FileNotFoundError(f"{p}: no such image file or folder")
+    seen: dict[Path, Path] = {}
+    for f, _ in found:
+        first = seen.setdefault(f.resolve(), f)
+        if first is not f:
+            also = "" if str(first) == str(f) else f" (also as {first}, inside a folder given?)"
+            raise ValueError(f"{f}: the same image given twice{also}; expected each image once")
     return found
 
 

@@ -18,6 +18,8 @@ import os
 import time
 from pathlib import Path
 
+from dgseg.atomic import check_out_folder
+
 RUN_FILES = ("checkpoints", "log.jsonl", "config.yaml", "curves.png", "run.json", "eval.json", "eval.md",
              "examples", "tb", "corruptions.json", "corruptions.md", "corruptions.png", "summary.json")
 """What dgseg writes at the top of a run folder (moved aside together by ``--force``): ``dgseg train``
@@ -61,7 +63,7 @@ def claim_run_folder(out_dir: str | Path, force: bool = False, command: str = "t
     """Makes ``out_dir`` ready for a new run. Returns the folder the old run was moved to (``force``), or
     None when there was none; raises :class:`RunFolderError` when it holds a run and ``force`` is False
     (``command``: ``train``, which can also continue the run, or ``import-rein``)."""
-    out = Path(out_dir)
+    out = check_out_folder(out_dir)
     found = holds_run(out)
     if not found:
         return None

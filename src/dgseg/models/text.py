@@ -30,7 +30,7 @@ from dgseg.models.text_tower import CLIPTextTower, PromptLearner, QuickGELU, tok
 from dgseg.models.weights_io import WeightsError, read_state_dict
 
 __all__ = ["CLIPTextTower", "ContextDecoder", "PromptLearner", "QuickGELU", "TextGuidance", "build_text_guidance",
-           "load_class_embeddings", "save_class_embeddings", "tokenize_names"]
+           "load_class_embeddings", "save_class_embeddings", "text_embed_config", "tokenize_names"]
 
 GAMMA_INIT = 1e-4  # DenseCLIP: self.gamma = nn.Parameter(torch.ones(text_dim) * 1e-4)
 
@@ -156,6 +156,19 @@ def _build_tower(cfg: TextConfig) -> CLIPTextTower:
         "embeddings) or model.text.arch (an open_clip model name, e.g. EVA02-L-14: a randomly initialised "
         "tower, for counting and tests); or set model.text.name=none for plain fine-tuning"
     )
+
+
+def text_embed_config(cfg: TextConfig, config: str) -> TextConfig:
+    """``cfg``, the text config of ``config`` that ``dgseg text-embed`` encodes the class names with; refuses
+    one without a CLIP text tower (model.text.weights or .arch) or one that names an embeddings file."""
+    if cfg.embeddings is not None:
+        raise ValueError(f"{config}: model.text.embeddings is set ({cfg.embeddings}); text-embed "
+                         "computes that file from model.text.weights: leave it out (--set model.text.embeddings=)")
+    if cfg.weights is None and cfg.arch is None:
+        raise ValueError(f"{config}: model.text.weights is not set; text-embed encodes the class "
+                         "names with a CLIP text tower: give its checkpoint with --set model.text.weights=FILE "
+                         "(e.g. OpenAI ViT-L-14.pt or an open_clip/EVA-CLIP file)")
+    return cfg
 
 
 def build_text_guidance(cfg: TextConfig, names: list[str]) -> TextGuidance:

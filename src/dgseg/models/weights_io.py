@@ -24,6 +24,9 @@ __all__ = ["WeightsError", "dgseg_home", "download_hint", "mismatch_report", "re
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Read a flat or nested dict of tensors from safetensors, a ``.pth``/``.pt``/``.bin`` or TorchScript file."""
     path = Path(path)
+    if path.is_dir():
+        raise WeightsError(f"weights file {path}: is a folder; expected a weights file (.safetensors, .pth, .pt "
+                           "or .bin)")
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
     if path.suffix == ".safetensors":
@@ -94,6 +97,9 @@ def resolve_weights(spec: str, model_name: str) -> Path:
     path = Path(os.path.expanduser(spec))
     if path.is_file():
         return path
+    if path.is_dir():
+        raise WeightsError(f"model.backbone.weights: {spec} is a folder; expected the weights file itself (e.g. "
+                           f"{path}/model.safetensors)")
     raise WeightsError(
         f"model.backbone.weights: file not found: {spec}. dgseg never downloads weights: "
         f"{download_hint(model_name)} on a machine with internet access and put it at {path} "

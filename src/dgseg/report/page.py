@@ -128,8 +128,16 @@ def write_report(run_dirs: list[str | Path], out: str | Path, baseline: str | No
     paths = [Path(p) for p in run_dirs]
     if not paths:
         raise ValueError("report: give at least one run folder")
+    if scenes < 0:
+        raise ValueError(f"report: --scenes {scenes}: expected the prediction scenes per domain, 0 or more")
     runs = [load_run(p, n) for p, n in zip(paths, unique_names(paths))]
+    resolved = [p.resolve() for p in paths]
+    twice = [str(p) for i, p in enumerate(paths) if resolved[i] in resolved[:i]]
+    if twice:
+        raise ValueError(f"report: {', '.join(twice)}: the same run folder given twice; expected each run once")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"report: --out {out}: is a file; expected a folder for report.html and report_assets/")
     assets = out / "report_assets"
     assets.mkdir(parents=True, exist_ok=True)
     base = None

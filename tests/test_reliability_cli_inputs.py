@@ -1,0 +1,212 @@
+"""Bad command-line inputs of every subcommand: each is refused with a message naming the file, option or value
+and what is expected (exit code 2, no traceback), or, where dgseg leaves something out, it says so."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from PIL import Image
+from tiny import tiny_dict
+from tiny_run import tiny_run
+
+from dgseg.bench import parse_list
+from dgseg.cli import main
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return tiny_run(tmp_path_factory.mktemp("cli_inputs") / "run")
+
+
+@pytest.fixture()
+def config_file(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_dict()))
+    return path
+
+
+@pytest.fixture()
+def image(tmp_path):
+    path = tmp_path / "scene.png"
+    Image.new("RGB", (64, 48), (90, 120, 30)).save(path)
+    return path
+
+
+def refused(capsys, argv: list[str]) -> str:
+    """Runs ``dgseg argv``; asserts exit code 2 and no traceback; returns the error line."""
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+# ------------------------------------------------------------------ CONFIG files and --set
+
+
+def test_a_config_that_is_a_folder_is_refused_naming_the_folder(tmp_path, capsys):
+    err = refused(capsys, ["info", tmp_path])
+    assert f"{tmp_path}: is a folder; expected a YAML config file" in err
+
+
+@pytest.mark.parametrize("text", ["", "# nothing set yet\n"])
+def test_an_empty_config_file_is_refused_naming_the_file_not_read_as_the_defaults(tmp_path, capsys, text):
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    err = refused(capsys, ["info", path])
+    assert f"{path}: the file is empty (no config keys); expected a mapping" in err
+
+
+def test_a_config_that_is_not_text_is_refused_naming_the_file(tmp_path, capsys):
+    path = tmp_path / "weights.yaml"
+    path.write_bytes(b"\xff\xfe\x00\x81binary")
+    err = refused(capsys, ["info", path])
+    assert f"{path}: not a text file" in err and "expected a YAML config" in err
+
+
+@pytest.mark.parametrize("override", ["=3", "train..lr=3", ".lr=3"])
+def test_an_override_whose_key_has_an_empty_part_is_refused_naming_the_override(config_file, capsys, override):
+    err = refused(capsys, ["info", config_file, "--set", override])
+    assert f"override '{override}': the key" in err and "has an empty part; expected a dotted config key" in err
+
+
+# ------------------------------------------------------------------ --out: a file where a folder goes
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "predict", "demo", "import-rein"])
+@pytest.mark.parametrize("inside", [False, True])
+def test_an_out_folder_that_is_a_file_is_refused_naming_it_before_any_work(tmp_path, run, config_file, image,
+                                                                          capsys, command, inside):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    out = taken / "sub" if inside else taken
+    argv = {"train": ["train", config_file], "eval": ["eval", "--checkpoint", run, "--no-progress"],
+            "predict": ["predict", "--checkpoint", run, image, "--no-progress"], "demo": ["demo", "--quick"],
+            "import-rein": ["import-rein", tmp_path / "rein.pth", "--backbone", tmp_path / "dinov2.pth"]}[command]
+    err = refused(capsys, [*argv, "--out", out])
+    what = f"is inside {taken}, which is a file" if inside else "is a file"
+    assert f"{out}: {what}; --out takes a folder" in err
+    assert taken.read_text() == "mine"
+
+
+def test_report_and_bench_refuse_a_file_as_out(tmp_path, capsys, config_file):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text(config_file.read_text())
+    err = refused(capsys, ["report", tmp_path / "run", "--out", taken])
+    assert f"--out {taken}: is a file; expected a folder for report.html" in err
+    for extra in (["--status"], ["--methods", "rein", "--seeds", "0", "--iters", "1"]):
+        err = refused(capsys, ["bench", "--out", taken, *extra])
+        assert f"--out {taken}: is a file; expected the bench folder" in err
+    assert taken.read_text() == "mine"
+
+
+# ------------------------------------------------------------------ export --size
+
+
+@pytest.mark.parametrize("size", [("0", "0"), ("-8", "32")])
+def test_an_export_size_below_one_pixel_is_refused_naming_size(tmp_path, run, capsys, size):
+    err = refused(capsys, ["export", "--checkpoint", run, "--format", "onnx", "--out", tmp_path / "m.onnx",
+                           "--size", *size])
+    assert f"--size {size[0]} {size[1]}: expected the ONNX input's height and width in pixels, each 1 or more" in err
+
+
+def test_an_export_size_smaller_than_the_model_takes_names_size_and_the_minimum(tmp_path, run, capsys):
+    pytest.importorskip("onnx")
+    err = refused(capsys, ["export", "--checkpoint", run, "--format", "onnx", "--out", tmp_path / "m.onnx",
+                           "--size", "8", "8"])
+    assert "ONNX input size 8 8 (--size H W): image is 8x8 px" in err and "needs at least 9 px" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_an_export_size_with_format_full_is_refused_not_ignored(tmp_path, run, capsys):
+    err = refused(capsys, ["export", "--checkpoint", run, "--format", "full", "--out", tmp_path / "m.safetensors",
+                           "--size", "32", "32"])
+    assert "--size 32 32: only --format onnx has an input size" in err
+    assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------ data check, bench, report options
+
+
+@pytest.mark.parametrize("patch", ["0", "-3"])
+def test_a_data_check_patch_size_below_one_is_refused_naming_the_option(capsys, patch):
+    err = refused(capsys, ["data", "check", "synthetic-game", "--patch-size", patch])
+    assert f"--patch-size {patch}: expected the model's patch size in pixels, 1 or more" in err
+
+
+def test_a_bench_method_or_seed_named_twice_is_refused_naming_it():
+    with pytest.raises(ValueError, match=r"--methods 'rein,lora,rein': 'rein' named twice; expected each method once"):
+        parse_list("rein,lora,rein")
+    with pytest.raises(ValueError, match=r"--seeds '0,1,0': '0' named twice; expected each seed once"):
+        parse_list("0,1,0", int, "--seeds")
+
+
+def test_an_empty_bench_methods_list_is_refused_not_read_as_the_default(tmp_path, capsys):
+    err = refused(capsys, ["bench", "--methods", "", "--status", "--out", tmp_path / "b"])
+    assert "--methods '': an empty item; expected comma-separated names" in err
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--threads", "0", "--threads 0: expected 1 or more torch threads per run"),
+    ("--threads", "-1", "--threads -1: expected 1 or more torch threads per run"),
+    ("--iters", "0", "--iters 0: expected 1 or more iterations per run"),
+])
+def test_bench_threads_or_iters_below_one_are_refused_naming_the_option(tmp_path, capsys, monkeypatch, option,
+                                                                         value, message):
+    monkeypatch.setattr("dgseg.bench.run_order", lambda *a: pytest.fail("the bench went on to train"))
+    err = refused(capsys, ["bench", "--methods", "rein", "--seeds", "0", option, value, "--out", tmp_path / "b"])
+    assert message in err
+
+
+def test_report_refuses_a_run_folder_given_twice_and_negative_scenes(tmp_path, capsys, config_file):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text(config_file.read_text())
+    err = refused(capsys, ["report", tmp_path / "run", f"{tmp_path}/../{tmp_path.name}/run/", "--out", tmp_path / "r"])
+    assert "the same run folder given twice; expected each run once" in err
+    err = refused(capsys, ["report", tmp_path / "run", "--out", tmp_path / "r", "--scenes", "-1"])
+    assert "--scenes -1: expected the prediction scenes per domain, 0 or more" in err
+    assert not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------------------------ predict inputs
+
+
+def test_predict_names_the_files_of_a_folder_it_leaves_out(tmp_path, run, image, capsys):
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert main(["predict", "--checkpoint", str(run), str(tmp_path), "--out", str(tmp_path / "p"),
+                 "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"predict: {tmp_path}: left out 1 file(s) without an image suffix" in err and "notes.txt" in err
+
+
+def test_predict_refuses_an_image_given_twice_naming_it(tmp_path, run, image, capsys):
+    err = refused(capsys, ["predict", "--checkpoint", run, image, image, "--out", tmp_path / "p", "--no-progress"])
+    assert f"{image}: the same image given twice; expected each image once" in err
+    err = refused(capsys, ["predict", "--checkpoint", run, tmp_path, image, "--out", tmp_path / "p", "--no-progress"])
+    assert "the same image given twice" in err
+    assert not (tmp_path / "p").exists()
+
+
+# ------------------------------------------------------------------ weights, Rein checkpoints, text-embed
+
+
+def test_a_folder_given_as_weights_or_rein_checkpoint_is_named_as_a_folder(tmp_path, config_file, capsys):
+    err = refused(capsys, ["train", config_file, "--set", f"model.backbone.weights={tmp_path}",
+                           "--out", tmp_path / "t"])
+    assert f"model.backbone.weights: {tmp_path} is a folder; expected the weights file itself" in err
+    err = refused(capsys, ["import-rein", tmp_path, "--backbone", tmp_path, "--out", tmp_path / "i"])
+    assert f"{tmp_path}: is a folder; expected the official Rein checkpoint file" in err
+    from dgseg.models.weights_io import WeightsError, read_state_dict
+
+    with pytest.raises(WeightsError, match="is a folder; expected a weights file"):
+        read_state_dict(tmp_path)
+
+
+def test_text_embed_without_a_text_tower_names_model_text_weights(tmp_path, config_file, capsys):
+    err = refused(capsys, ["text-embed", config_file, "--out", tmp_path / "e.safetensors"])
+    assert f"{config_file}: model.text.weights is not set; text-embed encodes the class names" in err
+    assert "model.text.name=none for plain fine-tuning" not in err
+    err = refused(capsys, ["text-embed", config_file, "--out", tmp_path / "e.safetensors",
+                           "--set", f"model.text.embeddings={tmp_path / 'old.safetensors'}"])
+    assert "model.text.embeddings is set" in err
