@@ -48,14 +48,6 @@ def test_a_config_that_is_a_folder_is_refused_naming_the_folder(tmp_path, capsys
     assert f"{tmp_path}: is a folder; expected a YAML config file" in err
 
 
-@pytest.mark.parametrize("text", ["", "# nothing set yet\n"])
-def test_an_empty_config_file_is_refused_naming_the_file_not_read_as_the_defaults(tmp_path, capsys, text):
-    path = tmp_path / "empty.yaml"
-    path.write_text(text)
-    err = refused(capsys, ["info", path])
-    assert f"{path}: the file is empty (no config keys); expected a mapping" in err
-
-
 def test_a_config_that_is_not_text_is_refused_naming_the_file(tmp_path, capsys):
     path = tmp_path / "weights.yaml"
     path.write_bytes(b"\xff\xfe\x00\x81binary")
@@ -210,3 +202,43 @@ def test_text_embed_without_a_text_tower_names_model_text_weights(tmp_path, conf
     err = refused(capsys, ["text-embed", config_file, "--out", tmp_path / "e.safetensors",
                            "--set", f"model.text.embeddings={tmp_path / 'old.safetensors'}"])
     assert "model.text.embeddings is set" in err
+
+
+# ------------------------------------------------------------------ keys written twice, options that would be ignored
+
+
+def test_a_config_key_written_twice_is_refused_naming_the_file_line_and_key(tmp_path, config_file, capsys):
+    path = tmp_path / "twice.yaml"
+    path.write_text(config_file.read_text() + "train:\n  lr: 0.1\n")  # a second top-level 'train'
+    err = refused(capsys, ["info", path])
+    assert f"{path}: line " in err and "key 'train' is written twice in one mapping (first on line" in err
+    err = refused(capsys, ["info", config_file, "--set", "train={lr: 1, lr: 2}"])
+    assert "override 'train={lr: 1, lr: 2}': the value's line 1: key 'lr' is written twice" in err
+
+
+def test_a_yaml_merge_key_may_still_be_overridden():
+    from dgseg.config.loading import load_yaml_text
+
+    text = "base: &b {lr: 0.1, max_iters: 3}\ntrain:\n  <<: *b\n  lr: 0.2\n"
+    assert load_yaml_text(text)["train"] == {"lr": 0.2, "max_iters": 3}
+
+
+@pytest.mark.parametrize("extra, named", [(["--root", "data/cityscapes"], "--root data/cityscapes"),
+                                          (["--split", "val"], "--split val")])
+def test_predict_root_or_split_without_dataset_is_refused_not_ignored(tmp_path, run, image, capsys, extra, named):
+    err = refused(capsys, ["predict", "--checkpoint", run, image, *extra, "--out", tmp_path / "p", "--no-progress"])
+    assert f"predict: {named} applies to --dataset only" in err
+    assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("command", ["eval", "demo"])
+def test_severities_or_a_corruption_seed_without_corruptions_are_refused_not_ignored(tmp_path, run, capsys, command):
+    argv = ["eval", "--checkpoint", run, "--no-progress"] if command == "eval" else ["demo", "--quick"]
+    err = refused(capsys, [*argv, "--severities", "2", "--out", tmp_path / "o"])
+    assert "--severities 2: applies only with --corruptions" in err
+    if command == "eval":
+        err = refused(capsys, [*argv, "--corruption-seed", "3", "--out", tmp_path / "o"])
+        assert "--corruption-seed 3: applies only with --corruptions" in err
+    err = refused(capsys, ["demo", "--quick", "--corruptions", "", "--out", tmp_path / "o"])
+    assert "--corruptions: unknown corruption ''" in err
+    assert not (tmp_path / "o").exists()

@@ -70,16 +70,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from dgseg.atomic import check_out_folder
+    from dgseg.data.corruptions import corruption_options
     from dgseg.engine.distributed import init_distributed, is_main
     from dgseg.engine.evaluate import evaluate, write_results
     from dgseg.engine.inference import load_model
 
     overrides = args.overrides + (["eval.tta.enabled=true"] if args.tta else [])
-    if args.corruptions is not None:
-        from dgseg.data.corruptions import parse_corruptions, parse_severities, require_corruptions
-
-        names, severities = parse_corruptions(args.corruptions), parse_severities(args.severities)
-        require_corruptions(names)  # the optional extra missing: say so before the model is built
+    names, severities = corruption_options(args.corruptions, args.severities, args.corruption_seed)
     model, cfg = load_model(args.checkpoint, overrides, config_path=args.config)
     rank, world, device = init_distributed()
     ckpt = Path(args.checkpoint).resolve()
@@ -94,7 +91,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             write_corruptions,
         )
 
-        found = evaluate_corruptions(model.to(device), cfg, names, severities, args.corruption_seed, device, rank,
+        found = evaluate_corruptions(model.to(device), cfg, names, severities, args.corruption_seed or 0, device, rank,
                                      world, progress=not args.no_progress)
         if is_main():
             paths = write_corruptions(found, out, title=cfg.name)
@@ -118,19 +115,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from dgseg.atomic import check_new_output, check_out_folder
     from dgseg.engine.inference import load_model, predict_files
-    from dgseg.engine.prediction_files import InputImages, list_images
+    from dgseg.engine.prediction_files import InputImages, check_predict_sources, list_images
     from dgseg.engine.submission import split_images, write_predictions, zip_folder
 
     check_out_folder(args.out)
+    check_predict_sources(args.inputs, args.dataset, args.root, args.split)  # before the model loads
     zip_path = None if args.zip is None else check_new_output(args.zip or f"{Path(args.out).resolve()}.zip",
                                                               args.force, "--zip FILE")  # before any prediction
     model, cfg = load_model(args.checkpoint, args.overrides + (["eval.tta.enabled=true"] if args.tta else []))
-    if args.dataset is None and not args.inputs:
-        raise ValueError("predict: give IMAGE_OR_DIR arguments or --dataset NAME --root DIR --split SPLIT")
-    if args.dataset is not None and args.inputs:
-        raise ValueError(f"predict: give either IMAGE_OR_DIR ({args.inputs[0]}, ...) or --dataset, not both")
-    if args.dataset is not None and not args.root:
-        raise ValueError(f"predict --dataset {args.dataset}: --root (the dataset folder) is required")
     import torch
 
     model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
@@ -138,7 +130,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         written = predict_files(model, cfg, args.inputs, args.out, mode=args.mode, progress=not args.no_progress)
         print(f"{len(written)} predictions written to {args.out} (*_labelTrainIds.png, *_color.png, *_overlay.png)")
         return 0
-    files = split_images(args.dataset, args.root, args.split) if args.dataset else list_images(args.inputs)
+    files = split_images(args.dataset, args.root, args.split or "test") if args.dataset else list_images(args.inputs)
     if zip_path is not None:
         InputImages(path for path, _ in files).check(zip_path, "the --zip file")
     written = write_predictions(model, cfg, files, args.out, args.format, mode=args.mode,
@@ -171,14 +163,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from dgseg.data.corruptions import corruption_options
     from dgseg.demo import run_demo
 
-    corruptions = severities = None
-    if args.corruptions:
-        from dgseg.data.corruptions import parse_corruptions, parse_severities, require_corruptions
-
-        corruptions, severities = parse_corruptions(args.corruptions), parse_severities(args.severities)
-        require_corruptions(corruptions)
+    corruptions, severities = corruption_options(args.corruptions, args.severities)
     run_demo(quick=args.quick, compare=args.compare, out=args.out, overrides=args.overrides,
              corruptions=corruptions, severities=severities)
     return 0
@@ -273,8 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corruptions", metavar="all|extra|FAMILY|NAME,..",
                    help="Cityscapes-C protocol: corrupted copies of every data.val set; writes corruptions.json "
                         "(mPC, rPC), corruptions.md and corruptions.png instead of eval.json")
-    p.add_argument("--severities", default="1,2,3,4,5", help="with --corruptions: severities 1..5 (default all)")
-    p.add_argument("--corruption-seed", type=int, default=0, help="with --corruptions: the per-image seeds' base")
+    p.add_argument("--severities", help="with --corruptions: severities 1..5 (default all)")
+    p.add_argument("--corruption-seed", type=int, help="with --corruptions: the per-image seeds' base (default 0)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("predict", help="label PNGs and colour overlays for images")
@@ -288,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="predict a dataset split instead of files: cityscapes, acdc (all four "
                                      "conditions) or acdc-fog|night|rain|snow")
     p.add_argument("--root", help="the dataset folder (with --dataset)")
-    p.add_argument("--split", default="test", help="the split (with --dataset; default test)")
+    p.add_argument("--split", help="the split (with --dataset; default test)")
     p.add_argument("--zip", nargs="?", const="", metavar="FILE", help="also zip the written files (default OUT.zip)")
     p.add_argument("--force", action="store_true", help="replace an existing zip file (never an input image)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (same as --set eval.tta.enabled=true)")
@@ -308,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--corruptions", metavar="all|NAME,..",
                    help="also a robustness row per method: Cityscapes-C corruptions of the source's held-out scenes")
-    p.add_argument("--severities", default="1,2,3,4,5", help="with --corruptions (default 1,2,3,4,5)")
+    p.add_argument("--severities", help="with --corruptions (default 1,2,3,4,5)")
     _add_set(p)
     p.set_defaults(func=cmd_demo)
 

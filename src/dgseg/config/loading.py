@@ -122,6 +122,39 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key written twice in one mapping (PyYAML keeps the last silently)."""
+
+
+def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *anchor' entries may be overridden: that is their use
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.get(key)
+        except TypeError:  # an unhashable key: the safe loader refuses it itself
+            continue
+        if first is not None:
+            raise _DuplicateKey(f"line {key_node.start_mark.line + 1}: key {key!r} is written twice in one mapping "
+                                f"(first on line {first}); expected each key once")
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def load_yaml_text(text: str) -> Any:
+    """YAML ``text`` read safely, a key written twice in one mapping refused (ValueError naming the line)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def _deep_merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
@@ -141,13 +174,13 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml_text(path.read_text()) or {}  # empty: `dgseg train` says what it misses (preflight)
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not a text file ({exc.reason} at byte {exc.start}); expected a YAML config") from exc
-    if data is None:  # an empty file (or only comments): a config that sets nothing is a mistake, not the defaults
-        raise ConfigError(f"{path}: the file is empty (no config keys); expected a mapping such as 'name: ...'")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     bases = data.pop("_base_", [])
@@ -171,7 +204,9 @@ def parse_override(override: str) -> tuple[str, Any]:
         raise ConfigError(f"override '{override}': the key {key.strip()!r} has an empty part; expected a dotted "
                           "config key such as train.lr")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = load_yaml_text(raw) if raw.strip() else None
+    except _DuplicateKey as exc:
+        raise ConfigError(f"override '{override}': the value's {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override '{override}': value is not valid YAML: {exc}") from exc
     return key.strip(), value

@@ -216,6 +216,22 @@ def corruption_function(name: str) -> Callable[[Any, int], Any]:
     return getattr(_package(), name)
 
 
+def corruption_options(corruptions: str | None, severities: str | None, seed: int | None = None
+                       ) -> tuple[list[str], list[int]] | tuple[None, None]:
+    """The ``--corruptions`` names and ``--severities`` (default 1..5) of a command line, the optional
+    extra checked (:func:`require_corruptions`); (None, None) without ``--corruptions``, where
+    ``--severities`` or ``--corruption-seed`` (``seed``) would be ignored: refused, naming them."""
+    if corruptions is None:
+        given = [f"{o} {v}" for o, v in (("--severities", severities), ("--corruption-seed", seed)) if v is not None]
+        if given:
+            raise ValueError(f"{' and '.join(given)}: {'applies' if len(given) == 1 else 'apply'} only with "
+                             "--corruptions (e.g. --corruptions all); add it or leave it out")
+        return None, None
+    names, levels = parse_corruptions(corruptions), parse_severities(severities or "1,2,3,4,5")
+    require_corruptions(names)  # the optional extra missing: say so before a model is built
+    return names, levels
+
+
 def require_corruptions(names: list[str]) -> None:
     """Raises RuntimeError (the install hint) when a corruption of ``names`` needs the missing optional extra."""
     try:

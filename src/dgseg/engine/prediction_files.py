@@ -12,6 +12,21 @@ from pathlib import Path
 from dgseg.data.pairing import IMAGE_SUFFIXES
 
 
+def check_predict_sources(inputs: list[str], dataset: str | None, root: str | None, split: str | None) -> None:
+    """What ``dgseg predict`` reads: IMAGE_OR_DIR arguments, or ``--dataset`` with ``--root`` (and ``--split``);
+    refuses neither, both, and ``--root`` / ``--split`` without ``--dataset`` (they would be ignored)."""
+    if dataset is None and not inputs:
+        raise ValueError("predict: give IMAGE_OR_DIR arguments or --dataset NAME --root DIR --split SPLIT")
+    if dataset is not None and inputs:
+        raise ValueError(f"predict: give either IMAGE_OR_DIR ({inputs[0]}, ...) or --dataset, not both")
+    if dataset is not None and not root:
+        raise ValueError(f"predict --dataset {dataset}: --root (the dataset folder) is required")
+    if dataset is None and (root is not None or split is not None):
+        given = " ".join(f"{o} {v}" for o, v in (("--root", root), ("--split", split)) if v is not None)
+        raise ValueError(f"predict: {given} applies to --dataset only; IMAGE_OR_DIR arguments are read as given "
+                         "(leave it out, or add --dataset NAME)")
+
+
 def list_images(inputs: list[str]) -> list[tuple[Path, Path]]:
     """(file, relative output stem) for every image file given or found (recursively) in given folders.
 
