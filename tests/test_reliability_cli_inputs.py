@@ -93,6 +93,17 @@ def test_report_and_bench_refuse_a_file_as_out(tmp_path, capsys, config_file):
     assert taken.read_text() == "mine"
 
 
+def test_an_output_file_inside_a_file_is_refused_naming_both_before_any_work(tmp_path, run, image, capsys):
+    taken = tmp_path / "notes.txt"
+    taken.write_text("mine")
+    err = refused(capsys, ["export", "--checkpoint", run, "--format", "full", "--out", taken / "m.safetensors"])
+    assert f"{taken / 'm.safetensors'}: is inside {taken}, which is a file, not a folder; choose another --out" in err
+    err = refused(capsys, ["predict", "--checkpoint", run, image, "--out", tmp_path / "p", "--zip", taken / "p.zip",
+                           "--no-progress"])
+    assert f"is inside {taken}, which is a file, not a folder; choose another --zip FILE" in err
+    assert not (tmp_path / "p").exists() and taken.read_text() == "mine"
+
+
 # ------------------------------------------------------------------ export --size
 
 
@@ -232,7 +243,9 @@ def test_predict_root_or_split_without_dataset_is_refused_not_ignored(tmp_path, 
 
 
 @pytest.mark.parametrize("command", ["eval", "demo"])
-def test_severities_or_a_corruption_seed_without_corruptions_are_refused_not_ignored(tmp_path, run, capsys, command):
+def test_severities_or_a_corruption_seed_without_corruptions_are_refused_not_ignored(tmp_path, run, capsys, command,
+                                                                                    monkeypatch):
+    monkeypatch.setattr("dgseg.demo.run_demo", lambda **kw: pytest.fail("the demo went on to train"))
     argv = ["eval", "--checkpoint", run, "--no-progress"] if command == "eval" else ["demo", "--quick"]
     err = refused(capsys, [*argv, "--severities", "2", "--out", tmp_path / "o"])
     assert "--severities 2: applies only with --corruptions" in err

@@ -38,6 +38,11 @@ def check_new_output(path: str | Path, force: bool = False, option: str = "--out
         raise IsADirectoryError(f"{path}: is a folder; {option} takes a file name")
     if not force and (path.exists() or path.is_symlink()):
         raise OutputExistsError(f"{path}: already exists; pass --force to replace it, or choose another {option}")
+    for at in path.parents:  # a file among the folders above: nothing can be written there
+        if at.is_dir():
+            break
+        if at.exists() or at.is_symlink():
+            raise NotADirectoryError(f"{path}: is inside {at}, which is a file, not a folder; choose another {option}")
     return path
 
 
