@@ -255,3 +255,24 @@ def test_severities_or_a_corruption_seed_without_corruptions_are_refused_not_ign
     err = refused(capsys, ["demo", "--quick", "--corruptions", "", "--out", tmp_path / "o"])
     assert "--corruptions: unknown corruption ''" in err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("taken", ["rein", "rein/seed0"])
+def test_a_file_where_a_bench_run_folder_goes_is_named_by_status_and_refused_by_a_run(tmp_path, config_file, capsys,
+                                                                                     taken):
+    out = tmp_path / "bench"
+    (out / taken).parent.mkdir(parents=True, exist_ok=True)
+    (out / taken).write_text("mine")
+    argv = ["bench", "--methods", "rein", "--seeds", "0", "--iters", "1", "--config", config_file, "--out", out]
+    assert main([str(a) for a in argv + ["--status"]]) == 0
+    assert f"bench: {out / taken} is a file; the bench keeps each run in a folder" in capsys.readouterr().out
+    err = refused(capsys, argv)
+    assert f"bench: {out / taken} is a file; the bench keeps each run in a folder --out/<method>/seed<k>" in err
+    assert (out / taken).read_text() == "mine"
+
+
+def test_an_unknown_backbone_name_lists_close_names_or_says_what_is_expected_never_an_empty_list(config_file, capsys):
+    err = refused(capsys, ["info", config_file, "--set", "model.backbone.name=vit_large_patch14_dinov3"])
+    assert "timm has no model 'vit_large_patch14_dinov3'; similar: " in err and "vit_large_patch14_dinov2" in err
+    err = refused(capsys, ["info", config_file, "--set", "model.backbone.name=nonexistent_model_xyz"])
+    assert "[]" not in err and "expected a timm ViT name such as vit_large_patch14_dinov2" in err

@@ -73,6 +73,9 @@ def run_state(run_dir: Path, cfg: Config) -> str:
         if folder.is_symlink():
             raise ValueError(f"bench: {folder} is a symbolic link; the bench writes its runs only into real "
                              f"folders under --out (replace the link with the folder, or use another --out)")
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"bench: {folder} is a file; the bench keeps each run in a folder --out/<method>/"
+                             f"seed<k> (move the file away, or use another --out)")
     summary = run_dir / "summary.json"
     stored = run_dir / "config.yaml"
     wanted = config_to_dict(training_config(cfg))

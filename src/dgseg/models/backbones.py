@@ -285,8 +285,11 @@ def build_backbone(cfg: BackboneConfig, projection: bool = False) -> Backbone:
         vit = timm.create_model(name, **_create_kwargs(name, cfg, projection))
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
-            close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
-            raise ValueError(f"model.backbone.name: timm has no model '{name}'; similar: {close}") from exc
+            import difflib
+
+            close = difflib.get_close_matches(name, timm.list_models(), n=8, cutoff=0.6)
+            hint = f"similar: {', '.join(close)}" if close else "expected a timm ViT name such as vit_large_patch14_dinov2"
+            raise ValueError(f"model.backbone.name: timm has no model '{name}'; {hint}") from exc
         raise
     except TypeError as exc:  # a CNN or another family that takes no img_size / patch_size
         if _family(name) in VIT_FAMILIES:

@@ -153,7 +153,8 @@ class CLIPTextTower(nn.Module):
             import difflib
 
             close = difflib.get_close_matches(arch, open_clip.list_models(), n=5, cutoff=0.5)
-            raise ValueError(f"model.text.arch: open_clip has no CLIP text tower config '{arch}'; similar: {close}")
+            hint = f"similar: {', '.join(close)}" if close else "expected an open_clip model name such as EVA02-L-14"
+            raise ValueError(f"model.text.arch: open_clip has no CLIP text tower config '{arch}'; {hint}")
         t = cfg["text_cfg"]
         quick = cfg.get("quick_gelu", False) if activation == "auto" else activation == "quick_gelu"
         width = t["width"]
