@@ -276,3 +276,9 @@ def test_an_unknown_backbone_name_lists_close_names_or_says_what_is_expected_nev
     assert "timm has no model 'vit_large_patch14_dinov3'; similar: " in err and "vit_large_patch14_dinov2" in err
     err = refused(capsys, ["info", config_file, "--set", "model.backbone.name=nonexistent_model_xyz"])
     assert "[]" not in err and "expected a timm ViT name such as vit_large_patch14_dinov2" in err
+
+
+def test_train_with_resume_and_force_together_is_refused_naming_both(tmp_path, run, config_file, capsys):
+    err = refused(capsys, ["train", config_file, "--out", run, "--resume", "--force", "--no-progress"])
+    assert f"{run}: --resume and --force: --resume continues the run in the folder, --force moves it" in err
+    assert not list(run.glob("previous-*")) and not (run / "log.jsonl").exists()

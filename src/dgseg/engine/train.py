@@ -92,7 +92,10 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
     "unknown_labels" ([(label path, reason)], data.unknown_labels=ignore)}.
 
     A folder that already holds a run needs ``resume`` (continue it) or ``force`` (move it aside first,
-    see :mod:`dgseg.engine.run_folder`)."""
+    see :mod:`dgseg.engine.run_folder`); not both."""
+    if resume and force:
+        raise ValueError(f"{out_dir}: --resume and --force: --resume continues the run in the folder, --force moves "
+                         "it into previous-<time>/ to start afresh; give one of them")
     run, st = setup_training(cfg, Path(out_dir), resume, force, model, progress)
     with _StopRequest() as stop:
         while st.step < cfg.train.max_iters:
