@@ -282,3 +282,9 @@ def test_train_with_resume_and_force_together_is_refused_naming_both(tmp_path, r
     err = refused(capsys, ["train", config_file, "--out", run, "--resume", "--force", "--no-progress"])
     assert f"{run}: --resume and --force: --resume continues the run in the folder, --force moves it" in err
     assert not list(run.glob("previous-*")) and not (run / "log.jsonl").exists()
+
+
+def test_an_override_reaching_into_a_list_says_to_set_the_whole_list(config_file, capsys):
+    err = refused(capsys, ["info", config_file, "--set", "data.val.0.length=1"])
+    assert ("override 'data.val.0.length=1': 'data.val' is a list, not a section: --set cannot reach into it; "
+            "set the whole list, e.g. data.val=[...]") in err

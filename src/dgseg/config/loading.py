@@ -216,10 +216,13 @@ def _apply_override(data: dict, override: str) -> None:
     key, value = parse_override(override)
     node = data
     parts = key.split(".")
-    for part in parts[:-1]:
+    for i, part in enumerate(parts[:-1]):
         nxt = node.get(part)
         if nxt is None:
             nxt = node[part] = {}
+        if isinstance(nxt, list):
+            raise ConfigError(f"override '{override}': '{'.'.join(parts[:i + 1])}' is a list, not a section: "
+                              f"--set cannot reach into it; set the whole list, e.g. {'.'.join(parts[:i + 1])}=[...]")
         if not isinstance(nxt, dict):
             raise ConfigError(f"override '{override}': '{part}' is not a section")
         node = nxt
