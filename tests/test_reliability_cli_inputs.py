@@ -228,7 +228,7 @@ def test_a_config_key_written_twice_is_refused_naming_the_file_line_and_key(tmp_
 
 
 def test_a_yaml_merge_key_may_still_be_overridden():
-    from dgseg.config.loading import load_yaml_text
+    from dgseg.strict_yaml import load_yaml_text
 
     text = "base: &b {lr: 0.1, max_iters: 3}\ntrain:\n  <<: *b\n  lr: 0.2\n"
     assert load_yaml_text(text)["train"] == {"lr": 0.2, "max_iters": 3}
@@ -288,3 +288,13 @@ def test_an_override_reaching_into_a_list_says_to_set_the_whole_list(config_file
     err = refused(capsys, ["info", config_file, "--set", "data.val.0.length=1"])
     assert ("override 'data.val.0.length=1': 'data.val' is a list, not a section: --set cannot reach into it; "
             "set the whole list, e.g. data.val=[...]") in err
+
+
+def test_a_classes_file_with_a_key_written_twice_is_refused_naming_the_file_and_line(tmp_path):
+    from dgseg.data.classes import ClassSetError, load_class_set
+
+    path = tmp_path / "classes.yaml"
+    path.write_text("names: [road, car]\npalette: [[0, 0, 0], [9, 9, 9]]\nnames: [road, car, sky]\n")
+    with pytest.raises(ClassSetError, match=r"classes.yaml: not a readable YAML classes file \(line 3: key 'names' "
+                                            r"is written twice in one mapping \(first on line 1\)"):
+        load_class_set(str(path))

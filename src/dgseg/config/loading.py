@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from dgseg.strict_yaml import DuplicateKeyError, load_yaml_text
+
 from .schema import Config, ConfigError
 from .validate import validate_config
 
@@ -122,39 +124,6 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-class _DuplicateKey(ValueError):
-    pass
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a key written twice in one mapping (PyYAML keeps the last silently)."""
-
-
-def _construct_unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    seen: dict = {}
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *anchor' entries may be overridden: that is their use
-            continue
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            first = seen.get(key)
-        except TypeError:  # an unhashable key: the safe loader refuses it itself
-            continue
-        if first is not None:
-            raise _DuplicateKey(f"line {key_node.start_mark.line + 1}: key {key!r} is written twice in one mapping "
-                                f"(first on line {first}); expected each key once")
-        seen[key] = key_node.start_mark.line + 1
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
-
-
-def load_yaml_text(text: str) -> Any:
-    """YAML ``text`` read safely, a key written twice in one mapping refused (ValueError naming the line)."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
-
-
 def _deep_merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
@@ -175,7 +144,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"config file not found: {path}")
     try:
         data = load_yaml_text(path.read_text()) or {}  # empty: `dgseg train` says what it misses (preflight)
-    except _DuplicateKey as exc:
+    except DuplicateKeyError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
@@ -205,7 +174,7 @@ def parse_override(override: str) -> tuple[str, Any]:
                           "config key such as train.lr")
     try:
         value = load_yaml_text(raw) if raw.strip() else None
-    except _DuplicateKey as exc:
+    except DuplicateKeyError as exc:
         raise ConfigError(f"override '{override}': the value's {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override '{override}': value is not valid YAML: {exc}") from exc

@@ -165,9 +165,11 @@ def load_class_set(spec: str | Mapping | ClassSet | None) -> ClassSet:
     if not path.is_file():
         raise ClassSetError(f"data.classes: '{spec}' is neither a preset ({', '.join(PRESETS)}) nor a file "
                             f"(relative paths are from the current folder: {Path.cwd()})")
+    from dgseg.strict_yaml import DuplicateKeyError, load_yaml_text
+
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        data = load_yaml_text(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, DuplicateKeyError) as e:
         raise ClassSetError(f"{path}: not a readable YAML classes file ({e})") from e
     cs = class_set_from_dict(data, str(path))
     return cs
