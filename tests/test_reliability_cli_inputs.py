@@ -11,6 +11,7 @@ from tiny_run import tiny_run
 
 from dgseg.bench import parse_list
 from dgseg.cli import main
+from dgseg.config import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -298,3 +299,14 @@ def test_a_classes_file_with_a_key_written_twice_is_refused_naming_the_file_and_
     with pytest.raises(ClassSetError, match=r"classes.yaml: not a readable YAML classes file \(line 3: key 'names' "
                                             r"is written twice in one mapping \(first on line 1\)"):
         load_class_set(str(path))
+
+
+def test_dgseg_debug_shows_the_traceback_of_an_error_the_cli_otherwise_prints_in_one_line(tmp_path, monkeypatch,
+                                                                                        capsys):
+    missing = tmp_path / "none.yaml"
+    monkeypatch.delenv("DGSEG_DEBUG", raising=False)
+    assert main(["info", str(missing)]) == 2
+    assert f"dgseg info: error: config file not found: {missing}" in capsys.readouterr().err
+    monkeypatch.setenv("DGSEG_DEBUG", "1")
+    with pytest.raises(ConfigError, match="config file not found"):
+        main(["info", str(missing)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -371,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except (ConfigError, OSError, ValueError, RuntimeError) as exc:  # OSError: a full disk, a missing file
-        if getattr(args, "debug", False):
+        if os.environ.get("DGSEG_DEBUG", "") not in ("", "0"):  # the traceback, for a bug report
             raise
         print(f"dgseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
