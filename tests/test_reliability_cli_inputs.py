@@ -279,6 +279,25 @@ def test_an_unknown_backbone_name_lists_close_names_or_says_what_is_expected_nev
     assert "[]" not in err and "expected a timm ViT name such as vit_large_patch14_dinov2" in err
 
 
+def test_an_unknown_open_clip_text_arch_lists_close_names_or_says_what_is_expected():
+    from dgseg.models.text_tower import CLIPTextTower
+
+    with pytest.raises(ValueError, match="open_clip has no CLIP text tower config 'EVA02-L-41'; similar: ") as e:
+        CLIPTextTower.from_arch("EVA02-L-41")
+    assert "EVA02-L-14" in str(e.value)
+    with pytest.raises(ValueError, match="'zzqq'; expected an open_clip model name such as EVA02-L-14"):
+        CLIPTextTower.from_arch("zzqq")
+
+
+def test_an_empty_config_is_refused_by_info_which_counts_the_defaults_only_without_one(tmp_path, capsys):
+    path = tmp_path / "empty.yaml"
+    for text in ("", "# nothing yet\n"):
+        path.write_text(text)
+        err = refused(capsys, ["info", path])
+        assert f"{path}: sets no key (empty, or comments only); expected an experiment config" in err
+    assert main(["info"]) == 0  # no CONFIG: the defaults, as documented
+
+
 def test_train_with_resume_and_force_together_is_refused_naming_both(tmp_path, run, config_file, capsys):
     err = refused(capsys, ["train", config_file, "--out", run, "--resume", "--force", "--no-progress"])
     assert f"{run}: --resume and --force: --resume continues the run in the folder, --force moves it" in err
@@ -310,3 +329,12 @@ def test_dgseg_debug_shows_the_traceback_of_an_error_the_cli_otherwise_prints_in
     monkeypatch.setenv("DGSEG_DEBUG", "1")
     with pytest.raises(ConfigError, match="config file not found"):
         main(["info", str(missing)])
+
+
+def test_eval_on_a_run_whose_checkpoints_is_a_file_names_that_file(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "checkpoints").write_text("not a folder")
+    err = refused(capsys, ["eval", "--checkpoint", str(run_dir), "--no-progress"])
+    assert f"{run_dir / 'checkpoints'}: is not a folder (a file or a broken link); dgseg keeps a run's checkpoints" in err
+    assert (run_dir / "checkpoints").read_text() == "not a folder"

@@ -93,6 +93,9 @@ def test_a_named_output_file_that_exists_is_refused_unless_forced_and_a_folder_a
     with pytest.raises(IsADirectoryError, match=f"{tmp_path}: is a folder; --out takes a file name"):
         check_new_output(tmp_path, force=True)
     assert kept.read_text() == "mine" and dangling.is_symlink()
+    with pytest.raises(NotADirectoryError, match=f"{kept / 'x.bin'}: is inside {kept}, which is a file, not a "
+                                                 "folder; choose another --out"):
+        check_new_output(kept / "x.bin")
 
 
 def test_write_atomic_leaves_the_old_file_whole_when_the_writer_fails(tmp_path):

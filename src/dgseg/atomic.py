@@ -38,11 +38,9 @@ def check_new_output(path: str | Path, force: bool = False, option: str = "--out
         raise IsADirectoryError(f"{path}: is a folder; {option} takes a file name")
     if not force and (path.exists() or path.is_symlink()):
         raise OutputExistsError(f"{path}: already exists; pass --force to replace it, or choose another {option}")
-    for at in path.parents:  # a file among the folders above: nothing can be written there
-        if at.is_dir():
-            break
-        if at.exists() or at.is_symlink():
-            raise NotADirectoryError(f"{path}: is inside {at}, which is a file, not a folder; choose another {option}")
+    at = _file_on_the_way(path.parents)  # a file among the folders above: nothing can be written there
+    if at is not None:
+        raise NotADirectoryError(f"{path}: is inside {at}, which is a file, not a folder; choose another {option}")
     return path
 
 
@@ -51,13 +49,22 @@ def check_out_folder(path: str | Path, option: str = "--out") -> Path:
     refuses a file at ``path`` or at a folder above it, which would stop the command only when it first
     writes (after the work), with an OS error that names no option. Returns ``path``."""
     path = Path(path)
-    for at in (path, *path.parents):
-        if at.is_dir():
-            break
-        if at.exists() or at.is_symlink():
-            what = "is a file" if at == path else f"is inside {at}, which is a file"
-            raise NotADirectoryError(f"{path}: {what}; {option} takes a folder (a new one or an existing folder)")
+    at = _file_on_the_way((path, *path.parents))
+    if at is not None:
+        what = "is a file" if at == path else f"is inside {at}, which is a file"
+        raise NotADirectoryError(f"{path}: {what}; {option} takes a folder (a new one or an existing folder)")
     return path
+
+
+def _file_on_the_way(folders) -> Path | None:
+    """The first of ``folders`` (innermost first) that is a file or a symlink to no folder, before the first
+    existing folder; ``None`` when the way is clear."""
+    for at in folders:
+        if at.is_dir():
+            return None
+        if at.exists() or at.is_symlink():
+            return at
+    return None
 
 
 def _appeared(path: Path) -> OutputExistsError:

@@ -164,6 +164,11 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     return _deep_merge(merged, data)
 
 
+def sets_nothing(path: str | Path) -> bool:
+    """True when the config file ``path`` (with its ``_base_`` includes) sets no key: empty or comments only."""
+    return not _read_yaml(Path(path))
+
+
 def parse_override(override: str) -> tuple[str, Any]:
     """``key=value`` -> (dotted key, the value read as YAML; an empty value is None)."""
     if "=" not in override:

@@ -239,6 +239,15 @@ class EvalConfig:
     tta: TTAConfig = field(default_factory=TTAConfig)
 
 
+def hw_pair(value: int | list[int]) -> tuple[int, int]:
+    """A size written as one int for both axes or as [H, W] (``eval.crop``, ``eval.stride``) -> (H, W)."""
+    if isinstance(value, int):
+        return value, value
+    if len(value) != 2:
+        raise ValueError(f"expected one size or [H, W], got {value}")
+    return int(value[0]), int(value[1])
+
+
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -5,7 +5,7 @@ and data.mean_over naming data.val entries) and the class set (``data.classes`` 
 
 from __future__ import annotations
 
-from .schema import CHOICES, LOG_BACKENDS, Config, ConfigError, DatasetSpec
+from .schema import CHOICES, LOG_BACKENDS, Config, ConfigError, DatasetSpec, hw_pair
 
 
 def validate_config(cfg: Config) -> None:
@@ -92,8 +92,8 @@ def validate_config(cfg: Config) -> None:
     windows = {}
     for key in ("crop", "stride"):
         value = getattr(cfg.eval, key)
-        pair = [value, value] if isinstance(value, int) else value
-        if len(pair) != 2 or min(pair) <= 0:
+        pair = hw_pair(value) if isinstance(value, int) or len(value) == 2 else (0, 0)
+        if min(pair) <= 0:
             raise ConfigError(f"eval.{key}: expected a size > 0 or [H, W] > 0, got {value}")
         windows[key] = pair
     if any(s > c for s, c in zip(windows["stride"], windows["crop"])):

@@ -57,6 +57,10 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     falls back to the highest-step ``iter_*.safetensors`` (such a file exists only once fully written). A
     pointer that does not hold a checkpoint file name (damaged) is a :class:`CheckpointError` naming it.
     """
+    sub = Path(run_dir) / CHECKPOINT_DIR
+    if not sub.is_dir() and (sub.exists() or sub.is_symlink()):  # a file where a run keeps its checkpoints
+        raise CheckpointError(f"{sub}: is not a folder (a file or a broken link); dgseg keeps a run's checkpoints "
+                              f"in a {CHECKPOINT_DIR}/ folder there; move it away, or give the checkpoint file itself")
     folder = checkpoint_dir(run_dir)
     if not folder.is_dir():
         return None

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgseg.config import Config
+from dgseg.config.schema import hw_pair
 from dgseg.models.adapters import Adapter, build_adapter
 from dgseg.models.backbones import Backbone, build_backbone, pad_to_multiple
 from dgseg.models.neck import NECKS
@@ -175,15 +176,6 @@ SLIDE_BATCH_ACCELERATOR = 4
 def default_slide_batch(device: torch.device | str) -> int:
     """Sliding-window batch when ``eval.batch_size`` is null: 1 window on a CPU, 4 on a GPU."""
     return SLIDE_BATCH.get(torch.device(device).type, SLIDE_BATCH_ACCELERATOR)
-
-
-def hw_pair(value: int | Sequence[int]) -> tuple[int, int]:
-    """A window size or stride as (H, W): one int for both axes, or [H, W]."""
-    if isinstance(value, int):
-        return value, value
-    if len(value) != 2:
-        raise ValueError(f"expected one size or [H, W], got {value}")
-    return int(value[0]), int(value[1])
 
 
 def sliding_starts(size: int, crop: int, stride: int) -> list[int]:
