@@ -153,7 +153,7 @@ def _nanmean(values: Sequence[float]) -> float:
 
 
 def rpd(target_miou: float, source_miou: float) -> float:
-    """rPD (REFERENCE.md section 3): ``100 * target mIoU / source mIoU``; NaN when either is NaN or the source
+    """rPD (relative performance under domain shift): ``100 * target mIoU / source mIoU``; NaN when either is NaN or the source
     score is not positive."""
     if math.isnan(target_miou) or math.isnan(source_miou) or source_miou <= 0:
         return math.nan
@@ -240,7 +240,7 @@ def format_table(
 
     ``results`` maps a domain name to ``SegMetric.compute()``'s dict. With ``source`` the source domain
     (in-domain validation) is the first row and an ``rPD`` column gives ``100 * mIoU_target /
-    mIoU_source`` for each target (REFERENCE.md section 3). A last row ``mean (targets)`` averages the
+    mIoU_source`` for each target (relative performance under domain shift). A last row ``mean (targets)`` averages the
     target domains (all domains but the source) when there are two or more; with ``mean_over`` the row
     ``mean (a, b, ...)`` averages exactly those domains. ``class_names``, when given, is checked against
     the length of each result's per-class IoU list. ``extra_columns`` are result keys shown after aAcc

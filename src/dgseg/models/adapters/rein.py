@@ -1,6 +1,6 @@
 """Rein (CVPR 2024): learnable low-rank tokens that refine a frozen ViT's features after every block.
 
-Equations and initialisation follow the paper and its official code (REFERENCE.md section 1)::
+Equations and initialisation follow the paper and its official code (rein/models/backbones/reins.py, class Reins)::
 
     T_i  = A_i @ B_i                                   # m x C  (full rank: a free m x C matrix)
     S_i  = softmax(f_i @ T_i^T * C^-0.5, dim=-1)       # B x N x m
