@@ -86,7 +86,9 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
         factor = WARMUP_START + (1.0 - WARMUP_START) * step / max(w - 1, 1)
     b = cfg.poly_begin
     if step >= b:
-        factor *= max(1.0 - (step - b) / max(cfg.max_iters - b - 1, 1), 0.0) ** cfg.power
+        # 1 - (step - B) / (T - B - 1) written as (T - 1 - step) / (T - B - 1): the integer numerator keeps
+        # the digits that the subtraction from 1 loses near the end of the run (oracle: mmengine's PolyLR)
+        factor *= (max(cfg.max_iters - 1 - step, 0) / max(cfg.max_iters - b - 1, 1)) ** cfg.power
     return factor
 
 
