@@ -38,3 +38,22 @@ def tiny_dict(**sections) -> dict:
 def tiny_config(**sections):
     """``tiny_config(train__max_iters=6, model__head__name="linear")`` overrides nested keys."""
     return config_from_dict(tiny_dict(**sections))
+
+
+TINY_EVA02 = {"weights": None, "img_size": 32, "patch_size": 8, "model_kwargs": {"embed_dim": 32, "num_heads": 2}}
+
+
+def tiny_vltseg_config(recipe: str = "vltseg_plain_eva02_clip_l_gta.yaml"):
+    """A shipped VLTSeg recipe (its own train keys, neck and text branch) with its EVA02-CLIP-L encoder at
+    width 32 (all 24 blocks, random weights) and the tiny head; a text tower, if any, without weights."""
+    import dataclasses
+    from pathlib import Path
+
+    import dgseg
+
+    data = dataclasses.asdict(dgseg.load_config(Path(dgseg.__file__).parent / "configs" / recipe))
+    data["model"]["backbone"].update(TINY_EVA02)
+    data["model"]["head"].update(TINY_HEAD)
+    if data["model"]["text"]["name"] != "none":
+        data["model"]["text"]["weights"] = None
+    return config_from_dict(data)

@@ -197,6 +197,12 @@ class TrainConfig:
     dgseg's list (engine/optim.py NO_DECAY_KEYS: Rein's keys plus position embeddings, cls/register tokens,
     prompts, query_feat). full_dinov2_l_gta: the official full fine-tuning config's [norm, query_embed,
     level_embed]."""
+    custom_keys: dict[str, dict[str, float]] | None = None
+    """mmengine's ``paramwise_cfg.custom_keys``, same meaning: {parameter-name part: {lr_mult, decay_mult}}
+    (each 1.0 when left out, >= 0). The longest key that is a substring of a parameter's full name (keys of
+    one length: alphabetical order) gives it lr x lr_mult and weight_decay x decay_mult and decides alone:
+    the norm-type rule, no_decay_keys and model.adapter.lr_mult apply only to parameters no key matches.
+    null: none. VLTSeg's recipes (_base_/vltseg_eva02_clip_l.yaml): the re-implementation's schedule_5k.py."""
     accumulate: int = 1
     amp: str = "none"
     """none | bf16 | fp16 (fp16 on CUDA only)."""

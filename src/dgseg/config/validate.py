@@ -63,6 +63,7 @@ def validate_config(cfg: Config) -> None:
     if cfg.train.no_decay_keys is not None and not all(k.strip() for k in cfg.train.no_decay_keys):
         raise ConfigError(f"train.no_decay_keys: expected parameter-name parts (non-empty strings) or null, got "
                           f"{cfg.train.no_decay_keys}")
+    _check_custom_keys(cfg.train.custom_keys)
     if not 0 <= cfg.train.seed < 2**32:  # the range of numpy's seeds
         raise ConfigError(f"train.seed: expected a whole number in [0, 2**32 - 1 = {2**32 - 1}], got {cfg.train.seed}")
     if cfg.train.grad_clip is not None and cfg.train.grad_clip <= 0:
@@ -138,6 +139,24 @@ def validate_config(cfg: Config) -> None:
         resolve_config_classes(cfg)  # model.num_classes from data.classes; label maps checked
     except ClassSetError as e:
         raise ConfigError(str(e)) from None
+
+
+CUSTOM_KEY_MULTS = ("lr_mult", "decay_mult")
+
+
+def _check_custom_keys(custom: dict | None) -> None:
+    """``train.custom_keys``: non-empty name parts, each a mapping of lr_mult / decay_mult, numbers >= 0
+    (the loader has already refused what is not a number)."""
+    for key, mults in (custom or {}).items():
+        if not key.strip():
+            raise ConfigError(f"train.custom_keys: expected parameter-name parts (non-empty strings), got {key!r}")
+        unknown = sorted(set(mults) - set(CUSTOM_KEY_MULTS))
+        if unknown:
+            raise ConfigError(f"train.custom_keys.{key}: unknown {unknown}; expected a mapping of "
+                              f"{' / '.join(CUSTOM_KEY_MULTS)} (numbers >= 0, each 1.0 when left out)")
+        negative = {k: v for k, v in mults.items() if v < 0}
+        if negative:
+            raise ConfigError(f"train.custom_keys.{key}: {' and '.join(negative)} must be >= 0, got {negative}")
 
 
 def _check_ranges(cfg: Config) -> None:

@@ -25,19 +25,44 @@ def norm_parameter_ids(model: nn.Module) -> set[int]:
     return {id(p) for m in model.modules() if isinstance(m, NORM_TYPES) for p in m.parameters(recurse=False)}
 
 
+def key_order(keys) -> list[str]:
+    """``train.custom_keys`` in the order mmengine's ``DefaultOptimWrapperConstructor.add_params`` tries them:
+    sorted alphabetically, then by length, longest first (a stable sort: keys of one length stay alphabetical)."""
+    return sorted(sorted(keys or ()), key=len, reverse=True)
+
+
+def custom_key(name: str, ordered: list[str]) -> str | None:
+    """The first key of ``ordered`` (:func:`key_order`) that is a substring of the full parameter name."""
+    return next((key for key in ordered if key in name), None)
+
+
 def param_groups(model: nn.Module, cfg: TrainConfig, backbone_lr_mult: float = 1.0) -> list[dict]:
     """AdamW groups: no weight decay on normalisation layers (by module type, :data:`NORM_TYPES`) and on
     names holding one of ``cfg.no_decay_keys`` (null: :data:`NO_DECAY_KEYS`: norms, tokens, query/level/position
     embeddings, the Rein scale);
-    backbone weights (when they train) get ``lr * backbone_lr_mult``."""
+    backbone weights (when they train) get ``lr * backbone_lr_mult``.
+
+    A parameter whose name holds a key of ``cfg.custom_keys`` (mmengine's ``paramwise_cfg.custom_keys``; the
+    longest matching key, :func:`key_order`) gets that key's ``lr * lr_mult`` and ``weight_decay * decay_mult``
+    and nothing else: the norm-type rule, ``no_decay_keys`` and ``backbone_lr_mult`` apply only to the other
+    parameters (mmengine's ``is_custom``). Groups hold the parameters of one (lr, weight decay) pair, in the
+    order of ``model.named_parameters()``; without keys (null) they are those of dgseg before the key existed."""
     groups: dict[tuple[float, float], list] = {}
     norms = norm_parameter_ids(model)
     keys = NO_DECAY_KEYS if cfg.no_decay_keys is None else tuple(cfg.no_decay_keys)
+    custom = cfg.custom_keys or {}
+    ordered = key_order(custom)
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        decay = 0.0 if id(p) in norms or any(k in name for k in keys) else cfg.weight_decay
-        lr = cfg.lr * (backbone_lr_mult if name.startswith("backbone.") else 1.0)
+        key = custom_key(name, ordered)
+        if key is not None:
+            mults = custom[key]
+            lr = cfg.lr * mults.get("lr_mult", 1.0)
+            decay = cfg.weight_decay * mults.get("decay_mult", 1.0)
+        else:
+            decay = 0.0 if id(p) in norms or any(k in name for k in keys) else cfg.weight_decay
+            lr = cfg.lr * (backbone_lr_mult if name.startswith("backbone.") else 1.0)
         groups.setdefault((lr, decay), []).append(p)
     return [{"params": ps, "lr": lr, "initial_lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
 
@@ -105,4 +130,4 @@ def grad_norm(params) -> float:
     return float(torch.stack(norms).norm()) if norms else 0.0
 
 
-__all__ = ["param_groups", "build_optimizer", "build_lamb", "build_scheduler", "lr_factor"]
+__all__ = ["param_groups", "custom_key", "key_order", "build_optimizer", "build_lamb", "build_scheduler", "lr_factor"]
