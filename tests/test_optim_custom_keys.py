@@ -110,6 +110,18 @@ def test_the_longest_key_wins_and_ties_go_alphabetically_as_in_mmengine():
     assert custom_key("backbone.blocks.10.norm1.weight", key_order({"backbone.blocks.1.norm1": {}})) is None
 
 
+def test_a_star_in_a_key_stands_for_any_run_of_characters_and_the_key_keeps_its_written_length():
+    from dgseg.engine.optim import key_in
+
+    assert key_in("blocks.*.norm1", "backbone.vit.blocks.17.norm1.weight")
+    assert not key_in("blocks.*.norm1", "backbone.vit.blocks.17.norm2.weight")
+    assert key_in("blocks.1", "backbone.vit.blocks.17.norm1.weight") and not key_in("blocks.1*x", "blocks.1.norm")
+    assert key_in("a.b", "xa.bx") and not key_in("a.b", "axb")  # "." and the rest are literal, never regex
+    keys = key_order({"backbone": {}, "backbone.vit.blocks.*.norm1": {}})
+    assert custom_key("backbone.vit.blocks.3.norm1.bias", keys) == "backbone.vit.blocks.*.norm1"
+    assert custom_key("backbone.vit.blocks.3.attn.norm.bias", keys) == "backbone"
+
+
 @pytest.mark.parametrize(("value", "message"), [
     ({"backbone": {"lr": 0.1}}, r"train.custom_keys.backbone: unknown \['lr'\]; expected a mapping of lr_mult / "
                                 r"decay_mult"),

@@ -199,8 +199,9 @@ class TrainConfig:
     level_embed]."""
     custom_keys: dict[str, dict[str, float]] | None = None
     """mmengine's ``paramwise_cfg.custom_keys``, same meaning: {parameter-name part: {lr_mult, decay_mult}}
-    (each 1.0 when left out, >= 0). The longest key that is a substring of a parameter's full name (keys of
-    one length: alphabetical order) gives it lr x lr_mult and weight_decay x decay_mult and decides alone:
+    (each 1.0 when left out, >= 0; a ``*`` in a key stands for any run of characters). The longest key found
+    in a parameter's full name (keys of one length: alphabetical order) gives it lr x lr_mult and
+    weight_decay x decay_mult and decides alone:
     the norm-type rule, no_decay_keys and model.adapter.lr_mult apply only to parameters no key matches.
     null: none. VLTSeg's recipes (_base_/vltseg_eva02_clip_l.yaml): the re-implementation's schedule_5k.py."""
     accumulate: int = 1

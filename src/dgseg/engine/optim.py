@@ -7,6 +7,8 @@ built on mmengine's ``DefaultOptimWrapperConstructor`` and ``LinearLR`` / ``Poly
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
@@ -31,9 +33,17 @@ def key_order(keys) -> list[str]:
     return sorted(sorted(keys or ()), key=len, reverse=True)
 
 
+def key_in(key: str, name: str) -> bool:
+    """``key`` is a substring of ``name``; a ``*`` in ``key`` stands for any run of characters (dgseg's one
+    addition to mmengine's plain substrings: one key for every block, ``backbone.vit.blocks.*.norm1``)."""
+    if "*" not in key:
+        return key in name
+    return re.search(".*".join(map(re.escape, key.split("*"))), name) is not None
+
+
 def custom_key(name: str, ordered: list[str]) -> str | None:
-    """The first key of ``ordered`` (:func:`key_order`) that is a substring of the full parameter name."""
-    return next((key for key in ordered if key in name), None)
+    """The first key of ``ordered`` (:func:`key_order`) found in the full parameter name (:func:`key_in`)."""
+    return next((key for key in ordered if key_in(key, name)), None)
 
 
 def param_groups(model: nn.Module, cfg: TrainConfig, backbone_lr_mult: float = 1.0) -> list[dict]:
