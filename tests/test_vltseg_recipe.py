@@ -18,6 +18,7 @@ def _shared_recipe(cfg) -> None:
     assert (m.backbone.name, m.backbone.patch_size, m.backbone.img_size) == ("eva02_large_patch14_clip_224", 14, 512)
     assert (m.backbone.drop_path, m.backbone.out_indices) == (0.2, [9, 14, 19, 23])
     assert (m.adapter.name, m.adapter.lr_mult, m.adapter.link, m.neck.name) == ("full", 0.1, False, "fpn")
+    assert m.neck.norm == "batch"  # eva02.py fpn1: ConvTranspose2d, SyncBatchNorm, GELU, ConvTranspose2d
     assert (d.scale, d.ratio_range, d.keep_ratio, d.short_edges) == ([1280, 720], [1.0, 1.0], False, None)
     assert (d.crop_size, d.cat_max_ratio, d.flip_prob, d.photometric) == ([512, 512], 0.75, 0.5, True)
     assert [(v.name, v.resize, v.prescale) for v in d.val] == [
@@ -31,6 +32,8 @@ def test_plain_vltseg_is_the_reimplementations_adamw_recipe():
     _shared_recipe(cfg)
     t = cfg.train
     assert cfg.model.text.name == "none"
+    b = cfg.model.backbone  # eva02.py: no inner_attn_ln, no final norm; pos_embed not taken from the file
+    assert (b.attn_norm, b.final_norm, b.pos_embed_init) == (False, False, "trunc_normal")
     assert (t.optimizer, t.lr, t.weight_decay, t.grad_clip) == ("adamw", 1e-4, 0.05, 0.01)
 
 
@@ -42,6 +45,8 @@ def test_text_guided_vltseg_trains_with_lamb_and_denseclips_text_branch():
         "clip", "EVA02-L-14", "auto", 8, "denseclip")
     assert (x.context_decoder, x.decoder_layers, x.decoder_width, x.decoder_heads) == (True, 3, 256, 4)
     assert (x.aux_weight, x.temperature) == (0.4, 0.07)
+    b = cfg.model.backbone  # EVA-CLIP's own image tower, whole; its final norm feeds the visual projection
+    assert (b.attn_norm, b.final_norm, b.pos_embed_init) == (True, True, "file")
     # LAMB's lr / weight decay are not in the paper: DenseCLIP's lr, the LAMB paper's weight decay
     assert (t.optimizer, t.lr, t.weight_decay, t.grad_clip) == ("lamb", 1e-4, 0.01, None)
 

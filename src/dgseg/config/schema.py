@@ -28,6 +28,18 @@ class BackboneConfig:
     """Blocks whose outputs feed the head; null: four evenly spaced ([7, 11, 15, 23] for 24 blocks)."""
     drop_path: float = 0.0
     """Stochastic depth (only used when the backbone trains)."""
+    attn_norm: bool = True
+    """EVA's sub-LN on the attention output before its projection (timm ``blocks.*.attn.norm``, EVA-CLIP's
+    ``inner_attn_ln``). false: removed (identity) and its weights in the file not loaded, as VLTSeg's
+    re-implementation has none; a backbone without it is refused."""
+    final_norm: bool = True
+    """The encoder's final norm (timm ``norm``), which only CLIP text guidance reads (the block outputs fed to
+    the neck are taken before it). false: removed and its weights in the file not loaded, as VLTSeg's
+    re-implementation has none; refused with text guidance or on a backbone without one."""
+    pos_embed_init: str = "file"
+    """file: the absolute position embedding of the weights file, resampled to img_size's grid; trunc_normal:
+    drawn again (std 0.02) after loading, as VLTSeg's re-implementation ends with it (mmengine skips the file's
+    16 x 16 embedding for its 36 x 36 one: a shape mismatch, under strict=False)."""
     model_kwargs: dict | None = None
     """Extra ``timm.create_model`` architecture arguments (e.g. ``{depth: 2, embed_dim: 64}`` for a tiny test
     model). img_size, patch_size and drop_path have their own keys above."""
@@ -78,6 +90,9 @@ class HeadConfig:
 class NeckConfig:
     name: str = "simple"
     """simple: resize the block outputs to strides 4/8/16/32 (Rein); fpn: learnable ViTDet-style simple FPN (VLTSeg)."""
+    norm: str = "layer"
+    """fpn only: the norm between the stride-4 level's two deconvolutions. layer: LayerNorm2d; batch: BatchNorm2d,
+    a SyncBatchNorm when DDP runs on GPUs (VLTSeg's re-implementation, fpn1)."""
 
 
 @dataclass
@@ -269,6 +284,8 @@ CHOICES = {
     "model.adapter.name": ("rein", "lora", "adaptformer", "vpt", "full", "frozen"),
     "model.head.name": ("mask2former", "linear"),
     "model.neck.name": ("simple", "fpn"),
+    "model.neck.norm": ("layer", "batch"),
+    "model.backbone.pos_embed_init": ("file", "trunc_normal"),
     "model.text.name": ("none", "clip"),
     "model.text.activation": ("auto", "gelu", "quick_gelu"),
     "model.text.context_init": ("denseclip", "coop"),

@@ -20,6 +20,8 @@ def validate_config(cfg: Config) -> None:
         "model.adapter.name": cfg.model.adapter.name,
         "model.head.name": cfg.model.head.name,
         "model.neck.name": cfg.model.neck.name,
+        "model.neck.norm": cfg.model.neck.norm,
+        "model.backbone.pos_embed_init": cfg.model.backbone.pos_embed_init,
         "model.text.name": cfg.model.text.name,
         "model.text.activation": cfg.model.text.activation,
         "model.text.context_init": cfg.model.text.context_init,
@@ -121,6 +123,12 @@ def validate_config(cfg: Config) -> None:
     b = cfg.model.backbone
     if b.patch_size is not None and b.patch_size <= 0:
         raise ConfigError(f"model.backbone.patch_size: must be > 0 or null, got {b.patch_size}")
+    if not b.final_norm and cfg.model.text.name != "none":
+        raise ConfigError("model.backbone.final_norm: false removes the final norm that CLIP text guidance "
+                          f"(model.text.name: {cfg.model.text.name}) reads before the visual projection; keep it true")
+    if cfg.model.neck.norm != "layer" and cfg.model.neck.name != "fpn":
+        raise ConfigError(f"model.neck.norm: '{cfg.model.neck.norm}' applies to the fpn neck only "
+                          f"(model.neck.name is '{cfg.model.neck.name}', which has no norm)")
     t = cfg.model.text
     for key in ("decoder_layers", "decoder_width", "decoder_heads"):
         if getattr(t, key) <= 0:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 def init_distributed() -> tuple[int, int, torch.device]:
@@ -27,6 +28,19 @@ def init_distributed() -> tuple[int, int, torch.device]:
     else:
         device = torch.device("cpu")
     return rank, world, device
+
+
+def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` with its BatchNorm layers made SyncBatchNorm, when a process group of several ranks runs on GPUs
+    (model.neck.norm: batch; VLTSeg's re-implementation normalises its FPN with a SyncBatchNorm, statistics over
+    all GPUs' images). Same parameters and buffers (the optimizer keeps them), same state-dict keys; ``model``
+    itself when there is no group, no BatchNorm, or the device is not a GPU (SyncBatchNorm needs GPU inputs: on
+    CPU each rank normalises with its own batch's statistics)."""
+    if not dist.is_initialized() or dist.get_world_size() < 2 or device.type != "cuda":
+        return model
+    plain = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             and not isinstance(m, nn.SyncBatchNorm)]
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model) if plain else model
 
 
 def is_main() -> bool:

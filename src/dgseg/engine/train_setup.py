@@ -24,7 +24,7 @@ from dgseg.config import Config, config_to_dict, dump_config
 from dgseg.engine.backbone_check import check_backbone
 from dgseg.engine.checkpoint import latest_checkpoint, load_checkpoint, load_train_state, restore_rng_state
 from dgseg.engine.data import build_train_loader, skipped_samples
-from dgseg.engine.distributed import barrier, init_distributed, is_main
+from dgseg.engine.distributed import barrier, init_distributed, is_main, sync_batchnorm
 from dgseg.engine.loggers import RunLogger
 from dgseg.engine.optim import build_optimizer, build_scheduler
 from dgseg.engine.precision import resolve_amp
@@ -124,6 +124,7 @@ def setup_training(cfg: Config, out_dir: Path, resume: bool, force: bool, model:
     meta_base = checkpoint_meta(cfg, st.step)
     model = base
     if world > 1:
+        base = sync_batchnorm(base, device)  # in place: the same parameters and module
         model = nn.parallel.DistributedDataParallel(
             base, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False
         )

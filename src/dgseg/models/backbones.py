@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgseg.config import BackboneConfig
+from dgseg.models.backbone_variants import init_pos_embed, remove_norms
 from dgseg.models.dinov2_pos import is_dinov2, use_dinov2_pos_embed
 from dgseg.models.weights_io import WeightsError, mismatch_report, read_state_dict, resolve_weights
 
@@ -78,7 +79,8 @@ def _raw_patch_kernel(state_dict: dict) -> Tensor | None:
     return None
 
 
-def load_vit_weights(model: nn.Module, path: Path, name: str, keep_head: bool = False) -> None:
+def load_vit_weights(model: nn.Module, path: Path, name: str, keep_head: bool = False,
+                     removed: list[str] | tuple[str, ...] = ()) -> None:
     """Load a local checkpoint into a timm ViT, through the model family's own timm filter.
 
     Accepts timm/Hugging Face safetensors, official DINOv2 ``*_pretrain.pth``, OpenAI CLIP ``.pt``
@@ -86,7 +88,8 @@ def load_vit_weights(model: nn.Module, path: Path, name: str, keep_head: bool = 
     and MAE ``mae_pretrain_vit_*.pth``. A patch kernel of another size is resized with
     :func:`resize_patch_kernel`; the position grid bicubically without antialiasing (both as Rein's
     conversion script does). ``keep_head``: the file must also hold the head (a CLIP encoder's visual
-    projection), which is loaded instead of being dropped.
+    projection), which is loaded instead of being dropped. ``removed``: modules the config replaced with an
+    identity (:func:`dgseg.models.backbone_variants.remove_norms`); their weights in the file are dropped, not refused.
     """
     state_dict = _unwrap(read_state_dict(path))
     raw_kernel = _raw_patch_kernel(state_dict)
@@ -113,7 +116,8 @@ def load_vit_weights(model: nn.Module, path: Path, name: str, keep_head: bool = 
     ignorable = ("head.", "fc_norm.", "neck.", "mask_token", "lm_head.")
     if keep_head:
         ignorable = tuple(p for p in ignorable if p != "head.")
-    state_dict = {k: v for k, v in state_dict.items() if k in own or not k.startswith(ignorable)}
+    gone = tuple(f"{m}." for m in removed)
+    state_dict = {k: v for k, v in state_dict.items() if k in own or not k.startswith(ignorable + gone)}
     problems = mismatch_report(own, state_dict, [k for k in own if not k.startswith(ignorable)])
     if problems:
         raise BackboneWeightsError(f"{path} does not fit the architecture '{name}': {problems}")
@@ -298,9 +302,11 @@ def build_backbone(cfg: BackboneConfig, projection: bool = False) -> Backbone:
         raise ValueError(_not_a_vit(name, str(exc))) from exc
     if not hasattr(vit, "blocks") or not hasattr(vit, "forward_intermediates") or not hasattr(vit, "patch_embed"):
         raise ValueError(_not_a_vit(name, f"it builds a {type(vit).__name__}"))
+    removed = remove_norms(vit, cfg)
     if cfg.weights is not None:
         path = resolve_weights(cfg.weights, name)
-        load_vit_weights(vit, path, name, keep_head=projection)
+        load_vit_weights(vit, path, name, keep_head=projection, removed=removed)
+    init_pos_embed(vit, cfg)
     if is_dinov2(name) and getattr(vit, "dynamic_img_size", False):
         use_dinov2_pos_embed(vit)  # other grids than the crop's are resampled as DINOv2 / Rein do
     depth = len(vit.blocks)

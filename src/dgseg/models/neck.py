@@ -24,15 +24,23 @@ class SimplePyramid(nn.Module):
         ]
 
 
-class SimpleFPN(nn.Module):
-    """ViTDet-style learnable simple FPN (VLTSeg): 2x deconv twice / once / identity / max-pool."""
+NORMS = {"layer": LayerNorm2d, "batch": nn.BatchNorm2d}
 
-    def __init__(self, channels: int) -> None:
+
+class SimpleFPN(nn.Module):
+    """ViTDet-style learnable simple FPN (VLTSeg): 2x deconv twice / once / identity / max-pool.
+
+    ``norm`` between the two deconvolutions of the stride-4 level: ``layer`` (LayerNorm2d over channels) or
+    ``batch`` (BatchNorm2d, VLTSeg's re-implementation ``fpn1``; made a SyncBatchNorm under DDP on GPUs by
+    :func:`dgseg.engine.distributed.sync_batchnorm`).
+    """
+
+    def __init__(self, channels: int, norm: str = "layer") -> None:
         super().__init__()
         c = channels
         self.out_channels = [c] * 4
         self.up4 = nn.Sequential(
-            nn.ConvTranspose2d(c, c, 2, 2), LayerNorm2d(c), nn.GELU(), nn.ConvTranspose2d(c, c, 2, 2)
+            nn.ConvTranspose2d(c, c, 2, 2), NORMS[norm](c), nn.GELU(), nn.ConvTranspose2d(c, c, 2, 2)
         )
         self.up2 = nn.ConvTranspose2d(c, c, 2, 2)
         self.down2 = nn.MaxPool2d(2, 2)

@@ -218,7 +218,7 @@ def _build_model(cfg: Config) -> Segmentor:
     adapter = build_adapter(m.adapter, backbone)
     if m.neck.name not in NECKS:
         raise ValueError(f"model.neck.name: unknown neck '{m.neck.name}'; choose one of {', '.join(NECKS)}")
-    neck = NECKS[m.neck.name](backbone.embed_dim)
+    neck = NECKS[m.neck.name](backbone.embed_dim, **({"norm": m.neck.norm} if m.neck.name == "fpn" else {}))
     text = None
     in_channels = list(neck.out_channels)
     if m.text.name != "none":
