@@ -30,7 +30,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, out: str, tests_dir: str) -> None:
+def _worker(rank: int, world: int, port: int, out: str, tests_dir: str, extra: dict | None = None) -> None:
     sys.path.insert(0, tests_dir)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
                       LOCAL_RANK=str(rank))
@@ -42,21 +42,27 @@ def _worker(rank: int, world: int, port: int, out: str, tests_dir: str) -> None:
     from dgseg.config import config_from_dict
     from dgseg.engine.train import train
 
-    cfg = config_from_dict(td(train__batch_size=1, **SECTIONS))
+    cfg = config_from_dict(td(train__batch_size=1, **{**SECTIONS, **(extra or {})}))
     model = dgseg.build_model(cfg)
     train(cfg, Path(out) / "ddp", progress=False, model=model)
     save_file(model.trainable_state_dict(), str(Path(out) / f"rank{rank}.safetensors"))
     torch.distributed.destroy_process_group()
 
 
-def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path):
+FULL = {"model__adapter": {"name": "full", "link": False}}  # the backbone's final norm trains and is never read
+
+
+@pytest.mark.parametrize("extra", [{}, FULL], ids=["rein", "full-fine-tuning"])
+def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path, capfd, extra):
     from dgseg.config import config_from_dict
     from dgseg.engine.train import train
 
-    single = config_from_dict(tiny_dict(train__batch_size=2, **SECTIONS))
+    single = config_from_dict(tiny_dict(train__batch_size=2, **{**SECTIONS, **extra}))
     train(single, tmp_path / "single", progress=False)
-    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path), str(Path(__file__).parent)), nprocs=2,
+    mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path), str(Path(__file__).parent), extra), nprocs=2,
                        join=True, start_method="spawn")
+    said = "DistributedDataParallel runs with find_unused_parameters=True" in capfd.readouterr().err
+    assert said == bool(extra)  # only where a parameter is never read: the graph walk costs every step
     ref, _ = load_checkpoint(latest_checkpoint(tmp_path / "single"))
     saved, _ = load_checkpoint(latest_checkpoint(tmp_path / "ddp"))  # written by rank 0 only
     rank0 = load_file(str(tmp_path / "rank0.safetensors"))

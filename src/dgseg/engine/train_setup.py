@@ -9,6 +9,7 @@ is built and restored before the data loader is made.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from dgseg.engine.optim import build_optimizer, build_scheduler
 from dgseg.engine.precision import resolve_amp
 from dgseg.engine.run_facts import read_run_json, write_run_facts
 from dgseg.engine.run_folder import claim_run_folder, refuse_links
+from dgseg.engine.unused_parameters import unreached_parameters
 from dgseg.models.weights_io import mismatch_report
 
 __all__ = ["checkpoint_meta", "load_trainable", "TrainRun", "TrainState", "setup_training"]
@@ -106,6 +108,20 @@ class TrainState:
     window_n: int = 0
 
 
+def ddp_find_unused(model: nn.Module, cfg: Config) -> bool:
+    """DDP's ``find_unused_parameters``: on exactly when a trainable parameter is never read by the forward
+    (:func:`unreached_parameters`, or when that check cannot run), said once on rank 0 with the names."""
+    unreached = unreached_parameters(model, (cfg.data.crop_size[0], cfg.data.crop_size[-1]))
+    if unreached == []:
+        return False
+    if is_main():
+        what = ("the check of unread parameters could not run on the meta device" if unreached is None else
+                f"{len(unreached)} trainable parameter(s) the forward never reads, e.g. {unreached[:4]}")
+        print(f"dgseg train: {what}; DistributedDataParallel runs with find_unused_parameters=True (a walk of "
+              "the autograd graph every step)", file=sys.stderr)
+    return True
+
+
 def setup_training(cfg: Config, out_dir: Path, resume: bool, force: bool, model: nn.Module | None,
                    progress: bool) -> tuple[TrainRun, TrainState]:
     """The setup of :func:`dgseg.engine.train.train`, in order: claims the folder (unless resuming), seeds,
@@ -126,7 +142,8 @@ def setup_training(cfg: Config, out_dir: Path, resume: bool, force: bool, model:
     if world > 1:
         base = sync_batchnorm(base, device)  # in place: the same parameters and module
         model = nn.parallel.DistributedDataParallel(
-            base, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False
+            base, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=ddp_find_unused(base, cfg),
         )
     loader, dataset = build_train_loader(cfg, rank, world, st.rank_samples)
     left_out = skipped_samples(dataset)
