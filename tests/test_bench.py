@@ -235,6 +235,22 @@ def test_a_comparison_trains_seed_by_seed_so_every_method_has_a_run_early():
         ("rein", 0), ("frozen", 0), ("full", 0), ("rein", 1), ("frozen", 1), ("full", 1)]
 
 
+def test_interrupted_runs_resume_before_new_ones_start(monkeypatch, tmp_path):
+    from dgseg.bench import resume_first
+
+    steps = {("lora", 0): 132, ("frozen", 1): 24508, ("full", 1): 6893}  # checkpoints of unfinished runs
+
+    def key(run_dir):
+        return run_dir.parent.name, int(run_dir.name[4:])
+
+    monkeypatch.setattr("dgseg.bench.run_state", lambda run_dir, cfg: "resume" if key(run_dir) in steps else "new")
+    monkeypatch.setattr("dgseg.engine.checkpoint_read.latest_step", lambda run_dir: steps[key(run_dir)])
+    cfg = bench_config("rein", 0, 48000, [])
+    plan = [(m, s, cfg) for m, s in run_order(["rein", "frozen", "full", "lora"], [0, 1])]
+    assert [(m, s) for m, s, _ in resume_first(plan, tmp_path)] == [
+        ("frozen", 1), ("full", 1), ("lora", 0), ("rein", 0), ("frozen", 0), ("full", 0), ("rein", 1), ("lora", 1)]
+
+
 def _row(values, source="s"):
     stats = {"mean": sum(values) / len(values), "min": min(values), "max": max(values), "std": 0.0, "n": len(values)}
     return {"seeds": list(range(len(values))), "scores": {"mean targets": stats}, "source": source}

@@ -193,6 +193,24 @@ def run_order(methods: list[str], seeds: list[int]) -> list[tuple[str, int]]:
     return [(m, s) for s in seeds for m in methods]
 
 
+def resume_first(plan: list, out: Path) -> list:
+    """``plan`` with the interrupted runs (a checkpoint, not finished) first, the furthest trained (the largest
+    share of its iterations) first among them, then the rest in ``plan``'s order: a comparison finishes the
+    runs it started before it starts new ones (a folder :func:`run_state` refuses keeps its place; the refusal
+    comes when its turn does)."""
+    from dgseg.engine.checkpoint_read import latest_step
+
+    def done_share(item) -> float:
+        method, seed, cfg = item
+        run_dir = out / method / f"seed{seed}"
+        try:
+            return latest_step(run_dir) / cfg.train.max_iters if run_state(run_dir, cfg) == "resume" else -1.0
+        except ValueError:
+            return -1.0
+
+    return sorted(plan, key=lambda item: -done_share(item))  # stable: plan's order among equals and new runs
+
+
 def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/bench", iters: int | None = None,
               overrides: list[str] | None = None, config: str | Path | None = BENCH_CONFIG, isolate: bool = True,
               threads: int | None = None, jobs: int = 1) -> dict:
@@ -219,7 +237,7 @@ def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/benc
     config = config or BENCH_CONFIG
     out.mkdir(parents=True, exist_ok=True)
     pairs = list(dict.fromkeys(run_order(methods, seeds)))  # a method or seed named twice is one run folder
-    plan = [(m, s, bench_config(m, s, iters, overrides or [], config)) for m, s in pairs]
+    plan = resume_first([(m, s, bench_config(m, s, iters, overrides or [], config)) for m, s in pairs], out)
     aggregate(collect(out), out)  # a file the report cannot read is refused now, not after hours of training
     for m, s in pairs:
         read_run_facts(out / m / f"seed{s}")  # an unfinished run's run.json too
