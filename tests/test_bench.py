@@ -251,6 +251,20 @@ def test_interrupted_runs_resume_before_new_ones_start(monkeypatch, tmp_path):
         ("frozen", 1), ("full", 1), ("lora", 0), ("rein", 0), ("frozen", 0), ("full", 0), ("rein", 1), ("lora", 1)]
 
 
+def test_a_broken_interrupted_run_keeps_its_place_and_is_refused_on_its_turn(tmp_path):
+    from dgseg.bench import resume_first
+
+    cfg = bench_config("rein", 0, 48000, [])
+    (tmp_path / "rein" / "seed0" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "rein" / "seed0" / "checkpoints" / "iter_0000002.safetensors").write_bytes(b"")  # no config.yaml
+    (tmp_path / "frozen" / "seed0").mkdir(parents=True)
+    (tmp_path / "frozen" / "seed0" / "config.yaml").write_text("a: [")
+    (tmp_path / "frozen" / "seed0" / "checkpoints").mkdir()
+    (tmp_path / "frozen" / "seed0" / "checkpoints" / "iter_0000002.safetensors").write_bytes(b"")
+    plan = [(m, 0, cfg) for m in ("rein", "frozen", "full")]
+    assert resume_first(plan, tmp_path) == plan
+
+
 def _row(values, source="s"):
     stats = {"mean": sum(values) / len(values), "min": min(values), "max": max(values), "std": 0.0, "n": len(values)}
     return {"seeds": list(range(len(values))), "scores": {"mean targets": stats}, "source": source}

@@ -63,6 +63,17 @@ def test_poly_begin_must_lie_inside_the_run():
         tiny_config(train__max_iters=4, train__poly_begin=4)
 
 
+def test_a_poly_that_starts_at_the_last_iteration_keeps_the_lr_there_as_mmengine_does():
+    """mmengine's PolyLR returns the base lr at its first step; with begin = end - 1 that is the only step
+    (a one-iteration smoke run: max_iters 1, poly_begin 0)."""
+    from dgseg.config import TrainConfig
+    from dgseg.engine.optim import lr_factor
+
+    assert lr_factor(0, TrainConfig(max_iters=1)) == 1.0
+    assert [lr_factor(i, TrainConfig(max_iters=10, poly_begin=9)) for i in (0, 8, 9)] == [1.0, 1.0, 1.0]
+    assert lr_factor(1, TrainConfig(max_iters=3)) == 0.5 ** 0.9 and lr_factor(2, TrainConfig(max_iters=3)) == 0.0
+
+
 def test_poly_schedule_with_linear_warmup():
     # mmengine LinearLR / PolyLR in closed form: total_iters = end - begin - 1
     cfg = TrainConfig(max_iters=102, warmup_iters=11, power=0.9, poly_begin=11)

@@ -296,6 +296,7 @@ def test_an_empty_config_is_refused_by_info_which_counts_the_defaults_only_witho
         err = refused(capsys, ["info", path])
         assert f"{path}: sets no key (empty, or comments only); expected an experiment config" in err
     assert main(["info"]) == 0  # no CONFIG: the defaults, as documented
+    assert main(["info", str(path), "--set", "model.adapter.rank=8"]) == 0  # the --set is a key
 
 
 def test_train_with_resume_and_force_together_is_refused_naming_both(tmp_path, run, config_file, capsys):

@@ -16,6 +16,7 @@ FULL = {"name": "full", "link": False}
 def unreached(**overrides) -> list[str] | None:
     cfg = tiny_config(**overrides)
     model = dgseg.build_model(cfg).train()
+    model.set_grad_checkpointing(cfg.train.grad_checkpointing)  # as train_setup does
     return unreached_parameters(model, tuple(cfg.data.crop_size))
 
 
@@ -23,6 +24,15 @@ def test_peft_and_frozen_models_read_every_trainable_parameter():
     assert unreached() == []  # linked Rein + Mask2Former
     for name in ("frozen", "lora", "adaptformer", "vpt"):
         assert unreached(model__adapter={"name": name, "link": False}) == [], name
+
+
+def test_checkpointed_blocks_and_a_batchnorm_neck_are_checked_too():
+    assert unreached(train__grad_checkpointing=True) == []  # the recompute runs on the meta tensors as well
+    cfg = tiny_config(model__adapter=FULL, model__neck={"name": "fpn", "norm": "batch"})
+    model = dgseg.build_model(cfg).train()
+    model.set_grad_checkpointing(True)
+    assert unreached_parameters(model, tuple(cfg.data.crop_size)) == ["backbone.vit.norm.weight",
+                                                                       "backbone.vit.norm.bias"]
 
 
 def test_full_fine_tuning_leaves_the_final_norm_and_the_blocks_after_the_last_output_unread():

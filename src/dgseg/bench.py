@@ -205,7 +205,7 @@ def resume_first(plan: list, out: Path) -> list:
         run_dir = out / method / f"seed{seed}"
         try:
             return latest_step(run_dir) / cfg.train.max_iters if run_state(run_dir, cfg) == "resume" else -1.0
-        except ValueError:
+        except Exception:  # noqa: BLE001 - a folder the run's own turn refuses, by name (bring_to_done)
             return -1.0
 
     return sorted(plan, key=lambda item: -done_share(item))  # stable: plan's order among equals and new runs

@@ -23,7 +23,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from dgseg.config import ConfigError
     from dgseg.config.loading import sets_nothing
 
-    if args.config is not None and sets_nothing(args.config):
+    if args.config is not None and not args.overrides and sets_nothing(args.config):
         raise ConfigError(f"{args.config}: sets no key (empty, or comments only); expected an experiment config, "
                           "e.g. configs/demo.yaml (`dgseg info` with no CONFIG counts the defaults)")
     cfg = dgseg.load_config(args.config, args.overrides)

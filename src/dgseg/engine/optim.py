@@ -123,7 +123,8 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     if step >= b:
         # 1 - (step - B) / (T - B - 1) written as (T - 1 - step) / (T - B - 1): the integer numerator keeps
         # the digits that the subtraction from 1 loses near the end of the run (oracle: mmengine's PolyLR)
-        factor *= (max(cfg.max_iters - 1 - step, 0) / max(cfg.max_iters - b - 1, 1)) ** cfg.power
+        span = cfg.max_iters - b - 1  # 0 when poly starts at the last iteration: mmengine keeps the lr there
+        factor *= 1.0 if span <= 0 else (max(cfg.max_iters - 1 - step, 0) / span) ** cfg.power
     return factor
 
 

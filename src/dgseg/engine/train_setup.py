@@ -140,10 +140,10 @@ def setup_training(cfg: Config, out_dir: Path, resume: bool, force: bool, model:
     meta_base = checkpoint_meta(cfg, st.step)
     model = base
     if world > 1:
+        find_unused = ddp_find_unused(base, cfg)  # before SyncBatchNorm, which refuses meta inputs
         base = sync_batchnorm(base, device)  # in place: the same parameters and module
         model = nn.parallel.DistributedDataParallel(
-            base, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=ddp_find_unused(base, cfg),
+            base, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=find_unused
         )
     loader, dataset = build_train_loader(cfg, rank, world, st.rank_samples)
     left_out = skipped_samples(dataset)

@@ -17,6 +17,21 @@ from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten
 
 
+class _Probe(nn.Module):
+    """The forward and its backward in one call, so that both run while ``functional_call`` has the meta
+    tensors in place (a checkpointed block recomputes its forward during the backward)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: Tensor, wrt: list[Tensor]) -> tuple[Tensor | None, ...] | None:
+        leaves = [t for t in tree_flatten(self.model(image))[0] if isinstance(t, Tensor) and t.requires_grad]
+        if not leaves:
+            return None
+        return torch.autograd.grad(sum(t.float().sum() for t in leaves), wrt, allow_unused=True)
+
+
 def unreached_parameters(model: nn.Module, size: tuple[int, int]) -> list[str] | None:
     """Names of ``model``'s trainable parameters that its forward on one image of ``size`` (H, W) does not reach,
     in ``named_parameters`` order; ``None`` when the forward cannot run on the meta device (a data-dependent
@@ -24,16 +39,14 @@ def unreached_parameters(model: nn.Module, size: tuple[int, int]) -> list[str] |
     trainable = [name for name, p in model.named_parameters() if p.requires_grad]
     if not trainable:
         return []
-    state = {name: torch.empty_like(t, device="meta").requires_grad_(t.requires_grad)
+    state = {f"model.{name}": torch.empty_like(t, device="meta").requires_grad_(t.requires_grad)
              for name, t in [*model.named_parameters(), *model.named_buffers()]}
     image = torch.zeros(1, 3, *size, device="meta")
+    wrt = [state[f"model.{name}"] for name in trainable]
     try:
-        outputs = torch.func.functional_call(model, state, (image,))
-        leaves = [t for t in tree_flatten(outputs)[0] if isinstance(t, Tensor) and t.requires_grad]
-        if not leaves:
-            return list(trainable)
-        total = sum(t.float().sum() for t in leaves)
-        grads = torch.autograd.grad(total, [state[name] for name in trainable], allow_unused=True)
+        grads = torch.func.functional_call(_Probe(model), state, (image, wrt))
     except Exception:  # noqa: BLE001 - any op without a meta kernel: the caller falls back to the safe setting
         return None
+    if grads is None:
+        return list(trainable)
     return [name for name, g in zip(trainable, grads) if g is None]
