@@ -59,3 +59,17 @@ def test_training_resize_without_keeping_the_ratio_is_exact():
     assert img.shape == (3, 72, 128) and not (lab == 255).any()  # the whole crop is the resized image
     _, fitted = TrainTransform(keep_ratio=True, **common)(image, label)
     assert (fitted == 255).any()  # fitted to 43 x 128, padded
+
+
+def test_parameter_counts_of_both_vltseg_recipes_as_the_readme_gives_them():
+    """Counted on the meta device (no weights read). Plain: the re-implementation's EVA02 (eva02.py: 24 blocks
+    without the attention sub-LN, no final norm, no visual projection); v1: EVA02-CLIP-L's image tower with its
+    final norm and visual projection (1024 -> 768)."""
+    counts = {}
+    for name, sets in (("vltseg_plain_eva02_clip_l_gta", []), ("vltseg_eva02_clip_l_gta", ["model.text.weights=null"])):
+        cfg = dgseg.load_config(CONFIGS / f"{name}.yaml", ["model.backbone.weights=null", *sets])
+        with torch.device("meta"):
+            counts[name] = dgseg.build_model(cfg).parameter_counts()
+    assert counts["vltseg_plain_eva02_clip_l_gta"]["backbone"] == 304_331_712
+    assert counts["vltseg_eva02_clip_l_gta"]["backbone"] == 305_170_112
+    assert counts["vltseg_eva02_clip_l_gta"]["context_decoder"] == 3_751_680
