@@ -28,7 +28,6 @@ head below). The tiny backbone is dgseg's test ViT (tests/tiny.py), random weigh
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import math
@@ -36,6 +35,7 @@ import types
 from pathlib import Path
 
 import mmcv_shim
+from official_view import official_view as shared_official_view
 
 mmcv_shim.require_oracle()
 
@@ -91,28 +91,7 @@ def official_name(name: str) -> str:
 
 
 def official_view(model: nn.Module) -> nn.Module:
-    """A module tree holding ``model``'s own Parameters under their official names; every module that owns
-    parameters directly is a shallow copy (same class, so mmengine's norm test sees it) holding only them."""
-    owners: dict[str, tuple[nn.Module, dict]] = {}
-    for mod_name, mod in model.named_modules():
-        for pname, p in mod.named_parameters(recurse=False):
-            path, _, leaf = official_name(f"{mod_name}.{pname}").rpartition(".")
-            owner, params = owners.setdefault(path, (mod, {}))
-            assert owner is mod, f"{path}: two dgseg modules map onto it"
-            params[leaf] = p
-    root = nn.Module()
-    for path in sorted(owners, key=lambda s: s.count(".")):  # parents before children
-        mod, params = owners[path]
-        holder = copy.copy(mod)
-        holder.__dict__.update(_parameters=dict(params), _modules={}, _buffers={})
-        node, parts = root, path.split(".")
-        for part in parts[:-1]:
-            if part not in node._modules:
-                node.add_module(part, nn.Module())
-            node = node._modules[part]
-        assert parts[-1] not in node._modules, path
-        node.add_module(parts[-1], holder)
-    return root
+    return shared_official_view(model, official_name)
 
 
 def mmengine_optim_wrapper(module: nn.Module, optimizer: dict, paramwise_cfg: dict | None, clip_grad=None):

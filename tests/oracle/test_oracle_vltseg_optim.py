@@ -25,9 +25,8 @@ test_oracle_optim.py). dgseg's sub-LNs (``attn.norm``) and final norm keep EVA-C
 
 from __future__ import annotations
 
-import copy
-
 import mmcv_shim
+from official_view import official_view as shared_official_view
 
 mmcv_shim.require_oracle()
 
@@ -38,7 +37,7 @@ from torch import nn  # noqa: E402
 
 import dgseg  # noqa: E402
 from dgseg.config import TrainConfig  # noqa: E402
-from dgseg.engine.optim import NORM_TYPES, build_optimizer, param_groups  # noqa: E402
+from dgseg.engine.optim import build_optimizer, param_groups  # noqa: E402
 
 # ------------------------------------------------------------------ official values (schedule_5k.py, copied)
 backbone_embed_multi = dict(lr_mult=0.1, decay_mult=0.0)
@@ -92,31 +91,7 @@ def vltseg_eva02_names(depth: int = 24) -> set[str]:
 
 
 def official_view(model: nn.Module) -> nn.Module:
-    """A module tree holding ``model``'s own trainable Parameters under their official names; the owner of a
-    normalisation layer's parameters is a shallow copy of it (mmengine's ``is_norm`` sees its class), any
-    other owner a bare Module (mmengine's other type rules, bias / dwconv / dcn multipliers, are unset)."""
-    owners: dict[str, tuple[nn.Module, dict]] = {}
-    for mod_name, mod in model.named_modules():
-        for pname, p in mod.named_parameters(recurse=False):
-            if not p.requires_grad:
-                continue
-            path, _, leaf = official_name(f"{mod_name}.{pname}").rpartition(".")
-            kind, params = owners.setdefault(path, (mod if isinstance(mod, NORM_TYPES) else None, {}))
-            assert kind is (mod if isinstance(mod, NORM_TYPES) else None), f"{path}: two owners"
-            params[leaf] = p
-    root = nn.Module()
-    for path in sorted(owners, key=lambda s: s.count(".")):  # parents before children
-        norm, params = owners[path]
-        holder = nn.Module() if norm is None else copy.copy(norm)
-        holder.__dict__.update(_parameters=dict(params), _modules={}, _buffers={})
-        node, parts = root, path.split(".")
-        for part in parts[:-1]:
-            if part not in node._modules:
-                node.add_module(part, nn.Module())
-            node = node._modules[part]
-        assert parts[-1] not in node._modules, path
-        node.add_module(parts[-1], holder)
-    return root
+    return shared_official_view(model, official_name, trainable_only=True)
 
 
 def mmengine_lr_wd(module: nn.Module, optimizer: dict, paramwise_cfg: dict) -> dict[int, tuple[float, float]]:
