@@ -111,7 +111,10 @@ class TrainState:
 def ddp_find_unused(model: nn.Module, cfg: Config) -> bool:
     """DDP's ``find_unused_parameters``: on exactly when a trainable parameter is never read by the forward
     (:func:`unreached_parameters`, or when that check cannot run), said once on rank 0 with the names."""
+    was_training = model.training
+    model.train()  # the training forward: what it reads
     unreached = unreached_parameters(model, (cfg.data.crop_size[0], cfg.data.crop_size[-1]))
+    model.train(was_training)
     if unreached == []:
         return False
     if is_main():
