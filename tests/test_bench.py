@@ -133,6 +133,27 @@ def test_time_left_is_the_iterations_left_at_the_runs_recent_median_pace():
     assert time_left(records, 20000) == "about 2.8 h (0.50 s per iteration)"
     assert time_left(records, 0) == "the final evaluation"
     assert time_left([], 100) == "-"
+    assert time_left(records, 20000, wall=0.9) == "about 5.0 h (0.90 s per iteration since its last start, " \
+                                                 "validations included)"
+
+
+def test_the_wall_pace_counts_from_the_last_start_to_the_logs_last_write(tmp_path):
+    import json
+    import os
+    from datetime import datetime, timezone
+
+    from dgseg.bench import wall_pace
+
+    began = datetime(2026, 12, 5, 19, 0, tzinfo=timezone.utc)
+    starts = [{"from_iter": 0, "started": "2026-12-05T10:00:00+00:00"},
+              {"from_iter": 1000, "started": began.isoformat()}]
+    (tmp_path / "run.json").write_text(json.dumps({"name": "r", "starts": starts}))
+    (tmp_path / "log.jsonl").write_text("")
+    os.utime(tmp_path / "log.jsonl", (began.timestamp() + 900, began.timestamp() + 900))  # 15 min later
+    records = [{"iter": 1000}, {"iter": 2500, "time_per_iter": 0.2}, {"iter": 2500, "eval": {}}]
+    assert wall_pace(tmp_path, records) == 900 / 1500  # 0.6 s: the validations count, unlike time_per_iter
+    assert wall_pace(tmp_path, records[:1]) is None  # too few iterations since the last start
+    assert wall_pace(tmp_path / "missing", records) is None
 
 
 def test_a_run_trained_to_another_setting_is_refused_by_name(tmp_path, tiny_bench):

@@ -335,7 +335,7 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
             elif state == "resume":
                 step = latest_step(run_dir)
                 shown = f"checkpoint at iteration {step:,} of {total:,}"
-                left = time_left(records, total - step)
+                left = time_left(records, total - step, wall=wall_pace(run_dir, records))
             else:
                 shown = "not started"
             points = eval_points(records, source)
@@ -350,21 +350,43 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
     return "\n".join(rows)
 
 
-def time_left(records: list[dict], iterations: int, recent: int = 20) -> str:
-    """The training time ``iterations`` more steps take at a run's recent pace: the median ``time_per_iter`` of
-    its last ``recent`` logged intervals (this machine, as loaded as when they ran; the periodic validation and
-    the final evaluation come on top)."""
+def time_left(records: list[dict], iterations: int, recent: int = 20, wall: float | None = None) -> str:
+    """The time ``iterations`` more steps take. ``wall``: seconds per iteration since the run's last start
+    (:func:`wall_pace`: its validations and checkpoints included, the machine as loaded as it was since then);
+    without it, the median ``time_per_iter`` of the last ``recent`` logged intervals (training steps only: the
+    periodic validation comes on top). The final evaluation comes on top of either."""
     import statistics
 
     if iterations <= 0:
         return "the final evaluation"
-    paces = [float(r["time_per_iter"]) for r in records if "time_per_iter" in r][-recent:]
-    if not paces:
-        return "-"
-    pace = statistics.median(paces)
+    if wall is not None:
+        pace, how = wall, " since its last start, validations included"
+    else:
+        paces = [float(r["time_per_iter"]) for r in records if "time_per_iter" in r][-recent:]
+        if not paces:
+            return "-"
+        pace, how = statistics.median(paces), ""
     seconds = iterations * pace
     shown = f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{max(1, round(seconds / 60))} min"
-    return f"about {shown} ({pace:.2f} s per iteration)"
+    return f"about {shown} ({pace:.2f} s per iteration{how})"
+
+
+def wall_pace(run_dir: Path, records: list[dict], least: int = 500) -> float | None:
+    """Wall-clock seconds per iteration since the run's last start (``run.json``'s ``starts``: its time and
+    first iteration) up to the log's last write and its last logged iteration, so validations and checkpoints
+    count; None before ``least`` iterations since that start, or without the records it needs."""
+    from datetime import datetime
+
+    try:
+        start = read_run_facts(run_dir).get("starts", [])[-1]
+        began, first = datetime.fromisoformat(start["started"]), int(start["from_iter"])
+        last = max(int(r["iter"]) for r in records if "iter" in r)
+        written = (run_dir / "log.jsonl").stat().st_mtime
+    except (IndexError, KeyError, ValueError, TypeError, OSError):
+        return None
+    if last - first < least:
+        return None
+    return max(written - began.timestamp(), 0.0) / (last - first)
 
 
 def _check_bench_folder(out: str | Path) -> Path:
