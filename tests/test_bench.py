@@ -19,9 +19,10 @@ import yaml
 from tiny import tiny_dict
 
 import dgseg.engine.train as train_module
-from dgseg.bench import bench_config, bench_status, parse_list, run_bench, run_one, run_order, time_left
+from dgseg.bench import bench_config, parse_list, run_bench, run_one, run_order
 from dgseg.bench_child import fair_share
 from dgseg.bench_report import PLATEAU_POINTS, eval_points, markdown, quarter_rise, ties, write_report
+from dgseg.bench_status import bench_status, time_left
 from dgseg.demo import demo_config
 from dgseg.models.adapters import ADAPTERS
 
@@ -142,7 +143,7 @@ def test_the_wall_pace_counts_from_the_last_start_to_the_logs_last_write(tmp_pat
     import os
     from datetime import datetime, timezone
 
-    from dgseg.bench import wall_pace
+    from dgseg.bench_status import wall_pace
 
     began = datetime(2026, 12, 5, 19, 0, tzinfo=timezone.utc)
     starts = [{"from_iter": 0, "started": "2026-12-05T10:00:00+00:00"},

@@ -181,7 +181,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import signal
 
-    from dgseg.bench import PAPER_METHODS, bench_status, parse_list, run_bench
+    from dgseg.bench import PAPER_METHODS, parse_list, run_bench
+    from dgseg.bench_status import bench_status
 
     methods = parse_list(args.methods) if args.methods is not None else PAPER_METHODS
     if args.status:
