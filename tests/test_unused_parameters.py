@@ -3,6 +3,7 @@ forward never reads (engine/unused_parameters.py)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from tiny import tiny_config
 from torch import nn
@@ -59,3 +60,22 @@ def test_the_check_reads_no_numbers_and_says_none_when_the_forward_needs_them():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     frozen = nn.Linear(3, 2).requires_grad_(False)
     assert unreached_parameters(frozen, (4, 4)) == []
+
+
+def test_ddp_runs_the_check_only_where_a_parameter_can_go_unread(monkeypatch):
+    from dgseg.engine import train_setup
+
+    def model(**overrides):
+        cfg = tiny_config(**overrides)
+        return dgseg.build_model(cfg), cfg
+
+    monkeypatch.setattr(train_setup, "unreached_parameters", lambda *a: pytest.fail("checked without need"))
+    for adapter in ("rein", "frozen", "lora"):
+        m, cfg = model(model__adapter={"name": adapter, "link": False})
+        assert not train_setup.may_leave_unread(m) and train_setup.ddp_find_unused(m, cfg) is False
+    full, cfg = model(model__adapter=FULL)
+    assert train_setup.may_leave_unread(full)
+    short, _ = model(model__backbone__out_indices=[0, 0, 0, 0])  # Rein on block 1 too, features from block 0
+    assert train_setup.may_leave_unread(short)
+    monkeypatch.setattr(train_setup, "unreached_parameters", lambda *a: ["backbone.vit.norm.weight"])
+    assert train_setup.ddp_find_unused(full, cfg) is True

@@ -108,9 +108,23 @@ class TrainState:
     window_n: int = 0
 
 
+def may_leave_unread(model: nn.Module) -> bool:
+    """Whether a trainable parameter can go unread at all: the ViT's own weights train (full fine-tuning), or an
+    adapter sits on a block after the last one the features come from. Otherwise (Rein, LoRA, AdaptFormer, VPT,
+    the frozen head as shipped) the shapes-only check is not run."""
+    backbone, adapter = getattr(model, "backbone", None), getattr(model, "adapter", None)
+    if backbone is None or not hasattr(backbone, "out_indices"):
+        return True  # not a dgseg Segmentor: check
+    if any(p.requires_grad for p in backbone.parameters()):
+        return True
+    return any(i > max(backbone.out_indices) for i in getattr(adapter, "layers", []))
+
+
 def ddp_find_unused(model: nn.Module, cfg: Config) -> bool:
     """DDP's ``find_unused_parameters``: on exactly when a trainable parameter is never read by the forward
     (:func:`unreached_parameters`, or when that check cannot run), said once on rank 0 with the names."""
+    if not may_leave_unread(model):
+        return False
     was_training = model.training
     model.train()  # the training forward: what it reads
     unreached = unreached_parameters(model, (cfg.data.crop_size[0], cfg.data.crop_size[-1]))
