@@ -143,6 +143,7 @@ def test_the_wall_pace_counts_from_the_last_start_to_the_logs_last_write(tmp_pat
     import os
     from datetime import datetime, timezone
 
+    from dgseg.bench_report import read_run_facts
     from dgseg.bench_status import wall_pace
 
     began = datetime(2026, 12, 5, 19, 0, tzinfo=timezone.utc)
@@ -152,9 +153,10 @@ def test_the_wall_pace_counts_from_the_last_start_to_the_logs_last_write(tmp_pat
     (tmp_path / "log.jsonl").write_text("")
     os.utime(tmp_path / "log.jsonl", (began.timestamp() + 900, began.timestamp() + 900))  # 15 min later
     records = [{"iter": 1000}, {"iter": 2500, "time_per_iter": 0.2}, {"iter": 2500, "eval": {}}]
-    assert wall_pace(tmp_path, records) == 900 / 1500  # 0.6 s: the validations count, unlike time_per_iter
-    assert wall_pace(tmp_path, records[:1]) is None  # too few iterations since the last start
-    assert wall_pace(tmp_path / "missing", records) is None
+    facts, log = read_run_facts(tmp_path), tmp_path / "log.jsonl"
+    assert wall_pace(facts, log, records) == 900 / 1500  # 0.6 s: the validations count, unlike time_per_iter
+    assert wall_pace(facts, log, records[:1]) is None  # too few iterations since the last start
+    assert wall_pace(read_run_facts(tmp_path / "missing"), tmp_path / "missing" / "log.jsonl", records) is None
 
 
 def test_a_run_trained_to_another_setting_is_refused_by_name(tmp_path, tiny_bench):

@@ -39,22 +39,25 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
                 rows.append(f"| {method} | {seed} | {e} | - | - | - | - |")
                 continue
             records = _read_jsonl(log) if state != "new" and log.exists() else []
+            facts, precision = {}, "-"
+            if state != "new":
+                try:
+                    facts = read_run_facts(run_dir)  # run.json, read once: its precision and its last start
+                    precision = facts.get("precision", "-")
+                except ValueError as e:
+                    precision = str(e)
             left = "-"
             if state == "done":
                 shown = f"finished ({total:,} iterations)"
             elif state == "resume":
                 step = latest_step(run_dir)
                 shown = f"checkpoint at iteration {step:,} of {total:,}"
-                left = time_left(records, total - step, wall=wall_pace(run_dir, records))
+                left = time_left(records, total - step, wall=wall_pace(facts, log, records))
             else:
                 shown = "not started"
             points = eval_points(records, source)
             last = f"{points[max(points)]:.1f} at iteration {max(points):,}" if points else "-"
             rise = quarter_rise(points)
-            try:
-                precision = read_run_facts(run_dir).get("precision", "-") if state != "new" else "-"
-            except ValueError as e:
-                precision = str(e)
             rows.append(f"| {method} | {seed} | {shown} | {last} | {'-' if math.isnan(rise) else f'{rise:+.1f}'} "
                         f"| {left} | {precision} |")
     return "\n".join(rows)
@@ -81,17 +84,18 @@ def time_left(records: list[dict], iterations: int, recent: int = 20, wall: floa
     return f"about {shown} ({pace:.2f} s per iteration{how})"
 
 
-def wall_pace(run_dir: Path, records: list[dict], least: int = 500) -> float | None:
-    """Wall-clock seconds per iteration since the run's last start (``run.json``'s ``starts``: its time and
-    first iteration) up to the log's last write and its last logged iteration, so validations and checkpoints
-    count; None before ``least`` iterations since that start, or without the records it needs."""
+def wall_pace(facts: dict, log: Path, records: list[dict], least: int = 500) -> float | None:
+    """Wall-clock seconds per iteration since the run's last start (``facts``, its ``run.json``: ``starts``,
+    their time and first iteration) up to the last write of ``log`` and its last logged iteration, so
+    validations and checkpoints count; None before ``least`` iterations since that start, or without the
+    records it needs."""
     from datetime import datetime
 
     try:
-        start = read_run_facts(run_dir).get("starts", [])[-1]
+        start = facts.get("starts", [])[-1]
         began, first = datetime.fromisoformat(start["started"]), int(start["from_iter"])
         last = max(int(r["iter"]) for r in records if "iter" in r)
-        written = (run_dir / "log.jsonl").stat().st_mtime
+        written = log.stat().st_mtime
     except (IndexError, KeyError, ValueError, TypeError, OSError):
         return None
     if last - first < least:

@@ -38,8 +38,8 @@ def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     CPU each rank normalises with its own batch's statistics)."""
     if not dist.is_initialized() or dist.get_world_size() < 2 or device.type != "cuda":
         return model
-    plain = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-             and not isinstance(m, nn.SyncBatchNorm)]
+    plain = any(isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, nn.SyncBatchNorm)
+                for m in model.modules())
     return nn.SyncBatchNorm.convert_sync_batchnorm(model) if plain else model
 
 
