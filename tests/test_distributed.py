@@ -116,6 +116,30 @@ def test_a_sample_skipped_on_another_rank_is_logged_and_kept_in_the_checkpoint(t
     assert [p for p, _ in state["skipped_samples"]] == [str(bad)]  # a resume knows it too
 
 
+def _cli_worker(rank: int, world: int, port: int, config: str, out: str, tests_dir: str) -> None:
+    sys.path.insert(0, tests_dir)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from dgseg.cli import main
+
+    code = main(["train", config, "--out", out, "--no-progress"])
+    Path(out).with_name(f"rank{rank}.txt").write_text(f"{code} {torch.distributed.is_initialized()}")
+
+
+def test_dgseg_train_under_torchrun_destroys_its_process_group_before_it_returns(tmp_path):
+    """As torchrun runs ``dgseg train``: the process group ends with the command (a gloo process left with
+    its group at exit can abort, "terminate called without an active exception")."""
+    import yaml
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_dict(train__batch_size=1, **SECTIONS)))
+    mp.start_processes(_cli_worker, args=(2, _free_port(), str(config), str(tmp_path / "run"),
+                                          str(Path(__file__).parent)), nprocs=2, join=True, start_method="spawn")
+    assert [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)] == ["0 False", "0 False"]
+    assert latest_checkpoint(tmp_path / "run") is not None
+
+
 # ------------------------------------------------------------ the sampler, per-sample seeds, resuming on N processes
 
 

@@ -376,12 +376,17 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
     except (ConfigError, OSError, ValueError, RuntimeError) as exc:  # OSError: a full disk, a missing file
         if os.environ.get("DGSEG_DEBUG", "") not in ("", "0"):  # the traceback, for a bug report
             raise
         print(f"dgseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    if "torch.distributed" in sys.modules:  # a command that ran under torchrun: its process group ends here
+        from dgseg.engine.distributed import end_distributed
+
+        end_distributed()
+    return code
 
 
 if __name__ == "__main__":

@@ -30,6 +30,18 @@ def init_distributed() -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
+def end_distributed() -> None:
+    """Destroy the process group torchrun's command started, once the command finished on this rank.
+
+    Without it a gloo process can abort at interpreter exit ("terminate called without an active exception":
+    gloo's worker threads still hold work while Python tears down; pytorch/pytorch#190489) and NCCL warns
+    that the group was never destroyed. Called after a command that returned, never after an error: a rank
+    that failed alone would wait in the group's teardown for ranks still waiting in a collective (torchtitan's
+    train.py destroys only on success for the same reason)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     """``model`` with its BatchNorm layers made SyncBatchNorm, when a process group of several ranks runs on GPUs
     (model.neck.norm: batch; VLTSeg's re-implementation normalises its FPN with a SyncBatchNorm, statistics over
