@@ -18,7 +18,7 @@ from tiny import tiny_dict
 
 from dgseg.engine.checkpoint import latest_checkpoint, load_checkpoint
 from dgseg.engine.data import SeededSamples
-from dgseg.engine.distributed import EpochSampler
+from dgseg.engine.distributed import EpochSampler, end_distributed
 
 SECTIONS = {"model__adapter__link": False, "model__head": {"name": "linear"}, "train__max_iters": 3,
             "train__checkpoint_interval": 100}
@@ -46,7 +46,7 @@ def _worker(rank: int, world: int, port: int, out: str, tests_dir: str, extra: d
     model = dgseg.build_model(cfg)
     train(cfg, Path(out) / "ddp", progress=False, model=model)
     save_file(model.trainable_state_dict(), str(Path(out) / f"rank{rank}.safetensors"))
-    torch.distributed.destroy_process_group()
+    end_distributed()  # as the CLI ends a command
 
 
 FULL = {"model__adapter": {"name": "full", "link": False}}  # the backbone's final norm trains and is never read
@@ -87,7 +87,7 @@ def _skip_worker(rank: int, world: int, port: int, out: str, tests_dir: str, dat
     cfg = config_from_dict(td(train__batch_size=1, data__on_error="skip", data__val=[], data__source=None,
                               data__train=[{"name": "folder", "root": data, "split": "train"}], **SECTIONS))
     train(cfg, Path(out), progress=False)
-    torch.distributed.destroy_process_group()
+    end_distributed()  # as the CLI ends a command
 
 
 def test_a_sample_skipped_on_another_rank_is_logged_and_kept_in_the_checkpoint(tmp_path):
