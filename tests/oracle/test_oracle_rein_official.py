@@ -1,0 +1,123 @@
+"""Oracle: dgseg's Rein backbone against the official Rein code itself, run side by side.
+
+The official classes are not on PyPI: this module runs where ``DGSEG_REIN_REPO`` names a checkout of
+github.com/w1oves/Rein (checked at 7da85bc, 2024-03-28) and the oracle environment is present
+(``DGSEG_REIN_REPO=/path/to/Rein make oracle``); elsewhere it is skipped with that reason. Imported from the
+checkout, without its package ``__init__`` (which also imports the ResNet and ConvNeXt variants):
+``rein/models/backbones/reins.py`` (``Reins``, ``LoRAReins``), ``dino_v2.py`` (``DinoVisionTransformer``,
+DINOv2's own code with xFormers absent: plain attention) and ``reins_dinov2.py``
+(``ReinsDinoVisionTransformer``: Rein after every block, the maps of ``out_indices`` taken after it, the
+queries from ``return_auto``), built with the arguments of ``configs/_base_/models/rein_dinov2_mask2former.py``
+at a tiny size.
+
+dgseg's tiny Rein model (timm's DINOv2 ViT, 4 blocks of width 32, patch 8) gives its weights to the official
+backbone: the ViT's by their own names (timm keeps DINOv2's), Rein's through ``dgseg import-rein``'s table read
+backwards (:func:`dgseg.engine.import_rein.official_key`), so the table is checked too. The maps of every block
+and the Rein-linked queries must agree, on a square input at the position grid's size and on a non-square one
+that resamples it (DINOv2's bicubic with its 0.1 offset).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import types
+from pathlib import Path
+
+import mmcv_shim
+
+mmcv_shim.require_oracle()
+
+import pytest  # noqa: E402
+
+REPO = os.environ.get("DGSEG_REIN_REPO", "")
+if not REPO:
+    pytest.skip("DGSEG_REIN_REPO is not set (a checkout of github.com/w1oves/Rein: the official Rein classes are "
+                "not on PyPI)", allow_module_level=True)
+
+import torch  # noqa: E402
+from tiny import tiny_config  # noqa: E402
+
+import dgseg  # noqa: E402
+from dgseg.engine.import_rein import official_key  # noqa: E402
+
+DEPTH, WIDTH, PATCH, GRID, TOKENS, QUERY_DIM = 4, 32, 8, 4, 8, 32
+
+
+def _official_backbones():
+    """The checkout's ``rein/models/backbones`` as a package whose ``__init__`` is not run."""
+    root = Path(REPO) / "rein" / "models" / "backbones"
+    if not (root / "reins_dinov2.py").is_file():
+        raise FileNotFoundError(f"DGSEG_REIN_REPO={REPO}: no rein/models/backbones/reins_dinov2.py there; it "
+                                "should name a checkout of github.com/w1oves/Rein")
+    if "rein_official" not in sys.modules:
+        package = types.ModuleType("rein_official")
+        package.__path__ = [str(root)]
+        sys.modules["rein_official"] = package
+    return importlib.import_module("rein_official.reins_dinov2")
+
+
+def _pair(rank: int, link: bool):
+    cfg = tiny_config(model__backbone__model_kwargs={"depth": DEPTH, "embed_dim": WIDTH, "num_heads": 2},
+                      model__backbone__out_indices=list(range(DEPTH)),
+                      model__adapter={"name": "rein", "tokens": TOKENS, "query_dim": QUERY_DIM, "rank": rank,
+                                      "link": link})
+    torch.manual_seed(0)
+    ours = dgseg.build_model(cfg).eval()
+    with torch.no_grad():  # make every part count: at init the blocks add 1e-5 of their output (layer scale)
+        ours.adapter.scale.fill_(0.5)  # and Rein 1e-3 of its refinement
+        for p in ours.adapter.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        for name, p in ours.backbone.vit.named_parameters():
+            if ".ls" in name:
+                p.uniform_(0.5, 1.5)
+            elif name.endswith("attn.qkv.weight"):
+                p.mul_(20)  # attention far from uniform
+    reins = dict(type="LoRAReins" if rank else "Reins", token_length=TOKENS, embed_dims=WIDTH, num_layers=DEPTH,
+                 patch_size=PATCH, link_token_to_query=link, query_dims=QUERY_DIM)
+    if rank:
+        reins["lora_dim"] = rank
+    official = _official_backbones().ReinsDinoVisionTransformer(
+        reins_config=reins, patch_size=PATCH, embed_dim=WIDTH, depth=DEPTH, num_heads=2, mlp_ratio=4,
+        img_size=GRID * PATCH, ffn_layer="mlp", init_values=1e-05, block_chunks=0, qkv_bias=True, proj_bias=True,
+        ffn_bias=True, out_indices=list(range(DEPTH))).eval()
+    state = {k.removeprefix("backbone.vit."): v for k, v in ours.state_dict().items() if k.startswith("backbone.vit.")}
+    for name, value in ours.adapter.state_dict().items():
+        key = official_key(f"adapter.{name}")
+        assert key is not None and key.startswith("backbone."), name
+        state[key.removeprefix("backbone.")] = value
+    missing, unexpected = official.load_state_dict(state, strict=False)
+    unused = {"mask_token"}  # DINOv2's masked-image token; unlinked, the official Reins still builds the query layers
+    unused |= set() if link else {f"reins.{m}.{p}" for m in ("transform", "merge") for p in ("weight", "bias")}
+    assert (set(missing), unexpected) == (unused, [])
+    return ours, official
+
+
+@pytest.mark.parametrize("rank", [16, 0], ids=["LoRAReins", "Reins"])
+@pytest.mark.parametrize("size", [(32, 32), (40, 64)], ids=["square", "non-square"])
+def test_rein_maps_and_linked_queries_equal_the_official_backbone(rank, size):
+    ours, official = _pair(rank, link=True)
+    images = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        maps = ours.backbone(images)
+        queries = ours.adapter.queries()
+        official_maps, official_queries = official.forward_features(images)
+        official.reins.scale.zero_()  # no refinement: the frozen DINOv2's maps
+        frozen = official.forward_features(images)[0][-1]
+    assert len(maps) == len(official_maps) == DEPTH
+    for i, (a, b) in enumerate(zip(maps, official_maps)):
+        assert a.shape == b.shape, i
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=f"block {i}")
+    torch.testing.assert_close(queries, official_queries, rtol=1e-5, atol=1e-5)
+    assert (maps[-1] - frozen).abs().max() > 1e-2  # Rein did change the features the two agree on
+
+
+def test_unlinked_rein_returns_maps_only_and_equal():
+    ours, official = _pair(16, link=False)
+    images = torch.randn(1, 3, 32, 48, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        maps, official_maps = ours.backbone(images), official.forward_features(images)
+    assert ours.adapter.queries() is None and isinstance(official_maps, list)
+    for a, b in zip(maps, official_maps):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
