@@ -90,3 +90,23 @@ def test_harness_writes_the_report_at_a_tiny_size(tmp_path):
     finally:
         sys.path.remove(str(ROOT))
     assert render(data) == text
+
+
+def test_onnx_large_exports_and_checks_the_config_it_is_given(tmp_path, monkeypatch):
+    """benchmarks/onnx_large.py at a tiny size: the files that landed (size and mode), onnxruntime's difference."""
+    import pytest
+    import yaml
+
+    pytest.importorskip("onnxruntime")
+    monkeypatch.syspath_prepend(str(ROOT))
+    from tiny import tiny_dict
+
+    from benchmarks.onnx_large import main
+    from dgseg.atomic import file_mode
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_dict()))
+    found = main(["--config", str(config), "--size", "32", "48", "--out", str(tmp_path / "out")])
+    assert set(found["files"]) == {"tiny.onnx"} and found["files"]["tiny.onnx"]["mode"] == oct(file_mode())
+    assert found["max_abs_difference"] <= 1e-3 and found["size"] == [32, 48]
+    assert json.loads((tmp_path / "out" / "onnx_large.json").read_text()) == found

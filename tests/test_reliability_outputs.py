@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 
 import pytest
 import torch
 from tiny import tiny_config
 
 import dgseg
-from dgseg.atomic import OutputExistsError, publish, write_atomic
+from dgseg.atomic import OutputExistsError, file_mode, publish, write_atomic
 from dgseg.cli import main
 from dgseg.data.classes import config_class_set
 from dgseg.engine.checkpoint import save_checkpoint
@@ -108,6 +109,8 @@ def test_an_onnx_export_over_2gb_lands_as_its_graph_and_one_data_file(tmp_path, 
     path = export_onnx(model, cfg, out / "m.onnx", (32, 48))
     assert sorted(p.name for p in out.iterdir()) == sorted([keep.name, "m.onnx", "m.onnx.data"])
     assert keep.read_text() == "mine" and data_file_of(path).stat().st_size > path.stat().st_size
+    modes = {stat.S_IMODE(f.stat().st_mode) for f in (path, data_file_of(path))}
+    assert modes == {file_mode()}  # the umask's, as any file dgseg writes (onnx creates its data file 0600)
     assert check_onnx(model, path, (32, 48)) <= 1e-3  # onnxruntime reads the weights from m.onnx.data
     assert onnx_class_metadata(path)["classes"] == list(config_class_set(cfg).names)
 

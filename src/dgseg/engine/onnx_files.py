@@ -13,12 +13,13 @@ the graph are each published (:func:`dgseg.atomic.publish`, data first) and the 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from dgseg.atomic import publish
+from dgseg.atomic import file_mode, publish
 from dgseg.config import Config
 from dgseg.engine.classes_meta import set_onnx_class_metadata
 
@@ -55,7 +56,10 @@ def write_onnx(export: Callable[[Path], object], out_file: str | Path, cfg: Conf
             load_external_data_for_model(model, str(raw.parent))
             onnx.save_model(model, str(final), save_as_external_data=True, all_tensors_to_one_file=True,
                             location=data_file_of(out_file).name, size_threshold=1024)
-            publish(data_file_of(final), data_file_of(out_file), replace)
+            data = data_file_of(final)
+            if hasattr(os, "chmod"):  # onnx creates it 0600: the umask's mode, as the graph and every file dgseg writes
+                os.chmod(data, file_mode())
+            publish(data, data_file_of(out_file), replace)
             published.append(data_file_of(out_file))
         else:
             onnx.save_model(model, str(final))
