@@ -5,7 +5,8 @@ Facts from w1oves/Rein `configs/_base_/models/rein_dinov2_mask2former.py` (`deco
 Hungarian assigner with its three match costs and the three losses). Rein's own
 `ReinMask2FormerHead(replace_query_feat=True)` only swaps the learned queries for its linked ones; it is
 not on PyPI, so the tests build mmseg's head and feed the linked queries through mmdet's own query
-embeddings (test_oracle_head.py says how). The sizes are parameters so the same dict builds a tiny head.
+embeddings (test_oracle_head.py says how); with a checkout of w1oves/Rein, test_oracle_rein_official.py builds
+``ReinMask2FormerHead`` itself from the same dict. The sizes are parameters so the same dict builds a tiny head.
 """
 
 from __future__ import annotations

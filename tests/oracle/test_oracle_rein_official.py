@@ -14,7 +14,8 @@ dgseg's tiny Rein model (timm's DINOv2 ViT, 4 blocks of width 32, patch 8) gives
 backbone: the ViT's by their own names (timm keeps DINOv2's), Rein's through ``dgseg import-rein``'s table read
 backwards (:func:`dgseg.engine.import_rein.official_key`), so the table is checked too. The maps of every block
 and the Rein-linked queries must agree, on a square input at the position grid's size and on a non-square one
-that resamples it (DINOv2's bicubic with its 0.1 offset).
+that resamples it (DINOv2's bicubic with its 0.1 offset). Then the whole model: dgseg's Segmentor against the
+official backbone and ``rein/models/heads/rein_mask2former.py``'s ``ReinMask2FormerHead``.
 """
 
 from __future__ import annotations
@@ -45,17 +46,19 @@ from dgseg.engine.import_rein import official_key  # noqa: E402
 DEPTH, WIDTH, PATCH, GRID, TOKENS, QUERY_DIM = 4, 32, 8, 4, 8, 32
 
 
-def _official_backbones():
-    """The checkout's ``rein/models/backbones`` as a package whose ``__init__`` is not run."""
-    root = Path(REPO) / "rein" / "models" / "backbones"
-    if not (root / "reins_dinov2.py").is_file():
-        raise FileNotFoundError(f"DGSEG_REIN_REPO={REPO}: no rein/models/backbones/reins_dinov2.py there; it "
-                                "should name a checkout of github.com/w1oves/Rein")
-    if "rein_official" not in sys.modules:
-        package = types.ModuleType("rein_official")
+def _official(folder: str, module: str):
+    """``rein/models/<folder>/<module>.py`` of the checkout, its folder made a package whose ``__init__`` is
+    not run."""
+    root = Path(REPO) / "rein" / "models" / folder
+    if not (root / f"{module}.py").is_file():
+        raise FileNotFoundError(f"DGSEG_REIN_REPO={REPO}: no rein/models/{folder}/{module}.py there; it should "
+                                "name a checkout of github.com/w1oves/Rein")
+    name = f"rein_official_{folder}"
+    if name not in sys.modules:
+        package = types.ModuleType(name)
         package.__path__ = [str(root)]
-        sys.modules["rein_official"] = package
-    return importlib.import_module("rein_official.reins_dinov2")
+        sys.modules[name] = package
+    return importlib.import_module(f"{name}.{module}")
 
 
 def _pair(rank: int, link: bool):
@@ -78,7 +81,7 @@ def _pair(rank: int, link: bool):
                  patch_size=PATCH, link_token_to_query=link, query_dims=QUERY_DIM)
     if rank:
         reins["lora_dim"] = rank
-    official = _official_backbones().ReinsDinoVisionTransformer(
+    official = _official("backbones", "reins_dinov2").ReinsDinoVisionTransformer(
         reins_config=reins, patch_size=PATCH, embed_dim=WIDTH, depth=DEPTH, num_heads=2, mlp_ratio=4,
         img_size=GRID * PATCH, ffn_layer="mlp", init_values=1e-05, block_chunks=0, qkv_bias=True, proj_bias=True,
         ffn_bias=True, out_indices=list(range(DEPTH))).eval()
@@ -121,3 +124,43 @@ def test_unlinked_rein_returns_maps_only_and_equal():
     assert ours.adapter.queries() is None and isinstance(official_maps, list)
     for a, b in zip(maps, official_maps):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_the_whole_rein_model_equals_the_official_backbone_and_head():
+    """Image -> class and mask logits of every decoder layer and the semantic scores: dgseg's Segmentor
+    (backbone, Rein, the parameter-free pyramid, the linked Mask2Former head) against the official
+    ``ReinsDinoVisionTransformer.forward`` (its x4 / x2 / x1 / x0.5 resize) and ``ReinMask2FormerHead``
+    (``rein/models/heads/rein_mask2former.py``, ``replace_query_feat=True``, the config's head dict at the tiny
+    size), all weights of the head through ``import-rein``'s table too."""
+    from mmengine.config import ConfigDict
+    from mmseg.registry import MODELS
+    from mmseg.structures import SegDataSample
+    from mmseg.utils import register_all_modules
+    from rein_head_config import rein_head_dict
+    from test_oracle_head import compare, perturb
+
+    ours, backbone = _pair(16, link=True)
+    perturb(ours.head, seed=3)  # mmdet's init zeroes the deformable offsets: see them at work
+    _official("heads", "rein_mask2former")
+    register_all_modules(init_default_scope=True)
+    head_cfg = rein_head_dict(in_channels=[WIDTH] * 4, num_classes=ours.head.num_classes, feat_channels=WIDTH,
+                              num_queries=TOKENS, num_heads=2, enc_layers=1, enc_ffn=64, dec_layers=2, dec_ffn=64)
+    head_cfg.update(type="ReinMask2FormerHead", replace_query_feat=True)
+    head = MODELS.build(ConfigDict(head_cfg)).eval()
+    state = {}
+    for name, value in ours.head.state_dict().items():
+        key = official_key(f"head.{name}")
+        assert key is not None and key.startswith("decode_head."), name
+        state[key.removeprefix("decode_head.")] = value
+    head.load_state_dict(state, strict=True)
+    images = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(3))
+    metas = [dict(img_shape=(64, 96), pad_shape=(64, 96))] * 2
+    with torch.no_grad():
+        out = ours(images)
+        scores = ours.head.semantic(out, (64, 96))
+        theirs = backbone(images)
+        cls_list, mask_list = head(theirs, [SegDataSample(metainfo=m) for m in metas])
+        their_scores = head.predict(theirs, metas, None)
+    layers = [*out["aux_outputs"], {"pred_logits": out["pred_logits"], "pred_masks": out["pred_masks"]}]
+    ours_lists = ([o["pred_logits"] for o in layers], [o["pred_masks"] for o in layers], scores)
+    compare(ours_lists, (cls_list, mask_list, their_scores), rel=1e-5)
