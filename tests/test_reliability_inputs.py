@@ -56,18 +56,24 @@ def test_min_image_size_is_two_by_two_patches_or_two_by_four_with_single_channel
     for h, w in [(8, 64), (9, 24), (24, 24), (1, 1), (1, 3000)]:
         assert "at least 9 px on its shorter side and 25 px on its longer side" in image_size_problem(
             h, w, SizeRule(8, 2))
+    assert min_image_size(SizeRule(16, 1, True)) == (32, 32) and min_image_size(SizeRule(8, 2, True)) == (16, 32)
+    assert image_size_problem(16, 16, SizeRule(8, 1, True)) is None  # 2 x 2 whole patches
+    assert "needs at least 16 px on each side" in image_size_problem(15, 100, SizeRule(8, 1, True))
 
 
-SIZES = [(8, 64), (64, 8), (9, 9), (9, 17), (9, 24), (9, 25), (25, 9), (16, 24), (17, 32), (24, 24), (32, 32)]
+SIZES = [(8, 64), (64, 8), (9, 9), (9, 17), (9, 24), (9, 25), (25, 9), (16, 24), (17, 32), (24, 24), (32, 32), (15, 40), (16, 31), (16, 32), (31, 16)]
 
 
+@pytest.mark.parametrize("remainder", ["pad", "drop"])
 @pytest.mark.parametrize("head", ["mask2former", "linear"])
-def test_the_size_rule_is_exactly_what_the_model_runs_on(head):
-    cfg = tiny_config(model__head__name=head, model__adapter__link=head == "mask2former")
+def test_the_size_rule_is_exactly_what_the_model_runs_on(head, remainder):
+    cfg = tiny_config(model__head__name=head, model__adapter__link=head == "mask2former",
+                      model__backbone__patch_remainder=remainder)
     torch.manual_seed(0)
     model = dgseg.build_model(cfg).eval()
     rule = model_size_rule(model)
-    assert rule == SizeRule(8, 2 if head == "mask2former" else 1)  # the tiny head: GroupNorm(32) of 32 channels
+    # the tiny head: GroupNorm(32) of 32 channels
+    assert rule == SizeRule(8, 2 if head == "mask2former" else 1, remainder == "drop")
     for mode in ("whole", "slide"):
         for h, w in SIZES:
             try:

@@ -144,3 +144,48 @@ def test_the_same_config_always_builds_the_same_model_without_touching_the_globa
     b = dgseg.build_model(tiny_config())
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(va, vb), k
+
+
+# ------------------------------------------------------------ model.backbone.patch_remainder
+
+
+@pytest.fixture(scope="module")
+def drop_model():
+    torch.manual_seed(0)
+    return dgseg.build_model(tiny_config(model__backbone__patch_remainder="drop")).eval()
+
+
+def test_patch_remainder_drop_leaves_the_last_partial_patch_unseen_and_stretches_the_scores(drop_model):
+    """As VLTSeg's re-implementation at 512 px with 14-px patches: the encoder sees the whole patches only (its
+    stride-14 convolution never reads the last 8 pixels) and the predictions cover the whole image."""
+    seen = []
+    hook = drop_model.backbone.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[-2:])))
+    x = torch.randn(1, 3, 37, 53)  # patch 8: 4 x 6 whole patches, 5 and 5 pixels over
+    try:
+        scores = drop_model.predict(x, mode="whole")
+        changed = x.clone()
+        changed[..., 32:, :] = 9.0  # the unseen rows and columns
+        changed[..., :, 48:] = -9.0
+        again = drop_model.predict(changed, mode="whole")
+    finally:
+        hook.remove()
+    assert seen == [(32, 48), (32, 48)] and scores.shape == (1, 19, 37, 53)
+    torch.testing.assert_close(again, scores, rtol=0, atol=0)
+    outputs = drop_model(x[..., :32, :48])  # the scores are the whole-patch image's, resized to 37 x 53
+    torch.testing.assert_close(scores, drop_model.head.semantic(outputs, (37, 53)))
+
+
+def test_patch_remainder_drop_trains_on_labels_of_the_full_size(drop_model):
+    x, y = torch.randn(2, 3, 37, 53), torch.randint(0, 19, (2, 37, 53))
+    losses = drop_model.loss(x, y)
+    assert all(torch.isfinite(v) for v in losses.values())
+    with pytest.raises(ValueError, match=r"7x7 px .*patch_remainder: drop needs at least one whole 8-px patch"):
+        drop_model(torch.randn(1, 3, 7, 7))
+
+
+def test_patch_remainder_pad_is_the_default_and_other_values_are_refused():
+    from dgseg.config import ConfigError
+
+    assert tiny_config().model.backbone.patch_remainder == "pad"
+    with pytest.raises(ConfigError, match=r"model\.backbone\.patch_remainder.*'crop'.*pad.*drop"):
+        tiny_config(model__backbone__patch_remainder="crop")

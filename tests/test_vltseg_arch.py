@@ -170,3 +170,22 @@ def test_onnx_export_of_a_batchnorm_fpn_uses_the_running_stats(tmp_path):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     assert torch.allclose(torch.from_numpy(got), want, atol=1e-4)
+
+
+def test_patch_remainder_drop_reads_a_512_crop_as_36_by_36_patches_of_14_px_as_the_re_implementation():
+    """The plain recipe drops the last 8 pixels, as the re-implementation's Conv2d(stride 14) does: its 36 x 36
+    position embedding is used as it is (no resampling to 37 x 37, dgseg's padded default, which v1 keeps)."""
+    from pathlib import Path
+
+    from dgseg.models.backbones import fit_to_patches
+
+    configs = Path(dgseg.__file__).parent / "configs"
+    plain = dgseg.load_config(configs / "vltseg_plain_eva02_clip_l_gta.yaml").model.backbone
+    v1 = dgseg.load_config(configs / "vltseg_eva02_clip_l_gta.yaml").model.backbone
+    assert (plain.patch_remainder, v1.patch_remainder) == ("drop", "pad")
+    backbone = _eva(patch_size=14, img_size=512, patch_remainder="drop")
+    assert backbone.vit.pos_embed.shape[1] == 1 + 36 * 36
+    fitted, size = fit_to_patches(torch.randn(1, 3, 512, 512), 14, backbone.patch_remainder)
+    assert fitted.shape[-2:] == (504, 504) and size == (512, 512)
+    with torch.no_grad():
+        assert [tuple(m.shape[-2:]) for m in backbone(fitted)] == [(36, 36)] * 4

@@ -5,6 +5,7 @@ down), so the grid must be at least 2 x 2 patches: with ``p``-pixel patches, ``p
 A head with a GroupNorm of one channel per group (Mask2Former with ``hidden_dim`` 32) also needs more
 than one cell in that coarsest map (a 1 x 1 map has no spread to normalise): a grid of at least 2 x 4
 patches, either way round, i.e. ``p + 1`` px on the shorter side and ``3p + 1`` px on the longer one.
+With ``model.backbone.patch_remainder: drop`` the grid holds only whole patches: ``2p`` and ``4p`` px.
 """
 
 from __future__ import annotations
@@ -17,31 +18,37 @@ DEFAULT_PATCH = 16
 
 
 class SizeRule(NamedTuple):
-    """What a model needs: ``patch`` px patches, ``coarse_cells`` cells at least in the coarsest map."""
+    """What a model needs: ``patch`` px patches, ``coarse_cells`` cells at least in the coarsest map; ``drop``:
+    a side's last partial patch is left out (``model.backbone.patch_remainder: drop``), not padded."""
 
     patch: int
     coarse_cells: int = 1
+    drop: bool = False
 
 
 def model_size_rule(model: object) -> SizeRule | None:
     """The :class:`SizeRule` of a Segmentor (None for a module without a patch backbone: nothing to check)."""
     import torch.nn as nn
 
-    patch = getattr(getattr(model, "backbone", None), "patch_size", None)
+    backbone = getattr(model, "backbone", None)
+    patch = getattr(backbone, "patch_size", None)
     if not isinstance(patch, int) or not isinstance(model, nn.Module):
         return None
     single = any(isinstance(m, nn.GroupNorm) and m.num_channels == m.num_groups for m in model.modules())
-    return SizeRule(patch, 2 if single else 1)
+    return SizeRule(patch, 2 if single else 1, getattr(backbone, "patch_remainder", "pad") == "drop")
 
 
 def min_image_size(rule: SizeRule) -> tuple[int, int]:
     """(shorter side, longer side) in pixels of the smallest image a model with ``rule`` takes."""
+    if rule.drop:
+        return 2 * rule.patch, (4 * rule.patch if rule.coarse_cells > 1 else 2 * rule.patch)
     return rule.patch + 1, (3 * rule.patch + 1 if rule.coarse_cells > 1 else rule.patch + 1)
 
 
 def image_size_problem(height: int, width: int, rule: SizeRule) -> str | None:
     """None when an image of ``height`` x ``width`` px fits a model with ``rule``; else why not."""
-    gh, gw = math.ceil(height / rule.patch), math.ceil(width / rule.patch)
+    whole = math.floor if rule.drop else math.ceil
+    gh, gw = whole(height / rule.patch), whole(width / rule.patch)
     if min(gh, gw) >= 2 and (gh // 2) * (gw // 2) >= rule.coarse_cells:
         return None
     short, long = min_image_size(rule)

@@ -40,6 +40,11 @@ class BackboneConfig:
     """file: the absolute position embedding of the weights file, resampled to img_size's grid; trunc_normal:
     drawn again (std 0.02) after loading, as VLTSeg's re-implementation ends with it (mmengine skips the file's
     16 x 16 embedding for its 36 x 36 one: a shape mismatch, under strict=False)."""
+    patch_remainder: str = "pad"
+    """An image side that is no multiple of the patch size. pad: zero-padded to the next multiple, the scores
+    cropped back. drop: its last pixels left out of the encoder (what a stride-p patch convolution does) and the
+    predictions stretched over the whole image (mmseg resizes them to the input): VLTSeg's re-implementation
+    sees a 512 crop as 36 x 36 patches of 14 px, the last 8 pixels unseen."""
     model_kwargs: dict | None = None
     """Extra ``timm.create_model`` architecture arguments (e.g. ``{depth: 2, embed_dim: 64}`` for a tiny test
     model). img_size, patch_size and drop_path have their own keys above."""
@@ -286,6 +291,7 @@ CHOICES = {
     "model.neck.name": ("simple", "fpn"),
     "model.neck.norm": ("layer", "batch"),
     "model.backbone.pos_embed_init": ("file", "trunc_normal"),
+    "model.backbone.patch_remainder": ("pad", "drop"),
     "model.text.name": ("none", "clip"),
     "model.text.activation": ("auto", "gelu", "quick_gelu"),
     "model.text.context_init": ("denseclip", "coop"),

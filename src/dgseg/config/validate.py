@@ -22,6 +22,7 @@ def validate_config(cfg: Config) -> None:
         "model.neck.name": cfg.model.neck.name,
         "model.neck.norm": cfg.model.neck.norm,
         "model.backbone.pos_embed_init": cfg.model.backbone.pos_embed_init,
+        "model.backbone.patch_remainder": cfg.model.backbone.patch_remainder,
         "model.text.name": cfg.model.text.name,
         "model.text.activation": cfg.model.text.activation,
         "model.text.context_init": cfg.model.text.context_init,

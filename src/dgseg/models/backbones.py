@@ -131,8 +131,10 @@ class Backbone(nn.Module):
     (Rein, VPT, ...) set with :meth:`attach_adapter` is called before/after each block it asks for.
     """
 
-    def __init__(self, vit: nn.Module, name: str, out_indices: list[int], patch_size: int):
+    def __init__(self, vit: nn.Module, name: str, out_indices: list[int], patch_size: int,
+                 patch_remainder: str = "pad"):
         super().__init__()
+        self.patch_remainder = patch_remainder  # model.backbone.patch_remainder: see fit_to_patches
         head = getattr(vit, "head", None)
         # a CLIP image encoder's final norm + visual projection (timm keeps it as norm + head)
         self.embed_out = head.out_features if isinstance(head, nn.Linear) else None
@@ -323,7 +325,7 @@ def build_backbone(cfg: BackboneConfig, projection: bool = False) -> Backbone:
         out_indices = default_out_indices(depth)
     patch = vit.patch_embed.patch_size
     patch = patch[0] if isinstance(patch, (tuple, list)) else int(patch)
-    return Backbone(vit, name, out_indices, patch)
+    return Backbone(vit, name, out_indices, patch, cfg.patch_remainder)
 
 
 def pad_to_multiple(images: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
@@ -333,3 +335,16 @@ def pad_to_multiple(images: Tensor, multiple: int) -> tuple[Tensor, tuple[int, i
     if ph or pw:
         images = F.pad(images, (0, pw, 0, ph))
     return images, (h, w)
+
+
+def fit_to_patches(images: Tensor, multiple: int, remainder: str = "pad") -> tuple[Tensor, tuple[int, int]]:
+    """``images`` [B,3,H,W] made whole patches, and the original (H, W). ``pad``: :func:`pad_to_multiple`.
+    ``drop``: the bottom rows and right columns past the last whole patch cut off (a stride-``multiple``
+    convolution never reads them), as VLTSeg's re-implementation's patch embedding does."""
+    if remainder == "pad":
+        return pad_to_multiple(images, multiple)
+    h, w = images.shape[-2:]
+    if h < multiple or w < multiple:
+        raise ValueError(f"image is {w}x{h} px (WxH): model.backbone.patch_remainder: drop needs at least one "
+                         f"whole {multiple}-px patch on each side")
+    return images[..., : h // multiple * multiple, : w // multiple * multiple], (h, w)

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from dgseg.config import Config
 from dgseg.config.schema import hw_pair
 from dgseg.models.adapters import Adapter, build_adapter
-from dgseg.models.backbones import Backbone, build_backbone, pad_to_multiple
+from dgseg.models.backbones import Backbone, build_backbone, fit_to_patches
 from dgseg.models.neck import NECKS
 
 
@@ -99,10 +99,11 @@ class Segmentor(nn.Module):
 
     def forward(self, images: Tensor, labels: Tensor | None = None) -> dict:
         """Named losses when ``labels`` are given (so DDP wraps the training step), else the raw head
-        outputs for ``images`` zero-padded to a multiple of the patch size."""
+        outputs for ``images`` made whole patches (``model.backbone.patch_remainder``: zero-padded, or the
+        remainder left out and the predictions read as covering the whole image)."""
         if labels is not None and images.shape[-2:] != labels.shape[-2:]:
             raise ValueError(f"images {tuple(images.shape)} and labels {tuple(labels.shape)} differ in size")
-        padded, (h, w) = pad_to_multiple(images, self.backbone.patch_size)
+        padded, (h, w) = fit_to_patches(images, self.backbone.patch_size, self.backbone.patch_remainder)
         feats, visual = self._features(padded)
         queries = self.adapter.queries() if self.head_uses_queries else None
         aux = {}
@@ -111,7 +112,7 @@ class Segmentor(nn.Module):
         outputs = self.head(feats, queries)
         if labels is None:
             return outputs
-        if padded.shape[-2:] != (h, w):
+        if padded.shape[-2] > h or padded.shape[-1] > w:  # padded: so are the labels, with ignore
             labels = F.pad(labels, (0, padded.shape[-1] - w, 0, padded.shape[-2] - h), value=255)
         losses = self.head.loss(outputs, labels)
         if self.text is not None:
@@ -127,6 +128,8 @@ class Segmentor(nn.Module):
         h, w = images.shape[-2:]
         p = self.backbone.patch_size
         outputs = self(images)
+        if self.backbone.patch_remainder == "drop":  # the predictions span the whole image
+            return self.head.semantic(outputs, (h, w))
         scores = self.head.semantic(outputs, (math.ceil(h / p) * p, math.ceil(w / p) * p))
         return scores[:, :, :h, :w]
 
