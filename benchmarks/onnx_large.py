@@ -28,13 +28,14 @@ def main(argv: list[str] | None = None) -> dict:
     from dgseg.atomic import write_atomic
     from dgseg.config import load_config
     from dgseg.engine.inference import check_onnx, export_onnx
+    from dgseg.engine.onnx_files import data_file_of
     from dgseg.machine import machine_line, peak_rss_mb
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default="configs/rein_sam_h_gta.yaml")
-    p.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"), help="default: the crop")
-    p.add_argument("--out", default="onnx-large")
-    args = p.parse_args(argv)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/rein_sam_h_gta.yaml")
+    parser.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"), help="default: the crop")
+    parser.add_argument("--out", default="onnx-large")
+    args = parser.parse_args(argv)
 
     cfg = load_config(args.config)
     cfg.model.backbone.weights = None  # random weights: no checkpoint file is needed to test the export
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "config": args.config, "size": list(size), "parameters": params, "weight_bytes": weight_bytes,
         "files": {f.name: {"bytes": f.stat().st_size, "mode": oct(stat.S_IMODE(f.stat().st_mode))}
-                  for f in sorted(out.iterdir()) if f.name != "onnx_large.json"},
+                  for f in (path, data_file_of(path)) if f.exists()},
         "max_abs_difference": diff, "build_s": round(built, 1), "export_s": round(exported, 1),
         "check_s": round(checked, 1),
         "peak_rss_gib": round(peak_rss_mb() / 1024, 2), "machine": machine_line(), "precision": "float32",

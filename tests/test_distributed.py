@@ -222,3 +222,33 @@ def test_a_checkpoint_without_the_record_resumes_on_this_many_processes(tmp_path
     state = torch.load(state_file, weights_only=True)
     torch.save({k: v for k, v in state.items() if k not in ("world", "rank_samples")}, state_file)
     assert _resume_starts(monkeypatch, tmp_path) == [4]  # steps x this run's batch_size x accumulate
+
+
+def test_a_process_group_the_caller_started_is_left_to_the_caller(tmp_path, monkeypatch):
+    """``dgseg.cli.main`` called inside a script that runs its own group: the command does not end it."""
+    import yaml
+
+    from dgseg.cli import main
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_dict()))
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    torch.distributed.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        assert main(["info", str(config)]) == 0
+        assert torch.distributed.is_initialized()
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_a_teardown_error_after_a_finished_command_is_a_warning(monkeypatch, capsys):
+    from dgseg.engine import distributed
+
+    def broken() -> None:
+        raise RuntimeError("NCCL communicator was aborted")
+
+    monkeypatch.setattr(distributed, "end_distributed", broken)
+    distributed.end_command_group("train")
+    assert capsys.readouterr().err == ("dgseg train: warning: the process group did not shut down cleanly: "
+                                       "NCCL communicator was aborted\n")

@@ -375,6 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     from dgseg.config import ConfigError
 
     args = build_parser().parse_args(argv)
+    had_group = _group_running()  # a caller's own process group is the caller's to end
     try:
         code = args.func(args)
     except (ConfigError, OSError, ValueError, RuntimeError) as exc:  # OSError: a full disk, a missing file
@@ -382,11 +383,17 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"dgseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    if "torch.distributed" in sys.modules:  # a command that ran under torchrun: its process group ends here
-        from dgseg.engine.distributed import end_distributed
+    if not had_group and _group_running():  # the command started one (torchrun): it ends here
+        from dgseg.engine.distributed import end_command_group
 
-        end_distributed()
+        end_command_group(args.command)
     return code
+
+
+def _group_running() -> bool:
+    """Whether a torch.distributed process group exists (without importing torch when nothing did)."""
+    dist = sys.modules.get("torch.distributed")
+    return dist is not None and dist.is_available() and dist.is_initialized()
 
 
 if __name__ == "__main__":

@@ -122,6 +122,7 @@ def test_unlinked_rein_returns_maps_only_and_equal():
     with torch.no_grad():
         maps, official_maps = ours.backbone(images), official.forward_features(images)
     assert ours.adapter.queries() is None and isinstance(official_maps, list)
+    assert len(maps) == len(official_maps) == DEPTH
     for a, b in zip(maps, official_maps):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 

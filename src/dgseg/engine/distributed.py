@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 
 import torch
@@ -40,6 +41,15 @@ def end_distributed() -> None:
     train.py destroys only on success for the same reason)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def end_command_group(command: str) -> None:
+    """:func:`end_distributed` after ``dgseg <command>`` returned; a teardown error (an NCCL shutdown, say) is
+    reported as a warning: the command's work is done and written, its exit code stands."""
+    try:
+        end_distributed()
+    except RuntimeError as exc:
+        print(f"dgseg {command}: warning: the process group did not shut down cleanly: {exc}", file=sys.stderr)
 
 
 def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:

@@ -57,8 +57,7 @@ def write_onnx(export: Callable[[Path], object], out_file: str | Path, cfg: Conf
             onnx.save_model(model, str(final), save_as_external_data=True, all_tensors_to_one_file=True,
                             location=data_file_of(out_file).name, size_threshold=1024)
             data = data_file_of(final)
-            if hasattr(os, "chmod"):  # onnx creates it 0600: the umask's mode, as the graph and every file dgseg writes
-                os.chmod(data, file_mode())
+            os.chmod(data, file_mode())  # onnx creates it 0600: the umask's, as the graph and every file dgseg writes
             publish(data, data_file_of(out_file), replace)
             published.append(data_file_of(out_file))
         else:
