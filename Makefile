@@ -34,7 +34,7 @@ test: $(STAMP)
 # refuses an oracle that brought its own torch or numpy.
 ORACLE := .venv-oracle
 ORACLE_STAMP := $(ORACLE)/.installed
-ORACLE_PKGS := mmengine==0.10.7 mmcv-lite==2.1.0 mmdet==3.3.0 mmsegmentation==1.2.2
+ORACLE_PKGS := mmengine==0.10.7 mmcv-lite==2.1.0 mmdet==3.3.0 mmsegmentation==1.2.2 einops==0.8.2
 PURELIB := import sysconfig; print(sysconfig.get_paths()["purelib"])
 
 $(ORACLE_STAMP): $(STAMP) Makefile

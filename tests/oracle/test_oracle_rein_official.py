@@ -15,7 +15,9 @@ backbone: the ViT's by their own names (timm keeps DINOv2's), Rein's through ``d
 backwards (:func:`dgseg.engine.import_rein.official_key`), so the table is checked too. The maps of every block
 and the Rein-linked queries must agree, on a square input at the position grid's size and on a non-square one
 that resamples it (DINOv2's bicubic with its 0.1 offset). Then the whole model: dgseg's Segmentor against the
-official backbone and ``rein/models/heads/rein_mask2former.py``'s ``ReinMask2FormerHead``.
+official backbone and ``rein/models/heads/rein_mask2former.py``'s ``ReinMask2FormerHead``. Last, Rein on EVA02:
+``reins_eva_02.py``'s ``ReinsEVA2``, whose backbone weights dgseg loads from a file as it loads an EVA02
+checkpoint (with a stand-in for xFormers' attention and einops installed by ``make oracle``).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import torch  # noqa: E402
 from tiny import tiny_config  # noqa: E402
 
 import dgseg  # noqa: E402
-from dgseg.engine.import_rein import official_key  # noqa: E402
+from dgseg.engine.import_rein import official_key, rename_key  # noqa: E402
 
 DEPTH, WIDTH, PATCH, GRID, TOKENS, QUERY_DIM = 4, 32, 8, 4, 8, 32
 
@@ -165,3 +167,73 @@ def test_the_whole_rein_model_equals_the_official_backbone_and_head():
     layers = [*out["aux_outputs"], {"pred_logits": out["pred_logits"], "pred_masks": out["pred_masks"]}]
     ours_lists = ([o["pred_logits"] for o in layers], [o["pred_masks"] for o in layers], scores)
     compare(ours_lists, (cls_list, mask_list, their_scores), rel=1e-5)
+
+
+def _xformers_stand_in(monkeypatch) -> None:
+    """``eva_02.py`` imports ``xformers.ops`` at the top and, with the config's ``xattn=True``, attends with its
+    ``memory_efficient_attention`` (xFormers is not installed here: it is built for CUDA). The stand-in is that
+    function's definition, softmax(q k^T / sqrt(K)) v over [B, M, H, K] tensors, by PyTorch's SDPA. Present for
+    the calling test only."""
+    ops = types.ModuleType("xformers.ops")
+
+    def memory_efficient_attention(q, k, v, attn_bias=None, p=0.0, scale=None):
+        assert attn_bias is None and p == 0.0
+        out = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
+                                                               v.transpose(1, 2), scale=scale)
+        return out.transpose(1, 2)
+
+    ops.memory_efficient_attention = memory_efficient_attention
+    package = types.ModuleType("xformers")
+    package.ops = ops
+    monkeypatch.setitem(sys.modules, "xformers", package)
+    monkeypatch.setitem(sys.modules, "xformers.ops", ops)
+
+
+def test_rein_on_eva02_equals_the_official_reins_eva2_loaded_from_its_own_weights_file(tmp_path, monkeypatch):
+    """``ReinsEVA2`` (``reins_eva_02.py`` on ``eva_02.py``'s ``EVA2``) with the arguments of
+    ``configs/_base_/models/rein_eva02-L_mask2former.py`` at a tiny size (4 blocks of width 32, patch 8 on a
+    32 px grid: its position embedding and rotary tables are fixed to img_size, as in the 512 crop it trains on).
+    Its backbone weights go to a file, and dgseg loads that file the way it loads an EVA02 checkpoint (timm's
+    EVA filter: w1 / w2 / w3 / ffn_ln / q_bias / v_bias renamed, the rotary buffers dropped); Rein's weights go
+    through ``import-rein``'s table. The four pyramid levels (the official x4 / x2 / x1 / x0.5 resize) and the
+    linked queries must agree."""
+    pytest.importorskip("einops", reason="eva_02.py needs einops (make oracle installs it)")
+    _xformers_stand_in(monkeypatch)
+    module = _official("backbones", "reins_eva_02")
+    torch.manual_seed(0)
+    official = module.ReinsEVA2(
+        reins_config=dict(type="LoRAReins", token_length=TOKENS, embed_dims=WIDTH, num_layers=DEPTH,
+                          patch_size=PATCH, link_token_to_query=True, lora_dim=16, query_dims=QUERY_DIM),
+        img_size=GRID * PATCH, patch_size=PATCH, in_chans=3, embed_dim=WIDTH, depth=DEPTH, num_heads=2,
+        mlp_ratio=4 * 2 / 3, out_indices=list(range(DEPTH)), qkv_bias=True, drop_path_rate=0.0, init_values=None,
+        use_checkpoint=False, use_abs_pos_emb=True, use_rel_pos_bias=False, use_shared_rel_pos_bias=False,
+        rope=True, pt_hw_seq_len=16, intp_freq=True, subln=True, xattn=True, naiveswiglu=True,
+        norm_layer=dict(type="LN", requires_grad=True, eps=1e-6)).eval()
+    with torch.no_grad():  # every weight away from its init (zero biases, unit norms, Rein's 1e-3 scale)
+        g = torch.Generator().manual_seed(5)
+        for name, p in official.named_parameters():
+            p.add_(torch.randn(p.shape, generator=g) * (0.5 if name.endswith("scale") else 0.1))
+    backbone_file = tmp_path / "eva02_tiny_converted.pth"
+    state = torch.nn.Module.state_dict(official)  # ReinsEVA2.state_dict keeps only Rein's, and wants arguments
+    torch.save({k: v for k, v in state.items() if not k.startswith("reins.")}, backbone_file)
+    cfg = tiny_config(
+        model__backbone={"name": "eva02_large_patch14_224", "weights": str(backbone_file), "patch_size": PATCH,
+                         "img_size": GRID * PATCH, "out_indices": list(range(DEPTH)),
+                         "model_kwargs": {"depth": DEPTH, "embed_dim": WIDTH, "num_heads": 2}},
+        model__adapter={"name": "rein", "tokens": TOKENS, "query_dim": QUERY_DIM, "rank": 16, "link": True})
+    ours = dgseg.build_model(cfg).eval()
+    rein = {}
+    for key, value in official.reins.state_dict().items():
+        name = rename_key(f"backbone.reins.{key}")
+        if name is not None:
+            rein[name.removeprefix("adapter.")] = value
+    ours.adapter.load_state_dict(rein, strict=True)
+    images = torch.randn(2, 3, GRID * PATCH, GRID * PATCH, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        pyramid, queries = ours.extract(images), ours.adapter.queries()
+        official_pyramid, official_queries = official.forward_features(images)
+    assert len(pyramid) == len(official_pyramid) == 4
+    for i, (a, b) in enumerate(zip(pyramid, official_pyramid)):
+        assert a.shape == b.shape, i
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=f"level {i}")
+    torch.testing.assert_close(queries, official_queries, rtol=1e-5, atol=1e-5)
