@@ -60,7 +60,8 @@ SHIPPED_KEYS = {
     "rein_dinov2_b_gta": {"model.backbone.name": "vit_base_patch14_dinov2", "model.backbone.out_indices": [3, 5, 7, 11]},
     "rein_dinov2_s_gta": {"model.backbone.name": "vit_small_patch14_dinov2", "model.backbone.out_indices": [3, 5, 7, 11]},
     "rein_sam_h_gta": {"model.backbone.name": "samvit_huge_patch16", "model.backbone.out_indices": [7, 15, 23, 31]},
-    "rein_clip_l_gta": {"model.backbone.name": "vit_large_patch14_clip_224", "model.backbone.weights": "weights/ViT-L-14.pt"},
+    "rein_clip_l_gta": {"model.backbone.name": "vit_large_patch14_clip_quickgelu_224",
+                        "model.backbone.weights": "weights/ViT-L-14.pt"},
     "rein_eva02_l_gta": {"model.backbone.name": "eva02_large_patch14_224",  # the MIM weights, not EVA02-CLIP
                          "model.backbone.weights": "weights/eva02_L_pt_m38m_p14.pt"},
     "lora_dinov2_l_gta": {"model.adapter.name": "lora", "model.adapter.rank": 8},

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from dgseg.config import BackboneConfig
+from dgseg.config import BackboneConfig, ConfigError
 from dgseg.models.backbones import build_backbone
 from dgseg.models.weights_io import WeightsError, read_state_dict
 from dgseg.safe_pickle import InertObject, UnsafePickleError, read_archive, torchscript_state_dict
@@ -186,3 +186,58 @@ def test_numpy_values_can_be_kept_inert_as_in_an_mmengine_checkpoint(tmp_path):
     data = read_archive(path, inert=("numpy",))
     assert torch.equal(data["state_dict"]["w"], torch.ones(2))
     assert all(isinstance(v, InertObject) for v in data["message_hub"].values())
+
+
+def test_openai_clip_weights_need_a_quick_gelu_model_and_the_error_names_the_twin(openai_clip_archive, tmp_path):
+    """OpenAI trained CLIP with QuickGELU (its release holds an 'input_resolution' entry); timm's plain
+    vit_*_clip_224 compute GELU, its *_clip_quickgelu_* twins QuickGELU."""
+    release = {**torchscript_state_dict(openai_clip_archive), "input_resolution": torch.tensor(32)}
+    path = tmp_path / "ViT-T-8-release.pt"
+    torch.save(release, path)
+    tiny = dict(weights=str(path), patch_size=8, img_size=32, model_kwargs={"depth": 2, "embed_dim": 32, "num_heads": 2})
+    with pytest.raises(WeightsError, match=r"ViT-T-8-release\.pt: OpenAI's CLIP release .*QuickGELU; "
+                                           r"'vit_base_patch16_clip_224' computes GELU .*: use model\.backbone\.name: "
+                                           r"vit_base_patch16_clip_quickgelu_224"):
+        build_backbone(BackboneConfig(name="vit_base_patch16_clip_224", **tiny))
+    vit = build_backbone(BackboneConfig(name="vit_base_patch16_clip_quickgelu_224", **tiny)).vit
+    assert type(vit.blocks[0].mlp.act).__name__ == "QuickGELU"
+    assert torch.equal(vit.blocks[1].attn.qkv.weight, release["visual.transformer.resblocks.1.attn.in_proj_weight"])
+    quick_by_key = BackboneConfig(name="vit_base_patch16_clip_224", **{**tiny, "model_kwargs": {
+        **tiny["model_kwargs"], "act_layer": "quick_gelu"}})
+    assert type(build_backbone(quick_by_key).vit.blocks[0].mlp.act).__name__ == "QuickGELU"
+    # a top-level tower without that entry (open_clip files) may be either: loaded as the config says
+    build_backbone(BackboneConfig(name="vit_base_patch16_clip_224", **{**tiny, "weights": str(openai_clip_archive)}))
+
+
+@pytest.mark.parametrize("mode", ["bicubic", "bilinear"])
+def test_pos_embed_resample_picks_the_interpolation_of_the_position_grid(openai_clip_archive, mode):
+    """model.backbone.pos_embed_resample: the file's 4 x 4 grid to a 64 px model's 8 x 8, without antialiasing
+    (bilinear: Rein's CLIP backbone, DenseCLIP's init_weights)."""
+    cfg = BackboneConfig(name="vit_base_patch16_clip_quickgelu_224", weights=str(openai_clip_archive), patch_size=8,
+                         img_size=64, pos_embed_resample=mode,
+                         model_kwargs={"depth": 2, "embed_dim": 32, "num_heads": 2})
+    vit = build_backbone(cfg).vit
+    stored = torchscript_state_dict(openai_clip_archive)["visual.positional_embedding"]
+    grid = stored[1:].reshape(1, 4, 4, 32).permute(0, 3, 1, 2)
+    expected = torch.nn.functional.interpolate(grid, size=(8, 8), mode=mode, align_corners=False)
+    torch.testing.assert_close(vit.pos_embed[0, 1:], expected.flatten(2)[0].T)
+    torch.testing.assert_close(vit.pos_embed[0, 0], stored[0])
+
+
+def test_class_embedding_twice_adds_the_class_embedding_to_the_class_position(openai_clip_archive):
+    tiny = dict(name="vit_base_patch16_clip_quickgelu_224", weights=str(openai_clip_archive), patch_size=8,
+                img_size=32, model_kwargs={"depth": 2, "embed_dim": 32, "num_heads": 2})
+    vit = build_backbone(BackboneConfig(**tiny, class_embedding_twice=True)).vit
+    raw = torchscript_state_dict(openai_clip_archive)
+    torch.testing.assert_close(vit.pos_embed[0, 0], raw["visual.positional_embedding"][0] + raw["visual.class_embedding"])
+    torch.testing.assert_close(vit.cls_token[0, 0], raw["visual.class_embedding"])
+    torch.testing.assert_close(vit.pos_embed[0, 1:], raw["visual.positional_embedding"][1:])
+    with pytest.raises(ConfigError, match=r"model\.backbone\.class_embedding_twice: 'samvit_base_patch16' has no "
+                                          r"class token"):
+        build_backbone(BackboneConfig(name="samvit_base_patch16", img_size=32, class_embedding_twice=True,
+                                      model_kwargs={"depth": 1, "embed_dim": 32, "num_heads": 2,
+                                                    "global_attn_indexes": [0]}))
+    with pytest.raises(ConfigError, match=r"model\.backbone\.pos_embed_resample.*'nearest'"):
+        from tiny import tiny_config
+
+        tiny_config(model__backbone__pos_embed_resample="nearest")

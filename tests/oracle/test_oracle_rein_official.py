@@ -43,6 +43,7 @@ import torch  # noqa: E402
 from tiny import tiny_config  # noqa: E402
 
 import dgseg  # noqa: E402
+from dgseg.config import load_config  # noqa: E402
 from dgseg.engine.import_rein import official_key, rename_key  # noqa: E402
 
 DEPTH, WIDTH, PATCH, GRID, TOKENS, QUERY_DIM = 4, 32, 8, 4, 8, 32
@@ -237,3 +238,54 @@ def test_rein_on_eva02_equals_the_official_reins_eva2_loaded_from_its_own_weight
         assert a.shape == b.shape, i
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=f"level {i}")
     torch.testing.assert_close(queries, official_queries, rtol=1e-5, atol=1e-5)
+
+
+def _clip_release(tmp_path) -> Path:
+    """A tiny OpenAI-layout CLIP with QuickGELU (open_clip's CLIP has OpenAI's names), traced and saved as OpenAI
+    released theirs: 7-px patches on a 14 px image, a 2 x 2 position grid."""
+    open_clip = pytest.importorskip("open_clip")
+    torch.manual_seed(0)
+    model = open_clip.model.CLIP(
+        embed_dim=16, quick_gelu=True,
+        vision_cfg={"layers": DEPTH, "width": WIDTH, "patch_size": 7, "image_size": 14, "head_width": 16},
+        text_cfg={"context_length": 8, "vocab_size": 50, "width": 32, "heads": 2, "layers": 1}).eval()
+    with torch.no_grad():  # away from init: a visible class embedding and position grid
+        for name, p in model.visual.named_parameters():
+            p.add_(torch.randn_like(p) * (0.5 if "embedding" in name else 0.05))
+    traced = torch.jit.trace(model, (torch.randn(1, 3, 14, 14), torch.randint(0, 50, (1, 8))), check_trace=False)
+    path = tmp_path / "ViT-T-7.pt"
+    torch.jit.save(traced, str(path))
+    return path
+
+
+def test_rein_clip_backbone_keys_give_the_official_clip_vision_transformer(tmp_path):
+    """``rein/models/backbones/clip.py`` (``CLIPVisionTransformer``, the backbone of Rein's frozen CLIP baseline,
+    ``configs/_base_/models/clip-L_mask2former.py``) loads an OpenAI release with its own ``init_weights``:
+    the patch kernel resized bicubically (7 -> 8 px here), the position grid bilinearly (2 x 2 -> 4 x 4), and its
+    forward adds the class embedding twice. dgseg with ``rein_clip_l_gta.yaml``'s backbone keys (the QuickGELU
+    twin, ``pos_embed_resample: bilinear``, ``class_embedding_twice: true``) loads the same file: every block's
+    map agrees; with the keys at their defaults it does not."""
+    from dgseg.config import BackboneConfig
+    from dgseg.models.backbones import build_backbone
+
+    path = _clip_release(tmp_path)
+    official = _official("backbones", "clip").CLIPVisionTransformer(
+        input_resolution=GRID * PATCH, patch_size=PATCH, width=WIDTH, layers=DEPTH, heads=2, output_dim=16,
+        out_indices=list(range(DEPTH)), get_embeddings=False)
+    official.init_weights(str(path))  # torch.jit.load: trusted here, the test made the file
+    official.eval()
+    recipe = load_config(Path(dgseg.__file__).parent / "configs" / "rein_clip_l_gta.yaml").model.backbone
+    keys = dict(pos_embed_resample=recipe.pos_embed_resample, class_embedding_twice=recipe.class_embedding_twice)
+    assert recipe.name == "vit_large_patch14_clip_quickgelu_224" and keys == dict(
+        pos_embed_resample="bilinear", class_embedding_twice=True)
+    tiny = dict(name="vit_base_patch16_clip_quickgelu_224", weights=str(path), patch_size=PATCH, img_size=GRID * PATCH,
+                out_indices=list(range(DEPTH)), model_kwargs={"depth": DEPTH, "embed_dim": WIDTH, "num_heads": 2})
+    ours = build_backbone(BackboneConfig(**tiny, **keys)).eval()
+    plain = build_backbone(BackboneConfig(**tiny)).eval()
+    images = torch.randn(2, 3, GRID * PATCH, GRID * PATCH, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        maps, theirs, default = ours(images), official(images), plain(images)
+    assert len(maps) == len(theirs) == DEPTH
+    for i, (a, b) in enumerate(zip(maps, theirs)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5, msg=f"block {i}")
+    assert (default[-1] - theirs[-1]).abs().max() > 1e-3

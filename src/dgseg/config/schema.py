@@ -40,6 +40,15 @@ class BackboneConfig:
     """file: the absolute position embedding of the weights file, resampled to img_size's grid; trunc_normal:
     drawn again (std 0.02) after loading, as VLTSeg's re-implementation ends with it (mmengine skips the file's
     16 x 16 embedding for its 36 x 36 one: a shape mismatch, under strict=False)."""
+    pos_embed_resample: str = "bicubic"
+    """How the weights file's position grid is resized to img_size's grid when loaded: bicubic (DINOv2's and
+    Rein's conversion scripts) or bilinear (Rein's CLIP backbone, DenseCLIP's ``CLIPVisionTransformer``); no
+    antialiasing either way."""
+    class_embedding_twice: bool = False
+    """DenseCLIP's ``CLIPVisionTransformer`` (Rein's ``rein/models/backbones/clip.py``) adds the class embedding
+    to the class token twice: as the token, and again with the token's position. true: the position embedding's
+    class entry takes the class embedding once more after loading (the same forward). Needs a class token with a
+    position of its own."""
     patch_remainder: str = "pad"
     """An image side that is no multiple of the patch size. pad: zero-padded to the next multiple, the scores
     cropped back. drop: its last pixels left out of the encoder (what a stride-p patch convolution does) and the
@@ -292,6 +301,7 @@ CHOICES = {
     "model.neck.norm": ("layer", "batch"),
     "model.backbone.pos_embed_init": ("file", "trunc_normal"),
     "model.backbone.patch_remainder": ("pad", "drop"),
+    "model.backbone.pos_embed_resample": ("bicubic", "bilinear"),
     "model.text.name": ("none", "clip"),
     "model.text.activation": ("auto", "gelu", "quick_gelu"),
     "model.text.context_init": ("denseclip", "coop"),

@@ -23,6 +23,7 @@ def validate_config(cfg: Config) -> None:
         "model.neck.norm": cfg.model.neck.norm,
         "model.backbone.pos_embed_init": cfg.model.backbone.pos_embed_init,
         "model.backbone.patch_remainder": cfg.model.backbone.patch_remainder,
+        "model.backbone.pos_embed_resample": cfg.model.backbone.pos_embed_resample,
         "model.text.name": cfg.model.text.name,
         "model.text.activation": cfg.model.text.activation,
         "model.text.context_init": cfg.model.text.context_init,

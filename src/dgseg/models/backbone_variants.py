@@ -11,6 +11,7 @@ in the file are not expected) and ``pos_embed_init: trunc_normal`` re-initialise
 
 from __future__ import annotations
 
+import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
@@ -57,3 +58,17 @@ def init_pos_embed(vit: nn.Module, cfg: BackboneConfig) -> None:
         raise ConfigError(f"model.backbone.pos_embed_init: '{cfg.name}' has no absolute position embedding "
                           "(timm pos_embed) to initialise; leave it 'file'")
     trunc_normal_(pos, std=0.02)
+
+
+def add_class_embedding_twice(vit: nn.Module, cfg: BackboneConfig) -> None:
+    """``class_embedding_twice``: DenseCLIP's ``CLIPVisionTransformer.forward`` (Rein's ``clip.py``) builds the
+    class token as ``class_embedding`` and adds ``positional_embedding[0] + class_embedding`` to it; the same
+    forward here is the class entry of the position embedding plus the class token, once, after loading."""
+    if not cfg.class_embedding_twice:
+        return
+    pos, cls = getattr(vit, "pos_embed", None), getattr(vit, "cls_token", None)
+    if not isinstance(pos, nn.Parameter) or not isinstance(cls, nn.Parameter) or getattr(vit, "no_embed_class", False):
+        raise ConfigError(f"model.backbone.class_embedding_twice: '{cfg.name}' has no class token with a position "
+                          "of its own (timm cls_token and pos_embed[:, 0]); leave it false")
+    with torch.no_grad():
+        pos[:, 0] += cls[:, 0]

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgseg.config import BackboneConfig
-from dgseg.models.backbone_variants import init_pos_embed, remove_norms
+from dgseg.models.backbone_variants import add_class_embedding_twice, init_pos_embed, remove_norms
 from dgseg.models.dinov2_pos import is_dinov2, use_dinov2_pos_embed
 from dgseg.models.weights_io import WeightsError, mismatch_report, read_state_dict, resolve_weights
 
@@ -42,7 +42,7 @@ def _unwrap(state_dict: dict) -> dict:
     return {k: v for k, v in state_dict.items() if isinstance(v, Tensor)}
 
 
-def _resample_leftovers(state_dict: dict, model: nn.Module) -> dict:
+def _resample_leftovers(state_dict: dict, model: nn.Module, mode: str = "bicubic") -> dict:
     """Resize what timm's filters leave at the pretraining resolution (SAM's NHWC pos_embed, rel_pos)."""
     own = model.state_dict()
     out = {}
@@ -52,7 +52,7 @@ def _resample_leftovers(state_dict: dict, model: nn.Module) -> dict:
             if k.endswith(("rel_pos_h", "rel_pos_w")) and v.ndim == 2:
                 v = F.interpolate(v.T[None].float(), size=target.shape[0], mode="linear")[0].T.to(v.dtype)
             elif k == "pos_embed" and v.ndim == 4 and v.shape[-1] == target.shape[-1]:
-                v = F.interpolate(v.permute(0, 3, 1, 2).float(), size=target.shape[1:3], mode="bicubic",
+                v = F.interpolate(v.permute(0, 3, 1, 2).float(), size=target.shape[1:3], mode=mode,
                                   align_corners=False).permute(0, 2, 3, 1).to(v.dtype)
         out[k] = v
     return out
@@ -79,27 +79,46 @@ def _raw_patch_kernel(state_dict: dict) -> Tensor | None:
     return None
 
 
+def _quick_gelu_mismatch(model: nn.Module, state_dict: dict, path: Path, name: str) -> None:
+    """Refuses OpenAI's CLIP release (its ``input_resolution`` entry beside a ``visual.`` tower: the mark
+    :func:`dgseg.models.text_tower.text_activation` reads too) for a model whose MLPs are not QuickGELU: OpenAI
+    trained with QuickGELU, and timm's ``vit_*_clip_224`` use GELU (its ``*_clip_quickgelu_*`` twins match)."""
+    if "input_resolution" not in state_dict or not any(k.startswith("visual.") for k in state_dict):
+        return
+    act = getattr(getattr(getattr(model, "blocks", [None])[0], "mlp", None), "act", None)
+    if act is None or type(act).__name__ == "QuickGELU":
+        return
+    twin = name.split(".")[0].replace("_clip_", "_clip_quickgelu_")
+    fix = (f"use model.backbone.name: {twin}" if twin in timm.list_models(twin)
+           else "set model.backbone.model_kwargs: {act_layer: quick_gelu}")
+    raise BackboneWeightsError(f"{path}: OpenAI's CLIP release (its 'input_resolution' entry), trained with QuickGELU; "
+                               f"'{name}' computes {type(act).__name__} in its MLPs: {fix}")
+
+
 def load_vit_weights(model: nn.Module, path: Path, name: str, keep_head: bool = False,
-                     removed: list[str] | tuple[str, ...] = ()) -> None:
+                     removed: list[str] | tuple[str, ...] = (), pos_resample: str = "bicubic") -> None:
     """Load a local checkpoint into a timm ViT, through the model family's own timm filter.
 
     Accepts timm/Hugging Face safetensors, official DINOv2 ``*_pretrain.pth``, OpenAI CLIP ``.pt``
     (TorchScript), official EVA02 checkpoints, SAM ``sam_vit_*.pth`` (its ``image_encoder.*`` part)
     and MAE ``mae_pretrain_vit_*.pth``. A patch kernel of another size is resized with
-    :func:`resize_patch_kernel`; the position grid bicubically without antialiasing (both as Rein's
-    conversion script does). ``keep_head``: the file must also hold the head (a CLIP encoder's visual
+    :func:`resize_patch_kernel`; the position grid without antialiasing, bicubically (both as Rein's
+    conversion script does) unless ``pos_resample`` says bilinear (``model.backbone.pos_embed_resample``).
+    ``keep_head``: the file must also hold the head (a CLIP encoder's visual
     projection), which is loaded instead of being dropped. ``removed``: modules the config replaced with an
     identity (:func:`dgseg.models.backbone_variants.remove_norms`); their weights in the file are dropped, not refused.
     """
     state_dict = _unwrap(read_state_dict(path))
+    _quick_gelu_mismatch(model, state_dict, path, name)
     raw_kernel = _raw_patch_kernel(state_dict)
     module = sys.modules[type(model).__module__]
     filter_fn = getattr(module, "checkpoint_filter_fn", None)
     if filter_fn is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            # bicubic without antialiasing, as DINOv2 / Rein interpolate position embeddings
-            kwargs = {"antialias": False} if "antialias" in inspect.signature(filter_fn).parameters else {}
+            # no antialiasing, as DINOv2 / Rein interpolate position embeddings (bicubic unless the config says)
+            accepted = inspect.signature(filter_fn).parameters
+            kwargs = {k: v for k, v in (("antialias", False), ("interpolation", pos_resample)) if k in accepted}
             try:
                 state_dict = filter_fn(state_dict, model, **kwargs)
             except Exception as exc:  # timm filters assume their own layouts
@@ -111,7 +130,7 @@ def load_vit_weights(model: nn.Module, path: Path, name: str, keep_head: bool = 
     if (raw_kernel is not None and own_kernel is not None and "patch_embed.proj.weight" in state_dict
             and raw_kernel.shape[:2] == own_kernel.shape[:2] and raw_kernel.shape[-2:] != own_kernel.shape[-2:]):
         state_dict["patch_embed.proj.weight"] = resize_patch_kernel(raw_kernel, own_kernel.shape[-2:])
-    state_dict = _resample_leftovers(state_dict, model)
+    state_dict = _resample_leftovers(state_dict, model, pos_resample)
     own = model.state_dict()
     ignorable = ("head.", "fc_norm.", "neck.", "mask_token", "lm_head.")
     if keep_head:
@@ -307,8 +326,9 @@ def build_backbone(cfg: BackboneConfig, projection: bool = False) -> Backbone:
     removed = remove_norms(vit, cfg)
     if cfg.weights is not None:
         path = resolve_weights(cfg.weights, name)
-        load_vit_weights(vit, path, name, keep_head=projection, removed=removed)
+        load_vit_weights(vit, path, name, keep_head=projection, removed=removed, pos_resample=cfg.pos_embed_resample)
     init_pos_embed(vit, cfg)
+    add_class_embedding_twice(vit, cfg)
     if is_dinov2(name) and getattr(vit, "dynamic_img_size", False):
         use_dinov2_pos_embed(vit)  # other grids than the crop's are resampled as DINOv2 / Rein do
     depth = len(vit.blocks)
