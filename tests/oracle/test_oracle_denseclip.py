@@ -30,6 +30,7 @@ if not REPO:
                 "not on PyPI)", allow_module_level=True)
 
 import torch  # noqa: E402
+from test_oracle_head import perturb  # noqa: E402
 
 from dgseg.models.context_decoder import ContextDecoder  # noqa: E402
 
@@ -58,10 +59,7 @@ def test_context_decoder_equals_denseclips(monkeypatch, visual_dim, width, layer
     theirs = _denseclip_models(monkeypatch).ContextDecoder(
         transformer_width=width, transformer_heads=4, transformer_layers=layers, visual_dim=visual_dim,
         dropout=0.1).eval()
-    with torch.no_grad():  # away from init: zero biases, unit norms
-        g = torch.Generator().manual_seed(0)
-        for p in theirs.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    perturb(theirs, seed=0)  # away from init: zero biases, unit norms
     ours = ContextDecoder(visual_dim, width=width, heads=4, layers=layers, dropout=0.1).eval()
     ours.load_state_dict(theirs.state_dict(), strict=True)
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())

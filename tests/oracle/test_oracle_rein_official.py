@@ -40,6 +40,7 @@ if not REPO:
                 "not on PyPI)", allow_module_level=True)
 
 import torch  # noqa: E402
+from test_oracle_head import compare, perturb  # noqa: E402
 from tiny import tiny_config  # noqa: E402
 
 import dgseg  # noqa: E402
@@ -73,8 +74,7 @@ def _pair(rank: int, link: bool):
     ours = dgseg.build_model(cfg).eval()
     with torch.no_grad():  # make every part count: at init the blocks add 1e-5 of their output (layer scale)
         ours.adapter.scale.fill_(0.5)  # and Rein 1e-3 of its refinement
-        for p in ours.adapter.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+        perturb(ours.adapter, seed=4)
         for name, p in ours.backbone.vit.named_parameters():
             if ".ls" in name:
                 p.uniform_(0.5, 1.5)
@@ -141,8 +141,6 @@ def test_the_whole_rein_model_equals_the_official_backbone_and_head():
     from mmseg.structures import SegDataSample
     from mmseg.utils import register_all_modules
     from rein_head_config import rein_head_dict
-    from test_oracle_head import compare, perturb
-
     ours, backbone = _pair(16, link=True)
     perturb(ours.head, seed=3)  # mmdet's init zeroes the deformable offsets: see them at work
     _official("heads", "rein_mask2former")
