@@ -22,7 +22,13 @@ from torch import Tensor, nn
 from dgseg.config import BackboneConfig
 from dgseg.models.backbone_variants import add_class_embedding_twice, init_pos_embed, remove_norms
 from dgseg.models.dinov2_pos import is_dinov2, use_dinov2_pos_embed
-from dgseg.models.weights_io import WeightsError, mismatch_report, read_state_dict, resolve_weights
+from dgseg.models.weights_io import (
+    WeightsError,
+    is_openai_clip,
+    mismatch_report,
+    read_state_dict,
+    resolve_weights,
+)
 
 
 class BackboneWeightsError(WeightsError):
@@ -80,10 +86,10 @@ def _raw_patch_kernel(state_dict: dict) -> Tensor | None:
 
 
 def _quick_gelu_mismatch(model: nn.Module, state_dict: dict, path: Path, name: str) -> None:
-    """Refuses OpenAI's CLIP release (its ``input_resolution`` entry beside a ``visual.`` tower: the mark
-    :func:`dgseg.models.text_tower.text_activation` reads too) for a model whose MLPs are not QuickGELU: OpenAI
-    trained with QuickGELU, and timm's ``vit_*_clip_224`` use GELU (its ``*_clip_quickgelu_*`` twins match)."""
-    if "input_resolution" not in state_dict or not any(k.startswith("visual.") for k in state_dict):
+    """Refuses OpenAI's CLIP release (:func:`~dgseg.models.weights_io.is_openai_clip`, with a ``visual.`` tower)
+    for a model whose MLPs are not QuickGELU: OpenAI trained with QuickGELU, and timm's ``vit_*_clip_224`` use
+    GELU (its ``*_clip_quickgelu_*`` twins match)."""
+    if not is_openai_clip(state_dict) or not any(k.startswith("visual.") for k in state_dict):
         return
     act = getattr(getattr(getattr(model, "blocks", [None])[0], "mlp", None), "act", None)
     if act is None or type(act).__name__ == "QuickGELU":

@@ -14,7 +14,7 @@ from collections import OrderedDict
 import torch
 from torch import Tensor, nn
 
-from dgseg.models.weights_io import WeightsError
+from dgseg.models.weights_io import WeightsError, is_openai_clip
 
 SOS, EOS = 49406, 49407
 ACTIVATIONS = ("auto", "gelu", "quick_gelu")
@@ -68,7 +68,7 @@ def text_activation(state: dict[str, Tensor], source: str, activation: str = "au
         return activation
     if "text.token_embedding.weight" in state:
         return "gelu"
-    if "input_resolution" in state:
+    if is_openai_clip(state):
         return "quick_gelu"
     raise WeightsError(
         f"{source}: cannot tell this CLIP text tower's activation from its keys (an open_clip-style file: top-level "

@@ -53,6 +53,13 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     return data
 
 
+def is_openai_clip(state: Mapping[str, object]) -> bool:
+    """OpenAI's CLIP release, as its ``.pt`` saves it (converted to safetensors or not): the top-level
+    ``input_resolution`` entry only OpenAI writes. Its towers were trained with QuickGELU, where EVA-CLIP's and
+    open_clip's LAION / DataComp towers use GELU."""
+    return "input_resolution" in state
+
+
 def mismatch_report(own: Mapping[str, Tensor], given: Mapping[str, Tensor], required: Iterable[str]) -> str:
     """'' when ``given`` fits ``own``; else what does not: shape mismatches, ``required`` keys missing from
     ``given``, keys of ``given`` that ``own`` lacks (the first few of each, with counts)."""
