@@ -104,6 +104,19 @@ def test_full_fine_tuning_puts_the_backbone_at_the_lr_multiplier():
         assert math.isclose(lrs[id(p)], 1e-5 if n.startswith("backbone.") else 1e-4), n
 
 
+def test_the_logged_lr_is_train_lr_on_the_schedule_not_a_groups_multiplied_one(tmp_path):
+    """Full fine-tuning's first group is the backbone at 0.1 x; the log and the curves show train.lr's schedule."""
+    import json
+
+    from dgseg.engine.train import train
+
+    cfg = tiny_config(model__adapter={"name": "full", "link": False}, model__head={"name": "linear"},
+                      train__max_iters=4, train__log_interval=1)
+    train(cfg, tmp_path / "run", progress=False)
+    logged = [r["lr"] for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines()) if "lr" in r]
+    assert logged == pytest.approx([cfg.train.lr * lr_factor(step, cfg.train) for step in range(1, 5)])
+
+
 def test_frozen_backbone_runs_without_autograd():
     model = dgseg.build_model(tiny_config(model__adapter={"name": "frozen", "link": False}))
     model.train()

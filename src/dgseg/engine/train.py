@@ -23,7 +23,7 @@ from dgseg.config import Config
 from dgseg.engine.checkpoint import capture_rng_state, save_checkpoint
 from dgseg.engine.distributed import barrier, broadcast_flag, is_main
 from dgseg.engine.evaluate import evaluate, write_results
-from dgseg.engine.optim import grad_norm
+from dgseg.engine.optim import grad_norm, lr_factor
 from dgseg.engine.precision import autocast
 from dgseg.engine.run_facts import palette_of, write_run_facts
 from dgseg.engine.train_setup import (  # checkpoint_meta, load_trainable: public here too
@@ -226,7 +226,9 @@ def _log_step(run: TrainRun, st: TrainState, values: dict[str, float], gnorm: fl
     """Progress bar every step; a log line every ``train.log_interval`` steps and at the last."""
     total_loss = sum(v for k, v in values.items() if "loss" in k)
     st.history.append(total_loss)
-    lr = run.optimizer.param_groups[0]["lr"]
+    # train.lr on the schedule, as every group's lr is its initial lr x this factor; a group's own multiplier
+    # (full fine-tuning's backbone at 0.1 x, train.custom_keys) stays out of the log
+    lr = run.cfg.train.lr * lr_factor(run.scheduler.last_epoch, run.cfg.train)
     run.bar.update(1)
     run.bar.set_postfix(loss=f"{total_loss:.3f}", lr=f"{lr:.2e}")
     if st.step % run.cfg.train.log_interval == 0 or st.step == run.cfg.train.max_iters:
