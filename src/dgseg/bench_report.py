@@ -59,6 +59,32 @@ def quarter_rise(points: dict[int, float]) -> float:
     return statistics.fmean(recent) - statistics.fmean(before)
 
 
+def _mean_log2(a: float, b: float) -> float:
+    """The mean of log2(x) over x in (a, b]."""
+    return ((b * math.log(b) - b) - (a * math.log(a) - a)) / (b - a) / math.log(2)
+
+
+LOG_RISE = _mean_log2(0.75, 1.0) - _mean_log2(0.5, 0.75)
+""":func:`quarter_rise` of a curve that gains one point per doubling of the iterations (0.490), whatever the
+schedule's length."""
+
+
+def doubling_gain(points: dict[int, float]) -> float:
+    """Source points a run gained per doubling of its iterations over the second half of training: the slope
+    of a least-squares line of validation mIoU against log2(iteration) over the evaluations in (T/2, T], T the
+    last one. On a curve that grows like the logarithm of the iterations the last-quarter rise is
+    :data:`LOG_RISE` x this at any schedule length, so a longer schedule alone passes the plateau check only
+    once the gain falls under ``PLATEAU_POINTS / LOG_RISE`` (2.04). NaN with fewer than 3 evaluations there."""
+    if not points:
+        return math.nan
+    last = max(points)
+    half = [(math.log2(i), v) for i, v in points.items() if i > 0.5 * last]
+    if len(half) < 3:
+        return math.nan
+    mx, my = statistics.fmean(x for x, _ in half), statistics.fmean(y for _, y in half)
+    return sum((x - mx) * (y - my) for x, y in half) / sum((x - mx) ** 2 for x, _ in half)
+
+
 SEED_FOLDER = re.compile(r"seed(0|[1-9][0-9]*)")
 """A run folder's name, ``seed<k>``, as the bench writes it (``seed01`` or ``seed0.old`` are not runs)."""
 
@@ -151,6 +177,7 @@ def aggregate(runs: dict[str, dict[int, dict]], out: Path) -> dict:
             "scores": {c: _stats([per_seed[s][c] for s in per_seed]) for c in columns},
             "per_seed": per_seed,
             "plateau_rise": {s: quarter_rise(points) for s, points in curves.items()},
+            "doubling_gain": {s: doubling_gain(points) for s, points in curves.items()},
             "source_curves": curves,
             "iters": any_run["config"]["train"]["max_iters"],
             "trainable": any_run["trainable"],
@@ -198,6 +225,10 @@ def _cell(st: dict) -> str:
     return f"{st['mean']:.1f} ({st['min']:.1f}-{st['max']:.1f})"
 
 
+def _per_doubling(gain: float) -> str:
+    return "" if math.isnan(gain) else f"; {gain:+.1f} per doubling"
+
+
 def markdown(table: dict, stray: list[str] = ()) -> str:
     """``bench.md``; ``stray``: the folders :func:`collect` did not read (:func:`stray_folders`)."""
     unread = (f"Not read (a run folder is named seed<k>, k a whole number without leading zeros): "
@@ -227,12 +258,17 @@ def markdown(table: dict, stray: list[str] = ()) -> str:
         text = f"- **{column}**: best {best} ({table[best]['scores'][column]['mean']:.1f})"
         text += f"; tied with it (ranges overlap): {', '.join(tied)}" if tied else "; no other method's range reaches it"
         verdict.append(text)
-    not_flat = [f"{m} seed {s} ({v:+.1f})" for m, row in table.items() for s, v in row["plateau_rise"].items()
+    not_flat = [f"{m} seed {s} ({v:+.1f}{_per_doubling(row['doubling_gain'][s])})"
+                for m, row in table.items() for s, v in row["plateau_rise"].items()
                 if not math.isnan(v) and v >= PLATEAU_POINTS]
     unmeasured = [f"{m} seed {s}" for m, row in table.items() for s, v in row["plateau_rise"].items()
                   if math.isnan(v)]
     parts = [f"Not plateaued (the last quarter's mean source validation mIoU is {PLATEAU_POINTS:g} point or more "
-             f"above the quarter before's): {', '.join(not_flat)}." if not_flat else "",
+             f"above the quarter before's): {', '.join(not_flat)}. Per doubling: the source points gained per "
+             f"doubling of the iterations over the second half of training (a least-squares line against log2 "
+             f"of the iteration); a curve that grows like the logarithm rises {LOG_RISE:.2f} x that over its "
+             f"last quarter at any schedule length, so a longer schedule alone passes the check only where "
+             f"the gain falls under {PLATEAU_POINTS / LOG_RISE:.1f}." if not_flat else "",
              f"No plateau check (no log.jsonl, or no source validation in one of the two quarters): "
              f"{', '.join(unmeasured)}." if unmeasured else ""]
     plateau = " ".join(p for p in parts if p) or (
