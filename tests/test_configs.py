@@ -25,7 +25,12 @@ def test_rein_dinov2_l_is_the_paper_recipe():
     assert m.backbone.out_indices == [7, 11, 15, 23]
     assert (m.adapter.tokens, m.adapter.rank, m.adapter.shared, m.adapter.link) == (100, 16, True, True)
     assert (m.head.dec_layers, m.head.enc_layers, m.head.train_points) == (9, 6, 12544)
+    # configs/_base_/models/rein_dinov2_mask2former.py: query_dims 256; Mask2FormerHead feat/out channels 256,
+    # 100 queries, pixel decoder FFN 1024 with 8 heads and 4 sampling points, transformer decoder FFN 2048
+    assert (m.adapter.query_dim, m.head.hidden_dim, m.head.num_queries, m.head.num_heads) == (256, 256, 100, 8)
+    assert (m.head.enc_ffn, m.head.dec_ffn, m.head.num_points) == (1024, 2048, 4)
     assert (t.lr, t.weight_decay, t.max_iters, t.batch_size, t.power) == (1e-4, 0.05, 40000, 4, 0.9)
+    assert (t.warmup_iters, t.poly_begin) == (0, 0)  # PolyLR from iteration 0, no warm-up
     assert (d.crop_size, d.scale, d.ratio_range, d.cat_max_ratio) == ([512, 512], [2048, 512], [0.5, 2.0], 0.75)
     assert (cfg.eval.mode, cfg.eval.crop, cfg.eval.stride) == ("slide", 512, 341)
     assert [v.name for v in d.val] == ["cityscapes", "bdd100k", "mapillary"]
@@ -60,14 +65,17 @@ SHIPPED_KEYS = {
     "rein_dinov2_b_gta": {"model.backbone.name": "vit_base_patch14_dinov2", "model.backbone.out_indices": [3, 5, 7, 11]},
     "rein_dinov2_s_gta": {"model.backbone.name": "vit_small_patch14_dinov2", "model.backbone.out_indices": [3, 5, 7, 11]},
     "rein_sam_h_gta": {"model.backbone.name": "samvit_huge_patch16", "model.backbone.out_indices": [7, 15, 23, 31]},
+    # Rein's clip.py (DenseCLIP's CLIPVisionTransformer): bilinear position resize, class embedding added twice
     "rein_clip_l_gta": {"model.backbone.name": "vit_large_patch14_clip_quickgelu_224",
-                        "model.backbone.weights": "weights/ViT-L-14.pt"},
+                        "model.backbone.weights": "weights/ViT-L-14.pt", "model.backbone.pos_embed_resample": "bilinear",
+                        "model.backbone.class_embedding_twice": True},
     "rein_eva02_l_gta": {"model.backbone.name": "eva02_large_patch14_224",  # the MIM weights, not EVA02-CLIP
                          "model.backbone.weights": "weights/eva02_L_pt_m38m_p14.pt"},
     "lora_dinov2_l_gta": {"model.adapter.name": "lora", "model.adapter.rank": 8},
     "full_dinov2_l_gta": {"model.adapter.name": "full", "model.adapter.lr_mult": 0.1,  # REFERENCE.md
                           # configs/dinov2/dinov2_mask2former_512x512_bs1x4.py custom_keys
                           "train.no_decay_keys": ["norm", "query_embed", "level_embed"]},
+    "vpt_dinov2_l_gta": {"model.adapter.name": "vpt", "model.adapter.tokens": 150},  # REFERENCE.md: 150 per block
     "adaptformer_dinov2_l_gta": {"model.adapter.name": "adaptformer", "model.adapter.width": 64,
                                  "model.adapter.scale": 0.1},
     # configs/dinov2/rein_dinov2_mask2former_1024x1024_bs4x2.py
