@@ -344,10 +344,13 @@ def bars_figure(table: dict, path: Path) -> None:
 
 
 def curves_figure(table: dict, path: Path) -> None:
+    """Source validation against iteration, one line per seed: on a linear axis (left) and a log2 axis (right),
+    where a curve that gains the same points per doubling of the iterations (:func:`doubling_gain`) is a
+    straight line and a plateau bends flat."""
     from dgseg.viz import _new_figure
 
-    fig = _new_figure(8.0, 4.2)
-    ax = fig.subplots()
+    fig = _new_figure(12.0, 4.2)
+    linear, logarithmic = fig.subplots(1, 2)
     colours = {}
     for method, row in table.items():
         for seed in row["seeds"]:
@@ -355,18 +358,23 @@ def curves_figure(table: dict, path: Path) -> None:
             if not points:
                 continue
             xs = sorted(points)
-            line = ax.plot(xs, [points[x] for x in xs], lw=1, marker="o", ms=2, color=colours.get(method),
-                           label=method if method not in colours else None)
-            colours.setdefault(method, line[0].get_color())
+            for ax in (linear, logarithmic):
+                line = ax.plot(xs, [points[x] for x in xs], lw=1, marker="o", ms=2, color=colours.get(method),
+                               label=method if method not in colours and ax is linear else None)
+                colours.setdefault(method, line[0].get_color())
     iters = sorted({row["iters"] for row in table.values()})
     if len(iters) == 1:  # the plateau check's two windows: the quarter before and the last quarter
-        for x in (0.5 * iters[0], 0.75 * iters[0]):
-            ax.axvline(x, color="grey", ls=":", lw=1)
-    ax.set_xlabel("iteration (dotted: the quarters compared by the plateau check)")
-    ax.set_ylabel("source validation mIoU (%)")
-    ax.set_title("source validation during training (one line per seed)")
+        for ax in (linear, logarithmic):
+            for x in (0.5 * iters[0], 0.75 * iters[0]):
+                ax.axvline(x, color="grey", ls=":", lw=1)
+    linear.set_xlabel("iteration (dotted: the quarters compared by the plateau check)")
+    linear.set_ylabel("source validation mIoU (%)")
+    linear.set_title("source validation during training (one line per seed)")
+    logarithmic.set_xscale("log", base=2)
+    logarithmic.set_xlabel("iteration, log2 scale")
+    logarithmic.set_title("the same, log2 axis: straight = a fixed gain per doubling")
     if colours:
-        ax.legend(fontsize=7)
+        linear.legend(fontsize=7)
     fig.tight_layout()
     write_atomic(path, lambda f: fig.savefig(f, format="png"))
 
