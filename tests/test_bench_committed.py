@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from dgseg.bench import bench_config, run_state
+from dgseg.bench_report import collect
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 # folder -> the --iters it was built with (None: bench.yaml's own 12,000)
@@ -17,8 +18,9 @@ COMMITTED = {"bench": None, "bench-48000": 48000}
 
 
 def _runs() -> list[tuple[str, str, int]]:
-    return [(folder, s.parent.parent.name, int(s.parent.name.removeprefix("seed")))
-            for folder in COMMITTED for s in sorted((BENCHMARKS / folder).glob("*/seed*/summary.json"))]
+    """(folder, method, seed) of every finished run, read as the report reads them (``bench_report.collect``)."""
+    return [(folder, method, seed) for folder in COMMITTED
+            for method, seeds in collect(BENCHMARKS / folder).items() for seed in seeds]
 
 
 def test_the_committed_comparisons_hold_finished_runs_of_every_method():

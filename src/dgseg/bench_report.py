@@ -81,8 +81,7 @@ def doubling_gain(points: dict[int, float]) -> float:
     half = [(math.log2(i), v) for i, v in points.items() if i > 0.5 * last]
     if len(half) < 3:
         return math.nan
-    mx, my = statistics.fmean(x for x, _ in half), statistics.fmean(y for _, y in half)
-    return sum((x - mx) * (y - my) for x, y in half) / sum((x - mx) ** 2 for x, _ in half)
+    return statistics.linear_regression([x for x, _ in half], [y for _, y in half]).slope
 
 
 SEED_FOLDER = re.compile(r"seed(0|[1-9][0-9]*)")
