@@ -293,3 +293,55 @@ def test_eval_json_writes_null_for_nan_and_parses_strictly(tmp_path):
     data = json.loads(text, parse_constant=refuse)
     assert data["domains"]["synthetic-game"]["IoU"][:2] == [100.0, None]
     assert data["domains"]["synthetic-game"]["mAcc"] is None
+
+
+def test_a_start_stopped_by_its_data_before_any_iteration_is_moved_aside_by_the_next_start(tmp_path, capsys):
+    """A data error in the first batch stops a start after it wrote config.yaml and run.json. Rerunning the
+    command with the fix the error names trains: nothing to resume there, and its files are kept aside."""
+    import numpy as np
+    import yaml
+    from PIL import Image
+    from tiny import tiny_dict
+
+    from dgseg.cli import main
+
+    for split in ("train", "val"):
+        for sub in ("images", "labels"):
+            (tmp_path / "data" / split / sub).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((48, 64, 3), 90 * i, np.uint8)).save(tmp_path / "data" / split / "images" / f"{i}.png")
+            Image.fromarray(np.full((48, 64), 7, np.uint8)).save(tmp_path / "data" / split / "labels" / f"{i}.png")
+    data = tiny_dict(train__max_iters=1)
+    data["model"].pop("num_classes", None)
+    data["data"].update(classes={"names": ["a", "b"]}, source=None,
+                        train=[{"name": "folder", "root": str(tmp_path / "data"), "split": "train"}],
+                        val=[{"name": "folder", "root": str(tmp_path / "data"), "split": "val"}])
+    config = tmp_path / "mine.yaml"
+    config.write_text(yaml.safe_dump(data))
+    run = tmp_path / "run"
+    assert main(["train", str(config), "--out", str(run), "--no-progress"]) == 2
+    assert "unknown_labels" in capsys.readouterr().err
+    first = sorted(p.name for p in run.iterdir())
+    assert "run.json" in first and "checkpoints" not in first
+
+    assert main(["train", str(config), "--out", str(run), "--no-progress", "--set", "data.unknown_labels=ignore"]) == 0
+    (old,) = run.glob("previous-*")
+    assert sorted(p.name for p in old.iterdir()) == first
+    assert "held a start that trained no iteration" in capsys.readouterr().out
+    assert (run / "checkpoints" / "latest").is_file()
+
+
+def test_a_folder_with_trained_iterations_but_no_checkpoint_is_refused_naming_force(tmp_path):
+    """Trained iterations without a checkpoint (a crash before the first one): not moved aside by itself, and
+    the refusal does not send the user to --resume, which needs a checkpoint."""
+    from dgseg.engine.run_folder import RunFolderError
+
+    cfg = run_config(train__max_iters=1)
+    train(cfg, tmp_path, progress=False)
+    import shutil
+
+    shutil.rmtree(tmp_path / "checkpoints")
+    with pytest.raises(RunFolderError, match=r"no checkpoint to continue \(--resume needs one\).*--force"):
+        train(cfg, tmp_path, progress=False)
+    with pytest.raises(FileNotFoundError, match=r"--resume: no checkpoint in .*nothing to continue.*--force"):
+        train(cfg, tmp_path, resume=True, progress=False)

@@ -165,3 +165,34 @@ def test_a_prediction_stored_at_another_size_is_drawn_at_the_scenes_size_and_a_c
     Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(scene / "rgb.png")
     with pytest.raises(ValueError, match=r"rgb\.png: a RGB image; expected a class-index PNG"):
         figures.prediction_row([run("c", scene / "rgb.png")], "d", 0, tmp_path / "row.jpg")
+
+
+def _examples_on_disk(run_dir, domains) -> None:
+    ev = json.loads((run_dir / "eval.json").read_text())
+    assert set(ev["examples"]) == set(domains)
+    for items in ev["examples"].values():
+        assert len(items) == 2 and all((run_dir / p).is_file() for paths in items for p in paths.values())
+
+
+def test_dgseg_train_keeps_the_examples_of_its_final_evaluation_in_eval_json(tmp_path, capsys):
+    """`dgseg train` prints the final table without writing eval.json a second time (without its examples)."""
+    import yaml
+    from tiny import tiny_dict
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_dict(train__max_iters=2, eval__examples=2)))
+    assert main(["train", str(config), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    _examples_on_disk(tmp_path / "run", ["synthetic-game", "synthetic-night"])
+    assert "synthetic-night" in capsys.readouterr().out
+
+
+def test_dgseg_eval_stores_examples_and_its_json_gives_the_mean(tmp_path, capsys):
+    from tiny_run import tiny_run
+
+    run = tiny_run(tmp_path / "run", eval__examples=2)
+    assert main(["eval", "--checkpoint", str(run), "--no-progress", "--json"]) == 0
+    _examples_on_disk(run, ["synthetic-game", "synthetic-night"])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    stored = json.loads((run / "eval.json").read_text())
+    assert printed["mean"] == stored["mean"] and printed["mean"]["over"] == ["synthetic-night"]
+    assert printed["domains"].keys() == stored["domains"].keys()

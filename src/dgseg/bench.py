@@ -109,15 +109,15 @@ def run_state(run_dir: Path, cfg: Config) -> str:
 def _logged_iterations(log: Path) -> int:
     """The last training iteration a run's ``log.jsonl`` records (0 when it has none): what a restart would
     bury. A log with lines that are not JSON records is refused: how far it got cannot be told."""
+    from dgseg.engine.run_folder import trained_iterations
     from dgseg.viz import read_log
 
-    if not log.exists():
-        return 0
-    records, bad = read_log(log)
-    if bad:
+    trained = trained_iterations(log)
+    if trained is None:
+        bad = read_log(log)[1]
         raise ValueError(f"bench: {log}: line {', '.join(map(str, bad[:5]))} not a JSON record, and the run has "
                          f"no checkpoint; move or delete {log.parent} to train the run again from iteration 0")
-    return max((int(r["iter"]) for r in records if "loss" in r and "iter" in r), default=0)
+    return trained
 
 
 def _normalised(recorded: dict) -> dict:

@@ -65,12 +65,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(cfg, out, resume=args.resume, progress=not args.no_progress, force=args.force)
     from dgseg.engine.distributed import is_main
 
-    if result.get("eval") is not None and is_main():
-        from dgseg.engine.evaluate import write_results
+    if result.get("eval") is not None and not result.get("stopped") and is_main():
+        from dgseg.engine.evaluate import summary_table
 
-        print(write_results(result["eval"], cfg, out))
+        print(summary_table(result["eval"], cfg))  # train() wrote it to eval.md / eval.json with the examples
     if is_main():
-        print(f"run folder: {out} (checkpoints/, log.jsonl, curves.png, eval.md)")
+        kept = [n for n in ("checkpoints/", "log.jsonl", "curves.png", "eval.md") if (out / n.rstrip("/")).exists()]
+        print(f"run folder: {out} ({', '.join(kept)})")
     return 0
 
 
@@ -78,7 +79,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from dgseg.atomic import check_out_folder
     from dgseg.data.corruptions import corruption_options
     from dgseg.engine.distributed import init_distributed, is_main
-    from dgseg.engine.evaluate import evaluate, write_results
+    from dgseg.engine.evaluate import evaluate, results_record, write_results
     from dgseg.engine.inference import load_model
 
     overrides = args.overrides + (["eval.tta.enabled=true"] if args.tta else [])
@@ -104,14 +105,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print(strict_json.dumps(found) if args.json else corruptions_markdown(found, cfg.name))
             print(f"written: {', '.join(str(p) for p in paths)}")
         return 0
-    results = evaluate(model.to(device), cfg, device, rank, world, progress=not args.no_progress)
+    kept: dict = {}  # eval.examples predictions per domain, for `dgseg report`
+    results = evaluate(model.to(device), cfg, device, rank, world, progress=not args.no_progress, examples=kept)
     if is_main():
-        table = write_results(results, cfg, out)
+        table = write_results(results, cfg, out, examples=kept)
         if args.json:
-            from dgseg.data.classes import config_class_set
-
-            print(strict_json.dumps({"source": cfg.data.source, "classes": list(config_class_set(cfg).names),
-                                     "domains": results}))
+            print(strict_json.dumps(results_record(results, cfg)))
         else:
             print(table)
             print(f"written: {out / 'eval.md'}, {out / 'eval.json'}")

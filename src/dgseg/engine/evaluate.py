@@ -119,23 +119,36 @@ def subset_mious(iou: list[float], cfg: Config) -> dict[str, float]:
             for s in cfg.eval.miou_subsets}
 
 
+def results_record(results: dict[str, dict], cfg: Config) -> dict:
+    """What ``eval.json`` holds (examples aside): the source, the experiment's class names and palette, the
+    mean over the target domains and every domain's results."""
+    from dgseg.data.classes import config_class_set
+
+    class_set = config_class_set(cfg)
+    source = cfg.data.source
+    mean = {"over": mean_domains(results, source, cfg.data.mean_over),
+            "mIoU": mean_miou(results, source, cfg.data.mean_over)}
+    return {"source": source, "classes": list(class_set.names), "palette": class_set.palette.astype(int).tolist(),
+            "mean": mean, "domains": results}
+
+
+def summary_table(results: dict[str, dict], cfg: Config) -> str:
+    """The summary table of ``eval.md``: mIoU (and ``eval.miou_subsets``) per domain, the mean over targets."""
+    from dgseg.data.classes import config_class_set, subset_name
+
+    extra = [f"mIoU_{subset_name(s)}" for s in cfg.eval.miou_subsets]
+    return format_table(results, list(config_class_set(cfg).names), source=cfg.data.source, extra_columns=extra,
+                        mean_over=cfg.data.mean_over)
+
+
 def write_results(results: dict[str, dict], cfg: Config, out_dir: Path, stem: str = "eval",
                   examples: dict[str, list] | None = None) -> str:
     """Write ``stem.json`` and ``stem.md`` (summary + per-class tables, the experiment's class names);
     returns the summary table. With ``examples`` (from :func:`evaluate`), their images go to
     ``out_dir/examples/`` and ``stem.json`` names them."""
-    from dgseg.data.classes import config_class_set, subset_name
-
-    class_set = config_class_set(cfg)
-    names = list(class_set.names)
-    source = cfg.data.source
-    extra = [f"mIoU_{subset_name(s)}" for s in cfg.eval.miou_subsets]
-    table = format_table(results, names, source=source, extra_columns=extra, mean_over=cfg.data.mean_over)
-    classes = per_class_table(results, names, source=source)
-    mean = {"over": mean_domains(results, source, cfg.data.mean_over),
-            "mIoU": mean_miou(results, source, cfg.data.mean_over)}
-    record = {"source": source, "classes": names, "palette": class_set.palette.astype(int).tolist(),
-              "mean": mean, "domains": results}
+    record = results_record(results, cfg)
+    table = summary_table(results, cfg)
+    classes = per_class_table(results, record["classes"], source=cfg.data.source)
     if examples:
         from dgseg.engine.examples import save_examples
 

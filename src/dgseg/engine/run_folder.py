@@ -70,11 +70,40 @@ def claim_run_folder(out_dir: str | Path, force: bool = False, command: str = "t
     if not force:
         start = ("Continue it with --resume, train into a new folder with --out" if command == "train"
                  else "Choose a new folder with --out")
+        if command == "train" and "checkpoints/" not in found:
+            start = "It has no checkpoint to continue (--resume needs one): train into a new folder with --out"
         raise RunFolderError(
             f"{out}: already holds a run ({', '.join(found)}). {start}, or pass --force to move the old run's "
             "files into a previous-<time>/ folder inside it first"
         )
     return move_aside(out, [out / name for name in RUN_FILES if (out / name).exists() or (out / name).is_symlink()])
+
+
+def trained_iterations(log: Path) -> int | None:
+    """The last training iteration a run's ``log.jsonl`` records (0 when it records none or is absent); None
+    when a line is not a JSON record (how far the run got cannot be told)."""
+    from dgseg.viz import read_log
+
+    if not log.exists():
+        return 0
+    records, bad = read_log(log)
+    if bad:
+        return None
+    return max((int(r["iter"]) for r in records if "loss" in r and "iter" in r), default=0)
+
+
+UNTRAINED = {"config.yaml", "run.json", "log.jsonl", "tb/"}
+"""What a start writes before its first training step (the first batch is read after them)."""
+
+
+def untrained_start(out_dir: str | Path) -> bool:
+    """True when ``out_dir`` holds only a start that trained no iteration: ``run.json`` (dgseg's own record of
+    the start) and at most ``config.yaml``, a ``log.jsonl`` without a training iteration and ``tb/``; e.g. a
+    start stopped by a data error in its first batch. Such a folder has nothing to resume and nothing to lose:
+    ``dgseg train`` moves it aside (into ``previous-<time>/``) instead of refusing it."""
+    out = Path(out_dir)
+    found = set(holds_run(out))
+    return "run.json" in found and found <= UNTRAINED and trained_iterations(out / "log.jsonl") == 0
 
 
 def move_aside(out: Path, entries: list[Path]) -> Path:

@@ -30,7 +30,7 @@ from dgseg.engine.loggers import RunLogger
 from dgseg.engine.optim import build_optimizer, build_scheduler
 from dgseg.engine.precision import resolve_amp
 from dgseg.engine.run_facts import read_run_json, write_run_facts
-from dgseg.engine.run_folder import claim_run_folder, refuse_links
+from dgseg.engine.run_folder import claim_run_folder, refuse_links, untrained_start
 from dgseg.engine.unused_parameters import unreached_parameters
 from dgseg.models.weights_io import mismatch_report
 
@@ -189,8 +189,14 @@ def setup_training(cfg: Config, out_dir: Path, resume: bool, force: bool, model:
 
 
 def _claim_folder(out_dir: Path, force: bool) -> None:
-    """A new run: refuses a folder that holds a run, or with ``force`` moves that run aside."""
-    if not force:
+    """A new run: refuses a folder that holds a run, or with ``force`` moves that run aside; a start that trained
+    no iteration (:func:`untrained_start`) is moved aside without ``force``: rerunning the command works."""
+    if not force and untrained_start(out_dir):
+        barrier()  # every rank has looked before the main one moves the files
+        if is_main() and (moved := claim_run_folder(out_dir, force=True)):
+            print(f"{out_dir} held a start that trained no iteration (run.json, no checkpoint); its files were "
+                  f"moved to {moved} and this run starts afresh")
+    elif not force:
         claim_run_folder(out_dir)  # raises when the folder holds a run (every rank sees the same files)
     elif is_main() and (moved := claim_run_folder(out_dir, force=True)):
         print(f"--force: the previous run in {out_dir} was moved to {moved}")
@@ -218,7 +224,8 @@ def _resume(cfg: Config, out_dir: Path, base: nn.Module, optimizer: torch.optim.
     refuses one saved by another number of processes than ``world``."""
     ckpt = latest_checkpoint(out_dir)
     if ckpt is None:
-        raise FileNotFoundError(f"--resume: no checkpoint in {out_dir / 'checkpoints'}; start without --resume")
+        raise FileNotFoundError(f"--resume: no checkpoint in {out_dir / 'checkpoints'}: nothing to continue; start "
+                                f"afresh without --resume (into a new --out, or with --force)")
     weights, meta = load_checkpoint(ckpt)
     check_backbone(ckpt, meta, cfg)
     load_trainable(base, weights, str(ckpt))
