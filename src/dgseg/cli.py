@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the embedded end-to-end benchmark (no datasets, no downloads)")
     p.add_argument("--quick", action="store_true", help="a 2-minute smoke run (30 iterations, 4 images per domain)")
     p.add_argument("--compare", action="store_true", help="also train frozen, full and lora")
-    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--corruptions", metavar="all|NAME,..",
                    help="also a robustness row per method: Cityscapes-C corruptions of the source's held-out scenes")
     p.add_argument("--severities", help="with --corruptions (default 1,2,3,4,5)")
@@ -312,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--iters", type=int, help="iterations per run (default: the config's train.max_iters)")
     p.add_argument("--config", help="bench config (default: the shipped configs/bench.yaml)")
-    p.add_argument("--out", default="runs/bench")
+    p.add_argument("--out", default="runs/bench", help="the comparison folder: OUT/<method>/seed<k>/ runs, bench.md (default runs/bench)")
     p.add_argument("--threads", type=int, help="torch threads per run (default: the cores / --jobs)")
     p.add_argument("--jobs", type=int, default=1, help="runs trained side by side, each in its own process "
                    "(default 1; 2 on a 2-core CPU gives about 1.2x the throughput for the small bench model)")
