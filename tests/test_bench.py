@@ -175,6 +175,33 @@ def test_a_run_trained_to_another_setting_is_refused_by_name(tmp_path, tiny_benc
         run_bench(["frozen"], [1], out, iters=6, config=tiny_bench, isolate=False)
 
 
+def test_status_names_the_keys_of_another_setting_without_dumping_whole_values(tmp_path):
+    # a finished run of the bench's seven-domain setting, recorded with 24 scenes per domain and another lr
+    from dgseg.config import config_to_dict
+
+    out, cfg = tmp_path / "bench", bench_config("frozen", 0, None, [])
+    recorded = config_to_dict(cfg)
+    for spec in recorded["data"]["val"]:
+        spec["length"] = 24
+    recorded["train"]["lr"] *= 2
+    run = out / "frozen" / "seed0"
+    run.mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({"config": recorded}))
+    row = bench_status(["frozen"], [0], out).splitlines()[2]
+    assert f"bench: {run} was trained with another setting (data.val[0].length: run has 24, asked 48; " in row
+    assert "data.val[3].length: run has 24, asked 48; and 4 more); use another --out" in row  # 3 domains, train.lr
+    assert "synthetic-photo" not in row and len(row) < 400
+    recorded["data"]["val"] = recorded["data"]["val"][:6]  # a list of another length: its value, cut
+    (run / "summary.json").write_text(json.dumps({"config": recorded}))
+    row = bench_status(["frozen"], [0], out).splitlines()[2]
+    assert re.search(r"data\.val: run has \[\{'name': 'synthetic-game'.{40,60}\.\.\., asked \[\{", row)
+    assert len(row) < 600
+    from dgseg.bench import run_state
+
+    with pytest.raises(ValueError, match=r"frozen/seed0 was trained with another setting \(data\.val: run has .{1000}"):
+        run_state(run, cfg)  # the refusal that stops the bench still names the whole values
+
+
 def test_a_run_whose_checkpoints_were_lost_is_refused_by_name_not_erased(tmp_path, tiny_bench, monkeypatch):
     out = tmp_path / "bench"
     run = out / "frozen" / "seed0"

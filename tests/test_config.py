@@ -219,6 +219,16 @@ def test_two_val_entries_with_one_table_label_are_an_error():
         load_config(overrides=[f"data.val=[{folder % ('a', '')}, {folder % ('b', ', label: ' + chr(34) * 2)}]"])
 
 
+def test_a_data_source_missing_from_a_replaced_data_val_says_how_to_fix_it():
+    # the demo config trains on synthetic-game; a --set data.val without it leaves data.source pointing nowhere
+    cs = "data.val=[{name: cityscapes, root: data/cityscapes, split: val}]"
+    with pytest.raises(ConfigError, match=r"data\.source: 'synthetic-game' is not one of the data\.val names or "
+                                          r"labels \['cityscapes'\]; set data\.source to the one that is the training "
+                                          r"domain, or to null \(--set data\.source=null\) when no data\.val entry"):
+        load_config(overrides=[cs, "data.source=synthetic-game"])
+    assert load_config(overrides=[cs, "data.source=null"]).data.source is None
+
+
 def test_crop_larger_than_the_resize_explains_why():
     with pytest.raises(ConfigError, match=r"data\.crop_size .*larger than the largest resize"):
         load_config(overrides=["data.scale=[1024, 256]", "data.ratio_range=[0.5, 1.0]", "data.crop_size=[512, 512]"])

@@ -455,6 +455,28 @@ def test_check_lists_every_problem_and_fails(tmp_path):
     assert "label values [99]" in text
 
 
+def test_check_says_what_training_does_with_unknown_label_values(tmp_path):
+    # as training resolves data.unknown_labels: auto is error for a folder (its class count is the user's)
+    # and ignore for a built-in dataset; a folder's problem says how to change that
+    rgb(tmp_path / "mine/val/images/a.png")
+    label(tmp_path / "mine/val/labels/a.png", [1, 40])
+    (problem,) = check_dataset("folder", str(tmp_path / "mine"), "val", patch_size=2).problems
+    assert "a.png: label values [40] are not defined by folder" in problem
+    assert problem.endswith("; training stops on these (data.unknown_labels=auto is error for folder datasets); "
+                            "pass --set data.unknown_labels=ignore to read them as 255 (ignore), or give the "
+                            "dataset a label_map from raw values to class indices (--label-map here)")
+    (problem,) = check_dataset("folder", str(tmp_path / "mine"), "val", patch_size=2, unknown_labels="ignore").problems
+    assert problem.endswith("; training reads them as 255, ignore (data.unknown_labels=ignore)")
+    rgb(tmp_path / "gta/images/00001.png")
+    label(tmp_path / "gta/labels/00001.png", [7, 77])
+    (problem,) = check_dataset("gtav", str(tmp_path / "gta"), "train", patch_size=2).problems
+    assert problem.endswith("label values [77] are not defined by cityscapes label IDs; training reads them as 255, "
+                            "ignore (data.unknown_labels=auto is ignore for gtav datasets)")
+    (problem,) = check_dataset("gtav", str(tmp_path / "gta"), "train", patch_size=2, unknown_labels="error").problems
+    assert "training stops on these (data.unknown_labels=error); pass --set data.unknown_labels=ignore" in problem
+    assert "label_map" not in problem  # a built-in dataset's raw IDs are read through its own table
+
+
 def test_check_of_a_missing_root_fails_with_the_reason(tmp_path):
     out = io.StringIO()
     assert run_check("cityscapes", str(tmp_path / "none"), "val", out=out) == 1

@@ -216,6 +216,20 @@ def test_text_embed_without_a_text_tower_names_model_text_weights(tmp_path, conf
     assert "model.text.embeddings is set" in err
 
 
+def test_text_embed_with_a_missing_text_tower_file_names_the_key_and_the_file_to_fetch(tmp_path, config_file, capsys):
+    missing = tmp_path / "weights" / "EVA02_CLIP_L_psz14_s4B.pt"
+    out = ["text-embed", config_file, "--out", tmp_path / "e.safetensors", "--set", f"model.text.weights={missing}"]
+    err = refused(capsys, [*out, "--set", "model.text.arch=EVA02-L-14"])
+    assert f"model.text.weights: file not found: {missing}. dgseg never downloads weights: download" in err
+    assert "Hugging Face repo timm/eva02_large_patch14_clip_224" in err  # open_clip's pretrained config, offline
+    assert f"put it at {missing} (or set model.text.weights to its path)" in err
+    err = refused(capsys, out)  # no model.text.arch: which kind of file, not which one
+    assert f"model.text.weights: file not found: {missing}" in err and "a CLIP checkpoint with its text tower" in err
+    err = refused(capsys, ["text-embed", config_file, "--out", tmp_path / "e.safetensors",
+                           "--set", f"model.text.weights={tmp_path}"])
+    assert f"model.text.weights: {tmp_path} is a folder; expected the weights file itself" in err
+
+
 # ------------------------------------------------------------------ keys written twice, options that would be ignored
 
 

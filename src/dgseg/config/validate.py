@@ -115,7 +115,9 @@ def validate_config(cfg: Config) -> None:
                               f"got {spec.label!r}")
     names = [s.name for s in cfg.data.val] + [s.label for s in cfg.data.val if s.label is not None]
     if cfg.data.source is not None and cfg.data.source not in names:
-        raise ConfigError(f"data.source: '{cfg.data.source}' is not one of the data.val names or labels {names}")
+        raise ConfigError(f"data.source: '{cfg.data.source}' is not one of the data.val names or labels {names}; "
+                          "set data.source to the one that is the training domain, or to null (--set "
+                          "data.source=null) when no data.val entry is the training domain")
     labels = names + [f"{s.name}:{s.split}" for s in cfg.data.val]
     bad = [m for m in cfg.data.mean_over or [] if m not in labels]
     if bad or cfg.data.mean_over == []:

@@ -16,7 +16,7 @@ from dgseg.image_size import DEFAULT_PATCH, SizeRule, image_size_problem
 
 from .class_remap import declared_classes
 from .classes import ClassSet, ClassSetError, index_remap, load_class_set
-from .datasets import DataError, build_dataset
+from .datasets import DataError, build_dataset, unknown_labels_policy
 from .labels import CLASSES, IGNORE_INDEX
 
 
@@ -76,12 +76,14 @@ class CheckReport:
 
 def check_dataset(
     name: str, root: str | None, split: str = "train", limit: int | None = None,
-    classes: str | ClassSet | None = None, patch_size: int = DEFAULT_PATCH, **kwargs: Any
+    classes: str | ClassSet | None = None, patch_size: int = DEFAULT_PATCH, unknown_labels: str = "auto",
+    **kwargs: Any
 ) -> CheckReport:
     """Scan a dataset: list and pair its files, decode every image and label (or the first ``limit``),
     and collect the class histogram and every problem (unpaired files, unreadable or truncated
     files, size mismatches, label values outside the dataset's ID table, images too small for a model
-    with ``patch_size``-px patches).
+    with ``patch_size``-px patches). Each file with label values outside the table says what training does
+    with them under ``data.unknown_labels`` = ``unknown_labels`` (the config's default: auto).
 
     ``classes`` (a preset, a classes file or a ClassSet; default cityscapes) names the histogram rows;
     for ``folder`` it also sets the class count, and ``kwargs`` may carry ``label_map`` or
@@ -122,10 +124,8 @@ def check_dataset(
             report.problems.append(f"{where}: {small}")
         if unknown:
             sample = ds.samples[i]
-            report.problems.append(
-                f"{sample.label}: label values {unknown} are not defined by "
-                f"{sample.id_map.name} (read as 255, ignore)"
-            )
+            report.problems.append(f"{sample.label}: label values {unknown} are not defined by "
+                                   f"{sample.id_map.name}; {training_reads_unknown(name, unknown_labels)}")
         if remap is not None:
             label = remap[label]
         k = len(cs.names)
@@ -136,15 +136,28 @@ def check_dataset(
     return report
 
 
+def training_reads_unknown(name: str, setting: str = "auto") -> str:
+    """What training does with label values dataset ``name`` does not define, under ``data.unknown_labels``
+    ``setting`` (resolved as training resolves it: :func:`unknown_labels_policy`), and how to change it."""
+    policy = unknown_labels_policy(name, setting)
+    why = f"data.unknown_labels={setting}" + (f" is {policy} for {name} datasets" if setting == "auto" else "")
+    if policy != "error":
+        return f"training reads them as 255, ignore ({why}{', with a warning' if policy == 'warn' else ''})"
+    fix = "pass --set data.unknown_labels=ignore to read them as 255 (ignore)"
+    if name.lower() == "folder":
+        fix += ", or give the dataset a label_map from raw values to class indices (--label-map here)"
+    return f"training stops on these ({why}); {fix}"
+
+
 def run_check(
     name: str, root: str | None, split: str = "train", out: TextIO | None = None, limit: int | None = None,
     classes: str | None = None, label_map: dict | None = None, reduce_zero_label: bool = False,
-    patch_size: int = DEFAULT_PATCH,
+    patch_size: int = DEFAULT_PATCH, unknown_labels: str = "auto",
 ) -> int:
     """Check a dataset and print the report to ``out`` (stdout); return 0 when clean, 1 otherwise.
 
     ``root`` None (or "none", "-", "") is for the synthetic benchmark. ``classes``, ``label_map`` and
-    ``reduce_zero_label`` as in a config (see :func:`check_dataset`)."""
+    ``reduce_zero_label`` as in a config, ``unknown_labels`` as ``data.unknown_labels`` (see :func:`check_dataset`)."""
     if patch_size < 1:
         raise ValueError(f"--patch-size {patch_size}: expected the model's patch size in pixels, 1 or more "
                          "(e.g. 14 or 16)")
@@ -156,7 +169,8 @@ def run_check(
         extra["label_map"] = label_map
     if reduce_zero_label:
         extra["reduce_zero_label"] = True
-    report = check_dataset(name, root, split, limit=limit, classes=classes, patch_size=patch_size, **extra)
+    report = check_dataset(name, root, split, limit=limit, classes=classes, patch_size=patch_size,
+                           unknown_labels=unknown_labels, **extra)
     print(report.format(), file=out)
     return 0 if report.ok else 1
 

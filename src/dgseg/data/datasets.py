@@ -255,6 +255,16 @@ def build_dataset(
     return DATASETS[key](root, split, **kwargs)
 
 
+def unknown_labels_policy(name: str, setting: str = "auto") -> str:
+    """What reading dataset ``name`` does with label values it does not define, for the config's
+    ``data.unknown_labels`` ``setting``: ``auto`` is ``error`` for ``folder`` (its class count is the user's, so
+    a value beyond it is a mistake) and ``ignore`` for a built-in dataset (as Rein's offline converters: every
+    raw ID outside the dataset's table -> 255, here logged); any other setting is itself."""
+    if setting != "auto":
+        return setting
+    return "error" if name.lower() == "folder" else "ignore"
+
+
 def build_datasets(specs: Sequence[Mapping[str, Any]], **common: Any) -> Dataset:
     """Build and concatenate several datasets, e.g. GTAV + Synthia as one source.
 
@@ -280,5 +290,5 @@ __all__ = [
     "ACDC", "BDD100K", "DATASETS", "DataError", "Cityscapes", "Folder", "GTAV", "Mapillary",
     "NUM_CLASSES", "PairedFilesDataset", "Sample", "SegmentationDataset", "Synthia", "UrbanSyn",
     "build_dataset", "build_datasets", "dataset_names", "pair_files", "read_image", "read_label",
-    "read_split_file",
+    "read_split_file", "unknown_labels_policy",
 ]  # fmt: skip

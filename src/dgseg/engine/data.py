@@ -107,9 +107,9 @@ def _class_kwargs(cfg: Config, spec: DatasetSpec, transform, where: str) -> dict
 def _error_kwargs(spec: DatasetSpec, on_error: str, unknown_labels: str = "auto") -> dict:
     if spec.name.startswith("synthetic-"):  # generated: no bad files, no unknown label values
         return {}
-    if unknown_labels == "auto":  # a folder's class count is the user's: a value beyond it is an error
-        unknown_labels = "error" if spec.name == "folder" else "ignore"
-    return {"on_error": on_error, "unknown_labels": unknown_labels}
+    from dgseg.data.datasets import unknown_labels_policy
+
+    return {"on_error": on_error, "unknown_labels": unknown_labels_policy(spec.name, unknown_labels)}
 
 
 def build_train_loader(cfg: Config, rank: int, world: int, start: int) -> tuple[DataLoader, Dataset]:

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from dgseg.config import TextConfig
 from dgseg.models.context_decoder import ContextDecoder
 from dgseg.models.text_tower import CLIPTextTower, PromptLearner, QuickGELU, tokenize_names
-from dgseg.models.weights_io import WeightsError, read_state_dict
+from dgseg.models.weights_io import WeightsError, clip_download_hint, local_weights_file, read_state_dict
 
 __all__ = ["CLIPTextTower", "ContextDecoder", "PromptLearner", "QuickGELU", "TextGuidance", "build_text_guidance",
            "load_class_embeddings", "save_class_embeddings", "text_embed_config", "tokenize_names"]
@@ -146,7 +146,7 @@ def _recorded_names(path: Path) -> list[str] | None:
 
 def _build_tower(cfg: TextConfig) -> CLIPTextTower:
     if cfg.weights is not None:
-        path = Path(cfg.weights)
+        path = local_weights_file(cfg.weights, "model.text.weights", clip_download_hint(cfg.arch))
         return CLIPTextTower.from_state_dict(read_state_dict(path), str(path), cfg.activation)
     if cfg.arch is not None:
         return CLIPTextTower.from_arch(cfg.arch, cfg.activation)

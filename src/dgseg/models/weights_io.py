@@ -18,7 +18,8 @@ from dgseg.models.pretrained import EMBEDDED, embedded_weights_path
 from dgseg.models.weights_home import WeightsError, dgseg_home
 from dgseg.safe_pickle import UnsafePickleError, is_torchscript, torchscript_state_dict
 
-__all__ = ["WeightsError", "dgseg_home", "download_hint", "mismatch_report", "read_state_dict", "resolve_weights"]
+__all__ = ["WeightsError", "clip_download_hint", "dgseg_home", "download_hint", "local_weights_file", "mismatch_report",
+           "read_state_dict", "resolve_weights"]
 
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
@@ -97,18 +98,48 @@ def download_hint(name: str) -> str:
     return "download " + " or ".join(parts) if parts else "download the model's pretrained weights file"
 
 
-def resolve_weights(spec: str, model_name: str) -> Path:
-    """Turn a ``weights:`` entry into an existing local file (embedded names are imported once)."""
-    if spec in EMBEDDED:
-        return embedded_weights_path(spec)
+def clip_download_hint(arch: str | None) -> str:
+    """Which file to fetch for the CLIP text tower of open_clip's model ``arch`` (``model.text.arch``), from
+    open_clip's pretrained configs (no network access); a general pointer without ``arch``."""
+    generic = ("download a CLIP checkpoint with its text tower (e.g. OpenAI's ViT-L-14.pt, or an open_clip or "
+               "EVA-CLIP file)")
+    if not arch:
+        return generic
+    try:
+        import open_clip
+        from open_clip.constants import HF_SAFE_WEIGHTS_NAME
+
+        tag = open_clip.list_pretrained_tags_by_model(arch)[0]  # its first: OpenAI's where there is one
+        cfg = open_clip.get_pretrained_cfg(arch, tag)
+    except Exception:
+        return generic
+    parts = []
+    if cfg.get("hf_hub"):
+        parts.append(f"'{HF_SAFE_WEIGHTS_NAME}' from the Hugging Face repo {cfg['hf_hub'].rstrip('/')} "
+                     f"(open_clip's {arch}, {tag})")
+    if cfg.get("url"):
+        parts.append(f"the original file {cfg['url']}")
+    return "download " + " or ".join(parts) if parts else generic
+
+
+def local_weights_file(spec: str, key: str, hint: str, note: str = "") -> Path:
+    """``spec``, the value of the config key ``key``, as an existing local file; a folder or a missing file is
+    an error naming ``key`` and saying which file to fetch (``hint``, e.g. :func:`download_hint`)."""
     path = Path(os.path.expanduser(spec))
     if path.is_file():
         return path
     if path.is_dir():
-        raise WeightsError(f"model.backbone.weights: {spec} is a folder; expected the weights file itself (e.g. "
+        raise WeightsError(f"{key}: {spec} is a folder; expected the weights file itself (e.g. "
                            f"{path}/model.safetensors)")
     raise WeightsError(
-        f"model.backbone.weights: file not found: {spec}. dgseg never downloads weights: "
-        f"{download_hint(model_name)} on a machine with internet access and put it at {path} "
-        f"(or set model.backbone.weights to its path). Embedded weights: {', '.join(EMBEDDED)}."
+        f"{key}: file not found: {spec}. dgseg never downloads weights: {hint} on a machine with internet "
+        f"access and put it at {path} (or set {key} to its path).{note}"
     )
+
+
+def resolve_weights(spec: str, model_name: str) -> Path:
+    """Turn a ``model.backbone.weights`` entry into an existing local file (embedded names are imported once)."""
+    if spec in EMBEDDED:
+        return embedded_weights_path(spec)
+    return local_weights_file(spec, "model.backbone.weights", download_hint(model_name),
+                              f" Embedded weights: {', '.join(EMBEDDED)}.")
