@@ -176,6 +176,7 @@ def test_a_run_trained_to_another_setting_is_refused_by_name(tmp_path, tiny_benc
 
 
 def test_status_names_the_keys_of_another_setting_without_dumping_whole_values(tmp_path):
+    """The refusal (the bench's and --status's row) names differing keys entry by entry, values cut."""
     # a finished run of the bench's seven-domain setting, recorded with 24 scenes per domain and another lr
     from dgseg.config import config_to_dict
 
@@ -196,10 +197,6 @@ def test_status_names_the_keys_of_another_setting_without_dumping_whole_values(t
     row = bench_status(["frozen"], [0], out).splitlines()[2]
     assert re.search(r"data\.val: run has \[\{'name': 'synthetic-game'.{40,60}\.\.\., asked \[\{", row)
     assert len(row) < 600
-    from dgseg.bench import run_state
-
-    with pytest.raises(ValueError, match=r"frozen/seed0 was trained with another setting \(data\.val: run has .{1000}"):
-        run_state(run, cfg)  # the refusal that stops the bench still names the whole values
 
 
 def test_a_run_whose_checkpoints_were_lost_is_refused_by_name_not_erased(tmp_path, tiny_bench, monkeypatch):

@@ -241,3 +241,13 @@ def test_class_embedding_twice_adds_the_class_embedding_to_the_class_position(op
         from tiny import tiny_config
 
         tiny_config(model__backbone__pos_embed_resample="nearest")
+
+
+def test_a_safetensors_download_saved_under_a_pt_name_loads_by_its_content(tmp_path):
+    """The missing-weights message says to put the download at the config's path, which may end in .pt."""
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.arange(6.0).reshape(2, 3)}, str(tmp_path / "EVA02_CLIP_L_psz14_s4B.pt"))
+    assert torch.equal(read_state_dict(tmp_path / "EVA02_CLIP_L_psz14_s4B.pt")["w"], torch.arange(6.0).reshape(2, 3))
+    torch.save({"w": torch.ones(2)}, tmp_path / "plain.pt")  # a torch zip is still read as one
+    assert torch.equal(read_state_dict(tmp_path / "plain.pt")["w"], torch.ones(2))

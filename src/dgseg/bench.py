@@ -129,20 +129,28 @@ def _normalised(recorded: dict) -> dict:
     return config_to_dict(config_from_dict(recorded))
 
 
-def _setting_error(run_dir: Path, recorded: dict, wanted: dict) -> str:
+def _setting_error(run_dir: Path, recorded: dict, wanted: dict, most: int = 4, width: int = 80) -> str:
+    """Names at most ``most`` differing keys, each value cut to ``width`` characters (whole ``data.val`` lists
+    run to thousands), so the refusal reads as one line in ``--status`` too."""
     diffs = _diff(recorded, wanted)
-    shown = "; ".join(f"{k}: run has {a!r}, asked {b!r}" for k, a, b in diffs[:4])
-    return (f"bench: {run_dir} was trained with another setting ({shown}); use another --out, or delete "
+    shown = "; ".join(f"{k}: run has {_cut(repr(a), width)}, asked {_cut(repr(b), width)}" for k, a, b in diffs[:most])
+    more = f"; and {len(diffs) - most} more" if len(diffs) > most else ""
+    return (f"bench: {run_dir} was trained with another setting ({shown}{more}); use another --out, or delete "
             f"that folder to train it again")
 
 
-def _diff(a, b, prefix: str = "") -> list[tuple[str, object, object]]:
+def _diff(a, b, key: str = "") -> list[tuple[str, object, object]]:
+    """(key, a's value, b's value) where two configs differ; lists of one length entry by entry (``data.val[2].length``)."""
     if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in list(a) + [k for k in b if k not in a]:
-            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [(prefix.rstrip("."), a, b)]
+        return [d for k in [*a, *(k for k in b if k not in a)]
+                for d in _diff(a.get(k), b.get(k), f"{key}.{k}" if key else str(k))]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _diff(x, y, f"{key}[{i}]")]
+    return [] if a == b else [(key, a, b)]
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def run_one(method: str, seed: int, cfg: Config, run_dir: Path, isolate: bool = True,

@@ -5,16 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dgseg.bench import (
-    BENCH_CONFIG,
-    _check_bench_folder,
-    _normalised,
-    bench_config,
-    run_state,
-    training_config,
-)
+from dgseg.bench import BENCH_CONFIG, _check_bench_folder, bench_config, run_state
 from dgseg.bench_report import read_run_facts
-from dgseg.config import Config
 
 
 def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/bench", iters: int | None = None,
@@ -44,7 +36,7 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
             try:
                 state = run_state(run_dir, cfg)
             except ValueError as e:
-                rows.append(f"| {method} | {seed} | {short_refusal(e, run_dir, cfg)} | - | - | - | - |")
+                rows.append(f"| {method} | {seed} | {e} | - | - | - | - |")
                 continue
             records = _read_jsonl(log) if state != "new" and log.exists() else []
             facts, precision = {}, "-"
@@ -69,57 +61,6 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
             rows.append(f"| {method} | {seed} | {shown} | {last} | {'-' if math.isnan(rise) else f'{rise:+.1f}'} "
                         f"| {left} | {precision} |")
     return "\n".join(rows)
-
-
-def short_refusal(error: ValueError, run_dir: Path, cfg: Config, most: int = 4, width: int = 80) -> str:
-    """``error`` (why :func:`run_state` refuses ``run_dir``) as a status row shows it: a run trained with another
-    setting names at most ``most`` differing keys (:func:`setting_differences`), each value cut to ``width``
-    characters, where the refusal itself names whole values (two complete ``data.val`` lists, thousands of
-    characters); any other refusal as it is."""
-    text = str(error)
-    if "was trained with another setting" not in text:
-        return text
-    try:
-        diffs = setting_differences(run_dir, cfg)
-    except (ValueError, OSError):
-        diffs = []
-    if not diffs:  # the refusal's own list, cut
-        return _cut(text, 4 * width)
-    shown = "; ".join(f"{k}: run has {_cut(repr(a), width)}, asked {_cut(repr(b), width)}" for k, a, b in diffs[:most])
-    more = f"; and {len(diffs) - most} more" if len(diffs) > most else ""
-    return (f"bench: {run_dir} was trained with another setting ({shown}{more}); use another --out, or delete that "
-            f"folder to train it again")
-
-
-def setting_differences(run_dir: Path, cfg: Config) -> list[tuple[str, object, object]]:
-    """(key, the run's value, the asked value) where ``run_dir`` was trained with another setting than ``cfg``,
-    compared as :func:`run_state` compares them (a finished run's ``summary.json`` config with the whole config,
-    an unfinished one's ``config.yaml`` with the training config); list entries of lists of one length are
-    named one by one (``data.val[2].length``)."""
-    import yaml
-
-    from dgseg.bench_report import read_summary
-    from dgseg.config import config_to_dict
-
-    summary = run_dir / "summary.json"
-    if summary.exists():
-        recorded, wanted = read_summary(summary, need=()).get("config"), config_to_dict(cfg)
-    else:
-        recorded, wanted = yaml.safe_load((run_dir / "config.yaml").read_text()), config_to_dict(training_config(cfg))
-    return [] if recorded is None else _differences(_normalised(recorded), wanted)
-
-
-def _differences(a, b, key: str = "") -> list[tuple[str, object, object]]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        return [d for k in [*a, *(k for k in b if k not in a)]
-                for d in _differences(a.get(k), b.get(k), f"{key}.{k}" if key else str(k))]
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _differences(x, y, f"{key}[{i}]")]
-    return [] if a == b else [(key, a, b)]
-
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def time_left(records: list[dict], iterations: int, recent: int = 20, wall: float | None = None) -> str:

@@ -30,7 +30,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
                            "or .bin)")
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors" or _looks_like_safetensors(path):  # a download saved under the config's .pt name
         from safetensors.torch import load_file
 
         try:
@@ -52,6 +52,13 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     if not isinstance(data, dict):
         raise WeightsError(f"{path}: expected a dict of tensors, got {type(data).__name__}")
     return data
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """A safetensors file whatever its name: an 8-byte little-endian header length, then the JSON header."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size
 
 
 def is_openai_clip(state: Mapping[str, object]) -> bool:
