@@ -343,6 +343,14 @@ def test_a_difference_inside_the_spread_is_a_tie():
     assert ties(table, "mean targets") == ("a", ["b"])
 
 
+def test_a_comparison_of_one_method_ranks_nothing(tmp_path):
+    out = tmp_path / "bench"
+    _fake_run(out, "frozen", 0, {"src": [90.0, 10.0, 50.0], "t1": [70.0, 20.0, 40.0]})
+    assert "best frozen" not in markdown_of(out)
+    _fake_run(out, "rein", 0, {"src": [80.0, 10.0, 50.0], "t1": [60.0, 20.0, 40.0]})
+    assert "best frozen" in markdown_of(out)
+
+
 def test_the_plateau_check_compares_the_last_quarter_mean_with_the_quarter_before(tmp_path):
     log = tmp_path / "log.jsonl"
     evals = {250: 5.0, 500: 10.0, 750: 20.0, 1000: 22.0, 1250: 18.0, 1500: 24.0, 1750: 19.0, 2000: 23.0}

@@ -250,7 +250,7 @@ def markdown(table: dict, stray: list[str] = ()) -> str:
                  " + ".join(row["precision"])]
         lines.append("| " + " | ".join(cells) + " |")
     verdict = []
-    for column in ("mean targets", "rPD", source):
+    for column in ("mean targets", "rPD", source) if len(table) > 1 else ():  # one method: nothing to rank
         best, tied = ties(table, column)
         if best is None:
             continue
