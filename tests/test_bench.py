@@ -199,6 +199,13 @@ def test_status_names_the_keys_of_another_setting_without_dumping_whole_values(t
     assert len(row) < 600
 
 
+def test_a_key_set_to_null_differs_from_a_missing_one_in_the_refusal():
+    from dgseg.bench import _setting_error
+
+    text = _setting_error(Path("r"), {"a": [{"x": None}]}, {"a": [{}]})
+    assert "(a[0].x: run has None, asked (absent))" in text
+
+
 def test_a_run_whose_checkpoints_were_lost_is_refused_by_name_not_erased(tmp_path, tiny_bench, monkeypatch):
     out = tmp_path / "bench"
     run = out / "frozen" / "seed0"

@@ -228,6 +228,22 @@ def test_text_embed_with_a_missing_text_tower_file_names_the_key_and_the_file_to
     err = refused(capsys, ["text-embed", config_file, "--out", tmp_path / "e.safetensors",
                            "--set", f"model.text.weights={tmp_path}"])
     assert f"model.text.weights: {tmp_path} is a folder; expected the weights file itself" in err
+    err = refused(capsys, [*out, "--set", "model.text.arch=ViT-L-14"])  # OpenAI's: the HF copy lacks the activation
+    assert "set model.text.activation: quick_gelu for it" in err
+
+
+def test_one_missing_clip_file_for_both_towers_is_named_as_a_clip_release_not_an_image_only_file(tmp_path, capsys):
+    from pathlib import Path
+
+    import dgseg
+
+    config = Path(dgseg.__file__).parent / "configs" / "vltseg_eva02_clip_l_gta.yaml"  # the same file for both
+    missing = tmp_path / "EVA02_CLIP_L_psz14_s4B.pt"
+    err = refused(capsys, ["train", config, "--out", tmp_path / "run", "--set", f"model.backbone.weights={missing}",
+                           "--set", f"model.text.weights={missing}"])
+    assert f"model.backbone.weights and model.text.weights: file not found: {missing}" in err
+    assert "download EVA02_CLIP_L_psz14_s4B.pt, the CLIP release holding both the image and the text tower" in err
+    assert not (tmp_path / "run").exists()
 
 
 # ------------------------------------------------------------------ keys written twice, options that would be ignored

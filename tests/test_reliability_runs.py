@@ -323,25 +323,48 @@ def test_a_start_stopped_by_its_data_before_any_iteration_is_moved_aside_by_the_
     assert "unknown_labels" in capsys.readouterr().err
     first = sorted(p.name for p in run.iterdir())
     assert "run.json" in first and "checkpoints" not in first
+    assert [r for r in records(run) if "failed_before_first_step" in r][0]["iter"] == 0
 
     assert main(["train", str(config), "--out", str(run), "--no-progress", "--set", "data.unknown_labels=ignore"]) == 0
     (old,) = run.glob("previous-*")
     assert sorted(p.name for p in old.iterdir()) == first
-    assert "held a start that trained no iteration" in capsys.readouterr().out
+    assert "held a start that failed before its first step" in capsys.readouterr().out
     assert (run / "checkpoints" / "latest").is_file()
 
 
 def test_a_folder_with_trained_iterations_but_no_checkpoint_is_refused_naming_force(tmp_path):
     """Trained iterations without a checkpoint (a crash before the first one): not moved aside by itself, and
     the refusal does not send the user to --resume, which needs a checkpoint."""
+    import shutil
+
     from dgseg.engine.run_folder import RunFolderError
 
     cfg = run_config(train__max_iters=1)
     train(cfg, tmp_path, progress=False)
-    import shutil
-
-    shutil.rmtree(tmp_path / "checkpoints")
+    for name in ("checkpoints", "examples"):
+        shutil.rmtree(tmp_path / name, ignore_errors=True)
+    for name in ("curves.png", "eval.json", "eval.md"):
+        (tmp_path / name).unlink(missing_ok=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "log.jsonl", "run.json"]  # the log decides
+    with open(tmp_path / "log.jsonl", "a") as f:
+        f.write('{"iter": 0, "failed_before_first_step": "as if"}\n')  # even beside a failure record
     with pytest.raises(RunFolderError, match=r"no checkpoint to continue \(--resume needs one\).*--force"):
         train(cfg, tmp_path, progress=False)
     with pytest.raises(FileNotFoundError, match=r"--resume: no checkpoint in .*nothing to continue.*--force"):
         train(cfg, tmp_path, resume=True, progress=False)
+
+
+@pytest.mark.parametrize("log", ["", '{"iter": 0, "skipped_sample": "a.png", "reason": "truncated"}\n',
+                                 '{"iter": null, "loss": 1.0}\n{"iter": 0, "failed_before_first_step": "x"}\n'])
+def test_a_start_without_a_recorded_failure_may_still_be_running_and_is_refused(tmp_path, log):
+    """run.json and config.yaml but no training record yet: also a live run before its first log line (every
+    train.log_interval steps). Without the failure record (or with a log that cannot be read) it is refused."""
+    from dgseg.engine.run_folder import RunFolderError
+
+    cfg = run_config(train__max_iters=1)
+    for name in ("run.json", "config.yaml"):
+        (tmp_path / name).write_text("{}")
+    (tmp_path / "log.jsonl").write_text(log)
+    with pytest.raises(RunFolderError, match="already holds a run"):
+        train(cfg, tmp_path, progress=False)
+    assert not list(tmp_path.glob("previous-*"))

@@ -143,10 +143,14 @@ def _diff(a, b, key: str = "") -> list[tuple[str, object, object]]:
     """(key, a's value, b's value) where two configs differ; lists of one length entry by entry (``data.val[2].length``)."""
     if isinstance(a, dict) and isinstance(b, dict):
         return [d for k in [*a, *(k for k in b if k not in a)]
-                for d in _diff(a.get(k), b.get(k), f"{key}.{k}" if key else str(k))]
+                for d in _diff(a.get(k, _ABSENT), b.get(k, _ABSENT), f"{key}.{k}" if key else str(k))]
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         return [d for i, (x, y) in enumerate(zip(a, b)) for d in _diff(x, y, f"{key}[{i}]")]
     return [] if a == b else [(key, a, b)]
+
+
+_ABSENT = type("absent", (), {"__repr__": lambda self: "(absent)"})()
+"""A key one config lacks: not the same as one set to null."""
 
 
 def _cut(text: str, width: int) -> str:

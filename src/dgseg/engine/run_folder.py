@@ -81,29 +81,40 @@ def claim_run_folder(out_dir: str | Path, force: bool = False, command: str = "t
 
 def trained_iterations(log: Path) -> int | None:
     """The last training iteration a run's ``log.jsonl`` records (0 when it records none or is absent); None
-    when a line is not a JSON record (how far the run got cannot be told)."""
+    when a line is not a JSON record, or a training record's ``iter`` is not a whole number (how far the run
+    got cannot be told)."""
     from dgseg.viz import read_log
 
     if not log.exists():
         return 0
     records, bad = read_log(log)
-    if bad:
+    try:
+        return None if bad else max((int(r["iter"]) for r in records if "loss" in r and "iter" in r), default=0)
+    except (TypeError, ValueError):
         return None
-    return max((int(r["iter"]) for r in records if "loss" in r and "iter" in r), default=0)
 
 
+FAILED_START = "failed_before_first_step"
+"""The ``log.jsonl`` key :func:`dgseg.engine.train.train` writes when it fails before its first step ends."""
 UNTRAINED = {"config.yaml", "run.json", "log.jsonl", "tb/"}
 """What a start writes before its first training step (the first batch is read after them)."""
 
 
 def untrained_start(out_dir: str | Path) -> bool:
-    """True when ``out_dir`` holds only a start that trained no iteration: ``run.json`` (dgseg's own record of
-    the start) and at most ``config.yaml``, a ``log.jsonl`` without a training iteration and ``tb/``; e.g. a
-    start stopped by a data error in its first batch. Such a folder has nothing to resume and nothing to lose:
-    ``dgseg train`` moves it aside (into ``previous-<time>/``) instead of refusing it."""
+    """True when ``out_dir`` holds only a start that failed before its first step: ``run.json`` (dgseg's own
+    record of the start), at most ``config.yaml``, ``tb/`` and a ``log.jsonl``, whose records hold no training
+    step and the failure (:data:`FAILED_START`, e.g. a data error in the first batch). Such a folder has nothing
+    to resume and nothing to lose: ``dgseg train`` moves it aside (into ``previous-<time>/``) instead of
+    refusing it. A start without that record may still be running (its first log line comes only after
+    ``train.log_interval`` steps), or was killed: refused as any run."""
+    from dgseg.viz import read_log
+
     out = Path(out_dir)
     found = set(holds_run(out))
-    return "run.json" in found and found <= UNTRAINED and trained_iterations(out / "log.jsonl") == 0
+    if not ("run.json" in found and "log.jsonl" in found and found <= UNTRAINED):
+        return False
+    records, bad = read_log(out / "log.jsonl")
+    return not bad and trained_iterations(out / "log.jsonl") == 0 and any(FAILED_START in r for r in records)
 
 
 def move_aside(out: Path, entries: list[Path]) -> Path:

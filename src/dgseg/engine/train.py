@@ -26,6 +26,7 @@ from dgseg.engine.evaluate import evaluate, write_results
 from dgseg.engine.optim import grad_norm, lr_factor
 from dgseg.engine.precision import autocast
 from dgseg.engine.run_facts import palette_of, write_run_facts
+from dgseg.engine.run_folder import FAILED_START
 from dgseg.engine.train_setup import (  # checkpoint_meta, load_trainable: public here too
     TrainRun,
     TrainState,
@@ -99,7 +100,7 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
     run, st = setup_training(cfg, Path(out_dir), resume, force, model, progress)
     with _StopRequest() as stop:
         while st.step < cfg.train.max_iters:
-            got = _forward_backward(run, st, stop)
+            got = _first_step(run, st, stop) if st.step == 0 else _forward_backward(run, st, stop)
             if got is None:  # the signal reached the loader workers too (a group kill)
                 return _stopped(run, st)
             values, paths, bad = got
@@ -124,6 +125,18 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
 
 
 # -------------------------------------------------------------------------------------------- the step
+
+
+def _first_step(run: TrainRun, st: TrainState, stop: _StopRequest):
+    """:func:`_forward_backward` of a fresh start's first step; a failure there (e.g. a data error in the first
+    batch) is recorded in the log (``run_folder.FAILED_START``), so the next start into the folder may move
+    this one aside: it trained nothing."""
+    try:
+        return _forward_backward(run, st, stop)
+    except Exception as e:
+        run.log({"iter": 0, FAILED_START: f"{type(e).__name__}: {e}"})
+        run.logger.flush()
+        raise
 
 
 def _forward_backward(

@@ -189,13 +189,15 @@ def setup_training(cfg: Config, out_dir: Path, resume: bool, force: bool, model:
 
 
 def _claim_folder(out_dir: Path, force: bool) -> None:
-    """A new run: refuses a folder that holds a run, or with ``force`` moves that run aside; a start that trained
-    no iteration (:func:`untrained_start`) is moved aside without ``force``: rerunning the command works."""
-    if not force and untrained_start(out_dir):
-        barrier()  # every rank has looked before the main one moves the files
+    """A new run: refuses a folder that holds a run, or with ``force`` moves that run aside; a start that failed
+    before its first step (:func:`untrained_start`) is moved aside without ``force``: rerunning the command works.
+    Every path passes the same two barriers (ranks that see the folder differently do not hang on a count)."""
+    untrained = not force and untrained_start(out_dir)
+    barrier()  # every rank has looked before the main one moves anything
+    if untrained:
         if is_main() and (moved := claim_run_folder(out_dir, force=True)):
-            print(f"{out_dir} held a start that trained no iteration (run.json, no checkpoint); its files were "
-                  f"moved to {moved} and this run starts afresh")
+            print(f"{out_dir} held a start that failed before its first step (its log.jsonl says so); its files "
+                  f"were moved to {moved} and this run starts afresh")
     elif not force:
         claim_run_folder(out_dir)  # raises when the folder holds a run (every rank sees the same files)
     elif is_main() and (moved := claim_run_folder(out_dir, force=True)):

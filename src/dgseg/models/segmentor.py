@@ -217,6 +217,15 @@ def _build_model(cfg: Config) -> Segmentor:
     from dgseg.models.heads import build_head
 
     m = cfg.model
+    if m.text.name != "none" and m.text.weights is not None and m.text.weights == m.backbone.weights:
+        from pathlib import Path
+
+        from dgseg.models.weights_io import local_weights_file
+
+        # one CLIP file for both towers: a missing one is named as such, not as timm's image-only file
+        local_weights_file(m.text.weights, "model.backbone.weights and model.text.weights",
+                           f"download {Path(m.text.weights).name}, the CLIP release holding both the image and the "
+                           f"text tower (EVA-CLIP's files: the Hugging Face repo QuanSun/EVA-CLIP)")
     backbone = build_backbone(m.backbone, projection=m.text.name != "none")
     adapter = build_adapter(m.adapter, backbone)
     if m.neck.name not in NECKS:

@@ -126,7 +126,9 @@ def clip_download_hint(arch: str | None) -> str:
                      f"(open_clip's {arch}, {tag})")
     if cfg.get("url"):
         parts.append(f"the original file {cfg['url']}")
-    return "download " + " or ".join(parts) if parts else generic
+    gelu = (" (the Hugging Face file does not say which activation its towers use: set model.text.activation: "
+            "quick_gelu for it)" if cfg.get("quick_gelu") and cfg.get("hf_hub") else "")
+    return "download " + " or ".join(parts) + gelu if parts else generic
 
 
 def local_weights_file(spec: str, key: str, hint: str, note: str = "") -> Path:
