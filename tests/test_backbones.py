@@ -289,3 +289,13 @@ def test_shallow_model_still_gives_four_maps():
 def test_out_of_range_out_indices_name_the_key():
     with pytest.raises(ValueError, match=r"model\.backbone\.out_indices: \[5\]"):
         build_backbone(dino_cfg(out_indices=[0, 5]))
+
+
+def test_rein_on_a_sam_without_a_global_attention_block_is_refused_naming_the_key():
+    from dgseg.config import AdapterConfig
+    from dgseg.models.adapters import ADAPTERS
+
+    kw = {**SAM_KW, "global_attn_indexes": [7, 15, 23, 31]}  # timm's ViT-B indexes on a 4-block SAM
+    backbone = build_backbone(sam_cfg(model_kwargs=kw, out_indices=[0, 1, 2, 3]))
+    with pytest.raises(ValueError, match=r"4 blocks all use windowed attention.*model_kwargs.global_attn_indexes"):
+        ADAPTERS["rein"](AdapterConfig(name="rein"), backbone)

@@ -119,6 +119,22 @@ def test_split_file_selects_a_subset_of_a_split_folder(tmp_path):
     assert [Path(s.image).name for s in ds.samples] == ["a_2_leftImg8bit.png"]
 
 
+def test_a_config_entry_selects_the_same_subset_with_its_split_file_key(tmp_path):
+    """Rein's "+ 1/16 Cityscapes labels" setting from a config: data.train[i].split_file."""
+    from dgseg.config import load_config
+    from dgseg.engine.data import build_eval_set, build_train_set
+
+    for stem in ("a_1", "a_2", "a_3"):
+        rgb(tmp_path / f"leftImg8bit/train/a/{stem}_leftImg8bit.png")
+        label(tmp_path / f"gtFine/train/a/{stem}_gtFine_labelIds.png", [7])
+    (tmp_path / "sixteenth.txt").write_text("a_2\na_3\n")
+    entry = f"{{name: cityscapes, root: {tmp_path}, split: train, split_file: {tmp_path / 'sixteenth.txt'}}}"
+    cfg = load_config(None, [f"data.train=[{entry}]", f"data.val=[{entry}]", "data.crop_size=[16,16]"])
+    assert len(build_train_set(cfg)) == 2 and len(build_eval_set(cfg.data.val[0], cfg=cfg)) == 2
+    with pytest.raises(ValueError, match=r"synthetic-fog: split_file 'x.txt': the generated benchmark has no files"):
+        build_eval_set(DatasetSpec(name="synthetic-fog", split="val", split_file="x.txt"))
+
+
 def test_split_files_may_list_file_names_with_the_datasets_own_suffix_and_prefix(tmp_path):
     for stem in ("a_1", "a_2", "a_3", "a_4"):
         rgb(tmp_path / f"leftImg8bit/train/a/{stem}_leftImg8bit.png")

@@ -171,6 +171,9 @@ class DatasetSpec:
     """folder only: raw label value -> class index (or 255); every value not listed is ignore (255)."""
     reduce_zero_label: bool = False
     """folder only (ADE20K convention): 0 -> 255 (ignore), v -> v - 1."""
+    split_file: str | None = None
+    """A text file listing the images of ``split`` to use (one per line, stem or file name), e.g. 1/16 of
+    Cityscapes train; for GTAV, SYNTHIA and UrbanSyn the way to name a split other than train."""
 
 
 @dataclass

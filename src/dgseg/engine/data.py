@@ -23,6 +23,11 @@ def spec_kwargs(spec: DatasetSpec) -> dict[str, Any]:
         if spec.size is not None:
             kwargs["size"] = tuple(spec.size)
         kwargs["seed"] = spec.seed
+        if spec.split_file is not None:
+            raise ValueError(f"data entry {spec.name}: split_file {spec.split_file!r}: the generated benchmark has "
+                             f"no files to select; use length (its number of scenes) instead")
+    elif spec.split_file is not None:
+        kwargs["split_file"] = spec.split_file
     return kwargs
 
 

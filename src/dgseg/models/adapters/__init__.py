@@ -12,6 +12,11 @@ from dgseg.models.adapters.vpt import VPT
 
 def _rein(cfg: AdapterConfig, backbone) -> Rein:
     layers = backbone.global_attention_blocks  # SAM: only after the global-attention blocks
+    if not layers:
+        raise ValueError(f"model.adapter.name=rein: the backbone's {len(backbone.vit.blocks)} blocks all use windowed "
+                         f"attention, and Rein refines only after global-attention blocks; set "
+                         f"model.backbone.model_kwargs.global_attn_indexes to blocks below the depth (e.g. a shrunk "
+                         f"SAM keeps timm's [7, 15, 23, 31])")
     return Rein(len(layers), backbone.embed_dim, backbone.patch_size,
                 tokens=100 if cfg.tokens is None else cfg.tokens, rank=16 if cfg.rank is None else cfg.rank,
                 shared=cfg.shared, link=cfg.link, query_dim=cfg.query_dim, scale_init=cfg.scale_init,
