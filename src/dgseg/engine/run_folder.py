@@ -88,8 +88,13 @@ def trained_iterations(log: Path) -> int | None:
     if not log.exists():
         return 0
     records, bad = read_log(log)
+    return None if bad else _last_step(records)
+
+
+def _last_step(records: list[dict]) -> int | None:
+    """The last training iteration among a log's records (0: none); None for an ``iter`` not a whole number."""
     try:
-        return None if bad else max((int(r["iter"]) for r in records if "loss" in r and "iter" in r), default=0)
+        return max((int(r["iter"]) for r in records if "loss" in r and "iter" in r), default=0)
     except (TypeError, ValueError):
         return None
 
@@ -114,7 +119,7 @@ def untrained_start(out_dir: str | Path) -> bool:
     if not ("run.json" in found and "log.jsonl" in found and found <= UNTRAINED):
         return False
     records, bad = read_log(out / "log.jsonl")
-    return not bad and trained_iterations(out / "log.jsonl") == 0 and any(FAILED_START in r for r in records)
+    return not bad and _last_step(records) == 0 and any(FAILED_START in r for r in records)  # the log read once
 
 
 def move_aside(out: Path, entries: list[Path]) -> Path:
