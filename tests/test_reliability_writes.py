@@ -194,6 +194,48 @@ def test_writers_refuse_a_symlinked_checkpoints_examples_or_tb_folder(tmp_path):
     assert list(elsewhere.iterdir()) == []
 
 
+def test_a_new_evaluation_replaces_the_example_images_only_after_eval_json_names_the_new_ones(tmp_path,
+                                                                                             monkeypatch):
+    """An evaluation that dies between writing its images and eval.json leaves the old eval.json naming the
+    old, unchanged images; a finished one removes the old images and keeps the user's own files."""
+    import dgseg.engine.evaluate as evaluate_module
+    from dgseg.engine.evaluate import write_results
+
+    results = {"synthetic-game": {"mIoU": 50.0, "IoU": [50.0] * 19, "aAcc": 1.0, "mAcc": 1.0, "images": 1}}
+
+    def examples(value):
+        return {"synthetic-game": [{"image": np.full((4, 6, 3), value, np.uint8),
+                                    "label": np.full((4, 6), value, np.uint8), "pred": np.full((4, 6), value, np.uint8)}]}
+
+    def named(run):
+        record = json.loads((run / "eval.json").read_text())
+        return {run / v for items in record["examples"].values() for item in items for v in item.values()}
+
+    run = tmp_path / "run"
+    run.mkdir()
+    write_results(results, tiny_config(), run, examples=examples(1))
+    first = named(run)
+    mine = run / "examples" / "synthetic-game" / "notes.txt"
+    mine.write_text("mine")
+    with monkeypatch.context() as m:
+        def crash(path, data, *args, **kwargs):
+            raise OSError("disk full")
+
+        m.setattr(evaluate_module, "write_atomic", crash)
+        with pytest.raises(OSError, match="disk full"):
+            write_results(results, tiny_config(), run, examples=examples(2))
+    assert named(run) == first
+    assert all(np.asarray(Image.open(f)).max() == 1 for f in first if f.suffix == ".png")  # the old images
+    write_results(results, tiny_config(), run, examples=examples(3))
+    second = named(run)
+    assert second.isdisjoint(first) and all(np.asarray(Image.open(f)).max() == 3 for f in second
+                                            if f.suffix == ".png")
+    left = set((run / "examples" / "synthetic-game").iterdir())
+    assert left == second | {mine}  # the first and the crashed evaluation's images are gone, notes.txt kept
+    write_results(results, tiny_config(), run, examples={})  # eval.examples: 0 -> eval.json names none
+    assert set((run / "examples" / "synthetic-game").iterdir()) == {mine}
+
+
 def test_a_run_folder_that_is_itself_a_link_trains_into_the_folder_it_points_to(tmp_path):
     from dgseg.engine.train import train
 

@@ -145,7 +145,8 @@ def write_results(results: dict[str, dict], cfg: Config, out_dir: Path, stem: st
                   examples: dict[str, list] | None = None) -> str:
     """Write ``stem.json`` and ``stem.md`` (summary + per-class tables, the experiment's class names);
     returns the summary table. With ``examples`` (from :func:`evaluate`), their images go to
-    ``out_dir/examples/`` and ``stem.json`` names them."""
+    ``out_dir/examples/`` and ``stem.json`` names them; the images of the previous evaluation are removed
+    only after ``stem.json`` is replaced (a crash in between leaves the old record with its own images)."""
     record = results_record(results, cfg)
     table = summary_table(results, cfg)
     classes = per_class_table(results, record["classes"], source=cfg.data.source)
@@ -154,5 +155,9 @@ def write_results(results: dict[str, dict], cfg: Config, out_dir: Path, stem: st
 
         record["examples"] = save_examples(out_dir, examples)
     write_atomic(out_dir / f"{stem}.json", strict_json.dumps(record, indent=2))
+    if examples is not None:  # stem.json names the new images now: the previous evaluation's can go
+        from dgseg.engine.examples import prune_examples
+
+        prune_examples(out_dir, record.get("examples", {}))
     write_atomic(out_dir / f"{stem}.md", f"# Evaluation: {cfg.name}\n\n{table}\n\n## Per class IoU\n\n{classes}\n")
     return table
