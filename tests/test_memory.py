@@ -113,6 +113,15 @@ def test_bf16_on_a_cpu_without_native_bf16_runs_in_float32_and_says_so(monkeypat
         assert precision.resolve_amp("bf16", torch.device("cpu")) == "bf16"
 
 
+def test_the_bf16_fallback_is_said_once_per_process_not_again_by_each_evaluation(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("default")  # Python's own filter: once per warning location
+        precision.resolve_amp("bf16", torch.device("cpu"))  # training's setup
+        precision.resolve_amp("bf16", torch.device("cpu"), training=False)  # the evaluation after it
+    assert [str(w.message)[:31] for w in said] == ["train.amp=bf16: this CPU has no"]
+
+
 def test_bf16_on_a_gpu_before_ampere_runs_in_float32_and_says_so(monkeypatch):
     supported = {"native": False}
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True:

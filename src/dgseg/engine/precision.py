@@ -17,7 +17,8 @@ def resolve_amp(amp: str, device: torch.device, training: bool = True) -> str:
 
     - fp16 needs CUDA: training elsewhere is an error; evaluation falls back to float32.
     - bf16 on a CPU or a GPU without native bf16 (before Ampere) falls back to float32, with a warning that
-      says why.
+      says why. It is issued from this function's own line (stacklevel 1), so Python's default filter shows
+      it once per process, not once for training and again for every evaluation.
     """
     if amp not in AMP_MODES:
         raise ValueError(f"train.amp={amp!r}: expected one of {', '.join(AMP_MODES)}")
@@ -29,7 +30,7 @@ def resolve_amp(amp: str, device: torch.device, training: bool = True) -> str:
         warnings.warn(
             "train.amp=bf16: this CPU has no native bf16 (no AVX512-BF16/AMX), where bf16 runs several "
             "times slower than float32; running in float32 instead",
-            stacklevel=2,
+            stacklevel=1,
         )
         return "none"
     if amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
@@ -37,7 +38,7 @@ def resolve_amp(amp: str, device: torch.device, training: bool = True) -> str:
             f"train.amp=bf16: {torch.cuda.get_device_name(device)} has no native bf16 (it needs compute capability "
             "8.0, Ampere, or newer), where bf16 is emulated and slow; running in float32 instead (train.amp=fp16 "
             "is the mixed precision of this GPU)",
-            stacklevel=2,
+            stacklevel=1,
         )
         return "none"
     return amp
