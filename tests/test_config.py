@@ -246,3 +246,25 @@ def test_model_kwargs_mapping_round_trips(tmp_path):
     assert cfg.model.backbone.model_kwargs == {"depth": 3, "embed_dim": 64, "num_heads": 2}
     assert config_to_dict(cfg)["model"]["backbone"]["model_kwargs"] == {"depth": 3, "embed_dim": 64, "num_heads": 2}
     assert BackboneConfig().model_kwargs is None
+
+
+def test_data_source_and_mean_over_name_results_rows_not_entry_names():
+    # an entry with a label writes its results under the label; a name that repeats writes name:split. Naming the
+    # entry's name passed the config check and failed only after training, when the table looked the row up
+    night = "{name: synthetic-night, split: val, label: night}"
+    with pytest.raises(ConfigError, match=r"data\.source: 'synthetic-night' is not one of .*\(data\.val\[1\] writes "
+                                          r"row 'night'\)"):
+        load_config(overrides=[f"data.val=[{{name: synthetic-game}}, {night}]", "data.source=synthetic-night"])
+    with pytest.raises(ConfigError, match=r"data\.mean_over: \['synthetic-night'\] must name data\.val entries"):
+        load_config(overrides=[f"data.val=[{{name: synthetic-game}}, {night}]", "data.mean_over=[synthetic-night]"])
+    both = "data.val=[{name: synthetic-game, split: val}, {name: synthetic-game, split: test}]"
+    with pytest.raises(ConfigError, match=r"data\.source: 'synthetic-game' .*row 'synthetic-game:val'"):
+        load_config(overrides=[both, "data.source=synthetic-game"])
+    cfg = load_config(overrides=[both, "data.source=synthetic-game:val", "data.mean_over=[synthetic-game:test]"])
+    assert (cfg.data.source, cfg.data.mean_over) == ("synthetic-game:val", ["synthetic-game:test"])
+
+
+def test_a_domain_named_twice_in_mean_over_is_an_error():
+    val = "data.val=[{name: synthetic-game}, {name: synthetic-night}, {name: synthetic-fog}]"
+    with pytest.raises(ConfigError, match=r"data\.mean_over: \['synthetic-night'\] named more than once"):
+        load_config(overrides=[val, "data.mean_over=[synthetic-night, synthetic-night, synthetic-fog]"])

@@ -113,15 +113,7 @@ def validate_config(cfg: Config) -> None:
         if spec.label is not None and not spec.label.strip():
             raise ConfigError(f"data.val[{i}].label: expected a non-empty name for the entry's results row, "
                               f"got {spec.label!r}")
-    names = [s.name for s in cfg.data.val] + [s.label for s in cfg.data.val if s.label is not None]
-    if cfg.data.source is not None and cfg.data.source not in names:
-        raise ConfigError(f"data.source: '{cfg.data.source}' is not one of the data.val names or labels {names}; "
-                          "set data.source to the one that is the training domain, or to null (--set "
-                          "data.source=null) when no data.val entry is the training domain")
-    labels = names + [f"{s.name}:{s.split}" for s in cfg.data.val]
-    bad = [m for m in cfg.data.mean_over or [] if m not in labels]
-    if bad or cfg.data.mean_over == []:
-        raise ConfigError(f"data.mean_over: {bad or '[]'} must name data.val entries, one of {names}")
+    _check_rows_named(cfg)
     _check_ranges(cfg)
     _check_domain_labels(cfg)
     b = cfg.model.backbone
@@ -211,6 +203,34 @@ def _check_ranges(cfg: Config) -> None:
                 bad = resize is not None and resize <= 0
             if bad:
                 raise ConfigError(f"data.{group}[{i}].resize: expected [W, H] > 0 or a factor > 0, got {resize}")
+
+
+def _row_hint(value: str, specs: list[DatasetSpec]) -> str:
+    """Why ``value``, the name of a data.val entry, is not a results row: the row that entry writes instead."""
+    rows = [f"data.val[{i}] writes row '{domain_name(s, specs)}'" for i, s in enumerate(specs)
+            if value in (s.name, f"{s.name}:{s.split}")]
+    return f" ({'; '.join(rows)})" if rows else ""
+
+
+def _check_rows_named(cfg: Config) -> None:
+    """``data.source`` and ``data.mean_over`` name rows of the results: an entry's label, else its name (plus
+    ``:split`` when the name repeats), as :func:`domain_name`; anything else would fail only after training."""
+    val = cfg.data.val
+    rows = [domain_name(s, val) for s in val]
+    source = cfg.data.source
+    if source is not None and source not in rows:
+        raise ConfigError(f"data.source: '{source}' is not one of the data.val names or labels {rows}"
+                          f"{_row_hint(source, val)}; set data.source to the one that is the training domain, or "
+                          "to null (--set data.source=null) when no data.val entry is the training domain")
+    mean_over = cfg.data.mean_over
+    bad = [m for m in mean_over or [] if m not in rows]
+    if bad or mean_over == []:
+        hint = _row_hint(bad[0], val) if bad else ""
+        raise ConfigError(f"data.mean_over: {bad or '[]'} must name data.val entries, one of {rows}{hint}")
+    twice = sorted({m for m in mean_over or [] if mean_over.count(m) > 1})
+    if twice:
+        raise ConfigError(f"data.mean_over: {twice} named more than once; the mean would count them twice; "
+                          "name each data.val entry once")
 
 
 def domain_name(spec: DatasetSpec, specs: list[DatasetSpec]) -> str:
