@@ -268,3 +268,21 @@ def test_a_domain_named_twice_in_mean_over_is_an_error():
     val = "data.val=[{name: synthetic-game}, {name: synthetic-night}, {name: synthetic-fog}]"
     with pytest.raises(ConfigError, match=r"data\.mean_over: \['synthetic-night'\] named more than once"):
         load_config(overrides=[val, "data.mean_over=[synthetic-night, synthetic-night, synthetic-fog]"])
+
+
+@pytest.mark.parametrize("entry, key", [
+    ("data.train=[{name: synthetic-game, resize: [512, 256]}]", "data.train[0].resize: applies to evaluation entries"),
+    ("data.train=[{name: synthetic-game, prescale: 0.5}]", "data.train[0].prescale: applies to evaluation entries"),
+    ("data.train=[{name: synthetic-game}, {name: synthetic-fog, mode: slide}]", "data.train[1].mode: applies to eval"),
+    ("data.train=[{name: synthetic-game, label: game}]", "data.train[0].label: applies to evaluation entries"),
+    ("data.train=[{name: gtav, root: data/gta, length: 100}]", "data.train[0].length: applies to the generated"),
+    ("data.val=[{name: cityscapes, root: data/cs, split: val, size: [512, 1024]}]", "data.val[0].size: applies to"),
+    ("data.val=[{name: folder, root: data/x, split: val, seed: 3}]", "data.val[0].seed: applies to the generated"),
+    ("data.val=[{name: synthetic-fog, seed: -1}]", "data.val[0].seed: must be >= 0"),
+])
+def test_a_data_entry_key_the_entry_never_reads_is_an_error(entry, key):
+    # these keys were silently dropped: a training entry is never resized by `resize`, a gtav entry never
+    # shortened by `length`; a negative synthetic seed failed at the first sample
+    with pytest.raises(ConfigError) as exc:
+        load_config(overrides=[entry])
+    assert str(exc.value).startswith(key), str(exc.value)

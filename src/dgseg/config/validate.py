@@ -115,6 +115,7 @@ def validate_config(cfg: Config) -> None:
                               f"got {spec.label!r}")
     _check_rows_named(cfg)
     _check_ranges(cfg)
+    _check_entry_keys(cfg)
     _check_domain_labels(cfg)
     b = cfg.model.backbone
     if b.patch_size is not None and b.patch_size <= 0:
@@ -203,6 +204,31 @@ def _check_ranges(cfg: Config) -> None:
                 bad = resize is not None and resize <= 0
             if bad:
                 raise ConfigError(f"data.{group}[{i}].resize: expected [W, H] > 0 or a factor > 0, got {resize}")
+
+
+EVAL_ONLY_KEYS = ("resize", "prescale", "mode", "label")
+"""DatasetSpec keys that only evaluation reads; a training entry is resized and cropped by the data.* keys."""
+
+
+def _check_entry_keys(cfg: Config) -> None:
+    """A data entry key that its entry never reads is refused, not silently dropped: evaluation-only keys on
+    data.train entries, the generated benchmark's length / size / seed on datasets of files."""
+    for i, spec in enumerate(cfg.data.train):
+        given = [k for k in EVAL_ONLY_KEYS if getattr(spec, k) is not None]
+        if given:
+            raise ConfigError(f"data.train[{i}].{given[0]}: applies to evaluation entries (data.val) only; training "
+                              "never reads it (a training entry is resized and cropped by data.scale, data.ratio_range "
+                              "or data.short_edges, and data.crop_size); remove it")
+    for group, specs in (("train", cfg.data.train), ("val", cfg.data.val)):
+        for i, spec in enumerate(specs):
+            if spec.name.lower().startswith("synthetic-"):
+                if spec.seed < 0:
+                    raise ConfigError(f"data.{group}[{i}].seed: must be >= 0, got {spec.seed}")
+                continue
+            given = [k for k in ("length", "size") if getattr(spec, k) is not None] + (["seed"] if spec.seed else [])
+            if given:
+                raise ConfigError(f"data.{group}[{i}].{given[0]}: applies to the generated synthetic-* datasets only; "
+                                  f"'{spec.name}' reads its files (a subset of them: split_file); remove it")
 
 
 def _row_hint(value: str, specs: list[DatasetSpec]) -> str:
