@@ -299,3 +299,17 @@ def test_rein_on_a_sam_without_a_global_attention_block_is_refused_naming_the_ke
     backbone = build_backbone(sam_cfg(model_kwargs=kw, out_indices=[0, 1, 2, 3]))
     with pytest.raises(ValueError, match=r"4 blocks all use windowed attention.*model_kwargs.global_attn_indexes"):
         ADAPTERS["rein"](AdapterConfig(name="rein"), backbone)
+
+
+@pytest.mark.parametrize("patch_size", [8, None])  # None: the model's own 14-px patches
+def test_an_img_size_below_one_patch_is_refused_naming_the_key(patch_size):
+    # a 0 x 0 position grid: a ZeroDivisionError when the model ran
+    with pytest.raises(ValueError, match=r"model\.backbone\.img_size: 6 px is less than one (8|14)-px patch"):
+        build_backbone(dino_cfg(img_size=6, patch_size=patch_size))
+
+
+@pytest.mark.parametrize("kw", [{"embed_dim": 33}, {"num_heads": 0}])
+def test_model_kwargs_timm_refuses_are_named_not_an_assertion(kw):
+    # timm asserts that the heads divide the width (AssertionError) or divides by them (ZeroDivisionError)
+    with pytest.raises(ValueError, match=r"model\.backbone: timm cannot build 'vit_small_patch14_dinov2' .*model_kwargs"):
+        build_backbone(dino_cfg(model_kwargs={**DINO_KW, **kw}))

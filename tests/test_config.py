@@ -73,9 +73,9 @@ def test_overrides_apply_after_the_file(base_and_child):
 
 
 def test_override_null_and_list_values():
-    cfg = load_config(overrides=["model.backbone.patch_size=null", "model.backbone.out_indices=[1, 3]"])
+    cfg = load_config(overrides=["model.backbone.patch_size=null", "model.backbone.out_indices=[1, 3, 5, 7]"])
     assert cfg.model.backbone.patch_size is None
-    assert cfg.model.backbone.out_indices == [1, 3]
+    assert cfg.model.backbone.out_indices == [1, 3, 5, 7]
 
 
 def test_scientific_notation_without_dot_is_a_number_in_files_and_overrides(tmp_path):
@@ -286,3 +286,22 @@ def test_a_data_entry_key_the_entry_never_reads_is_an_error(entry, key):
     with pytest.raises(ConfigError) as exc:
         load_config(overrides=[entry])
     assert str(exc.value).startswith(key), str(exc.value)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.adapter.tokens=0"], r"model\.adapter\.tokens: must be >= 1 for rein"),  # was a matmul shape error
+    (["model.adapter.name=vpt", "model.adapter.link=false", "model.adapter.tokens=0"], r"tokens: must be >= 1 for vpt"),
+    (["model.adapter.name=lora", "model.adapter.link=false", "model.adapter.rank=0"],  # was a ZeroDivisionError
+     r"model\.adapter\.rank: must be >= 1 for lora"),
+    (["model.backbone.out_indices=[]"], r"model\.backbone\.out_indices: expected 4 block indices"),  # timm's max()
+    (["model.backbone.out_indices=[1, 3, 5]"], r"model\.backbone\.out_indices: expected 4 block indices"),
+    (["model.head.hidden_dim=48", "model.adapter.query_dim=48"], r"model\.head\.hidden_dim: must be a multiple of 32"),
+    (["model.head.num_heads=7"], r"model\.head\.hidden_dim \(256\) must be divisible by model\.head\.num_heads \(7\)"),
+])
+def test_model_sizes_that_cannot_build_a_model_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(overrides=overrides)
+    # rank 0 is Rein's full rank; the linear head has no hidden_dim to divide
+    assert load_config(overrides=["model.adapter.rank=0"]).model.adapter.rank == 0
+    assert load_config(overrides=["model.head.name=linear", "model.adapter.link=false",
+                                  "model.head.num_heads=7"]).model.head.num_heads == 7

@@ -138,12 +138,34 @@ def validate_config(cfg: Config) -> None:
         v = getattr(a, key)
         if v is not None and v < 0:
             raise ConfigError(f"model.adapter.{key}: must be >= 0, got {v}")
+    _check_model_shapes(cfg)
     from dgseg.data.classes import ClassSetError, resolve_config_classes
 
     try:
         resolve_config_classes(cfg)  # model.num_classes from data.classes; label maps checked
     except ClassSetError as e:
         raise ConfigError(str(e)) from None
+
+
+def _check_model_shapes(cfg: Config) -> None:
+    """Sizes that only make a model together: Rein / VPT need tokens, LoRA a rank, the neck four block outputs,
+    the Mask2Former head a width that its GroupNorm(32) and its attention heads divide."""
+    a, h, b = cfg.model.adapter, cfg.model.head, cfg.model.backbone
+    if a.tokens == 0 and a.name in ("rein", "vpt"):
+        raise ConfigError(f"model.adapter.tokens: must be >= 1 for {a.name} (its learnable tokens per block), got 0; "
+                          "model.adapter.name: frozen trains no backbone tokens at all")
+    if a.rank == 0 and a.name == "lora":
+        raise ConfigError("model.adapter.rank: must be >= 1 for lora, got 0 (rank 0 means full rank for rein only)")
+    if b.out_indices is not None and len(b.out_indices) != 4:
+        raise ConfigError(f"model.backbone.out_indices: expected 4 block indices (the neck makes the strides 4, 8, 16 "
+                          f"and 32 of four block outputs; repeat a block on a shallow model), got {b.out_indices}")
+    if h.name == "mask2former":
+        if h.hidden_dim % 32:
+            raise ConfigError(f"model.head.hidden_dim: must be a multiple of 32 (the pixel decoder's GroupNorm has 32 "
+                              f"groups), got {h.hidden_dim}")
+        if h.hidden_dim % h.num_heads:
+            raise ConfigError(f"model.head.hidden_dim ({h.hidden_dim}) must be divisible by model.head.num_heads "
+                              f"({h.num_heads})")
 
 
 CUSTOM_KEY_MULTS = ("lr_mult", "decay_mult")

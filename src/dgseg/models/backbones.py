@@ -327,8 +327,16 @@ def build_backbone(cfg: BackboneConfig, projection: bool = False) -> Backbone:
             raise ValueError(f"model.backbone.model_kwargs: timm's '{name}' does not take one of "
                              f"{sorted(cfg.model_kwargs or {})} ({exc})") from exc
         raise ValueError(_not_a_vit(name, str(exc))) from exc
+    except (AssertionError, ArithmeticError, ValueError) as exc:  # timm's own checks, e.g. a width heads don't divide
+        raise ValueError(f"model.backbone: timm cannot build '{name}' with img_size {cfg.img_size}, patch_size "
+                         f"{cfg.patch_size}, model_kwargs {cfg.model_kwargs} ({type(exc).__name__}: {exc})") from exc
     if not hasattr(vit, "blocks") or not hasattr(vit, "forward_intermediates") or not hasattr(vit, "patch_embed"):
         raise ValueError(_not_a_vit(name, f"it builds a {type(vit).__name__}"))
+    patch = vit.patch_embed.patch_size
+    patch = patch[0] if isinstance(patch, (tuple, list)) else int(patch)
+    if cfg.img_size < patch:  # a position grid of 0 x 0 patches: a division by zero when resampled
+        raise ValueError(f"model.backbone.img_size: {cfg.img_size} px is less than one {patch}-px patch of '{name}'; "
+                         "expected the training crop's size (e.g. 512), at least the patch size")
     removed = remove_norms(vit, cfg)
     if cfg.weights is not None:
         path = resolve_weights(cfg.weights, name)
@@ -349,8 +357,6 @@ def build_backbone(cfg: BackboneConfig, projection: bool = False) -> Backbone:
         out_indices = [i for i, b in enumerate(vit.blocks) if getattr(b, "window_size", 0) == 0][-4:]
     else:
         out_indices = default_out_indices(depth)
-    patch = vit.patch_embed.patch_size
-    patch = patch[0] if isinstance(patch, (tuple, list)) else int(patch)
     return Backbone(vit, name, out_indices, patch, cfg.patch_remainder)
 
 
