@@ -241,3 +241,11 @@ def test_two_val_entries_of_one_name_and_split_each_get_their_row_by_label():
     results = evaluate(dgseg.build_model(cfg), cfg, progress=False)
     assert list(results) == ["synthetic-night", "night-7"]
     assert results["synthetic-night"]["mIoU"] != results["night-7"]["mIoU"]  # two scene sets, two results
+
+
+def test_a_training_crop_smaller_than_the_model_takes_is_refused_naming_data_crop_size(tmp_path):
+    # every training input is data.crop_size; one 8-px patch gave a torch interpolate error at the first step
+    from dgseg.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data\.crop_size \[8, 8\]: the crop is 8x8 px \(WxH\), smaller than"):
+        train(tiny_config(data__crop_size=[8, 8]), tmp_path / "run", progress=False)

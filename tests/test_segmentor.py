@@ -189,3 +189,10 @@ def test_patch_remainder_pad_is_the_default_and_other_values_are_refused():
     assert tiny_config().model.backbone.patch_remainder == "pad"
     with pytest.raises(ConfigError, match=r"model\.backbone\.patch_remainder.*'crop'.*pad.*drop"):
         tiny_config(model__backbone__patch_remainder="crop")
+
+
+def test_a_sliding_window_smaller_than_the_model_takes_names_eval_crop():
+    # an 8 px window is one 8-px patch: the neck's coarsest level would be 0 x 0 (a torch interpolate error)
+    model = dgseg.build_model(tiny_config()).eval()
+    with pytest.raises(ValueError, match=r"eval\.crop 8: the sliding window is 8x8 px \(WxH\), smaller than the model"):
+        model.predict(torch.randn(1, 3, 48, 64), mode="slide", crop=8, stride=8)

@@ -105,3 +105,13 @@ def test_eval_and_predict_use_eval_tta(monkeypatch, tmp_path):
     assert main(["predict", "--checkpoint", str(run), str(tmp_path / "a.png"), "--out", str(tmp_path / "p"),
                  "--tta", "--no-progress"]) == 0
     assert calls == [((0.5, 0.75, 1.0, 1.25, 1.5, 1.75), True)]
+
+
+def test_a_tta_scale_that_shrinks_the_view_below_the_model_names_the_scale():
+    from tiny import tiny_config
+
+    import dgseg
+
+    model = dgseg.build_model(tiny_config()).eval()  # 8-px patches: a 6 x 5 view is less than two patches
+    with pytest.raises(ValueError, match=r"eval\.tta\.scales: 0\.1 turns the 64x48 px \(WxH\) input into a view"):
+        tta_probabilities(model, torch.randn(1, 3, 48, 64), (48, 64), [1.0, 0.1], False, "whole", 32, 24, 1)

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 import dgseg
 from dgseg.atomic import write_atomic
-from dgseg.config import Config, config_to_dict, dump_config
+from dgseg.config import Config, ConfigError, config_to_dict, dump_config
 from dgseg.engine.backbone_check import check_backbone
 from dgseg.engine.checkpoint import latest_checkpoint, load_checkpoint, load_train_state, restore_rng_state
 from dgseg.engine.data import build_train_loader, skipped_samples
@@ -205,10 +205,27 @@ def _claim_folder(out_dir: Path, force: bool) -> None:
     barrier()
 
 
+def check_crop_size(model: nn.Module, cfg: Config) -> None:
+    """Every training input is ``data.crop_size`` (smaller images are padded to it): refused when the model cannot
+    take it (a 0 x 0 map deep in the neck), before the first step. A batch of one also needs the head's GroupNorm to
+    see more than one value per group, as at inference."""
+    from dgseg.image_size import image_size_problem, model_size_rule
+
+    rule = model_size_rule(model)
+    if rule is None:
+        return
+    if cfg.train.batch_size > 1:
+        rule = rule._replace(coarse_cells=1)
+    problem = image_size_problem(*cfg.data.crop_size, rule)
+    if problem is not None:
+        raise ConfigError(f"data.crop_size {cfg.data.crop_size}: {problem.replace('image is', 'the crop is', 1)}")
+
+
 def _build_model_and_optimizer(cfg: Config, device: torch.device, model: nn.Module | None) -> tuple:
     """(model on ``device``, optimizer, poly scheduler, resolved amp, grad scaler) of ``cfg``."""
     if model is None:
         model = dgseg.build_model(cfg)
+    check_crop_size(model, cfg)
     model.to(device)
     if cfg.train.grad_checkpointing:
         model.set_grad_checkpointing(True)

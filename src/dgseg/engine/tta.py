@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgseg.engine.precision import autocast
+from dgseg.image_size import image_size_problem, model_size_rule
 
 
 def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
@@ -32,8 +33,13 @@ def tta_probabilities(model: nn.Module, image: Tensor, size: tuple[int, int], sc
     h, w = image.shape[-2:]
     total = None
     views = 0
+    rule = model_size_rule(model)
     for scale in scales:
         new = scaled_size(h, w, scale)
+        problem = None if rule is None else image_size_problem(*new, rule)
+        if problem is not None:
+            raise ValueError(f"eval.tta.scales: {scale} turns the {w}x{h} px (WxH) input into a view that is too small: "
+                             f"{problem}; leave out the scales below it")
         x = image if new == (h, w) else F.interpolate(image, size=new, mode="bilinear", align_corners=False)
         for mirrored in ((False, True) if flip else (False,)):
             with autocast(image.device, amp):

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from dgseg.config import Config
 from dgseg.config.schema import hw_pair
+from dgseg.image_size import image_size_problem, model_size_rule
 from dgseg.models.adapters import Adapter, build_adapter
 from dgseg.models.backbones import Backbone, build_backbone, fit_to_patches
 from dgseg.models.neck import NECKS
@@ -150,6 +151,11 @@ class Segmentor(nn.Module):
             raise ValueError(f"predict: need 0 < stride <= crop on each axis, got stride={stride}, crop={crop}")
         b, _, h, w = images.shape
         ch, cw = min(crop_h, h), min(crop_w, w)
+        rule = model_size_rule(self)
+        problem = None if rule is None else image_size_problem(ch, cw, rule)
+        if problem is not None:  # else an interpolation to 0 x 0 or a GroupNorm of one value deep in the head
+            raise ValueError(f"eval.crop {crop}: the sliding {problem.replace('image is', 'window is', 1)}; set a "
+                             "larger eval.crop (or eval.mode: whole)")
         ys = sliding_starts(h, ch, stride_h)
         xs = sliding_starts(w, cw, stride_w)
         boxes = [(y, x) for y in ys for x in xs]
