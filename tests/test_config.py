@@ -305,3 +305,10 @@ def test_model_sizes_that_cannot_build_a_model_name_the_key(overrides, message):
     assert load_config(overrides=["model.adapter.rank=0"]).model.adapter.rank == 0
     assert load_config(overrides=["model.head.name=linear", "model.adapter.link=false",
                                   "model.head.num_heads=7"]).model.head.num_heads == 7
+
+
+def test_a_missing_base_is_named_with_the_file_that_includes_it(tmp_path):
+    (tmp_path / "exp").mkdir()
+    child = write(tmp_path / "exp" / "child.yaml", "_base_: [../base.yaml]\nname: child\n")
+    with pytest.raises(ConfigError, match=r"child\.yaml: _base_ '\.\./base\.yaml': config file not found: .*base\.yaml"):
+        load_config(child)

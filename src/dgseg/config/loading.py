@@ -160,7 +160,11 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
                           f"got {bases!r}")
     merged: dict = {}
     for base in bases:
-        merged = _deep_merge(merged, _read_yaml(path.parent / base, seen + (path,)))
+        target = path.parent / base
+        if not target.exists():  # named from the file that includes it: the path alone does not say where it came from
+            raise ConfigError(f"{path}: _base_ {base!r}: config file not found: {target.resolve()} (relative to "
+                              "the including file's folder)")
+        merged = _deep_merge(merged, _read_yaml(target, seen + (path,)))
     return _deep_merge(merged, data)
 
 
