@@ -312,3 +312,16 @@ def test_a_missing_base_is_named_with_the_file_that_includes_it(tmp_path):
     child = write(tmp_path / "exp" / "child.yaml", "_base_: [../base.yaml]\nname: child\n")
     with pytest.raises(ConfigError, match=r"child\.yaml: _base_ '\.\./base\.yaml': config file not found: .*base\.yaml"):
         load_config(child)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("model.backbone.weights=''", "model.backbone.weights"),  # was 'model.backbone.weights:  is a folder'
+    ("model.text.embeddings=' '", "model.text.embeddings"),
+    ("data.train=[{name: gtav, root: ''}]", "data.train[0].root"),  # was read as the current folder
+    ("data.val=[{name: folder, root: data/x, split_file: ''}]", "data.val[0].split_file"),
+])
+def test_an_empty_path_is_an_error_naming_the_key(override, key):
+    with pytest.raises(ConfigError) as exc:
+        load_config(overrides=[override])
+    assert str(exc.value).startswith(f"{key}: expected a path or null, got "), str(exc.value)
+    assert load_config(overrides=["data.train=[{name: synthetic-game, root: ''}]"]).data.train[0].root == ""

@@ -139,12 +139,28 @@ def validate_config(cfg: Config) -> None:
         if v is not None and v < 0:
             raise ConfigError(f"model.adapter.{key}: must be >= 0, got {v}")
     _check_model_shapes(cfg)
+    _check_paths(cfg)
     from dgseg.data.classes import ClassSetError, resolve_config_classes
 
     try:
         resolve_config_classes(cfg)  # model.num_classes from data.classes; label maps checked
     except ClassSetError as e:
         raise ConfigError(str(e)) from None
+
+
+def _check_paths(cfg: Config) -> None:
+    """A path key set to an empty string would be read as the current folder ('' is Path('.')): refused."""
+    m = cfg.model
+    paths = {"model.backbone.weights": m.backbone.weights, "model.text.weights": m.text.weights,
+             "model.text.embeddings": m.text.embeddings}
+    for group, specs in (("train", cfg.data.train), ("val", cfg.data.val)):
+        for i, spec in enumerate(specs):
+            paths[f"data.{group}[{i}].split_file"] = spec.split_file
+            if not spec.name.lower().startswith("synthetic-"):  # the generated benchmark's root is null or ''
+                paths[f"data.{group}[{i}].root"] = spec.root
+    for key, value in paths.items():
+        if value is not None and not value.strip():
+            raise ConfigError(f"{key}: expected a path or null, got {value!r}")
 
 
 def _check_model_shapes(cfg: Config) -> None:
