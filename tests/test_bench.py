@@ -711,3 +711,21 @@ def test_the_gain_per_doubling_is_the_slope_against_log2_of_the_iteration_over_t
     steep = {i: (v if i > 24000 else v - 20.0 * (24000 - i) / 24000) for i, v in log_curve.items()}
     assert doubling_gain(steep) == pytest.approx(3.0)
     assert math.isnan(doubling_gain({1000: 5.0, 2000: 6.0})) and math.isnan(doubling_gain({}))
+
+
+def test_the_source_validation_during_training_is_the_entry_whose_results_row_is_data_source():
+    """data.source names a results row (an entry's label, or name:split when a name repeats): the bench
+    validates that entry while training, under the same row name, which bench --status reads from the log."""
+    from dgseg.bench import training_config
+    from dgseg.config import config_from_dict
+
+    cfg = config_from_dict(tiny_dict(data__source="game-val", data__val=[
+        {"name": "synthetic-game", "split": "train", "length": 2},
+        {"name": "synthetic-game", "split": "val", "length": 2, "label": "game-val"},
+        {"name": "synthetic-night", "length": 2}]))
+    assert [(s.split, s.label) for s in training_config(cfg).data.val] == [("val", "game-val")]
+    cfg = config_from_dict(tiny_dict(data__source="synthetic-game:val", data__val=[
+        {"name": "synthetic-game", "split": "train", "length": 2},
+        {"name": "synthetic-game", "split": "val", "length": 2}]))
+    assert [(s.split, s.label) for s in training_config(cfg).data.val] == [("val", "synthetic-game:val")]
+    assert [(s.split, s.label) for s in cfg.data.val] == [("train", None), ("val", None)]  # a copy changed

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from dgseg.bench_child import _STOPPING, fair_share, run_child, stop_children, train_in_child
 from dgseg.bench_report import aggregate, collect, read_run_facts, write_report
-from dgseg.config import Config, config_to_dict, dump_config, load_config
+from dgseg.config import Config, config_to_dict, domain_name, dump_config, load_config, source_entry
 from dgseg.demo import METHODS as DEMO_METHODS
 from dgseg.demo import method_overrides
 from dgseg.machine import usable_cores
@@ -57,7 +57,10 @@ def training_config(cfg: Config) -> Config:
     if cfg.data.source is None:
         raise ValueError("bench: the config needs data.source (the style it trains on) to validate during training")
     train_cfg = copy.deepcopy(cfg)
-    train_cfg.data.val = [s for s in cfg.data.val if s.name == cfg.data.source][:1]
+    entry = source_entry(train_cfg)
+    if entry is not None and domain_name(entry, [entry]) != cfg.data.source:  # a name:split row: keep its name
+        entry.label = cfg.data.source
+    train_cfg.data.val = [] if entry is None else [entry]
     return train_cfg
 
 

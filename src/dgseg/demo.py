@@ -184,7 +184,9 @@ def demo_robustness(out: Path, methods: list[str], corruptions: list[str], sever
     found = {}
     for method in methods:
         model, cfg = load_model(out / method)
-        specs = [s for s in cfg.data.val if s.name == cfg.data.source] or cfg.data.val[:1]
+        from dgseg.config import source_entry
+
+        specs = [source_entry(cfg) or cfg.data.val[0]]
         print(f"== demo: corruption robustness of {method} on {specs[0].name} ==", flush=True)
         found[method] = evaluate_corruptions(model, cfg, corruptions, severities, specs=specs)
         write_corruptions(found[method], out / method, title=f"demo {method}")

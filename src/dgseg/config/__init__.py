@@ -30,12 +30,12 @@ from .schema import (
     TrainConfig,
     TTAConfig,
 )
-from .validate import domain_name, validate_config
+from .validate import domain_name, source_entry, validate_config
 
 __all__ = [
     "CHOICES", "LOG_BACKENDS",
     "AdapterConfig", "BackboneConfig", "Config", "ConfigError", "DataConfig", "DatasetSpec", "EvalConfig",
     "HeadConfig", "ModelConfig", "NeckConfig", "TTAConfig", "TextConfig", "TrainConfig",
     "config_from_dict", "config_to_dict", "dump_config", "load_config", "parse_override",
-    "domain_name", "validate_config",
+    "domain_name", "source_entry", "validate_config",
 ]  # fmt: skip

@@ -306,6 +306,11 @@ def domain_name(spec: DatasetSpec, specs: list[DatasetSpec]) -> str:
     return spec.name if len(same) == 1 else f"{spec.name}:{spec.split}"
 
 
+def source_entry(cfg: Config) -> DatasetSpec | None:
+    """The data.val entry whose results row is ``data.source`` (None when it is null)."""
+    return next((s for s in cfg.data.val if domain_name(s, cfg.data.val) == cfg.data.source), None)
+
+
 def _check_domain_labels(cfg: Config) -> None:
     """Two data.val entries with the same table label (name, plus split when the name repeats) would write
     their results under one key: the second would replace the first."""
