@@ -127,6 +127,7 @@ def test_the_per_class_heat_map_lines_up_runs_with_different_class_sets_by_name(
     ("eval.json", '{"domains": {}, "palette": [[1, 2]]}', r"'palette' is a list .*each 0-255"),
     ("eval.json", '{"domains": {}, "examples": {"a": ["x.jpg"]}}', r"examples\['a'\] is a list"),
     ("eval.json", "[]", r"a JSON list; expected an object, an evaluation"),
+    ("eval.json", '{"results": {"a": {"mIoU": 50.0}}}', r"has no 'domains'; expected an evaluation as dgseg"),
     ("run.json", '{"params": [1]}', r"'params' is a list \(\[1\]\); expected an object"),
 ])
 def test_a_damaged_run_file_is_refused_naming_the_file_and_what_it_should_hold(tmp_path, capsys, file, content,

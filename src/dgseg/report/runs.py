@@ -102,6 +102,8 @@ def _yaml_problem(exc: Exception) -> str:
 def _read_eval(path: Path) -> dict:
     """A run's ``eval.json``, each part the page reads in the shape dgseg eval writes."""
     ev = read_json_object(path, EVAL_JSON, prefix="report: ")
+    if "domains" not in ev:  # every eval.json dgseg has written holds it; without it the page would be empty
+        raise ValueError(f"report: {path}: has no 'domains'; expected {EVAL_JSON}")
     domains = ev.get("domains") or {}
     if not isinstance(domains, dict):
         raise _refuse(path, "'domains'", domains, "an object: domain name -> its results")
