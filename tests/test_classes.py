@@ -11,6 +11,7 @@ from PIL import Image
 from tiny import tiny_config, tiny_dict
 
 import dgseg
+from dgseg.cli import main
 from dgseg.config import ConfigError, config_from_dict
 from dgseg.data import DataError, build_dataset
 from dgseg.data.classes import (
@@ -87,9 +88,11 @@ def test_more_than_255_classes_is_an_error(tmp_path):
         load_class_set(str(path))
 
 
-def test_a_missing_classes_file_names_the_presets(tmp_path):
+def test_a_missing_classes_file_names_the_presets(tmp_path, capsys):
     with pytest.raises(ClassSetError, match="'nope.yaml' is neither a preset .cityscapes, synthia16, synthia13."):
         load_class_set("nope.yaml")
+    assert main(["data", "check", "synthetic-game", "--classes", "nope.yaml"]) == 1
+    assert "--classes: 'nope.yaml' is neither a preset" in capsys.readouterr().out  # the option, not a config key
 
 
 # -------------------------------------------------------------------------------------------- config
@@ -133,6 +136,8 @@ def test_a_subset_the_classes_lack_is_an_error(tmp_path):
     path = write(tmp_path / "c.yaml", "names: [road, sky]\n")
     with pytest.raises(ConfigError, match=r"eval.miou_subsets\[0\]: subset synthia13 needs classes \['sidewalk'"):
         tiny_config(data__classes=str(path), eval__miou_subsets=["synthia13"])
+    with pytest.raises(ConfigError, match=r"eval.miou_subsets\[1\]: 'synthia7' is neither a preset"):
+        tiny_config(eval__miou_subsets=["synthia13", "synthia7"])  # named as the key it was given in
 
 
 def test_text_guidance_takes_any_class_set(tmp_path):

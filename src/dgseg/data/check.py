@@ -90,7 +90,7 @@ def check_dataset(
     ``reduce_zero_label``."""
     remap = None
     try:
-        cs = load_class_set(classes)
+        cs = load_class_set(classes, "--classes")
         declared = declared_classes(name)
         if declared is None:
             kwargs.setdefault("num_classes", cs.num_classes)

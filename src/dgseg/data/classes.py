@@ -146,8 +146,9 @@ def class_set_from_dict(data: Any, where: str) -> ClassSet:
     return ClassSet(tuple(names), _readonly(pal), where)
 
 
-def load_class_set(spec: str | Mapping | ClassSet | None) -> ClassSet:
-    """A preset name, a YAML file path, an inline mapping (or a ClassSet, or None = cityscapes)."""
+def load_class_set(spec: str | Mapping | ClassSet | None, key: str = "data.classes") -> ClassSet:
+    """A preset name, a YAML file path, an inline mapping (or a ClassSet, or None = cityscapes). ``key``: where
+    ``spec`` came from, for the error (``data.classes``, ``eval.miou_subsets[i]``, ``--classes``)."""
     import yaml
 
     if isinstance(spec, ClassSet):
@@ -155,15 +156,15 @@ def load_class_set(spec: str | Mapping | ClassSet | None) -> ClassSet:
     if spec is None:
         return _preset("cityscapes")
     if isinstance(spec, Mapping):
-        return class_set_from_dict(spec, "data.classes")
+        return class_set_from_dict(spec, key)
     if not isinstance(spec, str):
-        raise ClassSetError(f"data.classes: expected a preset name ({', '.join(PRESETS)}), a YAML file or "
+        raise ClassSetError(f"{key}: expected a preset name ({', '.join(PRESETS)}), a YAML file or "
                             f"{{names: [...], palette: [...]}}, got {spec!r}")
     if spec in PRESETS:
         return _preset(spec)
     path = Path(spec).expanduser()
     if not path.is_file():
-        raise ClassSetError(f"data.classes: '{spec}' is neither a preset ({', '.join(PRESETS)}) nor a file "
+        raise ClassSetError(f"{key}: '{spec}' is neither a preset ({', '.join(PRESETS)}) nor a file "
                             f"(relative paths are from the current folder: {Path.cwd()})")
     from dgseg.strict_yaml import DuplicateKeyError, load_yaml_text
 
@@ -297,7 +298,7 @@ def resolve_config_classes(cfg: Any) -> ClassSet:
                                     f"data.classes among them, e.g. synthia16)")
             folder_id_map(k, spec.label_map, spec.reduce_zero_label, f"{where}.label_map")
     for i, sub in enumerate(cfg.eval.miou_subsets):
-        subset_indices(load_class_set(sub), cs, f"eval.miou_subsets[{i}]")
+        subset_indices(load_class_set(sub, f"eval.miou_subsets[{i}]"), cs, f"eval.miou_subsets[{i}]")
     return cs
 
 
