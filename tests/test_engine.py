@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from tiny import tiny_config
 
 import dgseg
-from dgseg.engine.checkpoint import latest_checkpoint, load_checkpoint
+from dgseg.engine.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from dgseg.engine.inference import check_onnx, export_full, export_onnx, load_model, predict_files
 from dgseg.engine.train import TrainingError, train
 
@@ -198,8 +198,20 @@ def test_onnx_export_matches_pytorch(tmp_path, trained):
 def test_checkpoint_of_another_backbone_is_refused(trained):
     _, out, _ = trained
     other = ["model.backbone.model_kwargs.embed_dim=64"]
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(CheckpointError, match=r"model.backbone.model_kwargs: trained with \{'depth': 2, 'embed_dim': 32"):
         load_model(out, other)
+
+
+def test_a_checkpoint_is_read_with_the_backbone_layout_it_was_trained_with(trained):
+    """Same tensor shapes, other features (a patch kernel resampled to 16 px, other blocks feeding the neck):
+    refused naming the key instead of evaluating an adapter and head on features they never saw."""
+    _, out, _ = trained
+    with pytest.raises(CheckpointError, match=r"model.backbone.patch_size: trained with 8, this setup has 16\n"
+                                              r"  model.backbone.out_indices: trained with None, this setup has "
+                                              r"\[0, 0, 1, 1\]\nLeave these keys as trained"):
+        load_model(out, ["model.backbone.patch_size=16", "model.backbone.out_indices=[0, 0, 1, 1]"])
+    model, cfg = load_model(out, ["model.backbone.img_size=48"])  # the position grid may follow another crop
+    assert cfg.model.backbone.img_size == 48
 
 
 def test_nan_loss_stops_with_step_losses_and_files_after_saving(tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ from typing import Any
 
 from dgseg.engine.checkpoint_read import CheckpointError
 
-__all__ = ["file_sha256", "check_compatible"]
+__all__ = ["file_sha256", "check_compatible", "check_backbone_layout", "BACKBONE_LAYOUT"]
 
 _SHA_CACHE: OrderedDict[tuple[str, int, int], str] = OrderedDict()
 _SHA_CACHE_SIZE = 64
@@ -79,3 +79,27 @@ def check_compatible(meta: Mapping[str, Any], expected: Mapping[str, Any]) -> No
             problems.append(f"{key}: checkpoint has {have!r}, current setup has {want!r}")
     if problems:
         raise CheckpointError("checkpoint does not match the current setup:\n  " + "\n  ".join(problems))
+
+
+BACKBONE_LAYOUT = ("patch_size", "out_indices", "patch_remainder", "attn_norm", "final_norm", "pos_embed_init",
+                   "pos_embed_resample", "class_embedding_twice", "model_kwargs")
+"""``model.backbone`` keys that make the features a trained adapter and head were fitted to, at the same
+tensor shapes: a checkpoint is evaluated with the values it was trained with. ``img_size`` may change (an
+imported Rein release is read at its own crop), ``weights`` is checked by content, ``drop_path`` only acts
+in training."""
+
+
+def check_backbone_layout(meta: Mapping[str, Any], config: Mapping[str, Any]) -> None:
+    """Raises CheckpointError, naming each key, where ``config`` (``config_to_dict`` of the setup about to load
+    the checkpoint) sets a :data:`BACKBONE_LAYOUT` key otherwise than the config stored in ``meta``. Keys the
+    stored config lacks (older dgseg) are not compared."""
+    stored = _lookup(meta, "config.model.backbone")
+    if not isinstance(stored, Mapping):
+        return
+    current = config.get("model", {}).get("backbone", {})
+    problems = [f"model.backbone.{key}: trained with {stored[key]!r}, this setup has {current.get(key)!r}"
+                for key in BACKBONE_LAYOUT if key in stored and _normalise(stored[key]) != _normalise(current.get(key))]
+    if problems:
+        raise CheckpointError("the backbone would compute other features than the ones this checkpoint was trained "
+                              "on:\n  " + "\n  ".join(problems) + "\nLeave these keys as trained (drop the --set "
+                              "or the config value that changes them); another value needs a model trained with it")

@@ -11,9 +11,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from dgseg.config import Config, config_from_dict, load_config
+from dgseg.config import Config, config_from_dict, config_to_dict, load_config
 from dgseg.engine.backbone_check import check_backbone
 from dgseg.engine.checkpoint import CheckpointError, check_compatible, load_checkpoint
+from dgseg.engine.checkpoint_compat import check_backbone_layout
 from dgseg.engine.classes_meta import warn_if_other_class_names
 from dgseg.models.weights_io import mismatch_report
 
@@ -47,6 +48,10 @@ def load_model(checkpoint: str | Path, overrides: list[str] | None = None, confi
     from dgseg.engine.train import load_trainable
     weights, meta = load_checkpoint(checkpoint)
     cfg = config_of_checkpoint(meta, overrides, config_path)
+    try:
+        check_backbone_layout(meta, config_to_dict(cfg))
+    except CheckpointError as e:
+        raise CheckpointError(f"{checkpoint}: {e}") from None
     if meta.get("format") == FULL_FORMAT:
         cfg.model.backbone.weights = None
         model = dgseg.build_model(cfg)
@@ -90,7 +95,6 @@ def export_full(model: nn.Module, cfg: Config, meta: dict, out_file: str | Path,
     from safetensors.torch import save
 
     from dgseg.atomic import write_atomic
-    from dgseg.config import config_to_dict
 
     full_meta = dict(meta, format=FULL_FORMAT, config=config_to_dict(cfg))
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
