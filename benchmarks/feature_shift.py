@@ -80,14 +80,16 @@ def feature_shift(model: torch.nn.Module, frozen: torch.nn.Module, images: dict[
 
 def domain_images(cfg, count: int) -> dict[str, torch.Tensor]:
     """The first ``count`` scenes of every ``data.val`` domain of ``cfg``, as batches [N, 3, H, W]."""
+    from dgseg.config import domain_name
     from dgseg.engine.data import build_eval_set
 
     out = {}
     for spec in cfg.data.val:
+        name = domain_name(spec, cfg.data.val)  # its results row, which data.source names
         data = build_eval_set(spec, cfg=cfg)
         if len(data) == 0:
-            raise ValueError(f"data.val domain '{spec.name}' has no samples")
-        out[spec.name] = torch.stack([data[i]["image"] for i in range(min(count, len(data)))])
+            raise ValueError(f"data.val domain '{name}' has no samples")
+        out[name] = torch.stack([data[i]["image"] for i in range(min(count, len(data)))])
     return out
 
 

@@ -208,6 +208,8 @@ def test_two_val_entries_with_one_table_label_are_an_error():
     night = "{name: synthetic-night, split: val, length: 2, seed: %d}"
     with pytest.raises(ConfigError, match=r"data\.val\[1\] and data\.val\[2\] are both 'synthetic-night:val'"):
         load_config(overrides=[f"data.val=[{{name: synthetic-game}}, {night % 0}, {night % 7}]"])
+    with pytest.raises(ConfigError, match=r"are both 'synthetic-night:val'"):  # not "data.source ... not one of"
+        load_config(overrides=[f"data.val=[{night % 0}, {night % 7}]", "data.source=synthetic-night"])
     # another split, or a label, makes them two rows
     ok = load_config(overrides=[f"data.val=[{night % 0}, {{name: synthetic-night, split: test, seed: 7}}]"])
     assert len(ok.data.val) == 2

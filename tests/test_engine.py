@@ -15,6 +15,7 @@ from tiny import tiny_config
 
 import dgseg
 from dgseg.engine.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from dgseg.engine.checkpoint_compat import check_backbone_layout
 from dgseg.engine.inference import check_onnx, export_full, export_onnx, load_model, predict_files
 from dgseg.engine.train import TrainingError, train
 
@@ -207,11 +208,27 @@ def test_a_checkpoint_is_read_with_the_backbone_layout_it_was_trained_with(train
     refused naming the key instead of evaluating an adapter and head on features they never saw."""
     _, out, _ = trained
     with pytest.raises(CheckpointError, match=r"model.backbone.patch_size: trained with 8, this setup has 16\n"
-                                              r"  model.backbone.out_indices: trained with None, this setup has "
-                                              r"\[0, 0, 1, 1\]\nLeave these keys as trained"):
+                                              r"  model.backbone.out_indices: trained with None \(the model's "
+                                              r"\[0, 0, 0, 1\]\), this setup has \[0, 0, 1, 1\]\n"
+                                              r"Leave these keys as trained"):
         load_model(out, ["model.backbone.patch_size=16", "model.backbone.out_indices=[0, 0, 1, 1]"])
     model, cfg = load_model(out, ["model.backbone.img_size=48"])  # the position grid may follow another crop
     assert cfg.model.backbone.img_size == 48
+    # the same layout spelled out: null out_indices are the model's default blocks, empty kwargs are none
+    load_model(out, ["model.backbone.out_indices=[0, 0, 0, 1]"])
+    kwargs = {"depth": 2, "embed_dim": 32, "num_heads": 2}
+    trained_with = {"config": {"model": {"backbone": {"name": "vit_small_patch14_dinov2", "patch_size": 14,
+                                                      "out_indices": [0, 0, 0, 1], "model_kwargs": {}}}}}
+    check_backbone_layout({"config": {"model": {"backbone": dict(trained_with["config"]["model"]["backbone"],
+                                                                  model_kwargs=kwargs)}}},
+                          {"model": {"backbone": {"name": "vit_small_patch14_dinov2", "patch_size": None,
+                                                  "out_indices": None, "model_kwargs": kwargs}}})
+    check_backbone_layout(trained_with, {"model": {"backbone": {"name": "vit_small_patch14_dinov2", "patch_size": 14,
+                                                                "out_indices": [0, 0, 0, 1], "model_kwargs": None}}})
+    vit16 = {"name": "vit_small_patch16_224", "out_indices": [0, 0, 0, 1], "model_kwargs": kwargs}
+    with pytest.raises(CheckpointError, match=r"patch_size: trained with 14, this setup has None \(the model's 16\)"):
+        check_backbone_layout({"config": {"model": {"backbone": dict(vit16, patch_size=14)}}},
+                              {"model": {"backbone": dict(vit16, patch_size=None)}})
 
 
 def test_nan_loss_stops_with_step_losses_and_files_after_saving(tmp_path, monkeypatch):
@@ -261,3 +278,12 @@ def test_a_training_crop_smaller_than_the_model_takes_is_refused_naming_data_cro
 
     with pytest.raises(ConfigError, match=r"data\.crop_size \[8, 8\]: the crop is 8x8 px \(WxH\), smaller than"):
         train(tiny_config(data__crop_size=[8, 8]), tmp_path / "run", progress=False)
+    # a crop the head's GroupNorm (one channel per group) sees as one value per group: only a batch of one fails
+    with pytest.raises(ConfigError, match=r"data\.crop_size \[24, 24\]: .*; or train.batch_size 2 or more"):
+        train(tiny_config(data__crop_size=[24, 24], train__batch_size=1), tmp_path / "run", progress=False)
+    earlier = tmp_path / "earlier"
+    train(tiny_config(train__max_iters=1), earlier, progress=False)
+    kept = sorted(p.name for p in earlier.iterdir())
+    with pytest.raises(ConfigError, match=r"data\.crop_size \[8, 8\]"):  # refused before --force moves anything
+        train(tiny_config(data__crop_size=[8, 8]), earlier, force=True, progress=False)
+    assert sorted(p.name for p in earlier.iterdir()) == kept

@@ -196,3 +196,17 @@ def test_a_sliding_window_smaller_than_the_model_takes_names_eval_crop():
     model = dgseg.build_model(tiny_config()).eval()
     with pytest.raises(ValueError, match=r"eval\.crop 8: the sliding window is 8x8 px \(WxH\), smaller than the model"):
         model.predict(torch.randn(1, 3, 48, 64), mode="slide", crop=8, stride=8)
+
+
+def test_a_window_the_head_norms_alone_is_refused_only_where_a_forward_holds_one_window():
+    """The tiny head's GroupNorm has one channel per group: a 24 px window (a 1 x 1 coarsest map) fails on a
+    forward of one window and runs on a batch of them, so the check follows how the windows are batched."""
+    model = dgseg.build_model(tiny_config()).eval()
+    image = torch.randn(1, 3, 48, 64)  # 2 x 3 = 6 windows of 24 px
+    for batch in (2, 3, 4, 6):  # every forward holds two windows or more
+        assert model.predict(image, mode="slide", crop=24, stride=24, batch=batch).shape == (1, 19, 48, 64)
+    for batch in (1, 5):  # one window alone in a forward (the last one of 5 + 1)
+        with pytest.raises(ValueError, match=r"eval\.crop 24: the sliding window is 24x24 px"):
+            model.predict(image, mode="slide", crop=24, stride=24, batch=batch)
+    with pytest.raises(ValueError, match=r"predict: the image is 12x12 px .* \(the sliding window is cut to the image\)"):
+        model.predict(torch.randn(1, 3, 12, 12), mode="slide", crop=32, stride=24)

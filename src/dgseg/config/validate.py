@@ -113,10 +113,10 @@ def validate_config(cfg: Config) -> None:
         if spec.label is not None and not spec.label.strip():
             raise ConfigError(f"data.val[{i}].label: expected a non-empty name for the entry's results row, "
                               f"got {spec.label!r}")
+    _check_domain_labels(cfg)  # first: two entries sharing a row are the problem, not the rows data.source names
     _check_rows_named(cfg)
     _check_ranges(cfg)
     _check_entry_keys(cfg)
-    _check_domain_labels(cfg)
     b = cfg.model.backbone
     if b.patch_size is not None and b.patch_size <= 0:
         raise ConfigError(f"model.backbone.patch_size: must be > 0 or null, got {b.patch_size}")
@@ -254,9 +254,12 @@ def _check_entry_keys(cfg: Config) -> None:
     for i, spec in enumerate(cfg.data.train):
         given = [k for k in EVAL_ONLY_KEYS if getattr(spec, k) is not None]
         if given:
+            why = {"label": "it names a row of the evaluation results",
+                   "mode": "it sets how an evaluation entry is predicted (whole or slide)"}.get(
+                given[0], "a training entry is resized and cropped by data.scale, data.ratio_range or "
+                          "data.short_edges, and data.crop_size")
             raise ConfigError(f"data.train[{i}].{given[0]}: applies to evaluation entries (data.val) only; training "
-                              "never reads it (a training entry is resized and cropped by data.scale, data.ratio_range "
-                              "or data.short_edges, and data.crop_size); remove it")
+                              f"never reads it ({why}); remove it")
     for group, specs in (("train", cfg.data.train), ("val", cfg.data.val)):
         for i, spec in enumerate(specs):
             if spec.name.lower().startswith("synthetic-"):

@@ -92,13 +92,32 @@ in training."""
 def check_backbone_layout(meta: Mapping[str, Any], config: Mapping[str, Any]) -> None:
     """Raises CheckpointError, naming each key, where ``config`` (``config_to_dict`` of the setup about to load
     the checkpoint) sets a :data:`BACKBONE_LAYOUT` key otherwise than the config stored in ``meta``. Keys the
-    stored config lacks (older dgseg) are not compared."""
+    stored config lacks (older dgseg) are not compared. Compared as resolved: a null ``patch_size`` or
+    ``out_indices`` is what the model makes of it (its own patch size, its default blocks), an empty
+    ``model_kwargs`` is none. Another backbone name is :func:`check_compatible`'s to report."""
     stored = _lookup(meta, "config.model.backbone")
     if not isinstance(stored, Mapping):
         return
     current = config.get("model", {}).get("backbone", {})
-    problems = [f"model.backbone.{key}: trained with {stored[key]!r}, this setup has {current.get(key)!r}"
-                for key in BACKBONE_LAYOUT if key in stored and _normalise(stored[key]) != _normalise(current.get(key))]
+    if stored.get("name", current.get("name")) != current.get("name"):
+        return
+    have, want = {k: stored[k] for k in BACKBONE_LAYOUT if k in stored}, {k: current.get(k) for k in BACKBONE_LAYOUT}
+    for side in (have, want):
+        if "model_kwargs" in side:
+            side["model_kwargs"] = side["model_kwargs"] or None
+    defaults_for = [k for k in ("patch_size", "out_indices") if k in have and (have[k] is None) != (want[k] is None)]
+    if defaults_for and _normalise(have.get("model_kwargs")) == _normalise(want["model_kwargs"]):
+        from dgseg.models.backbones import layout_defaults
+
+        resolved = dict(zip(("patch_size", "out_indices"), layout_defaults(current["name"], want["model_kwargs"])))
+        for side in (have, want):
+            for key in defaults_for:
+                side[key] = resolved[key] if side[key] is None else side[key]
+    def shown(raw, value):
+        return f"{raw!r}" if raw is not None or value is None else f"None (the model's {value!r})"
+
+    problems = [f"model.backbone.{key}: trained with {shown(stored[key], have[key])}, this setup has "
+                f"{shown(current.get(key), want[key])}" for key in have if _normalise(have[key]) != _normalise(want[key])]
     if problems:
         raise CheckpointError("the backbone would compute other features than the ones this checkpoint was trained "
                               "on:\n  " + "\n  ".join(problems) + "\nLeave these keys as trained (drop the --set "

@@ -115,8 +115,9 @@ def subset_mious(iou: list[float], cfg: Config) -> dict[str, float]:
     from dgseg.data.classes import config_class_set, load_class_set, subset_indices, subset_miou, subset_name
 
     classes = config_class_set(cfg)
-    return {f"mIoU_{subset_name(s)}": subset_miou(iou, subset_indices(load_class_set(s), classes, s))
-            for s in cfg.eval.miou_subsets}
+    return {f"mIoU_{subset_name(s)}": subset_miou(iou, subset_indices(load_class_set(s, f"eval.miou_subsets[{i}]"),
+                                                                       classes, s))
+            for i, s in enumerate(cfg.eval.miou_subsets)}
 
 
 def results_record(results: dict[str, dict], cfg: Config) -> dict:

@@ -141,17 +141,17 @@ def ddp_find_unused(model: nn.Module, cfg: Config) -> bool:
 
 def setup_training(cfg: Config, out_dir: Path, resume: bool, force: bool, model: nn.Module | None,
                    progress: bool) -> tuple[TrainRun, TrainState]:
-    """The setup of :func:`dgseg.engine.train.train`, in order: claims the folder (unless resuming), seeds,
-    builds the model, optimizer, scheduler and grad scaler, resumes, wraps the model for DDP, builds the data
+    """The setup of :func:`dgseg.engine.train.train`, in order: seeds, builds the model, optimizer, scheduler and
+    grad scaler, claims the folder (unless resuming), resumes, wraps the model for DDP, builds the data
     loader from the resumed position, writes config.yaml and the run facts, opens the log."""
     rank, world, device = init_distributed()
     if resume:  # what the resumed run appends to or merges, refused by name before anything is built
         refuse_links(out_dir)
         read_run_json(out_dir)
-    else:
-        _claim_folder(out_dir, force)
     torch.manual_seed(cfg.train.seed)
     base, optimizer, scheduler, amp, scaler = _build_model_and_optimizer(cfg, device, model)
+    if not resume:  # after the model is built and its crop checked: a refused setup moves no earlier run aside
+        _claim_folder(out_dir, force)
     st = TrainState()
     resumed_from = _resume(cfg, out_dir, base, optimizer, scheduler, scaler, st, world) if resume else None
     meta_base = checkpoint_meta(cfg, st.step)
@@ -214,11 +214,11 @@ def check_crop_size(model: nn.Module, cfg: Config) -> None:
     rule = model_size_rule(model)
     if rule is None:
         return
-    if cfg.train.batch_size > 1:
-        rule = rule._replace(coarse_cells=1)
-    problem = image_size_problem(*cfg.data.crop_size, rule)
+    batched = rule._replace(coarse_cells=1)
+    problem = image_size_problem(*cfg.data.crop_size, batched if cfg.train.batch_size > 1 else rule)
     if problem is not None:
-        raise ConfigError(f"data.crop_size {cfg.data.crop_size}: {problem.replace('image is', 'the crop is', 1)}")
+        hint = "; or train.batch_size 2 or more" if image_size_problem(*cfg.data.crop_size, batched) is None else ""
+        raise ConfigError(f"data.crop_size {cfg.data.crop_size}: {problem.replace('image is', 'the crop is', 1)}{hint}")
 
 
 def _build_model_and_optimizer(cfg: Config, device: torch.device, model: nn.Module | None) -> tuple:

@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 
 import timm
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -312,8 +313,9 @@ def build_backbone(cfg: BackboneConfig, projection: bool = False) -> Backbone:
     projection of a CLIP encoder (timm's ``head``), loaded from the same file (CLIP text guidance).
     """
     name = cfg.name
+    kwargs = _create_kwargs(name, cfg, projection)  # its own errors name their keys: outside the try below
     try:
-        vit = timm.create_model(name, **_create_kwargs(name, cfg, projection))
+        vit = timm.create_model(name, **kwargs)
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
             import difflib
@@ -345,19 +347,31 @@ def build_backbone(cfg: BackboneConfig, projection: bool = False) -> Backbone:
     add_class_embedding_twice(vit, cfg)
     if is_dinov2(name) and getattr(vit, "dynamic_img_size", False):
         use_dinov2_pos_embed(vit)  # other grids than the crop's are resampled as DINOv2 / Rein do
+    return Backbone(vit, name, resolve_out_indices(vit, cfg.out_indices, name), patch, cfg.patch_remainder)
+
+
+def resolve_out_indices(vit: nn.Module, out_indices: list[int] | None, name: str) -> list[int]:
+    """``model.backbone.out_indices`` checked against ``vit``'s blocks; null: the last four global-attention
+    blocks of a SAM encoder, else four evenly spaced blocks (:func:`default_out_indices`)."""
     depth = len(vit.blocks)
-    if cfg.out_indices is not None:
-        out_indices = list(cfg.out_indices)
+    if out_indices is not None:
         bad = [i for i in out_indices if not 0 <= i < depth]
         if bad:
             raise ValueError(f"model.backbone.out_indices: {bad} out of range for {depth} blocks of '{name}'")
-    elif type(vit).__name__ == "VisionTransformerSAM" and sum(
-        getattr(b, "window_size", 0) == 0 for b in vit.blocks
-    ) >= 4:
-        out_indices = [i for i, b in enumerate(vit.blocks) if getattr(b, "window_size", 0) == 0][-4:]
-    else:
-        out_indices = default_out_indices(depth)
-    return Backbone(vit, name, out_indices, patch, cfg.patch_remainder)
+        return list(out_indices)
+    global_blocks = [i for i, b in enumerate(vit.blocks) if getattr(b, "window_size", 0) == 0]
+    if type(vit).__name__ == "VisionTransformerSAM" and len(global_blocks) >= 4:
+        return global_blocks[-4:]
+    return default_out_indices(depth)
+
+
+def layout_defaults(name: str, model_kwargs: dict | None) -> tuple[int, list[int]]:
+    """What null ``patch_size`` and ``out_indices`` stand for on timm's ``name`` with ``model_kwargs``: (its own
+    patch size, the blocks :func:`resolve_out_indices` takes). Built on the meta device: no memory, no weights."""
+    with torch.device("meta"):
+        vit = timm.create_model(name, pretrained=False, num_classes=0, **dict(model_kwargs or {}))
+    patch = vit.patch_embed.patch_size
+    return (patch[0] if isinstance(patch, (tuple, list)) else int(patch)), resolve_out_indices(vit, None, name)
 
 
 def pad_to_multiple(images: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
