@@ -93,3 +93,37 @@ def test_all_ignored_image_gives_finite_losses_with_zero_mask_terms():
     # every query targets no-object: loss = 2 * mean CE of class 3
     expected = 2.0 * -outputs["pred_logits"].log_softmax(-1)[0, :, 3].mean()
     torch.testing.assert_close(losses["loss_cls"], expected)
+
+
+def test_the_mask_losses_weigh_bce_and_dice_by_5_on_num_points_importance_sampled_points(monkeypatch):
+    """REFERENCE.md section 2 (mmdet 3.x Mask2FormerHead): loss_mask = 5.0 x BCE and loss_dice = 5.0 x dice,
+    both on ``num_points`` points per matched mask (12,544 in the recipe) drawn with oversample 3.0 and
+    importance ratio 0.75; the Hungarian matcher samples as many points as the losses."""
+    from dgseg.models.heads import losses as module
+
+    seen = {}
+
+    def spy(name):
+        real = getattr(module, name)
+
+        def call(*args):
+            seen[name] = (args, real(*args))
+            return seen[name][1]
+
+        monkeypatch.setattr(module, name, call)
+
+    for name in ("uncertain_point_coords", "mask_bce_loss", "dice_loss"):
+        spy(name)
+    torch.manual_seed(0)
+    criterion = Mask2FormerCriterion(num_classes=3, num_points=20)
+    outputs = {"pred_logits": torch.randn(1, 4, 4), "pred_masks": torch.randn(1, 4, 8, 8)}
+    label = torch.zeros(1, 16, 16, dtype=torch.long)
+    label[:, :, 8:] = 2
+
+    out = criterion(outputs, label)
+
+    assert criterion.matcher.num_points == 20
+    assert seen["uncertain_point_coords"][0][1:] == (20, 3.0, 0.75)
+    assert seen["mask_bce_loss"][0][0].shape == (2, 20)  # two matched masks, 20 points each
+    torch.testing.assert_close(out["loss_mask"], 5.0 * seen["mask_bce_loss"][1])
+    torch.testing.assert_close(out["loss_dice"], 5.0 * seen["dice_loss"][1])

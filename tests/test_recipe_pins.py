@@ -48,6 +48,8 @@ def test_the_criterion_built_from_the_config_weighs_and_samples_as_the_paper():
     assert (criterion.oversample_ratio, criterion.importance_sample_ratio) == (3.0, 0.75)
     matcher = criterion.matcher
     assert (matcher.class_weight, matcher.mask_weight, matcher.dice_weight) == (2.0, 5.0, 5.0)
+    # model.head.train_points (tests/tiny.py: 256) reaches both the losses' and the matcher's point sampling
+    assert criterion.num_points == matcher.num_points == 256
 
 
 def test_the_head_and_loss_functions_default_to_the_same_recipe():
