@@ -57,6 +57,32 @@ def test_parameter_counts_on_dinov2_large(dinov2_large, name, cls, count):
     assert not adapter.trains_backbone
 
 
+def test_the_adapter_classes_default_to_the_paper_settings():
+    """REFERENCE.md section 1, PEFT baselines: LoRA rank 8 (scale alpha / r = 1), AdaptFormer width 64 and
+    scale 0.1, VPT-deep 150 prompts per block, used when the classes are built directly."""
+    lora = LoRA(2, 64)
+    assert lora.rank == 8 and tuple(lora.q[0].a.shape) == (8, 64) and lora.q[0].scale == 1.0
+    adaptformer = AdaptFormer(2, 64)
+    assert adaptformer.scale == 0.1 and adaptformer.mlps[0].down.out_features == 64
+    assert VPT(2, 64, 16).num_tokens == 150
+
+
+def test_lora_a_and_adaptformer_down_start_kaiming_uniform_and_their_up_projections_at_zero():
+    """LoRA (peft / loralib): A kaiming_uniform_(a=sqrt(5)), B zeros; AdaptFormer (its adapter.py, init
+    option "lora"): down kaiming_uniform_(a=sqrt(5)) with zero bias, up zeros. kaiming_uniform_(a=sqrt(5))
+    on a fan-in of C is U(-1/sqrt(C), 1/sqrt(C))."""
+    torch.manual_seed(0)
+    lora = LoRA(1, 256, rank=8)
+    adaptformer = AdaptFormer(1, 256, width=64)
+    bound = 1 / 256 ** 0.5
+    down = adaptformer.mlps[0].down
+    for weight in (lora.q[0].a, lora.v[0].a, down.weight):
+        w = weight.detach()
+        assert w.abs().max() <= bound and w.abs().max() > 0.99 * bound
+    for zero in (lora.q[0].b, lora.v[0].b, down.bias, adaptformer.mlps[0].up.weight, adaptformer.mlps[0].up.bias):
+        assert not zero.detach().any()
+
+
 def test_full_and_frozen_have_no_parameters_of_their_own():
     backbone = tiny()
     full = build_adapter(AdapterConfig(name="full", lr_mult=0.1), backbone)

@@ -46,6 +46,14 @@ def test_defaults_are_the_paper_defaults():
     assert rein.scale.item() == pytest.approx(1e-3)
 
 
+def test_a_config_that_leaves_tokens_and_rank_null_builds_100_tokens_of_rank_16():
+    """REFERENCE.md section 1 defaults (m = 100, r = 16) when model.adapter.tokens / rank are not set."""
+    backbone = build_backbone(BackboneConfig(weights=None, patch_size=16, img_size=32, model_kwargs=DINO_KW))
+    rein = build_adapter(AdapterConfig(name="rein"), backbone)
+    assert (rein.num_tokens, rein.rank) == (100, 16)
+    assert tuple(rein.tokens_a.shape) == (2, 100, 16)
+
+
 def shapes(module):
     return {k: tuple(v.shape) for k, v in module.named_parameters()}
 
@@ -120,6 +128,21 @@ def test_full_rank_token_init_bounds(patch, dim):
 
 def test_scale_init():
     assert Rein(2, 32, 16, scale_init=0.25).scale.item() == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_token2feat_and_delta_f_keep_pytorchs_default_linear_init(shared):
+    """REFERENCE.md section 1: token2feat and delta_f are Linear(C, C) with bias and PyTorch's default init
+    (the official reins.py: kaiming_uniform_(a=sqrt(5)) on the weights), i.e. U(-1/sqrt(C), 1/sqrt(C));
+    not zero (the official zero_mlp_delta_f=False)."""
+    torch.manual_seed(0)
+    rein = Rein(2, 256, 16, tokens=4, rank=4, shared=shared, link=False)
+    bound = 1 / math.sqrt(256)
+    for module in (rein.token2feat, rein.delta_f):
+        for linear in module if shared is False else [module]:
+            assert_uniform_within(linear.weight.detach(), bound)
+            bias = linear.bias.detach()
+            assert bias.abs().max() <= bound and bias.abs().max() > 0.9 * bound
 
 
 # --- forward --------------------------------------------------------------------------------------------
