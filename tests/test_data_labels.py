@@ -57,6 +57,13 @@ def test_values_outside_a_table_are_reported_and_ignored():
     assert TRAIN_IDS.unknown_values(np.array([19, 254], np.uint8)) == [19, 254]
 
 
+def test_train_id_files_keep_every_train_id_and_ignore():
+    """BDD100K masks and *_labelTrainIds.png are already train IDs (REFERENCE.md section 4): 0..18 and 255 map
+    to themselves."""
+    raw = np.array([*range(19), 255], np.uint8)
+    np.testing.assert_array_equal(TRAIN_IDS(raw), raw)
+
+
 def test_synthia_table_is_16_bit():
     assert SYNTHIA_IDS.lut.shape == (65536,)
     raw = np.array([3, 4, 2, 21, 5, 7, 15, 9, 6, 16, 1, 10, 17, 8, 18, 19, 20, 12, 11, 0, 13, 22], np.uint16)

@@ -129,6 +129,23 @@ def test_images_are_normalised_with_imagenets_mean_and_std():
 def test_the_training_crop_and_resize_defaults_are_reins():
     data = DataConfig(train=[], val=[])
     assert (data.cat_max_ratio, data.max_long_edge, data.flip_prob) == (0.75, 2048, 0.5)
+    # REFERENCE.md section 2: 512 crops, short edge 512 x U(0.5, 2.0) with the long edge at most 2048 x ratio
+    assert (data.crop_size, data.scale, data.ratio_range) == ([512, 512], [2048, 512], [0.5, 2.0])
+    assert {k: _defaults(transforms.TrainTransform)[k] for k in ("crop_size", "scale", "ratio_range", "cat_max_ratio",
+                                                                 "flip_prob", "max_long_edge")} == {
+        "crop_size": (512, 512), "scale": (2048, 512), "ratio_range": (0.5, 2.0), "cat_max_ratio": 0.75,
+        "flip_prob": 0.5, "max_long_edge": 2048}
+
+
+def test_the_training_transform_takes_every_augmentation_key_of_the_config():
+    from dgseg.engine.data import build_train_set
+
+    cfg = tiny_config(data__cat_max_ratio=0.6, data__ratio_range=[0.7, 1.3], data__flip_prob=0.25,
+                      data__max_long_edge=1000, data__keep_ratio=False, data__photometric=False)
+    t = build_train_set(cfg).transform
+    assert (t.crop_size, t.scale, t.ratio_range) == ((32, 32), (128, 48), (0.7, 1.3))
+    assert (t.cat_max_ratio, t.flip_prob, t.max_long_edge, t.keep_ratio, t.photometric) == (0.6, 0.25, 1000, False,
+                                                                                         False)
 
 
 def test_a_crop_where_one_class_covers_exactly_cat_max_ratio_is_redrawn(monkeypatch):
@@ -150,6 +167,25 @@ def test_photometric_distortion_has_mmsegs_default_ranges():
     assert _defaults(photometric_distortion) == {"brightness_delta": 32, "contrast_range": (0.5, 1.5),
                                                  "saturation_range": (0.5, 1.5), "hue_delta": 18,
                                                  "generator": None}
+
+
+def test_each_photometric_step_draws_from_its_own_range(monkeypatch):
+    """mmseg's PhotoMetricDistortion: brightness beta ~ U(-delta, delta), contrast and saturation alpha ~ U(range)
+    each from its own range, hue shift randint(-hue_delta, hue_delta); here ranges of one value each."""
+    from dgseg.data import photometric
+
+    calls, shifts = [], []
+    convert, hue_shift = photometric._convert, photometric.hue_shift
+    monkeypatch.setattr(photometric, "_convert", lambda img, alpha=1.0, beta=0.0: calls.append((alpha, beta))
+                        or convert(img, alpha, beta))
+    monkeypatch.setattr(photometric, "hue_shift", lambda delta, g=None: shifts.append(delta) or hue_shift(delta, g))
+    image = torch.randint(0, 256, (3, 4, 4), dtype=torch.uint8)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(16):
+        photometric_distortion(image, brightness_delta=0.0, contrast_range=(1.5, 1.5), saturation_range=(0.25, 0.25),
+                               hue_delta=7, generator=g)
+    assert {alpha for alpha, beta in calls} == {1.0, 1.5, 0.25}  # brightness (alpha 1), contrast, saturation
+    assert {beta for alpha, beta in calls} == {0.0} and set(shifts) == {7}
 
 
 def test_vltseg_text_guidance_defaults_are_denseclips():
