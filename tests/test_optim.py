@@ -38,6 +38,17 @@ def test_lamb_is_timms_and_a_step_equals_the_reference_formula():
     torch.testing.assert_close(plain.detach(), _lamb_reference(w0, g, 0.1, 0.0, adapt=False))
 
 
+def test_adamw_and_lamb_keep_their_reference_betas_and_eps():
+    """AdamW as mmengine's OptimWrapper builds torch.optim.AdamW (betas (0.9, 0.999), eps 1e-8; Rein's configs set
+    neither); LAMB as timm / NVIDIA FusedLAMB (betas (0.9, 0.999), eps 1e-6)."""
+    model = torch.nn.Linear(2, 2)
+    adamw = build_optimizer(model, TrainConfig())
+    assert isinstance(adamw, torch.optim.AdamW)
+    assert (adamw.defaults["betas"], adamw.defaults["eps"]) == ((0.9, 0.999), 1e-8)
+    lamb = build_optimizer(model, TrainConfig(optimizer="lamb"))
+    assert (lamb.defaults["betas"], lamb.defaults["eps"]) == ((0.9, 0.999), 1e-6)
+
+
 def test_lamb_weight_decay_enters_the_update_before_the_trust_ratio():
     w = torch.nn.Parameter(torch.tensor([1.0, 0.0]))
     w.grad = torch.zeros(2)
