@@ -80,7 +80,12 @@ SHIPPED_KEYS = {
                                  "model.adapter.scale": 0.1},
     # configs/dinov2/rein_dinov2_mask2former_1024x1024_bs4x2.py
     "rein_dinov2_l_citys2acdc": {"model.backbone.img_size": 1024, "data.crop_size": [1024, 1024], "eval.crop": 1024,
-                                 "eval.stride": 683, "train.lr": 6e-5},
+                                 "eval.stride": 683, "train.lr": 6e-5,
+                                 # LinearLR(end=10000) then PolyLR(begin=10000); 4 GPUs x 2 images = 8 per step
+                                 "train.warmup_iters": 10000, "train.poly_begin": 10000, "train.batch_size": 2,
+                                 "train.accumulate": 4, "data.source": "cityscapes",
+                                 # dg_citys2acdc_1024x1024.py: DGIoUMetric mean_used_keys, the four ACDC conditions
+                                 "data.mean_over": ["acdc-fog", "acdc-night", "acdc-rain", "acdc-snow"]},
     # the embedded demo and the comparison (README; configs/demo.yaml, configs/bench.yaml headers)
     "demo": {"train.lr": 1e-3, "train.max_iters": 400, "data.crop_size": [168, 168], "data.source": "synthetic-game",
              "model.backbone.weights": "dinov2_vits14_imgfocus"},

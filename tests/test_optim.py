@@ -157,3 +157,20 @@ def test_full_fine_tuning_recipe_decays_what_the_official_config_decays():
     default = {id(p): g["weight_decay"] for g in param_groups(model, TrainConfig(lr=1e-4, weight_decay=0.05))
                for p in g["params"]}
     assert default[id(names["backbone.vit.pos_embed"])] == 0.0  # dgseg's own list (null) exempts it
+
+
+def test_gradients_are_clipped_to_a_total_l2_norm_of_train_grad_clip():
+    """VLTSeg's schedule_5k.py: optim_wrapper clip_grad=dict(max_norm=0.01) (mmengine: clip_grad_norm_ over all
+    trained parameters, L2); the returned norm is the one before clipping."""
+    from types import SimpleNamespace
+
+    from dgseg.engine.train import _clip_gradients
+
+    params = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(1))]
+    params[0].grad, params[1].grad = torch.tensor([3.0, 0.0]), torch.tensor([4.0])
+    run = SimpleNamespace(scaler=torch.amp.GradScaler("cpu", enabled=False), optimizer=None, trainable=params,
+                          cfg=tiny_config(train__grad_clip=0.01))
+    assert _clip_gradients(run) == pytest.approx(5.0)
+    total = torch.cat([p.grad for p in params]).norm()
+    assert total.item() == pytest.approx(0.01, rel=1e-4)
+    torch.testing.assert_close(params[0].grad, torch.tensor([0.006, 0.0]))
