@@ -38,6 +38,11 @@ def test_the_head_config_defaults_are_the_papers_mask2former():
     head = HeadConfig()
     assert {k: getattr(head, k) for k in {**LOSS, **SAMPLING}} == {**LOSS, **SAMPLING}
     assert (head.num_queries, head.dec_layers, head.enc_layers, head.train_points) == (100, 9, 6, 12544)
+    # REFERENCE.md section 2: 256 dims, 8 heads, 4 sampling points, pixel-decoder FFN 1024, decoder FFN 2048 (the
+    # demo and bench configs inherit num_points from here)
+    arch = {"hidden_dim": 256, "num_heads": 8, "num_points": 4, "enc_ffn": 1024, "dec_ffn": 2048}
+    assert {k: getattr(head, k) for k in arch} == arch
+    assert {k: _defaults(Mask2FormerHead)[k] for k in arch} == arch
 
 
 def test_the_criterion_built_from_the_config_weighs_and_samples_as_the_paper():
