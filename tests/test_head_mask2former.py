@@ -183,6 +183,14 @@ def test_mmdet_parameter_names():
     assert "pixel_decoder.lateral_convs.0.conv.bias" not in names  # mmdet: no conv bias before GN
 
 
+def test_the_pixel_decoders_convolutions_use_group_norm_with_32_groups():
+    """REFERENCE.md section 2: the pixel decoder's input / lateral / output convolutions are followed by
+    GroupNorm(32) (mmdet's MSDeformAttnPixelDecoder norm_cfg=dict(type='GN', num_groups=32))."""
+    head = tiny_head(hidden_dim=64)
+    groups = [m.num_groups for m in head.pixel_decoder.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert len(groups) == 3 + 1 + 1 and set(groups) == {32}  # 3 input convs, one lateral and one output conv
+
+
 def test_tiny_head_overfits_one_batch():
     torch.manual_seed(0)
     head = tiny_head(train_points=128)
