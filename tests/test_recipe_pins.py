@@ -305,3 +305,18 @@ def test_import_rein_defaults_to_the_dinov2_l_gtav_recipe():
     from dgseg.engine.import_rein import DEFAULT_CONFIG
 
     assert DEFAULT_CONFIG == CONFIGS / "rein_dinov2_l_gta.yaml"
+
+
+def test_scores_are_resized_to_the_labels_native_size_bilinearly_without_aligned_corners():
+    """REFERENCE.md section 2: mIoU at the label's native resolution; mmseg's EncoderDecoder.postprocess_result
+    resizes the logits with resize(..., mode='bilinear', align_corners=False) before the argmax."""
+    from dgseg.engine.evaluate import predict_labels
+
+    ramp = torch.tensor([0.0, 0.5, 1.0]).view(1, 1, 1, 3).expand(1, 1, 2, 3)
+    scores = torch.cat([ramp, torch.full_like(ramp, 0.3)], dim=1)  # class 0 wins where the ramp passes 0.3
+    model = nn.Module()
+    model.predict = lambda image, **kw: scores
+    labels = predict_labels(model, torch.zeros(1, 3, 2, 3), (4, 10), "whole", 512, 341, None)
+    expected = nn.functional.interpolate(scores, size=(4, 10), mode="bilinear", align_corners=False).argmax(1)
+    corners = nn.functional.interpolate(scores, size=(4, 10), mode="bilinear", align_corners=True).argmax(1)
+    assert torch.equal(labels, expected) and not torch.equal(expected, corners)
