@@ -325,3 +325,21 @@ def test_openai_clip_vit_gives_its_image_embedding_as_the_global_embedding():
         vit = backbone.vit
         torch.testing.assert_close(glob, vit.forward_head(vit.forward_features(x)))  # ln_post, then proj
     assert dense.shape == (1, 768, 4, 3)
+
+
+def test_the_auxiliary_text_loss_is_0_4_times_cross_entropy_on_the_score_map_over_0_07():
+    """REFERENCE.md section 3 (DenseCLIP's identity head): the score map s, divided by the temperature 0.07 and
+    resized bilinearly to the labels, gets a cross-entropy (ignore 255) weighted 0.4 (TextConfig's defaults,
+    which vltseg_eva02_clip_l_gta.yaml also sets)."""
+    from dgseg.config.schema import TextConfig
+
+    text = TextConfig()
+    guidance = TextGuidance(3, 4, None, None, torch.randn(3, 4), temperature=text.temperature,
+                            aux_weight=text.aux_weight)
+    torch.manual_seed(0)
+    score = torch.rand(2, 3, 4, 5) * 2 - 1  # cosine similarities
+    labels = torch.randint(0, 3, (2, 8, 10))
+    labels[:, 0] = 255
+    logits = F.interpolate(score / 0.07, size=(8, 10), mode="bilinear", align_corners=False)
+    expected = 0.4 * F.cross_entropy(logits, labels, ignore_index=255)
+    torch.testing.assert_close(guidance.loss({"score_map": score}, labels)["loss_text"], expected)
