@@ -154,7 +154,7 @@ class Segmentor(nn.Module):
         ys = sliding_starts(h, ch, stride_h)
         xs = sliding_starts(w, cw, stride_w)
         boxes = [(y, x) for y in ys for x in xs]
-        self._check_window(ch, cw, (crop_h, crop_w), crop, b * len(boxes), batch)
+        check_window(self, ch, cw, (crop_h, crop_w), crop, b * len(boxes), batch)
         out = images.new_zeros((b, self.num_classes, h, w), dtype=torch.float32)
         count = images.new_zeros((1, 1, h, w), dtype=torch.float32)
         windows = torch.stack([images[:, :, y:y + ch, x:x + cw] for y, x in boxes], dim=1)  # B x W x 3 x ch x cw
@@ -169,23 +169,6 @@ class Segmentor(nn.Module):
         for y, x in boxes:
             count[:, :, y:y + ch, x:x + cw] += 1
         return out / count
-
-    def _check_window(self, ch: int, cw: int, full: tuple[int, int], crop, windows: int, batch: int) -> None:
-        """Refuses a sliding window the model cannot take (else an interpolation to 0 x 0 or a GroupNorm of one
-        value deep in the head). A GroupNorm of one channel per group fails only on a forward of one window:
-        with at least two windows in every forward, the looser rule of a batch applies (as in training)."""
-        rule = model_size_rule(self)
-        if rule is None:
-            return
-        if min(batch, windows) >= 2 and windows % batch != 1:
-            rule = rule._replace(coarse_cells=1)
-        problem = image_size_problem(ch, cw, rule)
-        if problem is None:
-            return
-        if (ch, cw) == full:
-            raise ValueError(f"eval.crop {crop}: the sliding {problem.replace('image is', 'window is', 1)}; set a "
-                             "larger eval.crop (or eval.mode: whole)")
-        raise ValueError(f"predict: the {problem} (the sliding window is cut to the image)")
 
 
 SLIDE_BATCH = {"cpu": 1}
@@ -284,3 +267,21 @@ def _build_model(cfg: Config) -> Segmentor:
         kwargs = {}
     head = build_head(m.head.name, in_channels, m.num_classes, **kwargs)
     return Segmentor(backbone, adapter, neck, head, m.num_classes, text=text)
+
+
+def check_window(model: nn.Module, ch: int, cw: int, full: tuple[int, int], crop, windows: int, batch: int) -> None:
+    """Refuses a sliding window ``model`` cannot take (else an interpolation to 0 x 0 or a GroupNorm of one
+    value deep in the head). A GroupNorm of one channel per group fails only on a forward of one window:
+    with at least two windows in every forward, the looser rule of a batch applies (as in training)."""
+    rule = model_size_rule(model)
+    if rule is None:
+        return
+    if min(batch, windows) >= 2 and windows % batch != 1:
+        rule = rule._replace(coarse_cells=1)
+    problem = image_size_problem(ch, cw, rule)
+    if problem is None:
+        return
+    if (ch, cw) == full:
+        raise ValueError(f"eval.crop {crop}: the sliding {problem.replace('image is', 'window is', 1)}; set a "
+                         "larger eval.crop (or eval.mode: whole)")
+    raise ValueError(f"predict: the {problem} (the sliding window is cut to the image)")
