@@ -179,15 +179,18 @@ def report_markdown(results: dict[str, dict], cfg: Config, settings: str, wall_s
 def demo_robustness(out: Path, methods: list[str], corruptions: list[str], severities: list[int]) -> dict[str, dict]:
     """Corruption robustness of each trained method on the source domain's held-out scenes."""
     from dgseg.config import domain_name, source_entry
+    from dgseg.engine.distributed import default_device
     from dgseg.engine.inference import load_model
     from dgseg.engine.robustness import evaluate_corruptions, write_corruptions
 
     found = {}
+    device = default_device()  # the GPU the methods trained on, when there is one
     for method in methods:
         model, cfg = load_model(out / method)
         specs = [source_entry(cfg) or cfg.data.val[0]]
         print(f"== demo: corruption robustness of {method} on {domain_name(specs[0], cfg.data.val)} ==", flush=True)
-        found[method] = evaluate_corruptions(model, cfg, corruptions, severities, specs=specs)
+        found[method] = evaluate_corruptions(model.to(device), cfg, corruptions, severities, device=device,
+                                             specs=specs)
         write_corruptions(found[method], out / method, title=f"demo {method}")
     return found
 

@@ -11,6 +11,12 @@ import torch.distributed as dist
 from torch import nn
 
 
+def default_device() -> torch.device:
+    """Where a command runs its model when no process group chose one: the GPU when the machine has one, else
+    the CPU (training and ``dgseg eval`` go through :func:`init_distributed`, which picks the same)."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def init_distributed() -> tuple[int, int, torch.device]:
     """Start the process group when launched by torchrun (NCCL on GPUs, gloo on CPU).
 

@@ -84,9 +84,12 @@ def evaluate_domain(model: nn.Module, spec: DatasetSpec, cfg: Config, device: to
 
 def eval_setup(model: nn.Module, cfg: Config, device: torch.device | None, specs: list[DatasetSpec] | None
                ) -> tuple[torch.device, list[DatasetSpec], str, bool]:
-    """What every evaluation starts with: the device, the domains (``data.val`` unless ``specs``), the
-    inference precision, and the model put in eval mode (returns whether it was training)."""
-    device = device or torch.device("cpu")
+    """What every evaluation starts with: the device (None: where the model's weights are), the domains
+    (``data.val`` unless ``specs``), the inference precision, and the model put in eval mode (returns whether
+    it was training)."""
+    if device is None:
+        first = next(model.parameters(), None)
+        device = torch.device("cpu") if first is None else first.device
     specs = cfg.data.val if specs is None else specs
     if not specs:
         raise ValueError("nothing to evaluate: data.val is empty; add at least one {name, root, split}")
