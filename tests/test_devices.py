@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from tiny import tiny_config
 
@@ -48,3 +49,20 @@ def test_the_default_device_is_the_gpu_when_there_is_one(monkeypatch):
     assert distributed.default_device() == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert distributed.default_device().type == "cuda"
+
+
+def test_onnx_export_traces_with_an_input_where_the_model_is(monkeypatch, tmp_path):
+    """A model on a GPU (meta stands in) is traced with an example image on its own device, not the CPU's."""
+    cfg = tiny_config()
+    model = dgseg.build_model(cfg).to("meta")
+    seen = []
+
+    def fake_export(module, args, path, **kwargs):
+        seen.append(args[0].device.type)
+        raise RuntimeError("traced")  # nothing to write: the example input is what is checked
+
+    monkeypatch.setattr(torch.onnx, "export", fake_export)
+    with pytest.raises(RuntimeError, match="traced"):
+        inference.export_onnx(model, cfg, tmp_path / "m.onnx", (32, 48))
+    assert seen == ["meta"]
+    assert not (tmp_path / "m.onnx").exists()

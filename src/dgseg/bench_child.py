@@ -49,7 +49,9 @@ def run_child(train_yaml: str, full_yaml: str, out_dir: str, resume: bool, summa
     if result.get("stopped"):
         raise SystemExit(STOPPED)
     model, _ = load_model(out_dir)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    from dgseg.engine.distributed import default_device
+
+    device = default_device()
     results = evaluate(model.to(device), full_cfg, device, progress=False)
     write_results(results, full_cfg, Path(out_dir))
     peak_mb = peak_rss_mb()

@@ -128,9 +128,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     zip_path = None if args.zip is None else check_new_output(args.zip or f"{Path(args.out).resolve()}.zip",
                                                               args.force, "--zip FILE")  # before any prediction
     model, cfg = load_model(args.checkpoint, args.overrides + (["eval.tta.enabled=true"] if args.tta else []))
-    import torch
+    from dgseg.engine.distributed import default_device
 
-    model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(default_device())
     if args.dataset is None and args.format == "trainids" and zip_path is None:
         written = predict_files(model, cfg, args.inputs, args.out, mode=args.mode, progress=not args.no_progress)
         print(f"{len(written)} predictions written to {args.out} (*_labelTrainIds.png, *_color.png, *_overlay.png)")

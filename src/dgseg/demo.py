@@ -124,9 +124,10 @@ def _example_rows(method_dir: Path, cfg: Config) -> list[dict]:
 
 
 def _precision(cfg: Config) -> str:
+    from dgseg.engine.distributed import default_device
     from dgseg.engine.precision import resolve_amp
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         amp = resolve_amp(cfg.train.amp, device)

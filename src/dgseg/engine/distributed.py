@@ -17,6 +17,12 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s weights are (the CPU for a model without parameters)."""
+    first = next(model.parameters(), None)
+    return torch.device("cpu") if first is None else first.device
+
+
 def init_distributed() -> tuple[int, int, torch.device]:
     """Start the process group when launched by torchrun (NCCL on GPUs, gloo on CPU).
 

@@ -88,8 +88,9 @@ def eval_setup(model: nn.Module, cfg: Config, device: torch.device | None, specs
     (``data.val`` unless ``specs``), the inference precision, and the model put in eval mode (returns whether
     it was training)."""
     if device is None:
-        first = next(model.parameters(), None)
-        device = torch.device("cpu") if first is None else first.device
+        from dgseg.engine.distributed import model_device
+
+        device = model_device(model)
     specs = cfg.data.val if specs is None else specs
     if not specs:
         raise ValueError("nothing to evaluate: data.val is empty; add at least one {name, root, split}")

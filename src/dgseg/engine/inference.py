@@ -16,6 +16,7 @@ from dgseg.engine.backbone_check import check_backbone
 from dgseg.engine.checkpoint import CheckpointError, check_compatible, load_checkpoint
 from dgseg.engine.checkpoint_compat import check_backbone_layout
 from dgseg.engine.classes_meta import warn_if_other_class_names
+from dgseg.engine.distributed import model_device
 from dgseg.models.weights_io import mismatch_report
 
 FULL_FORMAT = "dgseg.full.v1"
@@ -161,7 +162,7 @@ def export_onnx(model: nn.Module, cfg: Config, out_file: str | Path, size: tuple
     problem = None if rule is None else image_size_problem(h, w, rule)
     if problem is not None:
         raise ValueError(f"ONNX input size {h} {w} (--size H W): {problem}")
-    dummy = torch.randn(1, 3, h, w)
+    dummy = torch.randn(1, 3, h, w, device=model_device(model))  # traced where the model is
     module = ScoresModule(model.eval()).eval()
 
     def export(path: Path) -> None:
@@ -209,7 +210,7 @@ def check_onnx(model: nn.Module, onnx_file: str | Path, size: tuple[int, int], s
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(1, 3, *size, generator=g)
     with torch.no_grad(), plain_pos_embed_resampling():
-        ref = model._scores(x).numpy()
+        ref = model._scores(x.to(model_device(model))).float().cpu().numpy()
     sess = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     got = sess.run(["scores"], {"image": x.numpy()})[0]
     return float(np.abs(got - ref).max())
