@@ -180,6 +180,13 @@ def test_impossible_values_name_the_key(override, key):
     assert str(exc.value).startswith(key), str(exc.value)
 
 
+def test_a_bad_data_scale_is_described_as_the_resize_reads_it():
+    with pytest.raises(ConfigError, match=r"data.scale: expected \[long edge, short edge\] > 0"):
+        load_config(overrides=["data.scale=[2048, 0]"])
+    with pytest.raises(ConfigError, match=r"data.scale: expected \[W, H\] \(data.keep_ratio: false\) > 0"):
+        load_config(overrides=["data.scale=[1280, 0]", "data.keep_ratio=false"])
+
+
 def test_eval_windows_are_one_size_or_h_w():
     cfg = load_config(overrides=["eval.crop=[512, 1024]", "eval.stride=[341, 683]"])
     assert (cfg.eval.crop, cfg.eval.stride) == ([512, 1024], [341, 683])

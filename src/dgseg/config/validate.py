@@ -77,7 +77,8 @@ def validate_config(cfg: Config) -> None:
     if len(cfg.data.scale) != 2 or len(cfg.data.ratio_range) != 2:
         raise ConfigError("data.scale and data.ratio_range: expected two numbers each")
     if min(cfg.data.scale) <= 0:
-        raise ConfigError(f"data.scale: expected [long edge, short edge] > 0, got {cfg.data.scale}")
+        sides = "[long edge, short edge]" if cfg.data.keep_ratio else "[W, H] (data.keep_ratio: false)"
+        raise ConfigError(f"data.scale: expected {sides} > 0, got {cfg.data.scale}")
     lo, hi = cfg.data.ratio_range
     if not 0 < lo <= hi:
         raise ConfigError(f"data.ratio_range: expected 0 < low <= high, got {cfg.data.ratio_range}")
