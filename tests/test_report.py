@@ -197,3 +197,13 @@ def test_dgseg_eval_stores_examples_and_its_json_gives_the_mean(tmp_path, capsys
     stored = json.loads((run / "eval.json").read_text())
     assert printed["mean"] == stored["mean"] and printed["mean"]["over"] == ["synthetic-night"]
     assert printed["domains"].keys() == stored["domains"].keys()
+
+
+def test_example_images_are_kept_at_most_512_px_on_the_longer_side_landscape_or_portrait():
+    import torch
+
+    from dgseg.engine.examples import example
+
+    for h, w, want in ((100, 2048, (25, 512)), (2048, 100, (512, 25)), (60, 80, (60, 80))):
+        kept = example(torch.zeros(3, h, w), torch.zeros(h, w, dtype=torch.long), torch.ones(h, w, dtype=torch.long))
+        assert kept["image"].shape[:2] == kept["label"].shape == kept["pred"].shape == want

@@ -2,8 +2,8 @@
 
 On disk (``RUN/examples/<domain>/<k>_<tag>_{image.jpg,label.png,pred.png}``): the image as RGB JPEG, the
 ground truth and the prediction as single-channel PNGs of class indices (255 = ignore), so a report can
-colour them with the run's class palette. Images wider than :data:`MAX_WIDTH` are downscaled (nearest
-for the label maps) so that pages load fast.
+colour them with the run's class palette. Images whose longer side exceeds :data:`MAX_SIDE` are downscaled
+(nearest for the label maps) so that pages load fast.
 
 ``<tag>`` is new for every evaluation: its images are written beside the previous ones, ``eval.json`` then
 names them, and only after that are the previous evaluation's images removed (:func:`prune_examples`). A
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-MAX_WIDTH = 512
+MAX_SIDE = 512
 
 
 def example(image: torch.Tensor, label: torch.Tensor, pred: torch.Tensor) -> dict[str, np.ndarray]:
@@ -29,7 +29,7 @@ def example(image: torch.Tensor, label: torch.Tensor, pred: torch.Tensor) -> dic
 
     label, pred = label.cpu(), pred.cpu()
     h, w = label.shape[-2:]
-    scale = min(1.0, MAX_WIDTH / w)
+    scale = min(1.0, MAX_SIDE / max(h, w))  # landscape or portrait
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
     img = F.interpolate(image[None].float().cpu(), size=size, mode="bilinear", align_corners=False)[0]
     maps = [F.interpolate(m[None, None].float(), size=size, mode="nearest")[0, 0] for m in (label, pred)]
