@@ -25,6 +25,11 @@ class SizeRule(NamedTuple):
     coarse_cells: int = 1
     drop: bool = False
 
+    def for_batch(self, images: int) -> SizeRule:
+        """The rule for a forward of ``images`` images: a GroupNorm of one channel per group (``coarse_cells``
+        2) fails only on a lone image; two or more give it more than one value per group."""
+        return self._replace(coarse_cells=1) if images >= 2 else self
+
 
 def model_size_rule(model: object) -> SizeRule | None:
     """The :class:`SizeRule` of a Segmentor (None for a module without a patch backbone: nothing to check)."""

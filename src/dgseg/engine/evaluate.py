@@ -15,7 +15,7 @@ from dgseg import strict_json
 from dgseg.atomic import write_atomic
 from dgseg.config import Config, DatasetSpec, TTAConfig, domain_name
 from dgseg.engine.data import build_eval_set
-from dgseg.engine.distributed import is_main
+from dgseg.engine.distributed import is_main, model_device
 from dgseg.engine.precision import autocast, resolve_amp
 from dgseg.image_size import check_image_size, model_size_rule
 from dgseg.metrics import SegMetric, format_table, mean_domains, mean_miou, per_class_table
@@ -88,8 +88,6 @@ def eval_setup(model: nn.Module, cfg: Config, device: torch.device | None, specs
     (``data.val`` unless ``specs``), the inference precision, and the model put in eval mode (returns whether
     it was training)."""
     if device is None:
-        from dgseg.engine.distributed import model_device
-
         device = model_device(model)
     specs = cfg.data.val if specs is None else specs
     if not specs:

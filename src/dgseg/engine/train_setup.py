@@ -214,10 +214,10 @@ def check_crop_size(model: nn.Module, cfg: Config) -> None:
     rule = model_size_rule(model)
     if rule is None:
         return
-    batched = rule._replace(coarse_cells=1)
-    problem = image_size_problem(*cfg.data.crop_size, batched if cfg.train.batch_size > 1 else rule)
+    problem = image_size_problem(*cfg.data.crop_size, rule.for_batch(cfg.train.batch_size))
     if problem is not None:
-        hint = "; or train.batch_size 2 or more" if image_size_problem(*cfg.data.crop_size, batched) is None else ""
+        hint = "; or train.batch_size 2 or more" if image_size_problem(*cfg.data.crop_size, rule.for_batch(2)) is None \
+            else ""
         raise ConfigError(f"data.crop_size {cfg.data.crop_size}: {problem.replace('image is', 'the crop is', 1)}{hint}")
 
 

@@ -334,8 +334,7 @@ def build_backbone(cfg: BackboneConfig, projection: bool = False) -> Backbone:
                          f"{cfg.patch_size}, model_kwargs {cfg.model_kwargs} ({type(exc).__name__}: {exc})") from exc
     if not hasattr(vit, "blocks") or not hasattr(vit, "forward_intermediates") or not hasattr(vit, "patch_embed"):
         raise ValueError(_not_a_vit(name, f"it builds a {type(vit).__name__}"))
-    patch = vit.patch_embed.patch_size
-    patch = patch[0] if isinstance(patch, (tuple, list)) else int(patch)
+    patch = _patch_size(vit)
     if cfg.img_size < patch:  # a position grid of 0 x 0 patches: a division by zero when resampled
         raise ValueError(f"model.backbone.img_size: {cfg.img_size} px is less than one {patch}-px patch of '{name}'; "
                          "expected the training crop's size (e.g. 512), at least the patch size")
@@ -370,8 +369,13 @@ def layout_defaults(name: str, model_kwargs: dict | None) -> tuple[int, list[int
     patch size, the blocks :func:`resolve_out_indices` takes). Built on the meta device: no memory, no weights."""
     with torch.device("meta"):
         vit = timm.create_model(name, pretrained=False, num_classes=0, **dict(model_kwargs or {}))
+    return _patch_size(vit), resolve_out_indices(vit, None, name)
+
+
+def _patch_size(vit: nn.Module) -> int:
+    """The side of ``vit``'s square patches (timm stores an int or an (h, w) pair)."""
     patch = vit.patch_embed.patch_size
-    return (patch[0] if isinstance(patch, (tuple, list)) else int(patch)), resolve_out_indices(vit, None, name)
+    return patch[0] if isinstance(patch, (tuple, list)) else int(patch)
 
 
 def pad_to_multiple(images: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:

@@ -276,9 +276,8 @@ def check_window(model: nn.Module, ch: int, cw: int, full: tuple[int, int], crop
     rule = model_size_rule(model)
     if rule is None:
         return
-    if min(batch, windows) >= 2 and windows % batch != 1:
-        rule = rule._replace(coarse_cells=1)
-    problem = image_size_problem(ch, cw, rule)
+    fewest = min(windows, windows % batch or batch)  # windows in the smallest forward: the last one's
+    problem = image_size_problem(ch, cw, rule.for_batch(fewest))
     if problem is None:
         return
     if (ch, cw) == full:
