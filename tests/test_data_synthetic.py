@@ -161,3 +161,18 @@ def test_the_scene_cache_keeps_to_its_budget(monkeypatch):
         ds.read(i)
     assert len(synthetic_dataset._CACHE) == 1 and synthetic_dataset._CACHED_BYTES == 32 * 64 * 4
     synthetic_dataset.clear_scene_cache()
+
+
+def test_a_synthetic_entry_is_read_whatever_the_case_of_its_name():
+    """build_dataset reads 'Synthetic-Night' as the generated night style; its entry's length, size and seed
+    reach it too (they were dropped: 1000 scenes instead of 3)."""
+    from tiny import tiny_config
+
+    from dgseg.config import DatasetSpec
+    from dgseg.engine.data import build_eval_set
+
+    cfg = tiny_config(data__val=[{"name": "Synthetic-Night", "length": 3, "size": [40, 56], "seed": 2}],
+                      data__source=None)
+    data = build_eval_set(cfg.data.val[0], cfg=cfg)
+    assert len(data) == 3 and tuple(data[0]["label"].shape) == (40, 56)
+    assert cfg.data.val[0].generated and not DatasetSpec(name="gtav", root="data/gta").generated

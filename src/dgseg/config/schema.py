@@ -175,6 +175,12 @@ class DatasetSpec:
     """A text file listing the images of ``split`` to use (one per line, stem or file name), e.g. 1/16 of
     Cityscapes train; for GTAV, SYNTHIA and UrbanSyn the way to name a split other than train."""
 
+    @property
+    def generated(self) -> bool:
+        """A ``synthetic-<style>`` entry (any case, as :func:`dgseg.data.build_dataset` reads the name): scenes
+        drawn from ``length``, ``size`` and ``seed``, no files."""
+        return self.name.lower().startswith("synthetic-")
+
 
 @dataclass
 class DataConfig:

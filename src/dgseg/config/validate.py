@@ -157,7 +157,7 @@ def _check_paths(cfg: Config) -> None:
     for group, specs in (("train", cfg.data.train), ("val", cfg.data.val)):
         for i, spec in enumerate(specs):
             paths[f"data.{group}[{i}].split_file"] = spec.split_file
-            if not spec.name.lower().startswith("synthetic-"):  # the generated benchmark's root is null or ''
+            if not spec.generated:  # the generated benchmark's root is null or ''
                 paths[f"data.{group}[{i}].root"] = spec.root
     for key, value in paths.items():
         if value is not None and not value.strip():
@@ -263,7 +263,7 @@ def _check_entry_keys(cfg: Config) -> None:
                               f"never reads it ({why}); remove it")
     for group, specs in (("train", cfg.data.train), ("val", cfg.data.val)):
         for i, spec in enumerate(specs):
-            if spec.name.lower().startswith("synthetic-"):
+            if spec.generated:
                 if spec.seed < 0:
                     raise ConfigError(f"data.{group}[{i}].seed: must be >= 0, got {spec.seed}")
                 continue

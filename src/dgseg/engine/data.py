@@ -17,7 +17,7 @@ from dgseg.engine.distributed import EpochSampler
 def spec_kwargs(spec: DatasetSpec) -> dict[str, Any]:
     """Dataset kwargs of a config entry (synthetic sizes only where given)."""
     kwargs: dict[str, Any] = {}
-    if spec.name.startswith("synthetic-"):
+    if spec.generated:
         if spec.length is not None:
             kwargs["length"] = spec.length
         if spec.size is not None:
@@ -110,7 +110,7 @@ def _class_kwargs(cfg: Config, spec: DatasetSpec, transform, where: str) -> dict
 
 
 def _error_kwargs(spec: DatasetSpec, on_error: str, unknown_labels: str = "auto") -> dict:
-    if spec.name.startswith("synthetic-"):  # generated: no bad files, no unknown label values
+    if spec.generated:  # no bad files, no unknown label values
         return {}
     from dgseg.data.datasets import unknown_labels_policy
 
