@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -186,6 +187,20 @@ def test_export_refuses_an_existing_out_file_unless_forced(tmp_path, trained, ca
     assert any(k.startswith("backbone.") for k in load_file(str(target)))
     assert main(["export", "--checkpoint", str(out), "--format", "onnx", "--out", str(tmp_path), "--force"]) == 2
     assert f"{tmp_path}: is a folder; --out takes a file name" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("package", ["onnx", "onnxruntime"])
+def test_an_onnx_export_without_its_packages_is_refused_before_it_writes(tmp_path, trained, monkeypatch, capsys,
+                                                                         package):
+    from dgseg.cli import main
+
+    monkeypatch.setitem(sys.modules, package, None)  # what an import of a package that is not installed meets
+    target = tmp_path / "m.onnx"
+    assert main(["export", "--checkpoint", str(trained[1]), "--format", "onnx", "--out", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert f"dgseg export: error: --format onnx needs the {package} package" in err
+    assert "pip install 'dgseg[onnx]'" in err and "Traceback" not in err
+    assert not target.exists()
 
 
 def test_onnx_export_matches_pytorch(tmp_path, trained):

@@ -28,7 +28,7 @@ def test_backends_are_validated_and_jsonl_is_required(tmp_path):
         load_config(None, ["train.log_backends=[tensorboard]"])
 
 
-def test_a_missing_tensorboard_package_names_the_extra(tmp_path, monkeypatch):
+def _without_tensorboard(monkeypatch):
     import builtins
 
     real_import = builtins.__import__
@@ -39,8 +39,30 @@ def test_a_missing_tensorboard_package_names_the_extra(tmp_path, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_tb)
-    with pytest.raises(ImportError, match=r"dgseg\[tensorboard\]"):
+
+
+def test_a_missing_tensorboard_package_names_the_extra(tmp_path, monkeypatch):
+    _without_tensorboard(monkeypatch)
+    with pytest.raises(RuntimeError, match=r"dgseg\[tensorboard\]"):
         loggers._tensorboard_writer(tmp_path)
+
+
+def test_without_tensorboard_dgseg_train_stops_before_it_writes_anything(tmp_path, monkeypatch, capsys):
+    """An error line and exit code 2, not a traceback; no config.yaml left behind that would refuse the same
+    command once the package is installed."""
+    from dgseg.cli import main
+
+    cfg_file = tmp_path / "tiny.yaml"
+    from dgseg.config import dump_config
+
+    cfg_file.write_text(dump_config(tiny_config()))
+    _without_tensorboard(monkeypatch)
+    out = tmp_path / "run"
+    assert main(["train", str(cfg_file), "--out", str(out), "--set", "train.log_backends=[jsonl,tensorboard]"]) == 2
+    err = capsys.readouterr().err
+    assert "dgseg train: error: train.log_backends includes tensorboard, but the tensorboard package is missing" in err
+    assert "Traceback" not in err
+    assert not out.exists()
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard not installed")

@@ -104,6 +104,7 @@ def test_grad_checkpointing_reaches_the_backbone_and_the_pixel_decoder():
 
 
 def test_bf16_on_a_cpu_without_native_bf16_runs_in_float32_and_says_so(monkeypatch):
+    monkeypatch.setattr(precision, "_SAID", set())  # a fresh process
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
     with pytest.warns(UserWarning, match="no native bf16"):
         assert precision.resolve_amp("bf16", torch.device("cpu")) == "none"
@@ -114,11 +115,15 @@ def test_bf16_on_a_cpu_without_native_bf16_runs_in_float32_and_says_so(monkeypat
 
 
 def test_the_bf16_fallback_is_said_once_per_process_not_again_by_each_evaluation(monkeypatch):
+    monkeypatch.setattr(precision, "_SAID", set())  # a fresh process
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("default")  # Python's own filter: once per warning location
         precision.resolve_amp("bf16", torch.device("cpu"))  # training's setup
+        with warnings.catch_warnings():  # what a subprocess call or an import on the way may do: it clears
+            warnings.simplefilter("ignore")  # Python's once-per-location memory
         precision.resolve_amp("bf16", torch.device("cpu"), training=False)  # the evaluation after it
+        precision.resolve_amp("bf16", torch.device("cpu"), training=False)  # and the next one
     assert [str(w.message)[:31] for w in said] == ["train.amp=bf16: this CPU has no"]
 
 
@@ -127,6 +132,7 @@ def test_bf16_on_a_gpu_before_ampere_runs_in_float32_and_says_so(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True:
                         including_emulation or supported["native"])  # a T4 / V100 emulates bf16
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    monkeypatch.setattr(precision, "_SAID", set())  # a fresh process
     with pytest.warns(UserWarning, match="Tesla T4 has no native bf16.*train.amp=fp16"):
         assert precision.resolve_amp("bf16", torch.device("cuda", 0)) == "none"
     supported["native"] = True  # Ampere and newer

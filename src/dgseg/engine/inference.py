@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import warnings
 from pathlib import Path
 
@@ -137,8 +138,24 @@ def plain_pos_embed_resampling():
             setattr(m, "resample_abs_pos_embed_nhwc" if m is sam else "resample_abs_pos_embed", fn)
 
 
+ONNX_EXTRA = "pip install 'dgseg[onnx]'  (or: pip install onnx onnxruntime)"
+
+
+def require_onnx() -> None:
+    """Raises RuntimeError (the install hint) unless onnx (the file check) and onnxruntime (the comparison with
+    PyTorch) import: an ONNX export needs both, said before the model loads or a file is written."""
+    for package in ("onnx", "onnxruntime"):
+        try:
+            importlib.import_module(package)
+        except ImportError as exc:
+            raise RuntimeError(f"--format onnx needs the {package} package ({exc}): {ONNX_EXTRA}") from exc
+
+
 def check_export_size(fmt: str, size: list[int] | None) -> None:
-    """Refuses a ``--size`` that is not a height and width of 1 px or more, or one given to a full export."""
+    """Refuses a ``--size`` that is not a height and width of 1 px or more, or one given to a full export;
+    ``--format onnx`` without its packages (:func:`require_onnx`)."""
+    if fmt == "onnx":
+        require_onnx()
     if size is None:
         return
     if fmt != "onnx":

@@ -21,12 +21,20 @@ from dgseg.atomic import append_line
 TENSORBOARD_EXTRA = "pip install 'dgseg[tensorboard]'  (or: pip install tensorboard)"
 
 
-def _tensorboard_writer(log_dir: Path):
+def require_log_backends(backends: Sequence[str]) -> None:
+    """Raises RuntimeError (the install hint) when a backend of ``train.log_backends`` needs a missing package:
+    called before a run folder is touched, so the command can be rerun as it was once the package is there."""
+    if "tensorboard" not in backends:
+        return
     try:
         import torch.utils.tensorboard  # noqa: F401  (imports the tensorboard package)
     except ImportError as exc:
-        raise ImportError(f"train.log_backends includes tensorboard, but the tensorboard package is missing: "
-                          f"{TENSORBOARD_EXTRA}") from exc
+        raise RuntimeError(f"train.log_backends includes tensorboard, but the tensorboard package is missing: "
+                           f"{TENSORBOARD_EXTRA}") from exc
+
+
+def _tensorboard_writer(log_dir: Path):
+    require_log_backends(("tensorboard",))
     from dgseg.engine.tb_events import AtomicEventWriter
 
     return AtomicEventWriter(log_dir)

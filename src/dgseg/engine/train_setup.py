@@ -26,7 +26,7 @@ from dgseg.engine.backbone_check import check_backbone
 from dgseg.engine.checkpoint import latest_checkpoint, load_checkpoint, load_train_state, restore_rng_state
 from dgseg.engine.data import build_train_loader, skipped_samples
 from dgseg.engine.distributed import barrier, init_distributed, is_main, sync_batchnorm
-from dgseg.engine.loggers import RunLogger
+from dgseg.engine.loggers import RunLogger, require_log_backends
 from dgseg.engine.optim import build_optimizer, build_scheduler
 from dgseg.engine.precision import resolve_amp
 from dgseg.engine.run_facts import read_run_json, write_run_facts
@@ -144,6 +144,7 @@ def setup_training(cfg: Config, out_dir: Path, resume: bool, force: bool, model:
     """The setup of :func:`dgseg.engine.train.train`, in order: seeds, builds the model, optimizer, scheduler and
     grad scaler, claims the folder (unless resuming), resumes, wraps the model for DDP, builds the data
     loader from the resumed position, writes config.yaml and the run facts, opens the log."""
+    require_log_backends(cfg.train.log_backends)  # a missing package, said before anything is built or written
     rank, world, device = init_distributed()
     if resume:  # what the resumed run appends to or merges, refused by name before anything is built
         refuse_links(out_dir)
