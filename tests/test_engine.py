@@ -287,6 +287,28 @@ def test_two_val_entries_of_one_name_and_split_each_get_their_row_by_label():
     assert results["synthetic-night"]["mIoU"] != results["night-7"]["mIoU"]  # two scene sets, two results
 
 
+def test_an_eval_window_or_tta_view_too_small_is_refused_before_training_not_after_it(tmp_path):
+    """The final evaluation used to fail after the whole schedule; the first image of each data.val entry is now
+    checked when training starts, before the run folder is touched (the tiny model: 8-px patches)."""
+    from dgseg.config import ConfigError
+
+    night = {"name": "synthetic-night", "split": "val", "length": 1, "size": [48, 64]}
+    base = {"data__val": [night], "data__source": None}
+    with pytest.raises(ConfigError, match=r"data\.val synthetic-night \(its first image, synthetic://.*checked before "
+                                          r"training\): eval\.crop 8: the sliding window is 8x8 px"):
+        train(tiny_config(**base, eval__mode="slide", eval__crop=8, eval__stride=8), tmp_path / "a", progress=False)
+    with pytest.raises(ConfigError, match=r"data\.val synthetic-night .*eval\.tta\.scales: 0\.1 turns the 64x48 px"):
+        train(tiny_config(**base, eval__tta__enabled=True, eval__tta__scales=[1.0, 0.1]), tmp_path / "b",
+              progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    # a window the tiny head takes only two at a time: fine with eval.batch_size 2, refused one at a time
+    train(tiny_config(**base, eval__mode="slide", eval__crop=24, eval__stride=24, eval__batch_size=2,
+                      train__max_iters=1), tmp_path / "c", progress=False)
+    with pytest.raises(ConfigError, match=r"eval\.crop 24: the sliding window is 24x24 px"):
+        train(tiny_config(**base, eval__mode="slide", eval__crop=24, eval__stride=24, eval__batch_size=1),
+              tmp_path / "d", progress=False)
+
+
 def test_a_training_crop_smaller_than_the_model_takes_is_refused_naming_data_crop_size(tmp_path):
     # every training input is data.crop_size; one 8-px patch gave a torch interpolate error at the first step
     from dgseg.config import ConfigError

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from dgseg import strict_json
 from dgseg.atomic import write_atomic
-from dgseg.config import Config, DatasetSpec, TTAConfig, domain_name
+from dgseg.config import Config, ConfigError, DatasetSpec, TTAConfig, domain_name
 from dgseg.engine.data import build_eval_set
 from dgseg.engine.distributed import is_main, model_device
 from dgseg.engine.precision import autocast, resolve_amp
@@ -80,6 +80,35 @@ def evaluate_domain(model: nn.Module, spec: DatasetSpec, cfg: Config, device: to
         warnings.warn(f"eval {spec.name}: {len(ignored)} label files with values the dataset does not define, "
                       f"read as 255 (data.unknown_labels=ignore): {', '.join(sorted(ignored)[:5])}", stacklevel=2)
     return result
+
+
+def check_eval_sizes(model: nn.Module, cfg: Config, device: torch.device) -> None:
+    """The size checks of an evaluation on ``device``, made on the first image of every ``data.val`` entry before
+    training: an image, sliding window (``eval.crop``) or test-time-augmentation view (``eval.tta.scales``) the
+    model cannot take is refused now, naming the entry, rather than at the first validation or after the whole
+    schedule. Later images of other sizes are checked as they come, as in any evaluation."""
+    from dgseg.engine.tta import tta_view
+    from dgseg.models.segmentor import check_slide, default_slide_batch
+
+    rule = model_size_rule(model)
+    if rule is None:
+        return
+    batch = default_slide_batch(device) if cfg.eval.batch_size is None else cfg.eval.batch_size
+    for spec in cfg.data.val:
+        dataset = build_eval_set(spec, cfg.data.on_error, cfg)
+        item = dataset[0] if len(dataset) else {"skipped": True}
+        if item.get("skipped"):
+            continue
+        h, w = item["image"].shape[-2:]
+        try:
+            check_image_size(h, w, rule, item["path"])
+            views = [tta_view(rule, h, w, s) for s in cfg.eval.tta.scales] if cfg.eval.tta.enabled else [(h, w)]
+            if (spec.mode or cfg.eval.mode) == "slide":
+                for vh, vw in views:
+                    check_slide(model, vh, vw, 1, cfg.eval.crop, cfg.eval.stride, batch)
+        except ValueError as e:
+            raise ConfigError(f"data.val {domain_name(spec, cfg.data.val)} (its first image, {item['path']}, "
+                              f"checked before training): {e}") from e
 
 
 def eval_setup(model: nn.Module, cfg: Config, device: torch.device | None, specs: list[DatasetSpec] | None

@@ -26,6 +26,7 @@ from dgseg.engine.backbone_check import check_backbone
 from dgseg.engine.checkpoint import latest_checkpoint, load_checkpoint, load_train_state, restore_rng_state
 from dgseg.engine.data import build_train_loader, skipped_samples
 from dgseg.engine.distributed import barrier, init_distributed, is_main, sync_batchnorm
+from dgseg.engine.evaluate import check_eval_sizes
 from dgseg.engine.loggers import RunLogger, require_log_backends
 from dgseg.engine.optim import build_optimizer, build_scheduler
 from dgseg.engine.precision import resolve_amp
@@ -227,6 +228,7 @@ def _build_model_and_optimizer(cfg: Config, device: torch.device, model: nn.Modu
     if model is None:
         model = dgseg.build_model(cfg)
     check_crop_size(model, cfg)
+    check_eval_sizes(model, cfg, device)
     model.to(device)
     if cfg.train.grad_checkpointing:
         model.set_grad_checkpointing(True)

@@ -35,11 +35,7 @@ def tta_probabilities(model: nn.Module, image: Tensor, size: tuple[int, int], sc
     views = 0
     rule = model_size_rule(model)
     for scale in scales:
-        new = scaled_size(h, w, scale)
-        problem = None if rule is None else image_size_problem(*new, rule)
-        if problem is not None:
-            raise ValueError(f"eval.tta.scales: {scale} turns the {w}x{h} px (WxH) input into a view that is too small: "
-                             f"{problem}; leave out the scales below it")
+        new = tta_view(rule, h, w, scale)
         x = image if new == (h, w) else F.interpolate(image, size=new, mode="bilinear", align_corners=False)
         for mirrored in ((False, True) if flip else (False,)):
             with autocast(image.device, amp):
@@ -56,3 +52,14 @@ def tta_probabilities(model: nn.Module, image: Tensor, size: tuple[int, int], sc
     if total is None:
         raise ValueError("test-time augmentation: no views (eval.tta.scales is empty)")
     return total / views
+
+
+def tta_view(rule, h: int, w: int, scale: float) -> tuple[int, int]:
+    """The size of the ``scale`` view of an ``h`` x ``w`` input, refused when the model (its size ``rule``;
+    None: any size) cannot take it."""
+    new = scaled_size(h, w, scale)
+    problem = None if rule is None else image_size_problem(*new, rule)
+    if problem is not None:
+        raise ValueError(f"eval.tta.scales: {scale} turns the {w}x{h} px (WxH) input into a view that is too small: "
+                         f"{problem}; leave out the scales below it")
+    return new

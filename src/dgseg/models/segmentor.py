@@ -146,15 +146,8 @@ class Segmentor(nn.Module):
             return self._scores(images).float()
         if mode != "slide":
             raise ValueError(f"predict: mode must be 'whole' or 'slide', got {mode!r}")
-        (crop_h, crop_w), (stride_h, stride_w) = hw_pair(crop), hw_pair(stride)
-        if not (0 < stride_h <= crop_h and 0 < stride_w <= crop_w):
-            raise ValueError(f"predict: need 0 < stride <= crop on each axis, got stride={stride}, crop={crop}")
         b, _, h, w = images.shape
-        ch, cw = min(crop_h, h), min(crop_w, w)
-        ys = sliding_starts(h, ch, stride_h)
-        xs = sliding_starts(w, cw, stride_w)
-        boxes = [(y, x) for y in ys for x in xs]
-        check_window(self, ch, cw, (crop_h, crop_w), crop, b * len(boxes), batch)
+        ch, cw, boxes = check_slide(self, h, w, b, crop, stride, batch)
         out = images.new_zeros((b, self.num_classes, h, w), dtype=torch.float32)
         count = images.new_zeros((1, 1, h, w), dtype=torch.float32)
         windows = torch.stack([images[:, :, y:y + ch, x:x + cw] for y, x in boxes], dim=1)  # B x W x 3 x ch x cw
@@ -267,6 +260,26 @@ def _build_model(cfg: Config) -> Segmentor:
         kwargs = {}
     head = build_head(m.head.name, in_channels, m.num_classes, **kwargs)
     return Segmentor(backbone, adapter, neck, head, m.num_classes, text=text)
+
+
+def slide_windows(h: int, w: int, crop: int | Sequence[int], stride: int | Sequence[int]
+                  ) -> tuple[int, int, list[tuple[int, int]]]:
+    """The sliding windows of an ``h`` x ``w`` image: their height and width (``crop`` cut to the image) and
+    top-left corners, row by row (mmseg's placement: the last window of a row ends at the border)."""
+    (crop_h, crop_w), (stride_h, stride_w) = hw_pair(crop), hw_pair(stride)
+    if not (0 < stride_h <= crop_h and 0 < stride_w <= crop_w):
+        raise ValueError(f"predict: need 0 < stride <= crop on each axis, got stride={stride}, crop={crop}")
+    ch, cw = min(crop_h, h), min(crop_w, w)
+    return ch, cw, [(y, x) for y in sliding_starts(h, ch, stride_h) for x in sliding_starts(w, cw, stride_w)]
+
+
+def check_slide(model: nn.Module, h: int, w: int, images: int, crop: int | Sequence[int],
+                stride: int | Sequence[int], batch: int) -> tuple[int, int, list[tuple[int, int]]]:
+    """:func:`slide_windows` of ``images`` images of ``h`` x ``w``, refused (:func:`check_window`) where the model
+    cannot take them ``batch`` windows at a time."""
+    ch, cw, boxes = slide_windows(h, w, crop, stride)
+    check_window(model, ch, cw, hw_pair(crop), crop, images * len(boxes), batch)
+    return ch, cw, boxes
 
 
 def check_window(model: nn.Module, ch: int, cw: int, full: tuple[int, int], crop, windows: int, batch: int) -> None:
