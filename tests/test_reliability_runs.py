@@ -310,7 +310,9 @@ def test_a_start_stopped_by_its_data_before_any_iteration_is_moved_aside_by_the_
             (tmp_path / "data" / split / sub).mkdir(parents=True)
         for i in range(2):
             Image.fromarray(np.full((48, 64, 3), 90 * i, np.uint8)).save(tmp_path / "data" / split / "images" / f"{i}.png")
-            Image.fromarray(np.full((48, 64), 7, np.uint8)).save(tmp_path / "data" / split / "labels" / f"{i}.png")
+            value = 7 if split == "train" else 1  # an unknown label in training's data only: the validation
+            # images pass the checks before training (their first one is read), the first batch does not
+            Image.fromarray(np.full((48, 64), value, np.uint8)).save(tmp_path / "data" / split / "labels" / f"{i}.png")
     data = tiny_dict(train__max_iters=1)
     data["model"].pop("num_classes", None)
     data["data"].update(classes={"names": ["a", "b"]}, source=None,
@@ -330,6 +332,33 @@ def test_a_start_stopped_by_its_data_before_any_iteration_is_moved_aside_by_the_
     assert sorted(p.name for p in old.iterdir()) == first
     assert "held a start that failed before its first step" in capsys.readouterr().out
     assert (run / "checkpoints" / "latest").is_file()
+
+
+def test_a_bad_first_validation_image_stops_training_before_it_writes_anything(tmp_path, capsys):
+    """The first image of each data.val entry is read before training (its size checks): a label it cannot read
+    is refused then, not at the first validation, and no run folder is made."""
+    import numpy as np
+    import yaml
+    from PIL import Image
+    from tiny import tiny_dict
+
+    from dgseg.cli import main
+
+    for split, value in (("train", 1), ("val", 7)):
+        for sub in ("images", "labels"):
+            (tmp_path / "data" / split / sub).mkdir(parents=True)
+        Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(tmp_path / "data" / split / "images" / "0.png")
+        Image.fromarray(np.full((48, 64), value, np.uint8)).save(tmp_path / "data" / split / "labels" / "0.png")
+    data = tiny_dict(train__max_iters=1)
+    data["model"].pop("num_classes", None)
+    data["data"].update(classes={"names": ["a", "b"]}, source=None,
+                        train=[{"name": "folder", "root": str(tmp_path / "data"), "split": "train"}],
+                        val=[{"name": "folder", "root": str(tmp_path / "data"), "split": "val"}])
+    config = tmp_path / "mine.yaml"
+    config.write_text(yaml.safe_dump(data))
+    assert main(["train", str(config), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    assert "unknown_labels" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_folder_with_trained_iterations_but_no_checkpoint_is_refused_naming_force(tmp_path):
