@@ -321,4 +321,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from dgseg.errors import run_main
+
+    sys.exit(run_main("python -m benchmarks.cases", main))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 from pathlib import Path
 
 import torch
@@ -123,4 +124,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from dgseg.errors import run_main
+
+    sys.exit(run_main("python -m benchmarks.feature_shift", main))

@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from dgseg.atomic import write_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "src" / "dgseg" / "configs" / "demo.yaml"
 RANDOM_WEIGHTS = "model.backbone.weights=null"
@@ -68,15 +70,19 @@ def run(cmd: list[str], log: Path, timeout: float) -> tuple[int, float]:
     whole group killed, torchrun's workers too) and wall seconds."""
     t0 = time.perf_counter()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
-    with open(log, "w") as f:
+    codes = []
+
+    def run_into(f) -> None:  # the log is a temp file until the command ends, then renamed into place
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True)
         try:
-            code = proc.wait(timeout=timeout)
+            codes.append(proc.wait(timeout=timeout))
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-            code = 124
-    return code, time.perf_counter() - t0
+            codes.append(124)
+
+    write_atomic(log, run_into)
+    return codes[0], time.perf_counter() - t0
 
 
 def training_facts(run_dir: Path) -> dict:
@@ -108,7 +114,8 @@ def write_images(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for name, (h, w) in {"wide.png": (200, 360), "tall.png": (300, 180)}.items():
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(folder / name)
+        image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        write_atomic(folder / name, lambda f, image=image: image.save(f, format="PNG"))
     return folder
 
 
@@ -166,7 +173,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
-    from dgseg.atomic import write_atomic
 
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda: torch sees no GPU here (use --device cpu for a dry run)")
@@ -203,4 +209,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from dgseg.errors import run_main
+
+    sys.exit(run_main("python -m benchmarks.gpu_check", main))

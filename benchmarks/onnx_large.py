@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import stat
+import sys
 import time
 from pathlib import Path
 
@@ -70,4 +71,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from dgseg.errors import run_main
+
+    sys.exit(run_main("python -m benchmarks.onnx_large", main))

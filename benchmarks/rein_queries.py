@@ -10,6 +10,7 @@ above 0.95) and the range of their norms. Only for Rein with ``model.adapter.lin
 from __future__ import annotations
 
 import argparse
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +43,7 @@ def query_stats(model: torch.nn.Module) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="*", help="run folders (dgseg train / bench outputs)")
+    parser.add_argument("runs", nargs="+", help="run folders (dgseg train / bench outputs)")
     parser.add_argument("--init", metavar="CONFIG", help="also a freshly initialised model of this config")
     parser.add_argument("--seed", type=int, default=0, help="torch seed for --init")
     args = parser.parse_args(argv)
@@ -66,4 +67,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from dgseg.errors import run_main
+
+    sys.exit(run_main("python -m benchmarks.rein_queries", main))

@@ -56,7 +56,8 @@ PAPER_HOURS = {"rein": 9.5, "full": 11.2}  # Rein paper, DINOv2-L, one RTX 3090 
 PAPER_GB = {"rein": 10.0, "full": 14.7}
 
 
-def goal_rows(train: dict, paper: dict, infer: dict) -> list[list[str]]:
+def goal_rows(train: dict, paper: dict, infer: dict, image: str = "1024x2048") -> list[list[str]]:
+    """The efficiency goals' rows; ``image``: the inference image measured (HxW)."""
     rows = []
 
     def status(value, target, below=True):
@@ -93,7 +94,7 @@ def goal_rows(train: dict, paper: dict, infer: dict) -> list[list[str]]:
         rein = s.get("rein")
         if not rein:
             continue
-        where = MODEL_LABELS.get(model, model) + ", 1024x2048" if model != "tiny" else "tiny"
+        where = f"{MODEL_LABELS.get(model, model)}, {image}" if model != "tiny" else "tiny"
         rows.append(["Rein inference / frozen (whole image)", where, f(rein["whole_vs_frozen"]),
                      f"<= {GOAL_INFER_VS_FROZEN}", status(rein["whole_vs_frozen"], GOAL_INFER_VS_FROZEN)])
         rows.append(["Rein inference / frozen (sliding window)", where, f(rein["slide_vs_frozen"]),
@@ -144,6 +145,7 @@ def projection(merged: dict, model: str, crop: int, batch: int) -> str:
 def render(data: dict, notes: str | None = None) -> str:
     meta = data["meta"]
     settings = meta["settings"]
+    image = str(settings.get("image", "1024,2048")).replace(",", "x")  # the inference image, HxW
     merged = merge_runs(data["runs"])
     out = ["# dgseg benchmarks", ""]
     out.append(
@@ -171,7 +173,7 @@ def render(data: dict, notes: str | None = None) -> str:
         "`max_memory_allocated`). *saved act. MiB*: bytes autograd saved for the backward in one step "
         "(counted once per storage, the weights left out): the activation memory, without allocator noise. "
         "*CPU s/step*: process CPU time (all its threads). Inference: `model.predict` on one random "
-        f"{settings.get('image', '1024,2048').replace(',', 'x')} image after a one-window warm-up. "
+        f"{image} image after a one-window warm-up. "
         f"Cases run {settings.get('jobs', 1)} at a time (the paper-size cases alone). "
         f"CPU threads per case: **{settings.get('threads') or 'all'}**"
         + (" (one thread per case: this machine's two cores are shared with other jobs, and a two-thread "
@@ -205,7 +207,7 @@ def render(data: dict, notes: str | None = None) -> str:
     slide_batch = settings.get("slide_batch", 6)
     infer_r, infer_s = infer_rows(merged, slide_batch)
     if infer_r:
-        out += ["", f"## 2. Inference (one {settings.get('image', '1024,2048').replace(',', 'x')} image)", ""]
+        out += ["", f"## 2. Inference (one {image} image)", ""]
         out.append(table(["model", "method", "whole s, wall (CPU)", f"slide s (batch {slide_batch}), wall (CPU)",
                           "slide s (batch 1), wall (CPU)",
                           "whole / frozen", "slide / frozen", "peak MiB whole", "peak MiB slide",
@@ -214,7 +216,7 @@ def render(data: dict, notes: str | None = None) -> str:
                 f"differ), so it is not measured separately. Sliding window: crop {settings.get('slide_crop')}, "
                 f"stride {settings.get('stride')}."]
     out += ["", "## 3. Goals", "", table(["goal", "where", "measured", "target", "status"],
-                                        goal_rows(train_s, paper_s, infer_s))]
+                                        goal_rows(train_s, paper_s, infer_s, image))]
     scale_model = settings.get("scaling_model")
     scale_r = scaling_rows(merged, scale_model if scale_model not in (None, "none") else None)
     if scale_r:

@@ -28,6 +28,8 @@ from benchmarks.cases import MODELS, RESULT_PREFIX, run_case
 from dgseg.atomic import write_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
+QUICK_OUT = "runs/benchmarks-quick/BENCHMARKS.md"
+SECTIONS = ("flops", "train", "infer", "paper", "scaling")
 TRAIN_METHODS = [("rein", False), ("rein", True), ("full", False), ("frozen", False), ("lora", False)]
 PAPER_METHODS = [("rein", False), ("full", False), ("rein", True)]
 INFER_METHODS = ["rein", "frozen", "lora"]
@@ -73,9 +75,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads per case (0: torch's default, all cores). 1 by default: on a CPU shared with "
                         "other jobs, one thread per case keeps the timings and their ratios stable")
-    p.add_argument("--sections", default="flops,train,infer,paper,scaling")
+    p.add_argument("--sections", default=",".join(SECTIONS))
     p.add_argument("--quick", action="store_true",
-                   help="a few-minute smoke run: ViT-S only, 256 crops, a 512x1024 image, one round")
+                   help="a few-minute smoke run: ViT-S only, 256 crops, a 512x1024 image, one round; written to "
+                        f"{QUICK_OUT} (not over the committed BENCHMARKS.md), without the notes")
     p.add_argument("--in-process", action="store_true",
                    help="run every case in this process (fast, for tests; memory figures are then not per case)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per case")
@@ -88,13 +91,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="before each measured case, wait while the 1-min load average is above this (a shared "
                         "machine: other jobs inflate every timing); see --max-wait")
     p.add_argument("--max-wait", type=float, default=600, help="most seconds to wait per case for --max-load")
-    p.add_argument("--out", default="BENCHMARKS.md")
+    p.add_argument("--out", default=None, help=f"the report (default BENCHMARKS.md; with --quick {QUICK_OUT})")
     p.add_argument("--json", default=None, help="raw runs (default: benchmarks/results.json, or next to --out)")
-    p.add_argument("--notes", default=str(ROOT / "benchmarks" / "NOTES.md"),
-                   help="hand-written analysis appended to the report (none: no notes)")
+    p.add_argument("--notes", default=None,
+                   help="hand-written analysis appended to the report (default benchmarks/NOTES.md, the analysis "
+                        "of the committed CPU run; none: no notes, the default with --quick)")
     p.add_argument("--resume", action="store_true", help="keep the runs already in --json and do the rest")
     p.add_argument("--report-only", action="store_true", help="rewrite --out from --json without measuring")
     args = p.parse_args(argv)
+    if args.out is None:
+        args.out = QUICK_OUT if args.quick else "BENCHMARKS.md"
+    if args.notes is None:
+        args.notes = "none" if args.quick else str(ROOT / "benchmarks" / "NOTES.md")
     if args.quick:
         args.models, args.paper_model, args.infer_models, args.scaling_model = "s", "none", "s", "s"
         args.crop, args.rounds, args.steps = 256, 1, 1
@@ -115,6 +123,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if value != "none" and value not in MODELS:
             p.error(f"--{name.replace('_', '-')}: unknown '{value}'; choose from {', '.join(MODELS)} or none")
     args.sections = _csv(args.sections)
+    unknown = [s for s in args.sections if s not in SECTIONS]
+    if unknown:
+        p.error(f"--sections: unknown {unknown}; choose from {', '.join(SECTIONS)}")
+    for name in ("scaling_crops", "scaling_batches"):
+        try:
+            sizes = _ints(getattr(args, name))
+        except ValueError:
+            sizes = []
+        if not sizes or min(sizes) < 1:
+            p.error(f"--{name.replace('_', '-')}: expected whole numbers of 1 or more separated by commas, got "
+                    f"{getattr(args, name)!r}")
+    if args.device != "auto":
+        import torch
+
+        try:
+            torch.device(args.device)
+        except RuntimeError:
+            p.error(f"--device: {args.device!r} is not a torch device; use auto, cpu, cuda or cuda:N")
+    if Path(args.out).is_dir():
+        p.error(f"--out {args.out}: is a folder; --out takes the report's file name")
+    if Path(args.json).resolve() == Path(args.out).resolve():
+        p.error(f"--json {args.json}: is the report (--out); the raw results need their own file")
+    if args.notes != "none" and not Path(args.notes).is_file():
+        p.error(f"--notes {args.notes}: no such file (none: no notes)")
     return args
 
 
@@ -262,7 +294,17 @@ def machine_info() -> dict:
 
 
 def _load(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The raw results of ``path`` (None: no file); a file that is not a results object is refused by name."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{path}: not the JSON results of a benchmark run ({e}); move it aside or pass another "
+                         "--json") from e
+    if not isinstance(data, dict) or not isinstance(data.get("runs"), list):
+        raise ValueError(f"{path}: not the JSON results of a benchmark run (no 'runs' list)")
+    return data
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         if data is None:
             print(f"--report-only: no results at {json_path}", file=sys.stderr)
             return 2
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         report.write(data, args.out, args.notes)
         print(f"wrote {args.out} from {json_path}")
         return 0
@@ -337,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         data["meta"]["load"] = f"{min(loads):.2f} / {statistics.median(loads):.2f} / {max(loads):.2f}"
     json_path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(json_path, json.dumps(data, indent=1))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     report.write(data, args.out, args.notes)
     print(f"wrote {args.out} and {json_path} in {data['meta']['elapsed_s'] / 60:.1f} min", file=sys.stderr)
     failed = [r["key"] for r in data["runs"] if "error" in r["result"]]
@@ -355,4 +399,6 @@ def _summary(spec: dict, result: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from dgseg.errors import run_main
+
+    sys.exit(run_main("python -m benchmarks.run", main))

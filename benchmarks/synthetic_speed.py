@@ -3,7 +3,7 @@
     python -m benchmarks.synthetic_speed [--n 40] [--repeats 3] [--size 256 512]
     python -m benchmarks.synthetic_speed --before /tmp/synthetic_before.py   # old vs. current, one run
 
-Images per second (scene generation + rendering, CPU time on the calling thread) per style, the best of
+Images per second (scene generation + rendering, CPU time of the process) per style, the best of
 ``--repeats`` runs of ``--n`` scenes. With ``--before`` (an earlier ``dgseg/data/synthetic.py`` kept as a
 single file, or the folder of an earlier ``synthetic`` package) both versions are timed in the same
 process, their runs interleaved, so machine load affects both alike; the table gives current / before.
@@ -101,4 +101,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dgseg.errors import run_main
+
+    sys.exit(run_main("python -m benchmarks.synthetic_speed", main))

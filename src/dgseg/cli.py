@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -371,17 +370,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from dgseg.config import ConfigError
+    from dgseg.errors import USER_ERRORS, report_error
 
     args = build_parser().parse_args(argv)
     had_group = _group_running()  # a caller's own process group is the caller's to end
     try:
         code = args.func(args)
-    except (ConfigError, OSError, ValueError, RuntimeError) as exc:  # OSError: a full disk, a missing file
-        if os.environ.get("DGSEG_DEBUG", "") not in ("", "0"):  # the traceback, for a bug report
-            raise
-        print(f"dgseg {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except USER_ERRORS as exc:  # ConfigError and the like; OSError: a full disk, a missing file
+        return report_error(f"dgseg {args.command}", exc)
     if not had_group and _group_running():  # the command started one (torchrun): it ends here
         from dgseg.engine.distributed import end_command_group
 
