@@ -5,6 +5,7 @@ messages in command-line terms, eval.json without NaN."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -295,23 +296,19 @@ def test_eval_json_writes_null_for_nan_and_parses_strictly(tmp_path):
     assert data["domains"]["synthetic-game"]["mAcc"] is None
 
 
-def test_a_start_stopped_by_its_data_before_any_iteration_is_moved_aside_by_the_next_start(tmp_path, capsys):
-    """A data error in the first batch stops a start after it wrote config.yaml and run.json. Rerunning the
-    command with the fix the error names trains: nothing to resume there, and its files are kept aside."""
+def two_class_folder_config(tmp_path, labels: dict[str, int]) -> Path:
+    """A config of the tiny model on a `folder` dataset of two classes (a, b) with 2 images per split, every
+    label pixel ``labels[split]`` (7: a value the class set does not define); returns the config file."""
     import numpy as np
     import yaml
     from PIL import Image
     from tiny import tiny_dict
 
-    from dgseg.cli import main
-
-    for split in ("train", "val"):
+    for split, value in labels.items():
         for sub in ("images", "labels"):
             (tmp_path / "data" / split / sub).mkdir(parents=True)
         for i in range(2):
             Image.fromarray(np.full((48, 64, 3), 90 * i, np.uint8)).save(tmp_path / "data" / split / "images" / f"{i}.png")
-            value = 7 if split == "train" else 1  # an unknown label in training's data only: the validation
-            # images pass the checks before training (their first one is read), the first batch does not
             Image.fromarray(np.full((48, 64), value, np.uint8)).save(tmp_path / "data" / split / "labels" / f"{i}.png")
     data = tiny_dict(train__max_iters=1)
     data["model"].pop("num_classes", None)
@@ -320,6 +317,17 @@ def test_a_start_stopped_by_its_data_before_any_iteration_is_moved_aside_by_the_
                         val=[{"name": "folder", "root": str(tmp_path / "data"), "split": "val"}])
     config = tmp_path / "mine.yaml"
     config.write_text(yaml.safe_dump(data))
+    return config
+
+
+def test_a_start_stopped_by_its_data_before_any_iteration_is_moved_aside_by_the_next_start(tmp_path, capsys):
+    """A data error in the first batch stops a start after it wrote config.yaml and run.json. Rerunning the
+    command with the fix the error names trains: nothing to resume there, and its files are kept aside."""
+    from dgseg.cli import main
+
+    # an unknown label in training's data only: the validation images pass the checks made before training
+    # (their first one is read), the first batch does not
+    config = two_class_folder_config(tmp_path, {"train": 7, "val": 1})
     run = tmp_path / "run"
     assert main(["train", str(config), "--out", str(run), "--no-progress"]) == 2
     assert "unknown_labels" in capsys.readouterr().err
@@ -337,25 +345,9 @@ def test_a_start_stopped_by_its_data_before_any_iteration_is_moved_aside_by_the_
 def test_a_bad_first_validation_image_stops_training_before_it_writes_anything(tmp_path, capsys):
     """The first image of each data.val entry is read before training (its size checks): a label it cannot read
     is refused then, not at the first validation, and no run folder is made."""
-    import numpy as np
-    import yaml
-    from PIL import Image
-    from tiny import tiny_dict
-
     from dgseg.cli import main
 
-    for split, value in (("train", 1), ("val", 7)):
-        for sub in ("images", "labels"):
-            (tmp_path / "data" / split / sub).mkdir(parents=True)
-        Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(tmp_path / "data" / split / "images" / "0.png")
-        Image.fromarray(np.full((48, 64), value, np.uint8)).save(tmp_path / "data" / split / "labels" / "0.png")
-    data = tiny_dict(train__max_iters=1)
-    data["model"].pop("num_classes", None)
-    data["data"].update(classes={"names": ["a", "b"]}, source=None,
-                        train=[{"name": "folder", "root": str(tmp_path / "data"), "split": "train"}],
-                        val=[{"name": "folder", "root": str(tmp_path / "data"), "split": "val"}])
-    config = tmp_path / "mine.yaml"
-    config.write_text(yaml.safe_dump(data))
+    config = two_class_folder_config(tmp_path, {"train": 1, "val": 7})
     assert main(["train", str(config), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
     assert "unknown_labels" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
