@@ -105,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.images < 1:
         parser.error(f"--images {args.images}: expected 1 or more")
-    missing = [run for run in args.runs if not Path(run).is_dir()]
+    missing = [run for run in args.runs if not Path(run).exists()]
     if missing:  # said before the domains' scenes are rendered
-        parser.error(f"no such run folder: {', '.join(missing)}")
+        parser.error(f"no such run folder or checkpoint: {', '.join(missing)}")
     from dgseg.config import load_config
     from dgseg.engine.inference import load_model
 

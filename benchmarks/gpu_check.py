@@ -20,6 +20,7 @@ on a CPU without native bf16). ``--out`` must be empty or new: ``dgseg train`` r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -66,23 +67,32 @@ def parity(device: str) -> dict:
 
 
 def run(cmd: list[str], log: Path, timeout: float) -> tuple[int, float]:
-    """Runs ``cmd`` (output to ``log``) in its own process group; returns its exit code (124: timed out, the
-    whole group killed, torchrun's workers too) and wall seconds."""
+    """Runs ``cmd`` in its own process group; returns its exit code (124: timed out, the whole group killed,
+    torchrun's workers too) and wall seconds. Its output goes to ``<log>.running`` (a new file, never through a
+    link: follow it with ``tail -f``), renamed to ``log`` when the command ends, is stopped or is interrupted
+    (Ctrl-C stops the whole group too); a check killed from outside leaves its ``.running`` file."""
     t0 = time.perf_counter()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])))
-    codes = []
-
-    def run_into(f) -> None:  # the log is a temp file until the command ends, then renamed into place
-        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env, start_new_session=True)
-        try:
-            codes.append(proc.wait(timeout=timeout))
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            codes.append(124)
-
-    write_atomic(log, run_into)
-    return codes[0], time.perf_counter() - t0
+    running = log.with_name(log.name + ".running")
+    if running.is_symlink():
+        running.unlink()
+    fd = os.open(running, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    try:
+        with os.fdopen(fd, "w") as f:
+            proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+                                    start_new_session=True)
+            try:
+                code = proc.wait(timeout=timeout)
+            except BaseException as e:  # timed out, or Ctrl-C here: the whole group goes, torchrun's workers too
+                with contextlib.suppress(ProcessLookupError):  # the group may have ended by itself meanwhile
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                if not isinstance(e, subprocess.TimeoutExpired):
+                    raise
+                code = 124
+    finally:
+        os.replace(running, log)  # a link at ``log`` is replaced, not followed
+    return code, time.perf_counter() - t0
 
 
 def training_facts(run_dir: Path) -> dict:
@@ -209,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from dgseg.config import ConfigError
     from dgseg.errors import run_main
 
-    sys.exit(run_main("python -m benchmarks.gpu_check", main))
+    # only a mistake in its options or paths is one error line: a failing check is the report this script exists
+    # to give, traceback included (exit code 1 when a check fails, as main says)
+    sys.exit(run_main("python -m benchmarks.gpu_check", main, errors=(ConfigError, OSError)))

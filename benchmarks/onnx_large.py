@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> dict:
     import dgseg
     from dgseg.atomic import write_atomic
     from dgseg.config import load_config
-    from dgseg.engine.inference import check_onnx, export_onnx
+    from dgseg.engine.inference import check_onnx, export_onnx, require_onnx
     from dgseg.engine.onnx_files import data_file_of
     from dgseg.machine import machine_line, peak_rss_mb
 
@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"), help="default: the crop")
     parser.add_argument("--out", default="onnx-large")
     args = parser.parse_args(argv)
+    require_onnx()  # before the large model is built and exported
 
     cfg = load_config(args.config)
     cfg.model.backbone.weights = None  # random weights: no checkpoint file is needed to test the export

@@ -43,10 +43,12 @@ def query_stats(model: torch.nn.Module) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", help="run folders (dgseg train / bench outputs)")
+    parser.add_argument("runs", nargs="*", help="run folders (dgseg train / bench outputs)")
     parser.add_argument("--init", metavar="CONFIG", help="also a freshly initialised model of this config")
     parser.add_argument("--seed", type=int, default=0, help="torch seed for --init")
     args = parser.parse_args(argv)
+    if not args.runs and not args.init:
+        parser.error("give run folders, --init CONFIG, or both")
     models = []
     if args.init:
         import dgseg

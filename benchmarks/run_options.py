@@ -106,10 +106,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--sections: unknown {unknown}; choose from {', '.join(SECTIONS)}")
     for name in ("scaling_crops", "scaling_batches"):
         try:
-            sizes = _ints(getattr(args, name))
+            sizes = _ints(getattr(args, name))  # empty: no such sweep
         except ValueError:
-            sizes = []
-        if not sizes or min(sizes) < 1:
+            sizes = [0]
+        if sizes and min(sizes) < 1:
             p.error(f"--{name.replace('_', '-')}: expected whole numbers of 1 or more separated by commas, got "
                     f"{getattr(args, name)!r}")
     if args.device != "auto":

@@ -23,8 +23,9 @@ def test_the_quick_smoke_run_writes_beside_the_committed_report_and_without_the_
     assert args.out == "runs/benchmarks-quick/BENCHMARKS.md"
     assert Path(args.json) == Path("runs/benchmarks-quick/BENCHMARKS.json").resolve()
     assert args.notes == "none"
-    full = run.parse_args([])  # the committed run's defaults
-    assert full.out == "BENCHMARKS.md" and Path(full.json) == ROOT / "benchmarks" / "results.json"
+    assert run.parse_args([]).out == "BENCHMARKS.md"
+    full = run.parse_args(["--out", str(ROOT / "BENCHMARKS.md")])  # the committed run's report, from any folder
+    assert Path(full.json) == ROOT / "benchmarks" / "results.json"
     assert Path(full.notes) == ROOT / "benchmarks" / "NOTES.md"
 
 
@@ -32,10 +33,15 @@ def test_the_quick_smoke_run_writes_beside_the_committed_report_and_without_the_
     (["--sections", "trian"], "--sections: unknown ['trian']"),
     (["--scaling-crops", "32,a"], "--scaling-crops: expected whole numbers"),
     (["--scaling-batches", "0"], "--scaling-batches: expected whole numbers"),
+    (["--scaling-batches", "2,"], None),  # an empty item is left out; an empty list: no batch sweep
+    (["--scaling-crops", ""], None),
     (["--device", "gpu"], "--device: 'gpu' is not a torch device"),
     (["--notes", "/nonexistent/notes.md"], "--notes /nonexistent/notes.md: no such file"),
 ])
 def test_harness_options_are_refused_before_anything_runs(argv, message, capsys):
+    if message is None:
+        run.parse_args(argv)
+        return
     with pytest.raises(SystemExit) as exit_:
         run.parse_args(argv)
     assert exit_.value.code == 2 and message in capsys.readouterr().err
@@ -97,12 +103,12 @@ def test_a_script_given_a_missing_file_says_so_in_one_line(script, args, message
     assert message in proc.stderr and "Traceback" not in proc.stderr and "/nonexistent/" in proc.stderr
 
 
-def test_rein_queries_needs_a_run_folder(capsys):
+def test_rein_queries_needs_a_run_folder_or_init(capsys):
     from benchmarks import rein_queries
 
     with pytest.raises(SystemExit) as exit_:
         rein_queries.main([])
-    assert exit_.value.code == 2 and "runs" in capsys.readouterr().err
+    assert exit_.value.code == 2 and "give run folders, --init CONFIG, or both" in capsys.readouterr().err
 
 
 def test_gpu_check_writes_its_logs_and_images_by_rename_never_through_a_link(tmp_path):
@@ -119,5 +125,33 @@ def test_gpu_check_writes_its_logs_and_images_by_rename_never_through_a_link(tmp
     code, _ = gpu_check.run([sys.executable, "-c", "import time; print('slow', flush=True); time.sleep(30)"],
                             tmp_path / "slow.log", timeout=1)
     assert code == 124 and (tmp_path / "slow.log").read_text() == "slow\n"  # what it said before it was stopped
+    assert not list(tmp_path.glob("*.running"))
     images = gpu_check.write_images(tmp_path / "images")
     assert sorted(p.name for p in images.iterdir()) == ["tall.png", "wide.png"]
+
+
+def test_gpu_check_keeps_the_log_of_a_check_interrupted_by_ctrl_c(tmp_path, monkeypatch):
+    import subprocess
+
+    from benchmarks import gpu_check
+
+    wait = subprocess.Popen.wait
+
+    def interrupted(self, timeout=None):
+        if timeout is not None:  # the check's own wait: Ctrl-C arrives while the command runs
+            wait(self, timeout=5)  # (it has finished printing by then)
+            raise KeyboardInterrupt
+        return wait(self)
+
+    monkeypatch.setattr(subprocess.Popen, "wait", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        gpu_check.run([sys.executable, "-c", "print('started')"], tmp_path / "train.log", timeout=60)
+    assert (tmp_path / "train.log").read_text() == "started\n" and not list(tmp_path.glob("*.running"))
+
+
+def test_the_scripts_name_a_missing_input_before_their_long_part(tmp_path, capsys):
+    from benchmarks import feature_shift
+
+    with pytest.raises(SystemExit):
+        feature_shift.main([str(tmp_path / "no-run")])
+    assert "no such run folder or checkpoint" in capsys.readouterr().err

@@ -389,3 +389,16 @@ def test_a_start_without_a_recorded_failure_may_still_be_running_and_is_refused(
     with pytest.raises(RunFolderError, match="already holds a run"):
         train(cfg, tmp_path, progress=False)
     assert not list(tmp_path.glob("previous-*"))
+
+
+def test_with_data_on_error_skip_a_bad_first_validation_image_does_not_hide_the_size_check(tmp_path):
+    """A bad first file stands in the next good sample (data.on_error=skip): the sizes are checked on that one,
+    before training, instead of the final evaluation failing after the whole schedule."""
+    from dgseg.config import ConfigError, load_config
+
+    config = two_class_folder_config(tmp_path, {"train": 1, "val": 1})
+    (tmp_path / "data" / "val" / "images" / "0.png").write_bytes(b"not an image")
+    cfg = load_config(config, ["data.on_error=skip", "eval.mode=slide", "eval.crop=8", "eval.stride=8"])
+    with pytest.raises(ConfigError, match=r"data\.val folder .*eval\.crop 8: the sliding window is 8x8 px"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -21,11 +21,11 @@ def report_error(prog: str, exc: BaseException) -> int:
     return 2
 
 
-def run_main(prog: str, main: Callable[[], object]) -> int:
+def run_main(prog: str, main: Callable[[], object], errors: tuple[type[BaseException], ...] = USER_ERRORS) -> int:
     """``main()``'s exit code (0 when it returns anything but a whole number: None, a dict of results), or
-    :func:`report_error`'s for a user's mistake."""
+    :func:`report_error`'s for a user's mistake (``errors``)."""
     try:
         code = main()
-    except USER_ERRORS as exc:
+    except errors as exc:
         return report_error(prog, exc)
     return code if isinstance(code, int) else 0

@@ -96,8 +96,8 @@ def check_eval_sizes(model: nn.Module, cfg: Config, device: torch.device) -> Non
     batch = default_slide_batch(device) if cfg.eval.batch_size is None else cfg.eval.batch_size
     for spec in cfg.data.val:
         dataset = build_eval_set(spec, cfg.data.on_error, cfg)
-        item = dataset[0] if len(dataset) else {"skipped": True}
-        if item.get("skipped"):
+        item = dataset[0] if len(dataset) else {}
+        if "image" not in item:  # no image (data.on_error=skip stands in the next good one for a bad first)
             continue
         h, w = item["image"].shape[-2:]
         try:
