@@ -108,8 +108,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         try:
             sizes = _ints(getattr(args, name))  # empty: no such sweep
         except ValueError:
-            sizes = [0]
-        if sizes and min(sizes) < 1:
+            sizes = None
+        if sizes is None or any(size < 1 for size in sizes):
             p.error(f"--{name.replace('_', '-')}: expected whole numbers of 1 or more separated by commas, got "
                     f"{getattr(args, name)!r}")
     if args.device != "auto":

@@ -275,25 +275,18 @@ def slide_windows(h: int, w: int, crop: int | Sequence[int], stride: int | Seque
 
 def check_slide(model: nn.Module, h: int, w: int, images: int, crop: int | Sequence[int],
                 stride: int | Sequence[int], batch: int) -> tuple[int, int, list[tuple[int, int]]]:
-    """:func:`slide_windows` of ``images`` images of ``h`` x ``w``, refused (:func:`check_window`) where the model
-    cannot take them ``batch`` windows at a time."""
+    """:func:`slide_windows` of ``images`` images of ``h`` x ``w``, refused where ``model`` cannot take them
+    ``batch`` windows at a time (else an interpolation to 0 x 0 or a GroupNorm of one value deep in the head). A
+    GroupNorm of one channel per group fails only on a forward of one window: with at least two windows in every
+    forward, the looser rule of a batch applies (as in training)."""
     ch, cw, boxes = slide_windows(h, w, crop, stride)
-    check_window(model, ch, cw, hw_pair(crop), crop, images * len(boxes), batch)
-    return ch, cw, boxes
-
-
-def check_window(model: nn.Module, ch: int, cw: int, full: tuple[int, int], crop, windows: int, batch: int) -> None:
-    """Refuses a sliding window ``model`` cannot take (else an interpolation to 0 x 0 or a GroupNorm of one
-    value deep in the head). A GroupNorm of one channel per group fails only on a forward of one window:
-    with at least two windows in every forward, the looser rule of a batch applies (as in training)."""
     rule = model_size_rule(model)
-    if rule is None:
-        return
+    windows = images * len(boxes)
     fewest = min(windows, windows % batch or batch)  # windows in the smallest forward: the last one's
-    problem = image_size_problem(ch, cw, rule.for_batch(fewest))
+    problem = None if rule is None else image_size_problem(ch, cw, rule.for_batch(fewest))
     if problem is None:
-        return
-    if (ch, cw) == full:
+        return ch, cw, boxes
+    if (ch, cw) == hw_pair(crop):
         raise ValueError(f"eval.crop {crop}: the sliding {problem.replace('image is', 'window is', 1)}; set a "
                          "larger eval.crop (or eval.mode: whole)")
     raise ValueError(f"predict: the {problem} (the sliding window is cut to the image)")
