@@ -9,9 +9,9 @@ allocator's slack; ``model_mib`` is what building the model added (mostly its fp
 from __future__ import annotations
 
 import os
-import resource
-import sys
 import time
+
+from dgseg.machine import peak_rss_mb
 
 
 def _rss_bytes() -> int:
@@ -23,8 +23,11 @@ def _rss_bytes() -> int:
 
 
 def _peak_rss_bytes() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
+    peak = peak_rss_mb()
+    if peak is None:
+        raise RuntimeError("benchmarks: measuring CPU memory needs Python's resource module (Linux, macOS); "
+                           "it is missing on this platform: run the cases on CUDA or on Linux/macOS")
+    return round(peak * 2**20)
 
 
 class Memory:

@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> dict:
                   for f in (path, data_file_of(path)) if f.exists()},
         "max_abs_difference": diff, "build_s": round(built, 1), "export_s": round(exported, 1),
         "check_s": round(checked, 1),
-        "peak_rss_gib": round(peak_rss_mb() / 1024, 2), "machine": machine_line(), "precision": "float32",
+        "peak_rss_gib": None if (peak := peak_rss_mb()) is None else round(peak / 1024, 2),
+        "machine": machine_line(), "precision": "float32",
     }
     write_atomic(out / "onnx_large.json", json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))

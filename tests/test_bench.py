@@ -534,14 +534,14 @@ def test_a_terminated_bench_stops_its_run_which_checkpoints_and_resumes(tmp_path
     assert latest_checkpoint(out / "frozen" / "seed0") is not None, output  # the same command resumes it
 
 
-def _fake_run(out, method, seed, ious):
-    """A finished run folder with only a summary: per domain the IoU of classes (road, tram, bird)."""
+def _fake_run(out, method, seed, ious, names=("road", "tram", "bird")):
+    """A finished run folder with only a summary: per domain the IoU of classes ``names``."""
     run = out / method / f"seed{seed}"
     run.mkdir(parents=True)
     summary = {
-        "config": {"data": {"source": "src", "classes": {"names": ["road", "tram", "bird"]}},
+        "config": {"data": {"source": "src", "classes": {"names": list(names)}},
                    "train": {"max_iters": 10}},
-        "eval": {d: {"mIoU": sum(v for v in iou if v is not None) / 3, "IoU": iou} for d, iou in ious.items()},
+        "eval": {d: {"mIoU": sum(v for v in iou if v is not None) / len(iou), "IoU": iou} for d, iou in ious.items()},
         "trainable": 1, "train_time_s": 60.0,
     }
     (run / "summary.json").write_text(json.dumps(summary))
@@ -560,6 +560,16 @@ def test_the_report_has_per_class_iou_source_and_mean_over_targets_for_any_class
     report = (out / "bench.md").read_text()
     assert "| class | rein | frozen |" in report
     assert "| road | 95.0 / 65.0 | 85.0 / 55.0 |" in report and "| bird | 70.0 / 20.0 | 55.0 / 20.0 |" in report
+
+
+def test_the_per_class_table_holds_every_methods_classes_not_only_the_first_methods(tmp_path):
+    out = tmp_path / "bench"
+    _fake_run(out, "rein", 0, {"src": [90.0, 10.0], "t1": [70.0, 20.0]}, names=("road", "tram"))
+    _fake_run(out, "frozen", 0, {"src": [95.0, 5.0, 70.0], "t1": [75.0, 5.0, 30.0]})
+    write_report(out)
+    report = (out / "bench.md").read_text()
+    assert "| class | rein | frozen |" in report  # rein's row comes first, and it has no bird
+    assert "| bird | - | 70.0 / 30.0 |" in report and "| tram | 10.0 / 20.0 | 5.0 / 5.0 |" in report
 
 
 def test_the_table_shows_the_mean_rise_over_seeds_and_the_largest_and_names_each_run_not_flat(tmp_path):

@@ -207,3 +207,28 @@ def test_peak_memory_reads_ru_maxrss_in_the_platforms_unit(monkeypatch):
     assert machine.peak_rss_mb() == 2048  # KiB on Linux
     monkeypatch.setattr(sys, "platform", "darwin")
     assert machine.peak_rss_mb() == 2  # bytes on macOS
+
+
+def test_without_a_resource_module_peak_memory_is_unknown_and_the_demo_table_says_so(monkeypatch):
+    import sys
+
+    from dgseg.demo import demo_config, report_markdown
+
+    monkeypatch.setitem(sys.modules, "resource", None)  # Windows: `import resource` raises ImportError
+    assert machine.peak_rss_mb() is None
+    cfg = demo_config("rein", True, [])
+    scores = {"synthetic-game": {"mIoU": 50.0}, "synthetic-night": {"mIoU": 25.0}}
+    results = {"rein": {"eval": scores, "trainable": 10, "train_time_s": 60.0, "peak_memory_mb": None},
+               "frozen": {"eval": scores, "trainable": 5, "train_time_s": 60.0, "peak_memory_mb": 2048.0}}
+    rows = [line for line in report_markdown(results, cfg, "settings", 60.0).splitlines() if line.startswith("| ")]
+    assert rows[1].endswith("| 1.0 min | - |") and rows[2].endswith("| 1.0 min | 2.00 GB |")
+
+
+def test_the_memory_benchmark_refuses_cpu_measurement_without_a_resource_module(monkeypatch):
+    import sys
+
+    from benchmarks import measure
+
+    monkeypatch.setitem(sys.modules, "resource", None)
+    with pytest.raises(RuntimeError, match="resource module"):
+        measure._peak_rss_bytes()

@@ -305,7 +305,7 @@ def machines_markdown(table: dict) -> str:
 
 def per_class_markdown(table: dict) -> str:
     """Per-class IoU, mean over seeds: source / mean over the target domains in which the class occurs."""
-    classes = list(next(iter(table.values()))["per_class"])
+    classes = list(dict.fromkeys(c for row in table.values() for c in row["per_class"]))  # every method's, in order
     lines = ["## Per-class IoU", "",
              "Mean over seeds; each cell is source / mean over the target domains in which the class occurs.", "",
              "| class | " + " | ".join(table) + " |", "|" + "---|" * (len(table) + 1)]

@@ -151,6 +151,10 @@ def robustness_section(found: dict[str, dict]) -> str:
             + "\n".join(lines) + "\n\n")
 
 
+def _gigabytes(mib: float | None) -> str:
+    return "-" if mib is None else f"{mib / 1024:.2f} GB"
+
+
 def report_markdown(results: dict[str, dict], cfg: Config, settings: str, wall_s: float, extra: str = "") -> str:
     domains = list(next(iter(results.values()))["eval"].keys())
     source = cfg.data.source
@@ -163,7 +167,7 @@ def report_markdown(results: dict[str, dict], cfg: Config, settings: str, wall_s
         mean_t = sum(ev[d]["mIoU"] for d in targets) / max(len(targets), 1)
         rpd = metrics.rpd(mean_t, ev[source]["mIoU"]) if source else float("nan")
         cells = [method, *[f"{ev[d]['mIoU']:.1f}" for d in domains], f"{mean_t:.1f}", f"{rpd:.1f}",
-                 f"{r['trainable']:,}", f"{r['train_time_s'] / 60:.1f} min", f"{r['peak_memory_mb'] / 1024:.2f} GB"]
+                 f"{r['trainable']:,}", f"{r['train_time_s'] / 60:.1f} min", _gigabytes(r["peak_memory_mb"])]
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     return (

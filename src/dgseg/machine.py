@@ -63,10 +63,15 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MiB (``ru_maxrss`` counts KiB on Linux, bytes on macOS)."""
-    import resource
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory in MiB (``ru_maxrss`` counts KiB on Linux, bytes on macOS); None
+    where Python has no ``resource`` module (Windows), which the reports print as "-"."""
     import sys
+
+    try:
+        import resource
+    except ImportError:
+        return None
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 1024
