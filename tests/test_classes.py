@@ -199,7 +199,7 @@ def test_a_150_class_reduce_zero_label_dataset_builds_and_evaluates(tmp_path):
     values[0, 0] = 0
     folder(tmp_path / "ade", values)
     path = write(tmp_path / "ade.yaml", "names: [" + ", ".join(f"c{i}" for i in range(150)) + "]\n")
-    spec = {"name": "folder", "root": str(tmp_path / "ade"), "split": "val", "reduce_zero_label": True}
+    spec = {"name": "folder", "root": str(tmp_path / "ade"), "split": "all", "reduce_zero_label": True}
     cfg = tiny_config(data__classes=str(path), data__val=[spec], data__source=None, model__head__name="linear",
                       model__adapter__link=False)
     from dgseg.engine.evaluate import evaluate, write_results

@@ -121,13 +121,30 @@ def test_images_are_turned_by_their_exif_orientation_as_opencv_imread_color_does
     np.testing.assert_array_equal(arr, cv2.imread(str(path), cv2.IMREAD_COLOR)[..., ::-1])
 
 
-def test_labels_are_read_as_stored_and_a_label_of_an_exif_turned_image_is_refused_saying_so(tmp_path):
+@pytest.mark.parametrize("orientation", [5, 6, 7, 8])  # the tags that turn by 90 degrees: W and H swap
+def test_labels_are_read_as_stored_and_a_label_of_an_exif_turned_image_is_refused_saying_so(tmp_path, orientation):
     raw = np.zeros((12, 16), np.uint8)
-    lab = with_orientation(tmp_path / "labels" / "a.png", raw, 6)
+    lab = with_orientation(tmp_path / "labels" / "a.png", raw, orientation)
     assert read_label(lab).shape == (12, 16)  # mmcv reads labels 'unchanged': no orientation applied
-    with_orientation(tmp_path / "images" / "a.jpg", RGB, 6, "JPEG")
-    with pytest.raises(DataError, match=r"a\.png: label is 16x12 but its image .*a\.jpg is 12x16 .*EXIF orientation"):
+    with_orientation(tmp_path / "images" / "a.jpg", RGB, orientation, "JPEG")
+    with pytest.raises(DataError, match=rf"a\.png: label is 16x12 but its image .*a\.jpg is 12x16 \(WxH\); expected the "
+                                        rf"same size \(the image's EXIF orientation tag \({orientation}\) turns it"):
         build_dataset("folder", tmp_path, "train")[0]
+
+
+@pytest.mark.parametrize("orientation", [None, 1, 3])  # no tag, upright, turned 180 degrees: W and H as stored
+def test_a_transposed_label_of_an_image_without_a_turning_exif_tag_is_called_transposed(tmp_path, orientation):
+    if orientation is None:
+        save(tmp_path / "images" / "a.jpg", Image.fromarray(RGB), "JPEG")
+    else:
+        with_orientation(tmp_path / "images" / "a.jpg", RGB, orientation, "JPEG")
+    save(tmp_path / "labels" / "a.png", Image.fromarray(np.zeros((16, 12), np.uint8)))
+    with pytest.raises(DataError) as caught:
+        build_dataset("folder", tmp_path, "train")[0]
+    assert "a.png: label is 12x16 but its image" in str(caught.value)
+    assert "a.jpg is 16x12 (WxH); expected the same size (the label is the image's size transposed: width and height " \
+           "swapped)" in str(caught.value)
+    assert "EXIF" not in str(caught.value)
 
 
 # ------------------------------------------------------------------------------------------ corrupt bytes
@@ -228,6 +245,39 @@ def test_a_folder_dataset_of_fuzzed_images_fails_item_by_item_with_data_errors(t
 # ------------------------------------------------------------------------------------------ skipping
 
 
+SKIP_HINT = "; leave such files out with --set data.on_error=skip (on_error='skip' in Python)"
+
+
+def bad_sample(root: Path, name: str) -> None:
+    """A good sample d and a bad one: a, a label one row taller than its image; b, a colour label; c, a
+    truncated image."""
+    for stem in (name, "d"):
+        save(root / "images" / f"{stem}.png", Image.fromarray(RGB))
+        save(root / "labels" / f"{stem}.png", Image.fromarray(np.zeros((13 if stem == "a" else 12, 16), np.uint8)))
+    if name == "b":
+        save(root / "labels" / "b.png", Image.fromarray(RGB))
+    if name == "c":
+        (root / "images" / "c.png").write_bytes((root / "images" / "c.png").read_bytes()[:30])
+
+
+@pytest.mark.parametrize("name, problem", [("a", r"a\.png: label is 16x13 but its image .*a\.png is 16x12 \(WxH\); "
+                                                 r"expected the same size"),
+                                           ("b", r"b\.png: label image has mode RGB; expected a single-channel PNG"),
+                                           ("c", r"c\.png: unreadable or truncated image")])
+def test_a_bad_sample_under_on_error_raise_says_how_to_skip_it_in_training_and_evaluation(tmp_path, name, problem):
+    bad_sample(tmp_path, name)
+    ds = build_dataset("folder", tmp_path)
+    with pytest.raises(DataError, match=problem) as caught:
+        ds[0]  # what a training step reads
+    assert str(caught.value).endswith(SKIP_HINT) and str(caught.value).count("data.on_error") == 1
+    cfg = tiny_config()  # on_error: raise, the default
+    spec = type(cfg.data.train[0])(name="folder", root=str(tmp_path), split="all")
+    with pytest.raises(DataError, match=problem) as caught:  # evaluation reads the same items
+        evaluate_domain(torch.nn.Identity(), spec, cfg, torch.device("cpu"), progress=False)
+    assert str(caught.value).endswith(SKIP_HINT)
+    assert ds.samples and not ds.skipped  # nothing was skipped: the hint is advice only
+
+
 def tree(root: Path, bad: set[int], n: int = 4) -> None:
     for i in range(n):
         path = save(root / "images" / f"{i}.png", Image.fromarray(RGB))
@@ -251,7 +301,7 @@ def test_an_item_standing_in_for_bad_samples_says_which(tmp_path):
 def test_evaluation_with_skip_leaves_bad_samples_out_instead_of_counting_a_stand_in_twice(tmp_path):
     tree(tmp_path, bad={1})
     cfg = tiny_config(data__on_error="skip")
-    spec = type(cfg.data.train[0])(name="folder", root=str(tmp_path), split="val")
+    spec = type(cfg.data.train[0])(name="folder", root=str(tmp_path), split="all")
 
     class Constant(torch.nn.Module):  # predicts class 0 everywhere: IoU counts tell which images were seen
         def predict(self, image, **kwargs):

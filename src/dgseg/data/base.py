@@ -18,11 +18,18 @@ from torch.utils.data import Dataset
 
 from .labels import TRAIN_IDS, IdMap
 from .pairing import IMAGE_SUFFIXES, Sample, pair_files, read_split_file
-from .reading import DataError, read_image, read_label
+from .reading import DataError, exif_transposes, read_image, read_label
 
 Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 OnError = Literal["raise", "skip"]
 UnknownLabels = Literal["warn", "error", "ignore"]
+
+SKIP_HINT = "leave such files out with --set data.on_error=skip (on_error='skip' in Python)"
+
+
+def with_skip_hint(message: str) -> str:
+    """``message`` (a problem of one file, raised under ``on_error="raise"``) with how to leave such files out."""
+    return message if SKIP_HINT in message else f"{message}; {SKIP_HINT}"
 
 
 class SegmentationDataset(Dataset):
@@ -83,12 +90,15 @@ class SegmentationDataset(Dataset):
         image = read_image(s.image)
         raw = read_label(s.label, s.reader)
         if raw.shape != image.shape[:2]:
-            turned = raw.shape == image.shape[1::-1]
+            why = ""
+            if raw.shape == image.shape[1::-1]:
+                tag = exif_transposes(s.image)
+                why = (f" (the image's EXIF orientation tag ({tag}) turns it, as OpenCV reads it; store the image"
+                       " upright or the label turned the same way)" if tag else
+                       " (the label is the image's size transposed: width and height swapped)")
             raise DataError(
                 f"{s.label}: label is {raw.shape[1]}x{raw.shape[0]} but its image {s.image} is "
-                f"{image.shape[1]}x{image.shape[0]} (WxH); expected the same size"
-                + (" (the image's EXIF orientation tag turns it, as OpenCV reads it; store the image"
-                   " upright or the label turned the same way)" if turned else "")
+                f"{image.shape[1]}x{image.shape[0]} (WxH); expected the same size{why}"
             )
         label, unknown = s.id_map.map_checked(raw)
         return image, label, unknown
@@ -134,7 +144,7 @@ class SegmentationDataset(Dataset):
                     break
                 except DataError as e:
                     if self.on_error == "raise":
-                        raise
+                        raise DataError(with_skip_hint(str(e))) from e
                     self._skip(i, e)
             passed.append((str(self.samples[i].image), self._bad[i]))
         else:
@@ -205,16 +215,11 @@ class PairedFilesDataset(SegmentationDataset):
                     f"{folder}: {what} folder of {self.name} split '{split}' not found; "
                     f"expected the layout {self._layout_hint()}"
                 )
-        samples, problems = pair_files(
-            image_dir, label_dir, self.image_suffixes, self._label_kinds(),
-            recursive=self.recursive, image_prefix=self.image_prefix, label_prefix=self.label_prefix,
-            reader=self.reader, only_stems=only_stems,
-        )  # fmt: skip
+        samples, problems = self._pair(image_dir, label_dir, only_stems)
         if problems and on_error == "raise":
             more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
             path, reason = problems[0]
-            raise DataError(f"{path}: {reason}{more}; leave such files out with --set data.on_error=skip "
-                            "(on_error='skip' in Python)")
+            raise DataError(with_skip_hint(f"{path}: {reason}{more}"))
         if problems:
             warnings.warn(
                 f"{self.name}: {len(problems)} files left out while pairing, first: "
@@ -227,6 +232,15 @@ class PairedFilesDataset(SegmentationDataset):
                 f"({', '.join(self.image_suffixes)}) with labels in {label_dir}"
             )
         super().__init__(samples, transform, on_error, unknown_labels, skipped=problems)
+
+    def _pair(self, image_dir: Path, label_dir: Path, only_stems: set[str] | None
+              ) -> tuple[list[Sample], list[tuple[str, str]]]:
+        """The pairs and the problems found (:func:`pair_files`: by stem)."""
+        return pair_files(
+            image_dir, label_dir, self.image_suffixes, self._label_kinds(),
+            recursive=self.recursive, image_prefix=self.image_prefix, label_prefix=self.label_prefix,
+            reader=self.reader, only_stems=only_stems,
+        )  # fmt: skip
 
     def _label_kinds(self) -> tuple[tuple[str, IdMap], ...]:
         return self.label_kinds

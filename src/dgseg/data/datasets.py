@@ -2,8 +2,9 @@
 
 Every dataset yields ``{"image": uint8 [3, H, W] RGB, "label": int64 [H, W] (19 train IDs, 255 ignore),
 "path": str}`` (with a ``transform``, whatever it returns for image and label; plus ``"skipped"`` when
-the item replaces bad samples, see ``on_error``). Files are listed and paired by stem when the dataset
-is built (cheap: names only); images and labels are decoded, mapped and checked when an item is read.
+the item replaces bad samples, see ``on_error``). Files are listed and paired by stem (``folder``: by the path
+under ``images``/``labels``) when the dataset is built (cheap: names only); images and labels are decoded,
+mapped and checked when an item is read.
 
 Layouts (``root`` is the folder that holds the dataset; ``split`` is ``train``/``val``/``test`` or the
 dataset's own folder name):
@@ -22,16 +23,19 @@ dataset's own folder name):
 ``acdc-<cond>``  ``rgb_anon/<cond>/{split}/<seq>/*_rgb_anon.png``,
                  ``gt/<cond>/{split}/<seq>/*_gt_labelIds.png`` (``*_gt_labelTrainIds.png`` preferred);
                  cond = fog, night, rain, snow.
-``folder``       ``{root}/{split}/images/*`` and ``{root}/{split}/labels/*.png`` (label PNGs already in
-                 train IDs, same stem as the image, sub-folders allowed); when ``{root}/{split}`` does not
-                 exist, ``{root}/images`` and ``{root}/labels``.
+``folder``       ``{root}/{split}/images/*`` and ``{root}/{split}/labels/*.png`` (label PNGs of class indices,
+                 each at the same path under ``labels`` as its image under ``images``, sub-folders allowed);
+                 when ``{root}/{split}`` does not exist, ``{root}/images`` and ``{root}/labels``: no split
+                 folders, splits as GTAV (``train`` from ``{root}/train.txt`` when there is one).
 ===============  ==============================================================================
 
 Split files: ``split_file=`` a text file with one image stem or file name per line (the dataset's own
 suffix and prefix may be included, see :func:`dgseg.data.pairing.listed_stem`), or GTAV's official
 ``split.mat`` (``trainIds``/``valIds``/``testIds``). For a dataset without split folders it defines the
-split (without it, split ``val``/``test`` looks for ``{root}/{split}.txt``, then ``{root}/split.mat``);
-for the others it selects a subset of the split folder (e.g. 1/16 of Cityscapes train).
+split (without it, split ``val``/``test`` looks for ``{root}/{split}.txt``, then ``{root}/split.mat``;
+``folder`` only for ``{root}/{split}.txt``, and for ``train`` too); for the others it selects a subset of the
+split folder (e.g. 1/16 of Cityscapes train). A ``folder``'s entries keep their sub-folders (``cam0/0001``):
+see :func:`dgseg.data.path_pairing.resolve_entries`.
 
 This module holds the named datasets and the registry (:data:`DATASETS`, :func:`build_dataset`); the base
 classes are in :mod:`dgseg.data.base`, file listing and pairing in :mod:`dgseg.data.pairing`, decoding in
@@ -178,10 +182,13 @@ class ACDC(PairedFilesDataset):
 
 
 class Folder(PairedFilesDataset):
-    """Images with same-stem label PNGs: ``{root}/{split}/images`` and ``{root}/{split}/labels``
-    (sub-folders allowed), or ``{root}/images`` and ``{root}/labels`` when ``{root}/{split}`` does not
-    exist. Label values are class indices 0..num_classes-1 (255 ignore), or raw values mapped by
-    ``label_map`` / ``reduce_zero_label`` (see :func:`dgseg.data.classes.folder_id_map`)."""
+    """Images with label PNGs at the same path under ``labels/`` as the image's under ``images/`` (sub-folders
+    allowed: :mod:`dgseg.data.path_pairing`), in ``{root}/{split}/images`` and ``{root}/{split}/labels``, or
+    ``{root}/images`` and ``{root}/labels`` when ``{root}/{split}`` does not exist (no split folders: ``train``
+    is ``{root}/train.txt`` when there is one, else every image, as is ``all``; another split needs a split
+    file, ``{root}/{split}.txt`` or ``split_file``). Label values are class indices 0..num_classes-1 (255
+    ignore), or raw values mapped by ``label_map`` / ``reduce_zero_label`` (see
+    :func:`dgseg.data.classes.folder_id_map`)."""
 
     name = "folder"
     recursive = True
@@ -195,12 +202,48 @@ class Folder(PairedFilesDataset):
             self._id_map = folder_id_map(num_classes, label_map, reduce_zero_label, f"folder {root}")
         except ClassSetError as e:
             raise DataError(str(e)) from None
-        if root is not None and (Path(root) / split).is_dir():
-            self.image_dir, self.label_dir = f"{split}/images", f"{split}/labels"
-        else:
-            self.image_dir, self.label_dir = "images", "labels"
+        self._split_path: Path | None = None
+        base = None if root is None else Path(root).expanduser()
+        self.image_dir, self.label_dir = "{split}/images", "{split}/labels"
         self.split_dirs = {split: split}
+        if base is not None and not (base / split).is_dir() and (base / "images").is_dir():
+            self.image_dir, self.label_dir = "images", "labels"
+            self.split_dirs = None  # no split folders: the split is every image or a split file's
+        elif base is not None and base.is_dir() and not (base / split).is_dir():
+            found = sorted(d.name for d in base.iterdir() if (d / "images").is_dir())
+            raise DataError(
+                f"{base / split / 'images'}: image folder of folder split '{split}' not found"
+                + (f" (found split folders {', '.join(found)})" if found else "")
+                + f"; expected {base / split / 'images'} and {base / split / 'labels'}, or images/ and labels/ "
+                f"directly under {base} (no split folders)"
+            )
         super().__init__(root, split, **kwargs)
+
+    def _split_stems(self, split: str, split_file: str | os.PathLike | None) -> set[str] | None:
+        if split_file is not None:
+            return self._read_split_file(Path(split_file), split)
+        listed = self.root / f"{split}.txt"
+        if split != "all" and listed.is_file():
+            return self._read_split_file(listed, split)
+        if split in ("train", "all"):
+            return None
+        raise DataError(
+            f"{self.root / split / 'images'}: folder split '{split}' not found; {self.root} holds images/ and "
+            f"labels/ directly (no split folders: split 'all' is every image, as is 'train' without "
+            f"{self.root / 'train.txt'}); expected split folders {split}/images and {split}/labels under "
+            f"{self.root}, a split file {listed} or the entry's split_file (one image per line), or split: all"
+        )
+
+    def _read_split_file(self, path: Path, split: str) -> set[str]:
+        self._split_path = path
+        return read_split_file(path, split, self.image_suffixes, self.image_prefix, folders=True)
+
+    def _pair(self, image_dir: Path, label_dir: Path, only_stems: set[str] | None
+              ) -> tuple[list[Sample], list[tuple[str, str]]]:
+        from .path_pairing import pair_by_path
+
+        return pair_by_path(image_dir, label_dir, self.image_suffixes, self._label_kinds(), reader=self.reader,
+                            entries=None if only_stems is None else sorted(only_stems), source=self._split_path)
 
     def _label_kinds(self) -> tuple[tuple[str, IdMap], ...]:
         return ((".png", self._id_map),)

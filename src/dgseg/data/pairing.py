@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -167,11 +167,13 @@ def listed_stem(line: str, image_suffixes: Sequence[str] = (), image_prefix: str
 
 
 def read_split_file(
-    path: Path, split: str, image_suffixes: Sequence[str] = (), image_prefix: str = ""
+    path: Path, split: str, image_suffixes: Sequence[str] = (), image_prefix: str = "", folders: bool = False
 ) -> set[str]:
     """Stems listed by a split file: text (one stem or file name per line, '#' comments; each read by
     :func:`listed_stem` with the dataset's ``image_suffixes`` and ``image_prefix``) or GTAV's
-    ``split.mat`` (1-based image numbers under ``{split}Ids``, stems zero-padded to 5 digits)."""
+    ``split.mat`` (1-based image numbers under ``{split}Ids``, stems zero-padded to 5 digits). With
+    ``folders``, a text line's folders are kept: ``cam0/0001.jpg`` is ``cam0/0001`` (the ``folder`` dataset,
+    :mod:`dgseg.data.path_pairing`)."""
     if not path.is_file():
         raise DataError(f"{path}: split file not found")
     if path.suffix.lower() == ".mat":
@@ -190,7 +192,9 @@ def read_split_file(
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
-            stems.add(listed_stem(line, image_suffixes, image_prefix))
+            stem = listed_stem(line, image_suffixes, image_prefix)
+            parents = [p for p in PurePosixPath(line).parent.parts if p != "/"] if folders else []
+            stems.add("/".join([*parents, stem]))
     if not stems:
         raise DataError(f"{path}: split file lists no images; expected one image stem per line")
     return stems

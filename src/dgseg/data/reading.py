@@ -57,6 +57,18 @@ def read_image(path: str | Path) -> np.ndarray:
         ) from e
 
 
+def exif_transposes(path: str | Path) -> int | None:
+    """The EXIF orientation tag of an image file when it transposes the image as read (5, 6, 7, 8: turned
+    by 90 degrees, width and height swapped), else None (no tag, another value, or an unreadable file).
+    Reads the file's header only, not its pixels."""
+    try:
+        with Image.open(path) as im:
+            tag = im.getexif().get(0x0112)
+    except Exception:  # the image was decoded before this is asked; any failure here means: no tag
+        return None
+    return tag if tag in (5, 6, 7, 8) else None
+
+
 LABEL_MODES = ("P", "L", "I;16", "I;16L", "I;16B", "I")
 
 
