@@ -55,6 +55,9 @@ def test_without_split_folders_train_and_all_are_every_image_and_another_split_n
         assert problem == str(caught.value)
     (root / "val.txt").write_text("b.jpg\n")
     assert names(build_dataset("folder", root, "val")) == ["b.jpg"]
+    with pytest.raises(DataError, match=r"train.txt: not found, and split 'train' without it would read every image"
+                       r" under .*images, those listed in .*val.txt too"):
+        build_dataset("folder", root, "train")  # the validation images are not trained on without a word
     (tmp_path / "mine.txt").write_text("c\n")
     assert names(build_dataset("folder", root, "test", split_file=tmp_path / "mine.txt")) == ["c.jpg"]
     (root / "train.txt").write_text("a\nc\n")  # a training list keeps the validation images out of training

@@ -225,6 +225,13 @@ class Folder(PairedFilesDataset):
         listed = self.root / f"{split}.txt"
         if split != "all" and listed.is_file():
             return self._read_split_file(listed, split)
+        held_out = [self.root / f"{s}.txt" for s in ("val", "test") if (self.root / f"{s}.txt").is_file()]
+        if split == "train" and held_out:  # every image would include the ones listed for validation
+            raise DataError(
+                f"{self.root / 'train.txt'}: not found, and split 'train' without it would read every image "
+                f"under {self.root / 'images'}, those listed in {' and '.join(str(h) for h in held_out)} too; "
+                "expected a train.txt listing the training images (one per line), or split: all to train on every image"
+            )
         if split in ("train", "all"):
             return None
         raise DataError(
