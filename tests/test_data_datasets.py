@@ -500,3 +500,18 @@ def test_check_of_a_missing_root_fails_with_the_reason(tmp_path):
     out = io.StringIO()
     assert run_check("cityscapes", str(tmp_path / "none"), "val", out=out) == 1
     assert "root folder not found" in out.getvalue()
+
+
+def test_a_relative_root_that_is_not_there_is_named_with_the_folder_it_was_read_from(tmp_path, monkeypatch):
+    """A run's config keeps the roots it was given: read elsewhere (a moved run, another working folder) a relative
+    root is looked for under the current folder, and the message says so with the absolute path it looked at."""
+    monkeypatch.chdir(tmp_path)
+    here = Path.cwd()  # tmp_path as the OS names it (macOS: /private/var/...)
+    with pytest.raises(DataError) as caught:
+        build_dataset("folder", "data/site_a", "val")
+    assert str(caught.value).startswith(
+        f"{Path('data/site_a')}: folder root folder not found (a relative path is read from the folder dgseg runs in, "
+        f"{here}: looked at {here / 'data' / 'site_a'}); expected a folder with images/ and labels/")
+    with pytest.raises(DataError) as caught:
+        build_dataset("folder", tmp_path / "elsewhere", "val")
+    assert str(caught.value).startswith(f"{tmp_path / 'elsewhere'}: folder root folder not found; expected")

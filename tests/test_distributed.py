@@ -116,6 +116,59 @@ def test_a_sample_skipped_on_another_rank_is_logged_and_kept_in_the_checkpoint(t
     assert [p for p, _ in state["skipped_samples"]] == [str(bad)]  # a resume knows it too
 
 
+def _eval_worker(rank: int, world: int, port: int, out: str, tests_dir: str, data: str) -> None:
+    sys.path.insert(0, tests_dir)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    import json
+    import warnings
+
+    from tiny import tiny_config
+
+    from dgseg.config import DatasetSpec
+    from dgseg.engine.distributed import init_distributed
+    from dgseg.engine.evaluate import evaluate_domain
+
+    class Constant(torch.nn.Module):  # class 0 everywhere
+        def predict(self, image, **kwargs):
+            return torch.nn.functional.one_hot(torch.zeros(image.shape[0], *image.shape[-2:], dtype=torch.long),
+                                               19).permute(0, 3, 1, 2).float()
+
+    rank, world, device = init_distributed()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = evaluate_domain(Constant(), DatasetSpec(name="folder", root=data, split="val"),
+                                 tiny_config(data__on_error="skip"), device, rank, world, progress=False)
+    Path(out, f"rank{rank}.json").write_text(json.dumps(result))
+    end_distributed()
+
+
+def test_the_images_scored_and_files_left_out_on_every_rank_reach_the_evaluation_result(tmp_path):
+    """Under torchrun each rank scores its share: ``images`` counts every rank's and ``skipped`` lists a bad file
+    another rank met, as the confusion matrix sums every rank's pixels."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    data = tmp_path / "data" / "val"
+    (data / "images").mkdir(parents=True)
+    (data / "labels").mkdir()
+    for i in range(6):
+        Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(data / f"images/{i}.png")
+        Image.fromarray(np.zeros((40, 48), np.uint8)).save(data / f"labels/{i}.png")
+    (data / "images/1.png").write_bytes(b"not a png")  # index 1: rank 1's
+    Image.fromarray(np.zeros((40, 48, 3), np.uint8)).save(data / "images/lonely.png")  # no label
+    mp.start_processes(_eval_worker, args=(2, _free_port(), str(tmp_path), str(Path(__file__).parent),
+                                           str(tmp_path / "data")), nprocs=2, join=True, start_method="spawn")
+    for rank in (0, 1):
+        result = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert result["images"] == 5 and sum(map(sum, result["confusion"])) == 5 * 40 * 48
+        assert [(Path(s["file"]).name, s.get("while")) for s in result["skipped"]] == [("1.png", None),
+                                                                                       ("lonely.png", "listing files")]
+
+
 def _cli_worker(rank: int, world: int, port: int, config: str, out: str, tests_dir: str) -> None:
     sys.path.insert(0, tests_dir)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import random
 import signal
 import struct
@@ -297,20 +298,57 @@ def test_an_item_standing_in_for_bad_samples_says_which(tmp_path):
     assert "skipped" not in ds[2] and len(ds.skipped) == 2
 
 
+class Constant(torch.nn.Module):
+    """Predicts class 0 everywhere: IoU counts tell which images were seen."""
+
+    def predict(self, image, **kwargs):
+        scores = torch.zeros(image.shape[0], 19, *image.shape[-2:])
+        scores[:, 0] = 1
+        return scores
+
+
 @pytest.mark.filterwarnings("ignore:folder. skipping a bad sample:UserWarning")
-def test_evaluation_with_skip_leaves_bad_samples_out_instead_of_counting_a_stand_in_twice(tmp_path):
+@pytest.mark.filterwarnings("ignore:folder. 1 files left out while pairing:UserWarning")
+def test_evaluation_with_skip_scores_each_good_image_once_and_records_every_file_left_out(tmp_path):
+    """A bad sample is left out, not replaced by a stand-in counted twice; it and an image left out while pairing
+    (no label) are both in the result with their reasons and counted in eval.md; ``images`` is the number
+    scored; warnings name the domain by its table label."""
+    from dgseg.engine.evaluate import write_results
+
     tree(tmp_path, bad={1})
-    cfg = tiny_config(data__on_error="skip")
-    spec = type(cfg.data.train[0])(name="folder", root=str(tmp_path), split="all")
+    save(tmp_path / "images" / "lonely.png", Image.fromarray(RGB))  # no label: left out while pairing
+    cfg = tiny_config(data__on_error="skip", data__source=None)
+    spec = type(cfg.data.train[0])(name="folder", root=str(tmp_path), split="all", label="site-a")
 
-    class Constant(torch.nn.Module):  # predicts class 0 everywhere: IoU counts tell which images were seen
-        def predict(self, image, **kwargs):
-            scores = torch.zeros(image.shape[0], 19, *image.shape[-2:])
-            scores[:, 0] = 1
-            return scores
-
-    with pytest.warns(UserWarning, match=r"1 bad samples left out of the metric: .*1\.png"):
+    with pytest.warns(UserWarning, match=r"eval site-a: 2 files left out of the metric \(data.on_error=skip; 1 while "
+                                         r"pairing images with labels\): .*1\.png, .*lonely\.png"):
         result = evaluate_domain(Constant(), spec, cfg, torch.device("cpu"), progress=False)
-    assert [Path(p).name for p in result["skipped"]] == ["1.png"]
+    assert result["images"] == 3  # 0, 2 and 3; not the 4 pairs listed
+    (bad, lonely) = result["skipped"]
+    assert bad["file"] == str(tmp_path / "images" / "1.png") and "unreadable or truncated image" in bad["reason"]
+    assert "while" not in bad
+    assert lonely == {"file": str(tmp_path / "images" / "lonely.png"), "while": "listing files",
+                      "reason": f"image without a label: expected lonely.png under {tmp_path / 'labels'}"}
     iou = result["IoU"]
     assert iou[0] == pytest.approx(100.0 / 3) and iou[2] == iou[3] == 0.0 and np.isnan(iou[1])
+    write_results({"site-a": result}, cfg, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "eval.json").read_text())["domains"]["site-a"]["skipped"] == [bad, lonely]
+    md = (tmp_path / "out" / "eval.md").read_text()
+    assert ("- site-a: 2 files left out, 3 scored (1 left out while pairing images with labels, 1 while reading)\n"
+            f"  - {bad['file']}: {bad['reason']}\n  - {lonely['file']}: {lonely['reason']}\n") in md
+
+
+@pytest.mark.filterwarnings("ignore:folder. skipping a bad sample:UserWarning")
+def test_progress_bars_and_warnings_name_each_domain_by_its_table_label(tmp_path, capsys):
+    """Two `folder` entries: each is named by its label, as in the tables, not both 'folder'."""
+    from dgseg.engine.evaluate import evaluate
+
+    tree(tmp_path / "a", bad=set())
+    tree(tmp_path / "b", bad={0})
+    val = [{"name": "folder", "root": str(tmp_path / x), "split": "all", "label": f"site-{x}"} for x in "ab"]
+    cfg = tiny_config(data__on_error="skip", data__val=val, data__source="site-a")
+    with pytest.warns(UserWarning, match=r"^eval site-b: 1 files left out of the metric") as caught:
+        assert list(evaluate(Constant(), cfg, progress=True)) == ["site-a", "site-b"]
+    bars = capsys.readouterr().err
+    assert "eval site-a" in bars and "eval site-b" in bars and "eval folder" not in bars
+    assert not [w for w in caught if "eval folder" in str(w.message)]

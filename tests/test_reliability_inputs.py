@@ -117,3 +117,42 @@ def test_eval_and_data_check_name_a_too_small_image(tmp_path, model_cfg):
     report = check_dataset("folder", str(root), "val")
     assert [p for p in report.problems if "small.png: image is 7x7 px" in p and "17 px on each side" in p]
     assert not check_dataset("folder", str(root), "val", patch_size=2).problems
+
+
+def scenes(root, sizes):
+    """A `folder` dataset (split val) of black images with all-zero labels: {stem: (h, w)}."""
+    for stem, (h, w) in sizes.items():
+        tiny_image(root / "val" / "images" / f"{stem}.png", h, w)
+        (root / "val" / "labels").mkdir(exist_ok=True)
+        Image.fromarray(np.zeros((h, w), np.uint8)).save(root / "val" / "labels" / f"{stem}.png")
+    return {"name": "folder", "root": str(root), "split": "val"}
+
+
+def test_an_image_too_small_after_the_entrys_resize_is_named_with_its_stored_size_and_the_key(tmp_path, model_cfg):
+    """The model gets 15x9 px of a 150x90 file (resize: 0.1): the message gives both sizes and the key that shrank
+    it, not only a size the file does not have."""
+    from dgseg.engine.evaluate import evaluate_domain
+
+    model, _ = model_cfg
+    spec = scenes(tmp_path / "ds", {"a": (300, 400), "b": (90, 150)})
+    cfg = tiny_config(eval__mode="whole", data__val=[dict(spec, resize=0.1, label="site-b")], data__source=None)
+    with pytest.raises(ValueError, match=r"b\.png: image file is 150x90 px \(WxH\), 15x9 px \(WxH\) after data\.val "
+                                         r"site-b's resize: 0\.1, smaller than the model takes: with 8-px patches an "
+                                         r"image needs at least 9 px .*; give that entry a larger resize or none$"):
+        evaluate_domain(model, cfg.data.val[0], cfg, torch.device("cpu"), progress=False)
+
+
+def test_a_later_domains_too_small_first_image_stops_the_evaluation_before_any_domain_is_evaluated(
+        tmp_path, model_cfg, monkeypatch):
+    """Nothing computed is lost: every domain's first image is checked before the first domain is evaluated."""
+    import dgseg.engine.evaluate as evaluate_module
+
+    model, _ = model_cfg
+    good, small = scenes(tmp_path / "good", {"a": (48, 64)}), scenes(tmp_path / "small", {"b": (90, 150)})
+    cfg = tiny_config(eval__mode="whole", data__val=[good, dict(small, resize=0.1, label="small")], data__source=None)
+    evaluated = []
+    monkeypatch.setattr(evaluate_module, "evaluate_domain", lambda *a, **k: evaluated.append(a[1]))
+    with pytest.raises(ValueError, match=r"data\.val small \(its first image, .*b\.png, checked before evaluating\): "
+                                         r".*b\.png: image file is 150x90 px \(WxH\), 15x9 px \(WxH\) after"):
+        evaluate(model, cfg, progress=False)
+    assert evaluated == []

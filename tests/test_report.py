@@ -116,6 +116,80 @@ def test_the_per_class_heat_map_lines_up_runs_with_different_class_sets_by_name(
     np.testing.assert_array_equal(grids[0][:, 0], [0.0, 0.0, np.nan, np.nan])  # rows a, c, b, d: no difference
 
 
+LONG_CLASSES = ["background", "a class name far longer than its row is high", "c"]
+LONG_DOMAINS = ["site-a", "a-domain-label-much-longer-than-its-column"]
+
+
+def _drawn(monkeypatch, draw):
+    """The figure ``draw()`` saves, drawn, and the texts of it that lie outside it (cut off in the picture)."""
+    from dgseg.report import figures
+
+    saved = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: saved.append(fig) or path)
+    draw()
+    (fig,) = saved
+    fig.canvas.draw()
+    renderer, inside = fig.canvas.get_renderer(), fig.bbox
+
+    def whole(box) -> bool:
+        return (box.x0 >= inside.x0 - 0.5 and box.y0 >= inside.y0 - 0.5 and box.x1 <= inside.x1 + 0.5
+                and box.y1 <= inside.y1 + 0.5)
+
+    texts = [t for ax in fig.axes if ax.images for t in (*ax.get_xticklabels(), *ax.get_yticklabels(), ax.title)]
+    cut = [t.get_text() for t in (*texts, *fig.texts) if t.get_visible() and not whole(t.get_window_extent(renderer))]
+    cut += [f"axes {i}" for i, ax in enumerate(fig.axes) if not whole(ax.get_tightbbox(renderer))]  # colour bar too
+    return fig, cut
+
+
+@pytest.mark.parametrize("count, baseline", [(1, False), (3, True)], ids=["one-run", "three-runs-baseline"])
+def test_every_class_name_domain_label_and_title_of_the_heat_map_is_whole(tmp_path, monkeypatch, count, baseline):
+    """Each text of the heat maps lies inside the figure: no class name, domain label or title is cut off."""
+    from dgseg.report import figures
+
+    runs = [RunRecord(n, tmp_path / n, classes=LONG_CLASSES, palette=np.zeros((3, 3), np.uint8),
+                      domains={d: {"IoU": [50.0, 40.0, 30.0]} for d in LONG_DOMAINS})
+            for n in ("folder", "rein", "lora")]
+    fig, cut = _drawn(monkeypatch, lambda: figures.heatmaps(runs[:count], LONG_DOMAINS, tmp_path / "h.png",
+                                                            baseline=runs[0] if baseline else None))
+    panels = [ax for ax in fig.axes if ax.images and ax.get_title()]  # the colour bar has no title
+    assert len(panels) == (2 if baseline else 1)
+    assert [t.get_text() for t in panels[0].get_yticklabels()] == LONG_CLASSES
+    assert all([t.get_text() for t in ax.get_xticklabels()] == LONG_DOMAINS for ax in panels)
+    assert not cut, f"cut off: {cut}"
+
+
+def test_every_class_name_and_the_title_of_a_confusion_matrix_is_whole(tmp_path, monkeypatch):
+    from dgseg.report import figures
+
+    run = RunRecord("folder", tmp_path, classes=LONG_CLASSES, palette=np.zeros((3, 3), np.uint8),
+                    domains={LONG_DOMAINS[1]: {"confusion": [[5, 1, 0], [1, 5, 0], [0, 0, 5]]}})
+    fig, cut = _drawn(monkeypatch, lambda: figures.confusion(run, LONG_DOMAINS[1], tmp_path / "c.png"))
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == LONG_CLASSES
+    assert [t.get_text() for t in (*fig.texts, fig.axes[0].title) if t.get_text()] == [f"folder: {LONG_DOMAINS[1]}"]
+    assert not cut, f"cut off: {cut}"
+
+
+def test_a_rerun_leaves_only_the_pictures_its_page_shows_and_a_linked_report_assets_is_refused(two_runs, tmp_path):
+    from dgseg.atomic import LinkError
+
+    page = write_report(two_runs, tmp_path / "page", scenes=2)
+    assets = tmp_path / "page" / "report_assets"
+    for mine in ("notes.txt", "scene_old.jpg", "my_bars.png"):  # not names the report gives: kept
+        (assets / mine).write_text("mine")
+    assert {"scene_0_1.jpg", "confusion_1.png"} <= {f.name for f in assets.iterdir()}
+    write_report(two_runs[:1], tmp_path / "page", scenes=1)
+    shown = set(re.findall(r'src="report_assets/([^"]+)"', page.read_text()))
+    assert "scene_0_0.jpg" in shown and {f.name for f in assets.iterdir()} == shown | {"notes.txt", "scene_old.jpg",
+                                                                                       "my_bars.png"}
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (tmp_path / "linked").mkdir()
+    (tmp_path / "linked" / "report_assets").symlink_to(victim)
+    with pytest.raises(LinkError, match=r"report_assets: is a symbolic link; dgseg does not write through links"):
+        write_report(two_runs, tmp_path / "linked")
+    assert not any(victim.iterdir()) and not (tmp_path / "linked" / "report.html").exists()
+
+
 @pytest.mark.parametrize("file, content, problem", [
     ("config.yaml", "data: [unclosed\n", r"not readable YAML \(line 2, column 1: expected ',' or ']'"),
     ("config.yaml", "- a\n- b\n", r"a YAML list; expected the run's config"),

@@ -50,8 +50,9 @@ def min_image_size(rule: SizeRule) -> tuple[int, int]:
     return rule.patch + 1, (3 * rule.patch + 1 if rule.coarse_cells > 1 else rule.patch + 1)
 
 
-def image_size_problem(height: int, width: int, rule: SizeRule) -> str | None:
-    """None when an image of ``height`` x ``width`` px fits a model with ``rule``; else why not."""
+def image_size_problem(height: int, width: int, rule: SizeRule, what: str | None = None) -> str | None:
+    """None when an image of ``height`` x ``width`` px fits a model with ``rule``; else why not (starting with
+    ``what``, default ``image is WxH px (WxH)``)."""
     whole = math.floor if rule.drop else math.ceil
     gh, gw = whole(height / rule.patch), whole(width / rule.patch)
     if min(gh, gw) >= 2 and (gh // 2) * (gw // 2) >= rule.coarse_cells:
@@ -59,8 +60,8 @@ def image_size_problem(height: int, width: int, rule: SizeRule) -> str | None:
     short, long = min_image_size(rule)
     need = (f"at least {short} px on each side" if short == long
             else f"at least {short} px on its shorter side and {long} px on its longer side")
-    return (f"image is {width}x{height} px (WxH), smaller than the model takes: with {rule.patch}-px patches "
-            f"an image needs {need}")
+    what = what or f"image is {width}x{height} px (WxH)"
+    return f"{what}, smaller than the model takes: with {rule.patch}-px patches an image needs {need}"
 
 
 def check_image_size(height: int, width: int, rule: SizeRule | None, where: str) -> None:

@@ -50,7 +50,8 @@ class SegmentationDataset(Dataset):
             ``"unknown_labels": [(label path, reason)]`` (a DataLoader worker's report, as
             ``"skipped"``); ``warn`` reads them as 255 with a warning.
         name: shown in messages.
-        skipped: problems found while listing (on_error="skip"), kept in ``self.skipped``.
+        skipped: problems found while listing (on_error="skip"), kept in ``self.skipped`` and, apart from
+            the samples skipped while reading, in ``self.left_out``.
     """
 
     name = "dataset"
@@ -75,6 +76,7 @@ class SegmentationDataset(Dataset):
         if name is not None:
             self.name = name
         self.skipped: list[tuple[str, str]] = list(skipped)
+        self.left_out: list[tuple[str, str]] = list(self.skipped)  # while listing: never read, in no item
         self.ignored_labels: dict[str, str] = {}
         self._bad: dict[int, str] = {}
 
@@ -196,8 +198,11 @@ class PairedFilesDataset(SegmentationDataset):
         self.root = Path(root).expanduser()
         self.split = split
         if not self.root.is_dir():
+            where = ("" if self.root.is_absolute() else
+                     f" (a relative path is read from the folder dgseg runs in, {Path.cwd()}: looked at "
+                     f"{Path.cwd() / self.root})")
             raise DataError(
-                f"{self.root}: {self.name} root folder not found; expected a folder "
+                f"{self.root}: {self.name} root folder not found{where}; expected a folder "
                 f"with {self.image_dir.format(split='<split>')}/ and "
                 f"{self.label_dir.format(split='<split>')}/"
             )

@@ -17,7 +17,7 @@ from dgseg.config import Config, ConfigError, DatasetSpec, TTAConfig, domain_nam
 from dgseg.engine.data import build_eval_set
 from dgseg.engine.distributed import is_main, model_device
 from dgseg.engine.precision import autocast, resolve_amp
-from dgseg.image_size import check_image_size, model_size_rule
+from dgseg.image_size import SizeRule, image_size_problem, model_size_rule
 from dgseg.metrics import SegMetric, format_table, mean_domains, mean_miou, per_class_table
 
 
@@ -39,15 +39,21 @@ def predict_labels(model: nn.Module, image: torch.Tensor, size: tuple[int, int],
 
 def evaluate_domain(model: nn.Module, spec: DatasetSpec, cfg: Config, device: torch.device, rank: int = 0,
                     world: int = 1, progress: bool = True, amp: str = "none", examples: list | None = None,
-                    dataset: Dataset | None = None, desc: str | None = None) -> dict:
-    """``SegMetric.compute()`` of one domain plus its ``confusion`` matrix (rows: ground truth) and
-    ``images``; with an ``examples`` list, the first ``eval.examples`` predictions are appended to it.
-    ``dataset``: evaluate it instead of the entry's own (items as :func:`build_eval_set`'s)."""
+                    dataset: Dataset | None = None, desc: str | None = None, domain: str | None = None) -> dict:
+    """``SegMetric.compute()`` of one domain plus its ``confusion`` matrix (rows: ground truth), ``images`` (the
+    number scored) and, with ``data.on_error=skip``, ``skipped``: every file left out of the metric as
+    ``{"file", "reason"}``, those left out while pairing images with labels marked ``"while": "listing files"``
+    (every rank's). With an ``examples`` list, the first ``eval.examples`` predictions are appended to it.
+    ``dataset``: evaluate it instead of the entry's own (items as :func:`build_eval_set`'s). ``domain``: the
+    entry's table label, shown in the progress bar and warnings (default: its label among ``data.val``)."""
     dataset = build_eval_set(spec, cfg.data.on_error, cfg) if dataset is None else dataset
+    domain = domain or domain_name(spec, cfg.data.val if spec in cfg.data.val else [spec])
     metric = SegMetric(num_classes=cfg.model.num_classes)
     mode = spec.mode or cfg.eval.mode
+    rule = model_size_rule(model)
     indices = range(rank, len(dataset), world)
-    bar = tqdm(indices, desc=desc or f"eval {spec.name}", disable=not (progress and is_main()), leave=False)
+    bar = tqdm(indices, desc=desc or f"eval {domain}", disable=not (progress and is_main()), leave=False)
+    scored = 0
     skipped: dict[str, str] = {}
     ignored: dict[str, str] = {}  # data.unknown_labels=ignore: labels whose unknown values were read as 255
     for i in bar:
@@ -56,59 +62,111 @@ def evaluate_domain(model: nn.Module, spec: DatasetSpec, cfg: Config, device: to
         if item.get("skipped"):  # data.on_error=skip: a stand-in for bad samples; it is counted in its own turn
             skipped.update(item["skipped"])
             continue
-        check_image_size(*item["image"].shape[-2:], model_size_rule(model), item["path"])
+        check_eval_image(item["image"], item["path"], rule, spec, domain)
         image = item["image"][None].to(device)
         label = item["label"][None].to(device)
         pred = predict_labels(model, image, tuple(label.shape[-2:]), mode, cfg.eval.crop, cfg.eval.stride,
                               cfg.eval.batch_size, amp, tta=cfg.eval.tta)
         metric.update(pred, label)
+        scored += 1
         if examples is not None and len(examples) < cfg.eval.examples and rank == 0:
             from dgseg.engine.examples import example
 
             examples.append(example(item["image"], item["label"], pred[0]))
     metric.all_reduce()
+    scored, skipped, ignored = _every_rank(scored, skipped, ignored)
     result = metric.compute()
     result.update(subset_mious(result["IoU"], cfg))
     result["confusion"] = metric.confusion.tolist()
-    result["images"] = len(dataset)
-    if skipped:
-        result["skipped"] = sorted(skipped)
-        warnings.warn(f"eval {spec.name}: {len(skipped)} bad samples left out of the metric: "
-                      f"{', '.join(sorted(skipped)[:5])}", stacklevel=2)
+    result["images"] = scored
+    listed = dict(getattr(dataset, "left_out", ()))  # files left out while pairing: never read, in no item
+    left_out = sorted({**skipped, **listed}.items())
+    if left_out:
+        result["skipped"] = [{"file": p, "reason": r, **({"while": "listing files"} if p in listed else {})}
+                             for p, r in left_out]
+        warnings.warn(f"eval {domain}: {len(left_out)} files left out of the metric (data.on_error=skip; "
+                      f"{len(listed)} while pairing images with labels): "
+                      f"{', '.join(p for p, _ in left_out[:5])}", stacklevel=2)
     if ignored:
         result["unknown_labels"] = sorted(ignored)
-        warnings.warn(f"eval {spec.name}: {len(ignored)} label files with values the dataset does not define, "
+        warnings.warn(f"eval {domain}: {len(ignored)} label files with values the dataset does not define, "
                       f"read as 255 (data.unknown_labels=ignore): {', '.join(sorted(ignored)[:5])}", stacklevel=2)
     return result
 
 
-def check_eval_sizes(model: nn.Module, cfg: Config, device: torch.device) -> None:
-    """The size checks of an evaluation on ``device``, made on the first image of every ``data.val`` entry before
-    training: an image, sliding window (``eval.crop``) or test-time-augmentation view (``eval.tta.scales``) the
-    model cannot take is refused now, naming the entry, rather than at the first validation or after the whole
-    schedule. Later images of other sizes are checked as they come, as in any evaluation."""
+def _every_rank(scored: int, skipped: dict[str, str], ignored: dict[str, str]
+                ) -> tuple[int, dict[str, str], dict[str, str]]:
+    """The images scored and the files skipped or read with ignore by every rank (each reads its own share),
+    as the confusion matrix is summed over them. Collective under torch.distributed: called by every rank."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return scored, skipped, ignored
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, (scored, skipped, ignored))
+    return (sum(n for n, _, _ in parts), {p: r for _, s, _ in parts for p, r in s.items()},
+            {p: r for _, _, i in parts for p, r in i.items()})
+
+
+def check_eval_image(image: torch.Tensor, path: str, rule: SizeRule | None, spec: DatasetSpec, domain: str) -> None:
+    """Refuses an image ([3, H, W] as the model gets it) the model cannot take, naming the file, its size and the
+    smallest the model takes; where the entry's ``prescale`` or ``resize`` changed the size, both sizes (as
+    stored and as resized) and that key with its value."""
+    h, w = image.shape[-2:]
+    problem = None if rule is None else image_size_problem(h, w, rule)
+    if problem is None:
+        return
+    changed = {k: v for k, v in (("prescale", spec.prescale), ("resize", spec.resize)) if v is not None}
+    if changed:
+        stored = _stored_size(path)
+        keys = " and ".join(f"{k}: {v}" for k, v in changed.items())
+        size = f"{w}x{h} px (WxH) after data.val {domain}'s {keys}"
+        what = (f"image is {size}" if stored in (None, (h, w)) else
+                f"image file is {stored[1]}x{stored[0]} px (WxH), {size}")
+        problem = f"{image_size_problem(h, w, rule, what)}; give that entry a larger {' / '.join(changed)} or none"
+    raise ValueError(f"{path}: {problem}")
+
+
+def _stored_size(path: str) -> tuple[int, int] | None:
+    """(H, W) of an image file as the datasets read it; None when it cannot be read (a generated scene)."""
+    from dgseg.data.reading import DataError, read_image
+
+    try:
+        return read_image(path).shape[:2]
+    except DataError:
+        return None
+
+
+def check_eval_sizes(model: nn.Module, cfg: Config, device: torch.device,
+                     sets: dict[str, tuple[DatasetSpec, Dataset]] | None = None, before: str = "training") -> None:
+    """The size checks of an evaluation on ``device``, made on the first image of every ``data.val`` entry (or
+    of ``sets``: domain -> (entry, its dataset)) before ``training`` or ``evaluating``: an image, sliding window
+    (``eval.crop``) or test-time-augmentation view (``eval.tta.scales``) the model cannot take is refused now,
+    naming the entry, rather than at the first validation, after the whole schedule or after the domains before
+    it were evaluated. Later images of other sizes are checked as they come, as in any evaluation."""
     from dgseg.engine.tta import tta_view
     from dgseg.models.segmentor import check_slide, default_slide_batch
 
     rule = model_size_rule(model)
     if rule is None:
         return
+    if sets is None:
+        sets = {domain_name(s, cfg.data.val): (s, build_eval_set(s, cfg.data.on_error, cfg)) for s in cfg.data.val}
     batch = default_slide_batch(device) if cfg.eval.batch_size is None else cfg.eval.batch_size
-    for spec in cfg.data.val:
-        dataset = build_eval_set(spec, cfg.data.on_error, cfg)
+    for domain, (spec, dataset) in sets.items():
         item = dataset[0] if len(dataset) else {}
         if "image" not in item:  # no image (data.on_error=skip stands in the next good one for a bad first)
             continue
         h, w = item["image"].shape[-2:]
         try:
-            check_image_size(h, w, rule, item["path"])
+            check_eval_image(item["image"], item["path"], rule, spec, domain)
             views = [tta_view(rule, h, w, s) for s in cfg.eval.tta.scales] if cfg.eval.tta.enabled else [(h, w)]
             if (spec.mode or cfg.eval.mode) == "slide":
                 for vh, vw in views:
                     check_slide(model, vh, vw, 1, cfg.eval.crop, cfg.eval.stride, batch)
         except ValueError as e:
-            raise ConfigError(f"data.val {domain_name(spec, cfg.data.val)} (its first image, {item['path']}, "
-                              f"checked before training): {e}") from e
+            raise ConfigError(f"data.val {domain} (its first image, {item['path']}, checked before {before}): "
+                              f"{e}") from e
 
 
 def eval_setup(model: nn.Module, cfg: Config, device: torch.device | None, specs: list[DatasetSpec] | None
@@ -132,11 +190,13 @@ def evaluate(model: nn.Module, cfg: Config, device: torch.device | None = None, 
     """mIoU etc. for every ``data.val`` entry, keyed by domain name. With an ``examples`` dict, the first
     ``eval.examples`` predictions of each domain are collected into it (domain -> list)."""
     device, specs, amp, was_training = eval_setup(model, cfg, device, specs)
+    sets = {domain_name(s, specs): (s, build_eval_set(s, cfg.data.on_error, cfg)) for s in specs}
+    check_eval_sizes(model, cfg, device, sets, before="evaluating")  # not after the domains before it are done
     results = {}
-    for s in specs:
-        name = domain_name(s, specs)
+    for name, (s, dataset) in sets.items():
         kept = examples.setdefault(name, []) if examples is not None else None
-        results[name] = evaluate_domain(model, s, cfg, device, rank, world, progress, amp, kept)
+        results[name] = evaluate_domain(model, s, cfg, device, rank, world, progress, amp, kept, dataset=dataset,
+                                        domain=name)
     model.train(was_training)
     return results
 
@@ -191,5 +251,25 @@ def write_results(results: dict[str, dict], cfg: Config, out_dir: Path, stem: st
         from dgseg.engine.examples import prune_examples
 
         prune_examples(out_dir, record.get("examples", {}))
-    write_atomic(out_dir / f"{stem}.md", f"# Evaluation: {cfg.name}\n\n{table}\n\n## Per class IoU\n\n{classes}\n")
+    write_atomic(out_dir / f"{stem}.md", f"# Evaluation: {cfg.name}\n\n{table}\n\n## Per class IoU\n\n{classes}\n"
+                 + left_out_notes(results))
     return table
+
+
+def left_out_notes(results: dict[str, dict], shown: int = 10) -> str:
+    """The section of ``eval.md`` that counts, per domain, the files left out of the metric (``skipped``) and
+    names the first ``shown`` with their reasons; empty when no file was left out."""
+    lines = []
+    for domain, result in results.items():
+        left = result.get("skipped") or []
+        if not left:
+            continue
+        listing = sum(1 for s in left if s.get("while") == "listing files")
+        lines.append(f"- {domain}: {len(left)} files left out, {result.get('images', 0)} scored ({listing} left "
+                     f"out while pairing images with labels, {len(left) - listing} while reading)")
+        lines += [f"  - {s['file']}: {s['reason']}" for s in left[:shown]]
+        if len(left) > shown:
+            lines.append(f"  - and {len(left) - shown} more (eval.json lists every file under `skipped`)")
+    if not lines:
+        return ""
+    return "\n## Files left out of the metric (data.on_error=skip)\n\n" + "\n".join(lines) + "\n"

@@ -23,7 +23,7 @@ from dgseg.atomic import write_atomic
 from dgseg.config import Config, DatasetSpec, domain_name
 from dgseg.data.corruptions import FAMILIES, FAMILY_OF, corrupt, corruption_seed, implementation
 from dgseg.engine.data import build_eval_set
-from dgseg.engine.evaluate import eval_setup, evaluate_domain
+from dgseg.engine.evaluate import check_eval_sizes, eval_setup, evaluate_domain
 
 
 class CorruptedSet(Dataset):
@@ -35,6 +35,7 @@ class CorruptedSet(Dataset):
         if not hasattr(self.dataset, "transform"):
             raise TypeError(f"{spec.name}: dataset has no 'transform' to apply after the corruption")
         self.transform, self.dataset.transform = self.dataset.transform, None
+        self.left_out = list(getattr(self.dataset, "left_out", ()))  # files left out while pairing
         self.name, self.severity, self.seed = name, severity, seed
 
     def __len__(self) -> int:
@@ -78,17 +79,18 @@ def evaluate_corruptions(model: nn.Module, cfg: Config, corruptions: list[str], 
                          progress: bool = True, specs: list[DatasetSpec] | None = None) -> dict[str, Any]:
     """Clean and corrupted mIoU of every ``data.val`` entry (or ``specs``); see the module docstring."""
     device, specs, amp, was_training = eval_setup(model, cfg, device, specs)
+    sets = {domain_name(s, specs): (s, build_eval_set(s, cfg.data.on_error, cfg)) for s in specs}
+    check_eval_sizes(model, cfg, device, sets, before="evaluating")  # not after the domains before it are done
     domains: dict[str, Any] = {}
-    for spec in specs:
-        domain = domain_name(spec, specs)
-        clean = evaluate_domain(model, spec, cfg, device, rank, world, progress, amp)
+    for domain, (spec, dataset) in sets.items():
+        clean = evaluate_domain(model, spec, cfg, device, rank, world, progress, amp, dataset=dataset, domain=domain)
         miou: dict[str, dict[str, float]] = {}
         for name in corruptions:
             miou[name] = {}
             for severity in severities:
                 ds = CorruptedSet(spec, name, severity, seed, cfg.data.on_error, cfg)
                 r = evaluate_domain(model, spec, cfg, device, rank, world, progress, amp, dataset=ds,
-                                    desc=f"{domain} {name} {severity}")
+                                    desc=f"{domain} {name} {severity}", domain=domain)
                 miou[name][str(severity)] = r["mIoU"]
         domains[domain] = {**summarize(clean["mIoU"], miou), "mIoU": miou, "images": clean["images"]}
     model.train(was_training)

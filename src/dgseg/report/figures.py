@@ -41,29 +41,54 @@ def bars(runs: list[RunRecord], domains: list[str], path: Path) -> Path:
 def heatmaps(runs: list[RunRecord], domains: list[str], path: Path, baseline: RunRecord | None = None) -> Path:
     """classes x domains IoU, one panel per run; with a baseline, the other runs show run - baseline. Rows are
     class names (every name of any run, in order of first appearance), so runs with different class sets line
-    up by name; a class a run does not have is blank in its panel."""
+    up by name; a class a run does not have is blank in its panel. The figure is sized from its labels (class
+    names, domain labels, panel titles) and laid out by matplotlib's constrained layout: every label is whole."""
     shown = [r for r in runs if r is not baseline] if baseline is not None else runs
     classes = list(dict.fromkeys(n for r in shown + ([baseline] if baseline is not None else []) for n in r.classes))
-    fig = _figure(2.2 + 0.55 * len(domains) * len(shown), 1.2 + 0.22 * len(classes))
+    labels = [d.replace("synthetic-", "") for d in domains]
+    titles = [f"{r.name} - {baseline.name}" if baseline is not None else r.name for r in shown]
+    fig = _figure(*_heatmap_size(classes, labels, titles))
+    fig.set_layout_engine("constrained")
     axes = np.atleast_1d(fig.subplots(1, len(shown), sharey=True))
-    for ax, run in zip(axes, shown):
+    for ax, run, title in zip(axes, shown, titles):
         grid = np.array([[_iou(run, d, name) for d in domains] for name in classes], dtype=float)
         if baseline is not None:
             grid = grid - np.array([[_iou(baseline, d, name) for d in domains] for name in classes])
             im = ax.imshow(grid, cmap="RdBu", vmin=-30, vmax=30, aspect="auto")
-            ax.set_title(f"{run.name} - {baseline.name}", fontsize=8)
         else:
             im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
-            ax.set_title(run.name, fontsize=8)
+        ax.set_title(title, fontsize=8)
         for (k, j), v in np.ndenumerate(grid):
             if not np.isnan(v):
                 ax.text(j, k, f"{v:.0f}", ha="center", va="center", fontsize=5, color="w" if baseline is None else "k")
         ax.set_xticks(range(len(domains)))
-        ax.set_xticklabels([d.replace("synthetic-", "") for d in domains], rotation=60, fontsize=6)
+        ax.set_xticklabels(labels, rotation=60, ha="right", rotation_mode="anchor", fontsize=6)
         ax.set_yticks(range(len(classes)))
         ax.set_yticklabels(classes, fontsize=6)
     fig.colorbar(im, ax=list(axes), shrink=0.8, label="IoU difference" if baseline is not None else "IoU (%)")
     return _save(fig, path)
+
+
+def _text_width(text: str, points: float) -> float:
+    """The width in inches of ``text`` set in matplotlib's default font at ``points``."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    return TextToPath().get_text_width_height_descent(text, FontProperties(size=points), ismath=False)[0] / 72
+
+
+def _heatmap_size(classes: list[str], labels: list[str], titles: list[str]) -> tuple[float, float]:
+    """(width, height) in inches that hold the heat maps' panels (0.55 in per domain, 0.22 in per class) with
+    the class names left of the first, the domain labels below each (60 degrees, right end at the tick),
+    the titles above and the colour bar on the right, with room to spare for the layout's paddings."""
+    cell = 0.55
+    slant = [_text_width(t, 6) for t in labels]  # along the text; 60 degrees: cos 0.5, sin 0.87
+    left = max([_text_width(c, 6) for c in classes] + [w * 0.5 - (j + 0.5) * cell for j, w in enumerate(slant)],
+               default=0.0)
+    panels = sum(max(cell * len(labels), _text_width(t, 8) + 0.2) for t in titles)
+    width = 0.4 + left + panels + 0.15 * len(titles) + 1.0  # 1.0: the colour bar, its ticks and its label
+    height = 0.6 + 0.22 * max(len(classes), 3) + 0.87 * max(slant, default=0) + 0.15
+    return width, height
 
 
 def _iou(run: RunRecord, domain: str, name: str) -> float:
@@ -77,7 +102,8 @@ def _iou(run: RunRecord, domain: str, name: str) -> float:
 
 
 def confusion(run: RunRecord, domain: str, path: Path) -> Path | None:
-    """Row-normalised confusion matrix (rows: ground truth) of one domain; None when the run has none."""
+    """Row-normalised confusion matrix (rows: ground truth) of one domain; None when the run has none. Sized
+    from its class names and title, laid out by matplotlib's constrained layout: every label is whole."""
     matrix = run.domains.get(domain, {}).get("confusion")
     if not matrix:
         return None
@@ -85,19 +111,21 @@ def confusion(run: RunRecord, domain: str, path: Path) -> Path | None:
     rows = m.sum(1, keepdims=True)
     norm = np.divide(m, rows, out=np.full_like(m, np.nan), where=rows > 0)
     k = len(m)
-    fig = _figure(1.8 + 0.26 * k, 1.4 + 0.24 * k)
+    names = run.classes[:k]
+    title = f"{run.name}: {domain}"
+    longest = max((_text_width(n, 6) for n in names), default=0.0)  # sizes the figure: every label whole
+    fig = _figure(max(0.6 + longest + 0.26 * k + 1.2, _text_width(title, 8) + 0.3), 1.0 + 0.24 * k + longest)
+    fig.set_layout_engine("constrained")
     ax = fig.subplots()
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    names = run.classes[:k]
     ax.set_xticks(range(k))
     ax.set_xticklabels(names, rotation=90, fontsize=6)
     ax.set_yticks(range(k))
     ax.set_yticklabels(names, fontsize=6)
     ax.set_xlabel("predicted")
     ax.set_ylabel("ground truth")
-    ax.set_title(f"{run.name}: {domain}", fontsize=8)
+    fig.suptitle(title, fontsize=8)  # centred on the figure, which is as wide as it
     fig.colorbar(im, ax=ax, shrink=0.8, label="fraction of the row")
-    fig.tight_layout()
     return _save(fig, path)
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 from string import Template
 
+from dgseg.atomic import own_folder, write_atomic
 from dgseg.report import figures
 from dgseg.report.runs import RunRecord, load_run, unique_names
 
@@ -138,8 +140,7 @@ def write_report(run_dirs: list[str | Path], out: str | Path, baseline: str | No
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"report: --out {out}: is a file; expected a folder for report.html and report_assets/")
-    assets = out / "report_assets"
-    assets.mkdir(parents=True, exist_ok=True)
+    assets = own_folder(out / "report_assets", "the report's pictures")  # a link there is refused, not followed
     base = None
     if baseline is not None:
         base = next((r for r in runs if baseline in (r.name, str(r.path))), None)
@@ -190,6 +191,20 @@ def write_report(run_dirs: list[str | Path], out: str | Path, baseline: str | No
     page = PAGE.substitute(title=_e(title), css=CSS, sections="\n".join(sections),
                            subtitle=_e(f"{len(runs)} runs: " + ", ".join(f"{r.name} ({r.path})" for r in runs)
                                        + f". Written {now}."))
-    from dgseg.atomic import write_atomic
+    written = write_atomic(out / "report.html", page)
+    prune_assets(assets, {html.unescape(src) for src in re.findall(r'src="([^"]+)"', page)}, out)
+    return written
 
-    return write_atomic(out / "report.html", page)
+
+ASSET_NAMES = re.compile(r"(bars|classes|curves)\.png|(confusion|legend)_\d+\.png|scene_\d+_\d+\.jpg")
+"""The names :func:`write_report` gives the pictures in ``report_assets/``."""
+
+
+def prune_assets(assets: Path, referenced: set[str], out: Path) -> None:
+    """Removes from ``assets`` the pictures of earlier reports: files with the names :func:`write_report` gives
+    (:data:`ASSET_NAMES`) that the page just written does not show (``referenced``: its ``src`` paths, relative
+    to ``out``). Other files and symbolic links are kept. Call it after the page is written."""
+    for f in assets.iterdir():
+        if (ASSET_NAMES.fullmatch(f.name) and not f.is_symlink() and f.is_file()
+                and f.relative_to(out).as_posix() not in referenced):
+            f.unlink()
