@@ -115,17 +115,34 @@ def test_full_fine_tuning_puts_the_backbone_at_the_lr_multiplier():
         assert math.isclose(lrs[id(p)], 1e-5 if n.startswith("backbone.") else 1e-4), n
 
 
-def test_the_logged_lr_is_train_lr_on_the_schedule_not_a_groups_multiplied_one(tmp_path):
-    """Full fine-tuning's first group is the backbone at 0.1 x; the log and the curves show train.lr's schedule."""
+def _logged_lrs(run_dir) -> list[float]:
     import json
 
+    return [r["lr"] for r in map(json.loads, (run_dir / "log.jsonl").read_text().splitlines()) if "lr" in r]
+
+
+def test_the_logged_lr_is_train_lr_on_the_schedule_not_a_groups_multiplied_one(tmp_path):
+    """Full fine-tuning's first group is the backbone at 0.1 x; the log and the curves show train.lr's schedule."""
     from dgseg.engine.train import train
 
     cfg = tiny_config(model__adapter={"name": "full", "link": False}, model__head={"name": "linear"},
                       train__max_iters=4, train__log_interval=1)
     train(cfg, tmp_path / "run", progress=False)
-    logged = [r["lr"] for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines()) if "lr" in r]
-    assert logged == pytest.approx([cfg.train.lr * lr_factor(step, cfg.train) for step in range(1, 5)])
+    assert _logged_lrs(tmp_path / "run") == pytest.approx([cfg.train.lr * lr_factor(i, cfg.train) for i in range(4)])
+
+
+@pytest.mark.parametrize("warmup", [0, 2])
+def test_the_record_of_iteration_n_holds_the_lr_its_update_used(tmp_path, warmup):
+    """Iteration n (1-based) updates with the schedule's lr at step n - 1 (0-based): the log starts at train.lr (at
+    1e-6 x train.lr with a warm-up) and ends at 0, the poly schedule's last lr; never one iteration late."""
+    from dgseg.engine.train import train
+
+    cfg = tiny_config(train__max_iters=4, train__warmup_iters=warmup, data__val=[],
+                      data__source=None)
+    train(cfg, tmp_path / "run", progress=False)
+    expected = [cfg.train.lr * lr_factor(i, cfg.train) for i in range(4)]
+    assert _logged_lrs(tmp_path / "run") == pytest.approx(expected, rel=1e-12, abs=0)
+    assert expected[0] == pytest.approx(1e-3 if warmup == 0 else 1e-9) and expected[-1] == 0.0
 
 
 def test_frozen_backbone_runs_without_autograd():
@@ -174,3 +191,23 @@ def test_gradients_are_clipped_to_a_total_l2_norm_of_train_grad_clip():
     total = torch.cat([p.grad for p in params]).norm()
     assert total.item() == pytest.approx(0.01, rel=1e-4)
     torch.testing.assert_close(params[0].grad, torch.tensor([0.006, 0.0]))
+
+
+def test_with_no_group_at_train_lr_the_logged_lr_is_train_lr_times_the_applied_factor():
+    """Every parameter under a custom key at lr_mult 0.5: the log still shows train.lr's schedule, not 0.5 x."""
+    from types import SimpleNamespace
+
+    from dgseg.engine.optim import build_scheduler
+    from dgseg.engine.train import _applied_lr
+
+    train_cfg = TrainConfig(lr=1e-3, max_iters=4)
+    w = torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.AdamW([{"params": [w], "lr": 5e-4}], lr=5e-4)
+    run = SimpleNamespace(cfg=SimpleNamespace(train=train_cfg), optimizer=optimizer,
+                          scheduler=build_scheduler(optimizer, train_cfg))
+    seen = []
+    for _ in range(4):
+        seen.append(_applied_lr(run))
+        optimizer.step()
+        run.scheduler.step()
+    assert seen == pytest.approx([1e-3 * lr_factor(i, train_cfg) for i in range(4)], rel=1e-12, abs=0)

@@ -112,8 +112,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
                 if broadcast_flag(stop.requested):
                     return _stopped(run, st)
                 continue
-            _optimizer_step(run, st)
-            _log_step(run, st, values, gnorm)
+            lr = _optimizer_step(run, st)
+            _log_step(run, st, values, gnorm, lr)
             if st.step % cfg.train.checkpoint_interval == 0 and st.step < cfg.train.max_iters:
                 _save(run, st, st.step)
             if cfg.data.val and st.step % cfg.train.eval_interval == 0 and st.step < cfg.train.max_iters:
@@ -221,27 +221,45 @@ def _skip_or_fail(run: TrainRun, st: TrainState, values: dict[str, float], paths
     )
 
 
-def _optimizer_step(run: TrainRun, st: TrainState) -> None:
-    """Steps the optimizer (through the grad scaler) and the poly schedule; counts the step."""
+def _optimizer_step(run: TrainRun, st: TrainState) -> float:
+    """Steps the optimizer (through the grad scaler) and the poly schedule; counts the step. Returns the lr
+    this step's update used (:func:`_applied_lr`, read before the schedule moves on)."""
     st.consecutive_skips = 0
     st.rank_samples += run.cfg.train.batch_size * run.cfg.train.accumulate
+    lr = _applied_lr(run)
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.scheduler.step()
     st.step += 1
     st.window_n += 1
+    return lr
+
+
+def _applied_lr(run: TrainRun) -> float:
+    """``train.lr`` as the optimizer holds it now, i.e. on the schedule at the iteration about to update: the lr
+    of the parameter group whose initial lr is ``train.lr``. A group's own multiplier (full fine-tuning's
+    backbone at 0.1 x, ``train.custom_keys``) stays out: with no group at ``train.lr`` (every parameter under a
+    custom key) it is ``train.lr`` times a group's lr / initial lr, the factor the schedule applies to all."""
+    base = run.cfg.train.lr
+    groups = run.optimizer.param_groups
+    for group in groups:
+        if group["initial_lr"] == base:
+            return float(group["lr"])
+    for group in groups:
+        if group["initial_lr"] > 0:
+            return base * float(group["lr"]) / float(group["initial_lr"])
+    return base * lr_factor(run.scheduler.last_epoch, run.cfg.train)  # every group at lr 0: the schedule's
 
 
 # ----------------------------------------------------------------------- logging, checkpoints, evaluation
 
 
-def _log_step(run: TrainRun, st: TrainState, values: dict[str, float], gnorm: float) -> None:
-    """Progress bar every step; a log line every ``train.log_interval`` steps and at the last."""
+def _log_step(run: TrainRun, st: TrainState, values: dict[str, float], gnorm: float, lr: float) -> None:
+    """Progress bar every step; a log line every ``train.log_interval`` steps and at the last. ``lr``: the one
+    the step's update used (:func:`_applied_lr`); the record of iteration n (1-based) holds the schedule's
+    lr at iteration n - 1 (0-based), so the first record holds the first lr, the last the last (0 on poly)."""
     total_loss = sum(v for k, v in values.items() if "loss" in k)
     st.history.append(total_loss)
-    # train.lr on the schedule, as every group's lr is its initial lr x this factor; a group's own multiplier
-    # (full fine-tuning's backbone at 0.1 x, train.custom_keys) stays out of the log
-    lr = run.cfg.train.lr * lr_factor(run.scheduler.last_epoch, run.cfg.train)
     run.bar.update(1)
     run.bar.set_postfix(loss=f"{total_loss:.3f}", lr=f"{lr:.2e}")
     if st.step % run.cfg.train.log_interval == 0 or st.step == run.cfg.train.max_iters:
