@@ -129,7 +129,7 @@ def test_wrong_type_names_the_key_and_the_expected_type(override, key, expected)
     with pytest.raises(ConfigError) as exc:
         load_config(overrides=[override])
     msg = str(exc.value)
-    assert msg.startswith(key + ":"), msg
+    assert msg.startswith(f"override '{override}': {key}:"), msg  # the override that wrote it, then the key
     assert expected in msg
 
 
@@ -177,7 +177,7 @@ def test_wrong_type_names_the_key_and_the_expected_type(override, key, expected)
 def test_impossible_values_name_the_key(override, key):
     with pytest.raises(ConfigError) as exc:
         load_config(overrides=[override])
-    assert str(exc.value).startswith(key), str(exc.value)
+    assert str(exc.value).startswith(f"override '{override}': {key}"), str(exc.value)
 
 
 def test_a_bad_data_scale_is_described_as_the_resize_reads_it():
@@ -294,7 +294,7 @@ def test_a_data_entry_key_the_entry_never_reads_is_an_error(entry, key):
     # shortened by `length`; a negative synthetic seed failed at the first sample
     with pytest.raises(ConfigError) as exc:
         load_config(overrides=[entry])
-    assert str(exc.value).startswith(key), str(exc.value)
+    assert str(exc.value).startswith(f"override '{entry}': {key}"), str(exc.value)
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -332,5 +332,5 @@ def test_a_missing_base_is_named_with_the_file_that_includes_it(tmp_path):
 def test_an_empty_path_is_an_error_naming_the_key(override, key):
     with pytest.raises(ConfigError) as exc:
         load_config(overrides=[override])
-    assert str(exc.value).startswith(f"{key}: expected a path or null, got "), str(exc.value)
+    assert str(exc.value).startswith(f"override '{override}': {key}: expected a path or null, got "), str(exc.value)
     assert load_config(overrides=["data.train=[{name: synthetic-game, root: ''}]"]).data.train[0].root == ""

@@ -18,6 +18,7 @@ import yaml
 
 from dgseg.strict_yaml import DuplicateKeyError, load_yaml_text
 
+from . import origins as trace
 from .schema import Config, ConfigError
 from .validate import validate_config
 
@@ -124,17 +125,30 @@ def _build(cls: type, data: dict, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-def _deep_merge(base: dict, over: dict) -> dict:
+def _deep_merge(base: dict, over: dict, origins: trace.Origins | None = None, over_origins: trace.Origins | None = None,
+                prefix: tuple[str, ...] = ()) -> dict:
+    """``over``'s keys over ``base``'s, mappings merged key by key; ``origins`` (``base``'s writers, see
+    :mod:`dgseg.config.origins`) is updated with ``over_origins`` where ``over`` wrote."""
     out = dict(base)
     for k, v in over.items():
+        here = prefix + (str(k),)
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
+            out[k] = _deep_merge(out[k], v, origins, over_origins, here)
+            if origins is not None:
+                origins[here] = over_origins[here]
         else:
             out[k] = v
+            if origins is not None:
+                trace.replace(origins, here, over_origins)
     return out
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+def _read_yaml(path: Path, seen: tuple[Path, ...] = (), origins: trace.Origins | None = None,
+               shown: str | Path | None = None) -> dict:
+    """The file's keys over those of its ``_base_`` files. ``origins``, when given, receives where each key came
+    from (:mod:`dgseg.config.origins`): the file that last wrote it, named as ``shown`` (default: ``path`` as given)
+    or, for a base, as the including file's name joined with the ``_base_`` entry."""
+    shown = path if shown is None else shown
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"{path}: circular _base_ include ({' -> '.join(str(p) for p in seen)})")
@@ -159,13 +173,19 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{path}: _base_: expected a file name or a list of file names (relative to this file), "
                           f"got {bases!r}")
     merged: dict = {}
+    merged_origins: trace.Origins = {}
     for base in bases:
         target = path.parent / base
         if not target.exists():  # named from the file that includes it: the path alone does not say where it came from
             raise ConfigError(f"{path}: _base_ {base!r}: config file not found: {target.resolve()} (relative to "
                               "the including file's folder)")
-        merged = _deep_merge(merged, _read_yaml(target, seen + (path,)))
-    return _deep_merge(merged, data)
+        base_origins: trace.Origins = {}
+        base_data = _read_yaml(target, seen + (path,), base_origins, Path(shown).parent / base)
+        merged = _deep_merge(merged, base_data, merged_origins, base_origins)
+    merged = _deep_merge(merged, data, merged_origins, trace.of_file(data, str(shown)))
+    if origins is not None:
+        origins.update(merged_origins)
+    return merged
 
 
 def sets_nothing(path: str | Path) -> bool:
@@ -190,14 +210,20 @@ def parse_override(override: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def _apply_override(data: dict, override: str) -> None:
+def _apply_override(data: dict, override: str, origins: trace.Origins | None = None) -> None:
+    """Sets ``data``'s dotted key to the value of ``key=value``; ``origins`` (:mod:`dgseg.config.origins`), when
+    given, records ``override '<override>'`` as the writer of the key, of every key in its value and of each
+    section the override creates."""
     key, value = parse_override(override)
+    where = f"override '{override}'"
     node = data
     parts = key.split(".")
     for i, part in enumerate(parts[:-1]):
         nxt = node.get(part)
         if nxt is None:
             nxt = node[part] = {}
+            if origins is not None:
+                origins[tuple(parts[:i + 1])] = (where, False)
         if isinstance(nxt, list):
             raise ConfigError(f"override '{override}': '{'.'.join(parts[:i + 1])}' is a list, not a section: "
                               f"--set cannot reach into it; set the whole list, e.g. {'.'.join(parts[:i + 1])}=[...]")
@@ -205,6 +231,10 @@ def _apply_override(data: dict, override: str) -> None:
             raise ConfigError(f"override '{override}': '{part}' is not a section")
         node = nxt
     node[parts[-1]] = value
+    if origins is not None:
+        new: trace.Origins = {}
+        trace.note(new, value, where, tuple(parts))
+        trace.replace(origins, tuple(parts), new)
 
 
 def config_from_dict(data: dict) -> Config:
@@ -214,19 +244,28 @@ def config_from_dict(data: dict) -> Config:
     return cfg
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Load a YAML experiment (with ``_base_`` includes) and apply ``key=value`` overrides.
-
-    ``path=None`` starts from the defaults.
-    """
-    data = _read_yaml(Path(path)) if path is not None else {}
-    for override in overrides or []:
-        _apply_override(data, override)
+def config_from_traced(data: dict, origins: trace.Origins, fallback: str | Path | None = None) -> Config:
+    """:func:`config_from_dict`, its error prefixed with where the key it names was written (``origins``,
+    :mod:`dgseg.config.origins`): the file (a base's for a base's key) or ``override 'key=value'``; ``fallback``
+    (or nothing) when no writer set that key (a check that names a default)."""
     try:
         return config_from_dict(data)
     except ConfigError as exc:
-        where = f"{path}: " if path is not None else ""
-        raise ConfigError(f"{where}{exc}") from None
+        where = trace.origin_of(str(exc), origins) or fallback
+        raise ConfigError(f"{where}: {exc}" if where is not None else str(exc)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML experiment (with ``_base_`` includes) and apply ``key=value`` overrides.
+
+    ``path=None`` starts from the defaults. An error names the file or override that wrote the key it is about
+    (:func:`config_from_traced`), ``path`` when none did.
+    """
+    origins: trace.Origins = {}
+    data = _read_yaml(Path(path), origins=origins) if path is not None else {}
+    for override in overrides or []:
+        _apply_override(data, override, origins)
+    return config_from_traced(data, origins, path)
 
 
 def config_to_dict(cfg: Config) -> dict:

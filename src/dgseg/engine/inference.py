@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dgseg.config import Config, config_from_dict, config_to_dict, load_config
+from dgseg.config import Config, config_to_dict, load_config
 from dgseg.engine.backbone_check import check_backbone
 from dgseg.engine.checkpoint import CheckpointError, check_compatible, load_checkpoint
 from dgseg.engine.checkpoint_compat import check_backbone_layout
@@ -32,15 +32,17 @@ def config_of_checkpoint(meta: dict, overrides: list[str] | None = None, config_
     import yaml
 
     from dgseg.config import _apply_override
+    from dgseg.config.loading import config_from_traced
 
     data = meta["config"]
     data = yaml.safe_load(yaml.safe_dump(data))
     keys = {o.split("=", 1)[0].strip() for o in overrides or []}
     if "data.classes" in keys and "model.num_classes" not in keys:  # the stored count followed the old classes
         data.get("model", {})["num_classes"] = None
+    origins: dict = {}  # an error about a key an override wrote names the override
     for o in overrides or []:
-        _apply_override(data, o)
-    return config_from_dict(data)
+        _apply_override(data, o, origins)
+    return config_from_traced(data, origins)
 
 
 def load_model(checkpoint: str | Path, overrides: list[str] | None = None, config_path: str | None = None

@@ -1,0 +1,66 @@
+"""Where each config key came from, so that an error names the file or ``--set`` override that wrote the key.
+
+While :mod:`dgseg.config.loading` merges ``_base_`` files and applies overrides it records, per key path (a tuple
+of key names), the last writer: ``{("train", "lr"): ("configs/base.yaml", True), ...}``, the flag telling whether
+the value there is a leaf (anything but a mapping: a list is one leaf, so ``data.train[0].root`` belongs to whoever
+wrote ``data.train``). A mapping node is recorded too (an unknown section is named by its own writer) and is
+overwritten by each later writer that merges into it. :func:`origin_of` reads the key an error message names.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+Origins = dict[tuple[str, ...], tuple[str, bool]]
+
+
+def note(origins: Origins, value: Any, where: str, prefix: tuple[str, ...]) -> None:
+    """Records ``where`` as the writer of ``prefix`` and, when ``value`` is a mapping, of every key under it."""
+    if prefix:
+        origins[prefix] = (where, not isinstance(value, dict))
+    if isinstance(value, dict):
+        for k, v in value.items():
+            note(origins, v, where, prefix + (str(k),))
+
+
+def of_file(data: dict, where: str) -> Origins:
+    """Every key of one file's own ``data`` written by ``where``."""
+    origins: Origins = {}
+    note(origins, data, where, ())
+    return origins
+
+
+def replace(origins: Origins, prefix: tuple[str, ...], new: Origins) -> None:
+    """The value at ``prefix`` was replaced as a whole: its old records go, those of ``new`` under it come."""
+    n = len(prefix)
+    for path in [p for p in origins if p[:n] == prefix]:
+        del origins[path]
+    origins.update((p, o) for p, o in new.items() if p[:n] == prefix)
+
+
+_UNKNOWN = re.compile(r"unknown config key '(.+?)'\.")
+
+
+def origin_of(message: str, origins: Origins) -> str | None:
+    """The writer of the first key ``message`` names (a ConfigError's text), None when no writer set it.
+
+    The key is the one quoted in "unknown config key '...'", else the one the message starts with, else the first
+    dotted key further on (a check of two keys, ``model.adapter.link`` with ``model.head.name``, whose first one
+    is a default). A key inside a recorded leaf (``data.train[0].root``) is that leaf's; a key under a recorded
+    mapping that nothing set (a default beside set keys) is no one's."""
+    names = sorted(((".".join(p), where, leaf) for p, (where, leaf) in origins.items()), key=lambda t: -len(t[0]))
+    unknown = _UNKNOWN.match(message)
+    starts = ([unknown.start(1)] if unknown else []) + [0]
+    starts += [i + 1 for i, c in enumerate(message) if c in " ("]
+    for i in starts:
+        subject = i == 0 or (unknown is not None and i == unknown.start(1))
+        for name, where, leaf in names:
+            if not message.startswith(name, i) or not (subject or "." in name):
+                continue  # past the start, a bare word ("model", "name") is prose, not a key
+            after = message[i + len(name):i + len(name) + 1]
+            if after in ("", ":", " ", ",", ")", "'") and (leaf or subject):
+                return where
+            if after in (".", "[") and leaf:
+                return where
+    return None

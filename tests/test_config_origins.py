@@ -1,0 +1,145 @@
+"""A config error names where the key it is about was written: the ``--set`` override, or the YAML file that set it
+(the ``_base_`` file for a base's key, the including file when it overrides that key)."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from dgseg.cli import main
+from dgseg.config import ConfigError, load_config
+
+
+def write(path, text):
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+@pytest.fixture
+def cfgs(tmp_path):
+    """cfgs/child.yaml includes cfgs/base.yaml, which includes ../root.yaml; each sets keys of its own."""
+    write(tmp_path / "root.yaml", """
+        name: root
+        train: {max_iters: 10, batch_size: 2}
+    """)
+    (tmp_path / "cfgs").mkdir()
+    write(tmp_path / "cfgs" / "base.yaml", """
+        _base_: ../root.yaml
+        train: {lr: 0.001}
+        data:
+          train: [{name: synthetic-game, length: 4}]
+    """)
+    return tmp_path / "cfgs"
+
+
+def error_of(path, overrides=()) -> str:
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, list(overrides))
+    return str(exc.value)
+
+
+def test_a_typo_in_set_names_the_override_not_the_file(cfgs):
+    msg = error_of(cfgs / "base.yaml", ["train.max_iter=3"])
+    assert msg.startswith("override 'train.max_iter=3': unknown config key 'train.max_iter'. Did you mean: "
+                          "train.max_iters"), msg
+    msg = error_of(cfgs / "base.yaml", ["modle.x=1"])  # a section the override creates
+    assert msg.startswith("override 'modle.x=1': unknown config key 'modle'. Did you mean: model"), msg
+
+
+def test_a_typo_in_a_base_names_the_base_not_the_including_file(cfgs):
+    write(cfgs / "typo.yaml", "_base_: base.yaml\ntrain: {max_iter: 3}\n")
+    child = write(cfgs / "child.yaml", "_base_: typo.yaml\nname: child\n")
+    msg = error_of(child)
+    assert msg.startswith(f"{cfgs / 'typo.yaml'}: unknown config key 'train.max_iter'. Did you mean: train.max_iters")
+    # two levels down: the root's typo, named as the chain of includes reaches it
+    write(cfgs.parent / "root.yaml", "name: root\ntrain: {max_iters: 10, batch_sise: 2}\n")
+    msg = error_of(cfgs / "base.yaml")
+    assert msg.startswith(f"{cfgs / '../root.yaml'}: unknown config key 'train.batch_sise'. Did you mean: "
+                          "train.batch_size"), msg
+
+
+def test_a_typo_in_the_child_names_the_child(cfgs):
+    child = write(cfgs / "child.yaml", "_base_: base.yaml\ntrain: {lrr: 0.1}\n")
+    assert error_of(child).startswith(f"{child}: unknown config key 'train.lrr'. Did you mean: train.lr")
+
+
+def test_a_typo_in_a_list_entry_names_the_file_that_wrote_the_list(cfgs):
+    child = write(cfgs / "child.yaml", "_base_: base.yaml\ndata:\n  train: [{name: folder, root: x, lable_map: {}}]\n")
+    assert error_of(child).startswith(f"{child}: unknown config key 'data.train[0].lable_map'. Did you mean: "
+                                      "data.train[0].label_map")
+    write(cfgs / "base.yaml", "data:\n  train: [{name: synthetic-game, lenght: 4}]\n")
+    child = write(cfgs / "child.yaml", "_base_: base.yaml\ndata: {crop_size: [32, 32]}\n")  # merges beside it
+    assert error_of(child).startswith(f"{cfgs / 'base.yaml'}: unknown config key 'data.train[0].lenght'")
+
+
+def test_a_wrong_value_in_a_base_is_named_with_the_base(cfgs):
+    write(cfgs / "base.yaml", "train: {lr: fast, batch_size: 2}\n")
+    child = write(cfgs / "child.yaml", "_base_: base.yaml\ntrain: {batch_size: 4}\n")
+    assert error_of(child) == f"{cfgs / 'base.yaml'}: train.lr: expected a number, got 'fast'"
+    write(cfgs / "base.yaml", "train: {lr: -1}\n")  # a check after the types: the base's key too
+    assert error_of(child) == f"{cfgs / 'base.yaml'}: train.lr: must be > 0, got -1.0"
+
+
+def test_a_wrong_value_in_a_base_that_the_child_overrides_is_no_error(cfgs):
+    write(cfgs / "base.yaml", "train: {lr: fast, batch_size: 0}\ndata:\n  train: [{name: synthetic-game, lenght: 4}]\n")
+    child = write(cfgs / "child.yaml", """
+        _base_: base.yaml
+        train: {lr: 0.01, batch_size: 2}
+        data:
+          train: [{name: synthetic-game, length: 4}]
+    """)
+    cfg = load_config(child)
+    assert (cfg.train.lr, cfg.train.batch_size, cfg.data.train[0].length) == (0.01, 2, 4)
+    # the child's own wrong value is the child's
+    write(child, child.read_text().replace("batch_size: 2", "batch_size: -2"))
+    assert error_of(child) == f"{child}: train.batch_size: must be > 0, got -2"
+
+
+def test_a_wrong_value_from_set_names_the_override(cfgs):
+    assert error_of(cfgs / "base.yaml", ["train.lr=fast"]) == \
+        "override 'train.lr=fast': train.lr: expected a number, got 'fast'"
+    assert error_of(cfgs / "base.yaml", ["data.train=[{name: synthetic-game, length: 0}]"]) == \
+        "override 'data.train=[{name: synthetic-game, length: 0}]': data.train[0].length: must be > 0, got 0"
+    # an override replacing a whole section: its keys are the override's, none is the file's any more
+    msg = error_of(cfgs / "base.yaml", ["train={lr: 0.1, max_iter: 2}"])
+    assert msg.startswith("override 'train={lr: 0.1, max_iter: 2}': unknown config key 'train.max_iter'"), msg
+    # a later file value overridden by --set, then a typo in the file beside it: the file's
+    msg = error_of(write(cfgs / "child.yaml", "_base_: base.yaml\ntrain: {lrr: 1}\n"), ["train.lr=0.1"])
+    assert msg.startswith(f"{cfgs / 'child.yaml'}: unknown config key 'train.lrr'"), msg
+
+
+def test_a_check_of_a_default_names_the_other_key_it_names(cfgs):
+    """eval.stride is left at its default; the eval.crop the override wrote is what it is checked against."""
+    msg = error_of(cfgs / "base.yaml", ["eval.crop=256"])
+    assert msg.startswith("override 'eval.crop=256': eval.stride (341) must not exceed eval.crop (256)"), msg
+    write(cfgs / "base.yaml", "eval: {mode: slide}\n")  # a key beside it set by a file: the default is no one's
+    msg = error_of(cfgs / "base.yaml", ["eval.crop=256"])
+    assert msg.startswith("override 'eval.crop=256': eval.stride (341)"), msg
+    write(cfgs / "base.yaml", "eval: {crop: 256}\n")
+    assert error_of(cfgs / "base.yaml").startswith(f"{cfgs / 'base.yaml'}: eval.stride (341)")
+
+
+def test_the_command_line_names_the_override_or_the_base(cfgs, capsys):
+    assert main(["info", str(cfgs / "base.yaml"), "--set", "train.max_iter=3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("dgseg info: error: override 'train.max_iter=3': unknown config key 'train.max_iter'"), err
+    child = write(cfgs / "child.yaml", "_base_: base.yaml\nname: child\n")
+    write(cfgs / "base.yaml", "train: {max_iter: 3}\n")
+    assert main(["info", str(child)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"dgseg info: error: {cfgs / 'base.yaml'}: unknown config key 'train.max_iter'"), err
+
+
+def test_a_set_on_a_checkpoints_config_names_the_override():
+    """``dgseg eval/predict --checkpoint C --set ...`` builds on the config the checkpoint stores."""
+    from dgseg.config import config_to_dict
+    from dgseg.engine.inference import config_of_checkpoint
+
+    meta = {"config": config_to_dict(load_config())}
+    with pytest.raises(ConfigError) as exc:
+        config_of_checkpoint(meta, ["eval.crop=256", "train.max_iter=3"])
+    assert str(exc.value).startswith("override 'train.max_iter=3': unknown config key 'train.max_iter'")
+    with pytest.raises(ConfigError) as exc:
+        config_of_checkpoint(meta, ["eval.crop=256"])  # the stored stride, checked against the override's crop
+    assert str(exc.value).startswith("override 'eval.crop=256': eval.stride (341) must not exceed eval.crop (256)")
