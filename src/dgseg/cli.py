@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="dataset tools")
     dsub = p.add_subparsers(dest="data_command", required=True)
-    c = dsub.add_parser("check", help="scan a dataset: counts, class histogram, problems")
+    c = dsub.add_parser("check", help="scan a dataset: counts, class histogram, warnings, problems")
     c.add_argument("name")
     c.add_argument("root", nargs="?")
     c.add_argument("--split", default="train")

@@ -88,6 +88,13 @@ class SegmentationDataset(Dataset):
 
         Raises DataError for an unreadable file or an image/label size mismatch; never skips.
         """
+        image, raw = self.read_raw(index)
+        label, unknown = self.samples[index].id_map.map_checked(raw)
+        return image, label, unknown
+
+    def read_raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(image uint8 [H,W,3], the label file's raw values [H,W]) of sample ``index``, before its ID table
+        (:meth:`read` maps them); the same DataErrors as :meth:`read`."""
         s = self.samples[index]
         image = read_image(s.image)
         raw = read_label(s.label, s.reader)
@@ -102,8 +109,7 @@ class SegmentationDataset(Dataset):
                 f"{s.label}: label is {raw.shape[1]}x{raw.shape[0]} but its image {s.image} is "
                 f"{image.shape[1]}x{image.shape[0]} (WxH); expected the same size{why}"
             )
-        label, unknown = s.id_map.map_checked(raw)
-        return image, label, unknown
+        return image, raw
 
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, tuple[str, str] | None]:
         """(image, label, (label path, reason) when unknown label values were read as 255)."""

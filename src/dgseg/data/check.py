@@ -1,5 +1,6 @@
 """``dgseg data check NAME ROOT [--split S]``: decode every file of a dataset, print the counts, the
-class pixel histogram and every problem found; the exit code is non-zero when there is any problem."""
+class pixel histogram, warnings (classes without a pixel, raw values a ``label_map`` leaves to ignore) and
+every problem found; the exit code is non-zero when there is any problem (warnings alone keep it 0)."""
 
 from __future__ import annotations
 
@@ -19,11 +20,28 @@ from .classes import ClassSet, ClassSetError, index_remap, load_class_set
 from .datasets import DataError, build_dataset, unknown_labels_policy
 from .labels import CLASSES, IGNORE_INDEX
 
+RAW_VALUES = 65536
+"""Label files hold raw values 0..65535 (8 or 16 bit), the range a ``label_map`` key may take."""
+SHOWN = 10
+"""The implicitly ignored raw values listed one by one (the most pixels first); the rest are summed."""
+
+
+@dataclass
+class Unlisted:
+    """A raw value that a ``label_map`` does not list (so read as ignore): its pixels, how many files hold it,
+    the first two of them."""
+
+    pixels: int = 0
+    files: int = 0
+    examples: list[str] = field(default_factory=list)
+
 
 @dataclass
 class CheckReport:
     """What :func:`check_dataset` found. ``class_pixels`` is int64 [K + 1]: the K classes of
-    ``class_names`` (the 19 Cityscapes classes by default), then ignore."""
+    ``class_names`` (the 19 Cityscapes classes by default), then ignore. ``unlisted``: with a ``label_map``,
+    the raw values it does not list (read as ignore by definition), value -> :class:`Unlisted`; None without
+    one."""
 
     name: str
     root: str | None
@@ -34,6 +52,7 @@ class CheckReport:
     class_pixels: np.ndarray | None = None
     image_sizes: Counter = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
+    unlisted: dict[int, Unlisted] | None = None
 
     def __post_init__(self) -> None:
         if self.class_pixels is None:
@@ -42,6 +61,31 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def warnings(self) -> list[str]:
+        """What is legal but likely a mistake: raw values the label_map leaves to ignore without listing them,
+        classes without a pixel in the samples read. Printed by :meth:`format`; the check still passes."""
+        found = []
+        total = int(self.class_pixels.sum())
+        if self.unlisted:
+            ranked = sorted(self.unlisted.items(), key=lambda kv: (-kv[1].pixels, kv[0]))
+            lines = [f"raw {v}: {100.0 * u.pixels / max(total, 1):.2f}% of all pixels ({u.pixels:,}) in {u.files} "
+                     f"file{'s' if u.files > 1 else ''}, e.g. {', '.join(u.examples)}" for v, u in ranked[:SHOWN]]
+            if len(ranked) > SHOWN:
+                rest = sum(u.pixels for _, u in ranked[SHOWN:])
+                more = len(ranked) - SHOWN
+                lines.append(f"and {more} more value{'s' if more > 1 else ''}: {100.0 * rest / max(total, 1):.2f}% of "
+                             f"all pixels ({rest:,})")
+            found.append("label values the label_map does not list are read as 255 (ignore); map each to its class, "
+                         "or list it as VALUE: 255 to mean ignore:" + "".join("\n        " + x for x in lines))
+        k = len(self.class_names)
+        empty = [f"{i} {self.class_names[i]}" for i in range(k) if self.class_pixels[i] == 0]
+        if total and empty:
+            where = (f"split {self.split}" if self.read == self.listed else
+                     f"the {self.read} of {self.listed} samples read")
+            found.append(f"classes without a pixel in {where}: {', '.join(empty)}")
+        return found
 
     def format(self) -> str:
         lines = [
@@ -64,13 +108,17 @@ class CheckReport:
             lines.append(
                 f"    {IGNORE_INDEX:3d} {'ignore':<14s} {100.0 * n / total:6.2f}% of all pixels  {n:,}"
             )
+        warned = self.warnings
+        if warned:
+            lines.append(f"  warnings ({len(warned)}):")
+            lines += [f"    - {w}" for w in warned]
         if self.problems:
             lines.append(f"  problems ({len(self.problems)}):")
             lines += [f"    - {p}" for p in self.problems]
             lines.append(f"FAILED: {len(self.problems)} problem(s)")
         else:
             lines.append("  problems: none")
-            lines.append("OK")
+            lines.append(f"OK ({len(warned)} warning{'s' if len(warned) > 1 else ''})" if warned else "OK")
         return "\n".join(lines)
 
 
@@ -87,7 +135,8 @@ def check_dataset(
 
     ``classes`` (a preset, a classes file or a ClassSet; default cityscapes) names the histogram rows;
     for ``folder`` it also sets the class count, and ``kwargs`` may carry ``label_map`` or
-    ``reduce_zero_label``."""
+    ``reduce_zero_label``. With a ``label_map`` the raw values it does not list (ignore by definition) are
+    counted in ``report.unlisted``, from the same decoded labels."""
     remap = None
     try:
         cs = load_class_set(classes, "--classes")
@@ -109,11 +158,21 @@ def check_dataset(
         report.problems.append(str(e))
         return report
     report.listed = len(ds)
+    listed = None
+    if kwargs.get("label_map") is not None:  # valid: the dataset was built with it
+        listed = np.zeros(RAW_VALUES, bool)
+        listed[[int(v) for v in kwargs["label_map"]]] = True
+        report.unlisted = {}
     report.problems += [f"{path}: {reason}" for path, reason in getattr(ds, "skipped", [])]
     n = len(ds) if limit is None else min(limit, len(ds))
     for i in range(n):
         try:
-            image, label, unknown = ds.read(i)
+            if listed is None:
+                image, label, unknown = ds.read(i)
+            else:
+                image, raw = ds.read_raw(i)
+                label, unknown = ds.samples[i].id_map.map_checked(raw)
+                _count_unlisted(report.unlisted, raw, listed, str(ds.samples[i].label))
         except DataError as e:
             report.problems.append(str(e))
             continue
@@ -134,6 +193,21 @@ def check_dataset(
         report.class_pixels[k] += counts[k:].sum()
         report.image_sizes[(image.shape[1], image.shape[0])] += 1
     return report
+
+
+def _count_unlisted(unlisted: dict[int, Unlisted], raw: np.ndarray, listed: np.ndarray, path: str) -> None:
+    """Adds the pixels of ``raw`` whose values ``listed`` (bool [65536]) lacks to ``unlisted``, with ``path``.
+    Values outside 0..65535 are no label_map's: the ID table reports them as unknown."""
+    values = raw.reshape(-1)
+    if not (values.dtype.kind == "u" and values.dtype.itemsize <= 2):
+        values = values[(values >= 0) & (values < RAW_VALUES)]
+    counts = np.bincount(values, minlength=RAW_VALUES)
+    for v in np.flatnonzero((counts > 0) & ~listed).tolist():
+        u = unlisted.setdefault(v, Unlisted())
+        u.pixels += int(counts[v])
+        u.files += 1
+        if len(u.examples) < 2:
+            u.examples.append(path)
 
 
 def training_reads_unknown(name: str, setting: str = "auto") -> str:
@@ -205,10 +279,14 @@ def class_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """run_check kwargs of :func:`add_class_arguments`'s options; ValueError for an unreadable --label-map."""
     import yaml
 
+    from dgseg.strict_yaml import DuplicateKeyError, load_yaml_text
+
     label_map = getattr(args, "label_map", None)
     if label_map is not None:
         try:
-            label_map = yaml.safe_load(label_map)
+            label_map = load_yaml_text(label_map)
+        except DuplicateKeyError as e:  # PyYAML would keep the last one silently
+            raise ValueError(f"--label-map '{label_map}': {e}") from None
         except yaml.YAMLError as e:
             raise ValueError(f"--label-map: not valid YAML ({e}); expected e.g. '{{10: 0, 20: 1}}'") from e
         if not isinstance(label_map, dict):
