@@ -235,6 +235,10 @@ def run_check(
     if patch_size < 1:
         raise ValueError(f"--patch-size {patch_size}: expected the model's patch size in pixels, 1 or more "
                          "(e.g. 14 or 16)")
+    given = [o for o, v in (("--label-map", label_map is not None), ("--reduce-zero-label", reduce_zero_label)) if v]
+    if given and name.lower() != "folder":  # each other dataset reads its own raw IDs: a TypeError deep down
+        raise ValueError(f"{' and '.join(given)}: for 'folder' datasets only; '{name}' maps its own label IDs to "
+                         "the Cityscapes classes (pick a subset of them with --classes, e.g. synthia16)")
     out = sys.stdout if out is None else out
     if root is not None and str(root).lower() in ("", "none", "-"):
         root = None
