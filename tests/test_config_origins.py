@@ -59,6 +59,16 @@ def test_a_typo_in_a_base_names_the_base_not_the_including_file(cfgs):
                           "train.batch_size"), msg
 
 
+def test_a_config_reached_through_a_link_names_its_base_where_it_lies(cfgs, tmp_path):
+    write(cfgs / "typo.yaml", "_base_: base.yaml\ntrain: {max_iter: 3}\n")
+    write(cfgs / "exp.yaml", "_base_: typo.yaml\n")
+    (tmp_path / "mine").mkdir()
+    write(tmp_path / "mine" / "typo.yaml", "train: {lr: 0.1}\n")  # not the file the link's target includes
+    (tmp_path / "mine" / "exp.yaml").symlink_to(cfgs / "exp.yaml")
+    msg = error_of(tmp_path / "mine" / "exp.yaml")
+    assert msg.startswith(f"{cfgs / 'typo.yaml'}: unknown config key 'train.max_iter'"), msg
+
+
 def test_a_typo_in_the_child_names_the_child(cfgs):
     child = write(cfgs / "child.yaml", "_base_: base.yaml\ntrain: {lrr: 0.1}\n")
     assert error_of(child).startswith(f"{child}: unknown config key 'train.lrr'. Did you mean: train.lr")

@@ -117,3 +117,5 @@ def test_a_label_map_on_a_dataset_other_than_folder_is_refused_by_name(capsys):
     assert err.startswith("dgseg data: error: --label-map: for 'folder' datasets only; 'synthetic-game' maps its own"), err
     assert main(["data", "check", "gtav", "data/gta", "--reduce-zero-label"]) == 2
     assert "--reduce-zero-label: for 'folder' datasets only; 'gtav'" in capsys.readouterr().err
+    assert main(["data", "check", "foldr", "data/mine", "--label-map", "{1: 0}"]) == 1  # a misspelt name is that
+    assert "unknown dataset 'foldr'; expected one of" in capsys.readouterr().out

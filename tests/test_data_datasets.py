@@ -511,7 +511,8 @@ def test_a_relative_root_that_is_not_there_is_named_with_the_folder_it_was_read_
         build_dataset("folder", "data/site_a", "val")
     assert str(caught.value).startswith(
         f"{Path('data/site_a')}: folder root folder not found (a relative path is read from the folder dgseg runs in, "
-        f"{here}: looked at {here / 'data' / 'site_a'}); expected a folder with <split>/images/ and <split>/labels/")
+        f"{here}: looked at {here / 'data' / 'site_a'}); expected a folder with <split>/images/ and <split>/labels/, or images/ and labels/ directly under it "
+        "(no split folders)")
     with pytest.raises(DataError) as caught:
         build_dataset("folder", tmp_path / "elsewhere", "val")
     assert str(caught.value).startswith(f"{tmp_path / 'elsewhere'}: folder root folder not found; expected")

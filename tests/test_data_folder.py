@@ -138,6 +138,8 @@ def cams(root: Path) -> Path:
     ("images/cam1/0001.jpg", ["cam1/0001.jpg"]),  # folders above images/ are fine
     ("/data/site/images/cam0/0001.png", ["cam0/0001.jpg"]),
     ("0002", ["cam0/0002.jpg"]),  # a bare stem of one image
+    ("cam1\\0001.jpg", ["cam1/0001.jpg"]),  # a list written on Windows
+    ("images\\cam0\\0002", ["cam0/0002.jpg"]),
 ])
 def test_a_split_file_entry_may_name_the_sub_folder_of_its_image(tmp_path, entry, selected):
     (cams(tmp_path) / "val.txt").write_text(f"{entry}\n")
@@ -171,6 +173,17 @@ def test_a_split_file_entry_without_an_image_names_its_sub_folder_and_the_images
         f"listed in the split file {tmp_path}/val.txt but no such image found: expected "
         + " or ".join(f"cam1/0002{s}" for s in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"))
         + f" in {tmp_path}/images (found with its stem: cam0/0002.jpg; write the entry as that path)"))
+
+
+def test_a_split_file_entry_with_a_sub_folder_is_not_read_as_an_image_of_another_folder(tmp_path):
+    cams(tmp_path)
+    rgb(tmp_path / "images/0003.jpg")  # directly under images/: its entry is 0003 (or images/0003)
+    label(tmp_path / "labels/0003.png", [3])
+    (tmp_path / "val.txt").write_text("images/0003\n")
+    assert names(build_dataset("folder", tmp_path, "val")) == ["0003.jpg"]
+    (tmp_path / "val.txt").write_text("cam1/0003\n")  # no cam1/0003: not 0003 under images/ either
+    with pytest.raises(DataError, match=r"images/cam1/0003: listed in the split file .* but no such image found"):
+        build_dataset("folder", tmp_path, "val")
 
 
 def test_a_split_file_selects_images_of_a_split_folder_by_sub_folder(tmp_path):

@@ -197,17 +197,36 @@ def test_with_no_group_at_train_lr_the_logged_lr_is_train_lr_times_the_applied_f
     """Every parameter under a custom key at lr_mult 0.5: the log still shows train.lr's schedule, not 0.5 x."""
     from types import SimpleNamespace
 
-    from dgseg.engine.optim import build_scheduler
+    from dgseg.engine.optim import build_scheduler, lr_reference
     from dgseg.engine.train import _applied_lr
 
     train_cfg = TrainConfig(lr=1e-3, max_iters=4)
     w = torch.nn.Parameter(torch.zeros(2))
     optimizer = torch.optim.AdamW([{"params": [w], "lr": 5e-4}], lr=5e-4)
     run = SimpleNamespace(cfg=SimpleNamespace(train=train_cfg), optimizer=optimizer,
-                          scheduler=build_scheduler(optimizer, train_cfg))
+                          scheduler=build_scheduler(optimizer, train_cfg), lr_reference=lr_reference(optimizer, 1e-3))
+    assert run.lr_reference == (0, 0.5)
     seen = []
     for _ in range(4):
         seen.append(_applied_lr(run))
         optimizer.step()
         run.scheduler.step()
     assert seen == pytest.approx([1e-3 * lr_factor(i, train_cfg) for i in range(4)], rel=1e-12, abs=0)
+
+
+def test_a_resume_with_another_train_lr_logs_the_checkpoints_rate_it_applies_and_warns(tmp_path):
+    """A resume restores the optimizer's rates from the checkpoint: the log shows those (the group is chosen by
+    position, not by its value), and a train.lr that differs from the checkpoint's is said, not left unused."""
+    from dgseg.engine.train import train
+
+    kw = dict(train__max_iters=4, train__checkpoint_interval=2, data__val=[], data__source=None)
+    out = tmp_path / "run"
+    train(tiny_config(**kw), out, progress=False)
+    for f in (out / "checkpoints").glob("iter_0000004*"):  # as if stopped at its iteration-2 checkpoint
+        f.unlink()
+    (out / "checkpoints" / "latest").write_text("iter_0000002.safetensors\n")
+    cfg = tiny_config(**kw, train__lr=1e-4)  # the frozen backbone's 0.1 x would be a group at 1e-4 were it trained
+    with pytest.warns(UserWarning, match=r"trained at initial learning rates \[0\.001.*this config gives \[0\.0001"):
+        train(cfg, out, resume=True, progress=False)
+    logged = _logged_lrs(out)[-2:]  # iterations 3 and 4, at the checkpoint's 1e-3 on the schedule
+    assert logged == pytest.approx([1e-3 * lr_factor(i, cfg.train) for i in (2, 3)], rel=1e-12, abs=0)

@@ -352,3 +352,19 @@ def test_progress_bars_and_warnings_name_each_domain_by_its_table_label(tmp_path
     bars = capsys.readouterr().err
     assert "eval site-a" in bars and "eval site-b" in bars and "eval folder" not in bars
     assert not [w for w in caught if "eval folder" in str(w.message)]
+
+
+@pytest.mark.filterwarnings("ignore:folder. skipping a bad sample:UserWarning")
+@pytest.mark.filterwarnings("ignore:eval .*files left out of the metric:UserWarning")
+def test_the_corruption_results_list_the_files_left_out_as_eval_json_does(tmp_path, monkeypatch):
+    from dgseg.engine import robustness
+    from dgseg.engine.robustness import evaluate_corruptions
+
+    monkeypatch.setattr(robustness, "corrupt", lambda rgb, *args: rgb)  # these images are below its 32 px
+
+    tree(tmp_path, bad={1})
+    cfg = tiny_config(data__on_error="skip", data__source=None)
+    spec = type(cfg.data.train[0])(name="folder", root=str(tmp_path), split="all", label="site-a")
+    found = evaluate_corruptions(Constant(), cfg, ["fog"], [1], device=torch.device("cpu"),
+                                 progress=False, specs=[spec])["domains"]["site-a"]
+    assert found["images"] == 3 and [Path(s["file"]).name for s in found["skipped"]] == ["1.png"]

@@ -180,7 +180,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = (), origins: trace.Origins |
             raise ConfigError(f"{path}: _base_ {base!r}: config file not found: {target.resolve()} (relative to "
                               "the including file's folder)")
         base_origins: trace.Origins = {}
-        base_data = _read_yaml(target, seen + (path,), base_origins, Path(shown).parent / base)
+        # named as the user wrote the including file's path, unless that is a link into another folder
+        shown_base = Path(shown).parent / base if Path(shown).parent.resolve() == path.parent else target
+        base_data = _read_yaml(target, seen + (path,), base_origins, shown_base)
         merged = _deep_merge(merged, base_data, merged_origins, base_origins)
     merged = _deep_merge(merged, data, merged_origins, trace.of_file(data, str(shown)))
     if origins is not None:

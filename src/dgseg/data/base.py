@@ -189,6 +189,7 @@ class PairedFilesDataset(SegmentationDataset):
     label_prefix: str = ""
     reader: str = "png8"
     split_dirs: Mapping[str, str] | None = {"train": "train", "val": "val", "test": "test"}
+    other_layout: str = ""  # said after the layout when the root is not there
 
     def __init__(
         self,
@@ -210,7 +211,7 @@ class PairedFilesDataset(SegmentationDataset):
             raise DataError(
                 f"{self.root}: {self.name} root folder not found{where}; expected a folder "
                 f"with {self.image_dir.format(split='<split>')}/ and "
-                f"{self.label_dir.format(split='<split>')}/"
+                f"{self.label_dir.format(split='<split>')}/{self.other_layout}"
             )
         if self.split_dirs is None:
             split_dir = ""

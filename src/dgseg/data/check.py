@@ -17,7 +17,7 @@ from dgseg.image_size import DEFAULT_PATCH, SizeRule, image_size_problem
 
 from .class_remap import declared_classes
 from .classes import ClassSet, ClassSetError, index_remap, load_class_set
-from .datasets import DataError, build_dataset, unknown_labels_policy
+from .datasets import DataError, build_dataset, dataset_names, unknown_labels_policy
 from .labels import CLASSES, IGNORE_INDEX
 
 RAW_VALUES = 65536
@@ -236,7 +236,7 @@ def run_check(
         raise ValueError(f"--patch-size {patch_size}: expected the model's patch size in pixels, 1 or more "
                          "(e.g. 14 or 16)")
     given = [o for o, v in (("--label-map", label_map is not None), ("--reduce-zero-label", reduce_zero_label)) if v]
-    if given and name.lower() != "folder":  # each other dataset reads its own raw IDs: a TypeError deep down
+    if given and name.lower() != "folder" and name.lower() in dataset_names():  # each reads its own IDs
         raise ValueError(f"{' and '.join(given)}: for 'folder' datasets only; '{name}' maps its own label IDs to "
                          "the Cityscapes classes (pick a subset of them with --classes, e.g. synthia16)")
     out = sys.stdout if out is None else out

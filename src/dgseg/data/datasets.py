@@ -192,6 +192,7 @@ class Folder(PairedFilesDataset):
 
     name = "folder"
     recursive = True
+    other_layout = ", or images/ and labels/ directly under it (no split folders)"
 
     def __init__(self, root: str | os.PathLike, split: str = "train", *, num_classes: int = NUM_CLASSES,
                  label_map: Mapping[int, int] | None = None, reduce_zero_label: bool = False,

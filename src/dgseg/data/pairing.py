@@ -155,7 +155,7 @@ def listed_stem(line: str, image_suffixes: Sequence[str] = (), image_prefix: str
     dataset's own image suffixes are stripped (then a generic image suffix, then the part of a dataset
     suffix before its extension, as mmseg's split files list ``<stem>`` of ``<stem>_leftImg8bit.png``),
     then the dataset's image prefix."""
-    name = Path(line).name
+    name = PurePosixPath(line.replace("\\", "/")).name  # the same on every OS: a line written on Windows too
     suffix = _match_suffix(name, image_suffixes) or _match_suffix(name, IMAGE_SUFFIXES)
     if suffix:
         name = name[: len(name) - len(suffix)]
@@ -190,7 +190,7 @@ def read_split_file(
         return {f"{int(i):05d}" for i in np.asarray(ids).ravel()}
     stems = set()
     for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.split("#", 1)[0].strip()
+        line = line.split("#", 1)[0].strip().replace("\\", "/")  # a list written on Windows: cam0\0001.jpg
         if line:
             stem = listed_stem(line, image_suffixes, image_prefix)
             parents = [p for p in PurePosixPath(line).parent.parts if p != "/"] if folders else []

@@ -31,6 +31,15 @@ def _last(key: str) -> str:
     return key.rpartition("/")[2]
 
 
+def _names(entry: list[str], key: list[str], images: str) -> bool:
+    """Whether a split-file entry (its parts) names the image ``key`` (its parts under ``images/``): the entry is
+    the key's trailing parts, or the whole key after a folder named ``images`` (the folders above it may be given:
+    ``val/images/cam0/0001``); ``cam1/0001`` does not name ``0001`` directly under ``images/``."""
+    if len(entry) <= len(key):
+        return key[len(key) - len(entry):] == entry
+    return entry[len(entry) - len(key):] == key and entry[len(entry) - len(key) - 1] == images
+
+
 def resolve_entries(entries: Sequence[str], images: Mapping[str, Path], image_dir: Path,
                     source: str | Path | None) -> tuple[set[str], dict[str, list[str]]]:
     """The image keys a split file's ``entries`` select (``<sub-folders>/<stem>`` or a bare stem, as read by
@@ -48,7 +57,7 @@ def resolve_entries(entries: Sequence[str], images: Mapping[str, Path], image_di
     for entry in sorted(entries):
         parts = entry.split("/")
         same = by_stem.get(parts[-1], [])
-        found = [k for k in same if k.split("/")[-len(parts):] == parts[-len(k.split("/")):]]
+        found = [k for k in same if _names(parts, k.split("/"), image_dir.name)]
         if len(found) > 1:
             names = sorted(images[k].relative_to(image_dir).as_posix() for k in found)
             raise DataError(

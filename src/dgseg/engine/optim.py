@@ -141,4 +141,21 @@ def grad_norm(params) -> float:
     return float(torch.stack(norms).norm()) if norms else 0.0
 
 
-__all__ = ["param_groups", "custom_key", "key_order", "build_optimizer", "build_lamb", "build_scheduler", "lr_factor"]
+def lr_reference(optimizer: torch.optim.Optimizer, lr: float) -> tuple[int, float]:
+    """(index, multiplier) of the parameter group that shows ``train.lr`` on its schedule, chosen from the groups
+    as built (their initial lrs, before a warm-up scales them): the first at ``lr`` itself (multiplier 1), else (every parameter under a ``train.custom_keys``
+    entry, or a backbone at its own multiplier) the first with a learning rate, at its lr / ``lr``. Chosen by
+    position, not by value, so that after a resume (which restores the checkpoint's rates) the log still shows
+    what that group applies, divided by its multiplier; (0, 0.0) when no group has a learning rate."""
+    built = [group.get("initial_lr", group["lr"]) for group in optimizer.param_groups]  # before any warm-up
+    for i, group_lr in enumerate(built):
+        if group_lr == lr:
+            return i, 1.0
+    for i, group_lr in enumerate(built):
+        if group_lr > 0 and lr > 0:
+            return i, group_lr / lr
+    return 0, 0.0
+
+
+__all__ = ["param_groups", "custom_key", "key_order", "build_optimizer", "build_lamb", "build_scheduler", "lr_factor",
+           "lr_reference"]

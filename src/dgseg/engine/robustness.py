@@ -92,7 +92,8 @@ def evaluate_corruptions(model: nn.Module, cfg: Config, corruptions: list[str], 
                 r = evaluate_domain(model, spec, cfg, device, rank, world, progress, amp, dataset=ds,
                                     desc=f"{domain} {name} {severity}", domain=domain)
                 miou[name][str(severity)] = r["mIoU"]
-        domains[domain] = {**summarize(clean["mIoU"], miou), "mIoU": miou, "images": clean["images"]}
+        domains[domain] = {**summarize(clean["mIoU"], miou), "mIoU": miou, "images": clean["images"],
+                           **({"skipped": clean["skipped"]} if clean.get("skipped") else {})}  # as in eval.json
     model.train(was_training)
     from dgseg.machine import machine_line
 

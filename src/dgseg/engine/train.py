@@ -236,19 +236,14 @@ def _optimizer_step(run: TrainRun, st: TrainState) -> float:
 
 
 def _applied_lr(run: TrainRun) -> float:
-    """``train.lr`` as the optimizer holds it now, i.e. on the schedule at the iteration about to update: the lr
-    of the parameter group whose initial lr is ``train.lr``. A group's own multiplier (full fine-tuning's
-    backbone at 0.1 x, ``train.custom_keys``) stays out: with no group at ``train.lr`` (every parameter under a
-    custom key) it is ``train.lr`` times a group's lr / initial lr, the factor the schedule applies to all."""
-    base = run.cfg.train.lr
-    groups = run.optimizer.param_groups
-    for group in groups:
-        if group["initial_lr"] == base:
-            return float(group["lr"])
-    for group in groups:
-        if group["initial_lr"] > 0:
-            return base * float(group["lr"]) / float(group["initial_lr"])
-    return base * lr_factor(run.scheduler.last_epoch, run.cfg.train)  # every group at lr 0: the schedule's
+    """``train.lr`` on the schedule as the optimizer applies it in the update about to happen: the lr of the
+    reference group (:func:`dgseg.engine.optim.lr_reference`, chosen when the optimizer was built) divided by its
+    multiplier, so a group's own multiplier (full fine-tuning's backbone at 0.1 x, ``train.custom_keys``) stays
+    out, and after a resume it is the checkpoint's rate the optimizer holds, not the config's."""
+    index, mult = run.lr_reference
+    if mult <= 0:  # no group has a learning rate: the schedule's factor on train.lr
+        return run.cfg.train.lr * lr_factor(run.scheduler.last_epoch, run.cfg.train)
+    return float(run.optimizer.param_groups[index]["lr"]) / mult
 
 
 # ----------------------------------------------------------------------- logging, checkpoints, evaluation

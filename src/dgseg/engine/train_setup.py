@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from dgseg.engine.data import build_train_loader, skipped_samples
 from dgseg.engine.distributed import barrier, init_distributed, is_main, sync_batchnorm
 from dgseg.engine.evaluate import check_eval_sizes
 from dgseg.engine.loggers import RunLogger, require_log_backends
-from dgseg.engine.optim import build_optimizer, build_scheduler
+from dgseg.engine.optim import build_optimizer, build_scheduler, lr_reference
 from dgseg.engine.precision import resolve_amp
 from dgseg.engine.run_facts import read_run_json, write_run_facts
 from dgseg.engine.run_folder import claim_run_folder, refuse_links, untrained_start
@@ -83,6 +84,7 @@ class TrainRun:
     amp: str
     trainable: list[nn.Parameter]  # what gradient clipping and the grad norm see
     meta_base: dict  # checkpoint_meta of the run; each checkpoint sets its own step
+    lr_reference: tuple[int, float]  # the group whose lr / multiplier the log shows (dgseg.engine.optim.lr_reference)
     left_out: list[tuple[str, str]]  # files left out while listing the data (before any sample is read)
     logger: RunLogger
     batches: Iterator[dict]
@@ -152,6 +154,7 @@ def setup_training(cfg: Config, out_dir: Path, resume: bool, force: bool, model:
         read_run_json(out_dir)
     torch.manual_seed(cfg.train.seed)
     base, optimizer, scheduler, amp, scaler = _build_model_and_optimizer(cfg, device, model)
+    reference = lr_reference(optimizer, cfg.train.lr)  # chosen as built: a resume restores the groups' lrs
     if not resume:  # after the model is built and its crop checked: a refused setup moves no earlier run aside
         _claim_folder(out_dir, force)
     st = TrainState()
@@ -185,7 +188,7 @@ def setup_training(cfg: Config, out_dir: Path, resume: bool, force: bool, model:
     bar = tqdm(total=cfg.train.max_iters, initial=st.step, desc="train", disable=not (progress and is_main()),
                dynamic_ncols=True)
     run = TrainRun(cfg, out_dir, rank, world, device, progress, base, model, optimizer, scheduler, scaler, amp,
-                   trainable, meta_base, left_out, logger, batches, bar, t_start=time.perf_counter())
+                   trainable, meta_base, reference, left_out, logger, batches, bar, t_start=time.perf_counter())
     st.window_t = time.perf_counter()
     return run, st
 
@@ -263,7 +266,13 @@ def _resume(cfg: Config, out_dir: Path, base: nn.Module, optimizer: torch.optim.
             f"and others never. Resume on {procs(saved_world)} "
             + ("(without torchrun)." if saved_world == 1 else f"(e.g. torchrun --nproc_per_node {saved_world} ...).")
         )
+    built = [group["initial_lr"] for group in optimizer.param_groups]
     optimizer.load_state_dict(state["optimizer"])
+    saved = [group["initial_lr"] for group in optimizer.param_groups]
+    if saved != built:  # the checkpoint's optimizer state wins: say so rather than leave the new value unused
+        warnings.warn(f"--resume: {ckpt} was trained at initial learning rates {saved} (its parameter groups), this "
+                      f"config gives {built} (train.lr={cfg.train.lr}); the run continues at the checkpoint's. "
+                      "To train at the new rates, start a new run (--out NEW, or --force)", stacklevel=2)
     scheduler.load_state_dict(state["scheduler"])
     if state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
