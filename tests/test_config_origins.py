@@ -3,17 +3,11 @@
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
+from test_config import write
 
 from dgseg.cli import main
 from dgseg.config import ConfigError, load_config
-
-
-def write(path, text):
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 @pytest.fixture
