@@ -105,7 +105,7 @@ def test_a_label_map_key_written_twice_is_refused_naming_the_option_and_the_key(
     argv = ["data", "check", "folder", str(tmp_path), "--split", "train", "--patch-size", "2", "--label-map"]
     assert main([*argv, "{10: 0, 10: 1}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err == ("dgseg data: error: --label-map '{10: 0, 10: 1}': line 1: key 10 is written twice in one mapping "
+    assert err == ("dgseg data check: error: --label-map '{10: 0, 10: 1}': line 1: key 10 is written twice in one mapping "
                    "(first on line 1); expected each key once"), err
     assert main([*argv, "{10: 0, 20: 1, 255: 255}"]) == 0
 
@@ -114,7 +114,7 @@ def test_a_label_map_on_a_dataset_other_than_folder_is_refused_by_name(capsys):
     """It was a TypeError traceback from the dataset's constructor."""
     assert main(["data", "check", "synthetic-game", "none", "--split", "val", "--label-map", "{1: 0}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("dgseg data: error: --label-map: for 'folder' datasets only; 'synthetic-game' maps its own"), err
+    assert err.startswith("dgseg data check: error: --label-map: for 'folder' datasets only; 'synthetic-game' maps its own"), err
     assert main(["data", "check", "gtav", "data/gta", "--reduce-zero-label"]) == 2
     assert "--reduce-zero-label: for 'folder' datasets only; 'gtav'" in capsys.readouterr().err
     assert main(["data", "check", "foldr", "data/mine", "--label-map", "{1: 0}"]) == 1  # a misspelt name is that

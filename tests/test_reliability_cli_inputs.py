@@ -148,7 +148,7 @@ def test_a_bench_method_or_seed_named_twice_is_refused_naming_it():
 
 def test_an_empty_bench_methods_list_is_refused_not_read_as_the_default(tmp_path, capsys):
     err = refused(capsys, ["bench", "--methods", "", "--status", "--out", tmp_path / "b"])
-    assert "--methods '': an empty item; expected comma-separated names" in err
+    assert "--methods '': an empty value; expected a non-empty one" in err
 
 
 @pytest.mark.parametrize("option, value, message", [
@@ -210,6 +210,9 @@ def test_a_folder_given_as_weights_or_rein_checkpoint_is_named_as_a_folder(tmp_p
 def test_text_embed_without_a_text_tower_names_model_text_weights(tmp_path, config_file, capsys):
     err = refused(capsys, ["text-embed", config_file, "--out", tmp_path / "e.safetensors"])
     assert f"{config_file}: model.text.weights is not set; text-embed encodes the class names" in err
+    err = refused(capsys, ["text-embed", config_file, "--out", tmp_path / "e.safetensors",  # an arch alone: a
+                           "--set", "model.text.arch=ViT-B-16"])  # randomly initialised tower, meaningless output
+    assert f"{config_file}: model.text.weights is not set" in err and not (tmp_path / "e.safetensors").exists()
     assert "model.text.name=none for plain fine-tuning" not in err
     err = refused(capsys, ["text-embed", config_file, "--out", tmp_path / "e.safetensors",
                            "--set", f"model.text.embeddings={tmp_path / 'old.safetensors'}"])
@@ -284,7 +287,7 @@ def test_severities_or_a_corruption_seed_without_corruptions_are_refused_not_ign
         err = refused(capsys, [*argv, "--corruption-seed", "3", "--out", tmp_path / "o"])
         assert "--corruption-seed 3: applies only with --corruptions" in err
     err = refused(capsys, ["demo", "--quick", "--corruptions", "", "--out", tmp_path / "o"])
-    assert "--corruptions: unknown corruption ''" in err
+    assert "--corruptions '': an empty value; expected a non-empty one" in err
     assert not (tmp_path / "o").exists()
 
 
@@ -369,3 +372,28 @@ def test_eval_on_a_run_whose_checkpoints_is_a_file_names_that_file(tmp_path, cap
     err = refused(capsys, ["eval", "--checkpoint", str(run_dir), "--no-progress"])
     assert f"{run_dir / 'checkpoints'}: is not a folder (a file or a broken link); dgseg keeps a run's checkpoints" in err
     assert (run_dir / "checkpoints").read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("argv, name", [
+    (["train", "CONFIG", "--out", ""], "--out"),  # was: the default runs/<name>
+    (["eval", "--checkpoint", "RUN", "--out", ""], "--out"),  # was: the run folder
+    (["predict", "--checkpoint", "RUN", "", "--out", "OUT"], "IMAGE_OR_DIR"),  # was: the current folder
+    (["predict", "--checkpoint", "RUN", "IMAGE", "--out", ""], "--out"),  # was: the current folder
+    (["predict", "--checkpoint", "RUN", "--dataset", "", "--root", "OUT", "--out", "OUT"], "--dataset"),
+    (["eval", "--checkpoint", "RUN", "--corruptions", "fog", "--severities", ""], "--severities"),  # was: all five
+    (["bench", "--config", "", "--status", "--out", "OUT"], "--config"),  # was: the shipped bench.yaml
+    (["data", "check", "folder", "OUT", "--split", ""], "--split"),
+    (["report", "RUN", "--out", ""], "--out"),
+])
+def test_an_empty_value_is_refused_naming_the_option_not_read_as_a_default_or_the_current_folder(
+        tmp_path, run, config_file, image, capsys, monkeypatch, argv, name):
+    monkeypatch.chdir(tmp_path)
+    fill = {"CONFIG": config_file, "RUN": run, "IMAGE": image, "OUT": tmp_path / "out"}
+    err = refused(capsys, [fill.get(a, a) for a in argv])
+    assert err.startswith(f"dgseg {' '.join(argv[:2]) if argv[0] == 'data' else argv[0]}: error: {name} '': an "
+                          "empty value; expected a non-empty one"), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["tiny.yaml", "scene.png"])  # nothing written
+
+
+def test_data_check_without_a_root_is_still_the_synthetic_benchmark(capsys):
+    assert main(["data", "check", "synthetic-fog", "", "--split", "val", "--patch-size", "2"]) == 0

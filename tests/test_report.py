@@ -73,8 +73,17 @@ def test_bad_inputs_name_the_folder_or_value(tmp_path, two_runs, capsys):
         load_run(tmp_path)
     with pytest.raises(ValueError, match="--baseline 'nope' is none of the runs"):
         write_report(two_runs, tmp_path / "x", baseline="nope")
+    with pytest.raises(ValueError, match="--domain 'nope' is not an evaluated domain"):
+        write_report(two_runs, tmp_path / "z", confusion_domain="nope")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()  # refused before anything is made
     assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "y")]) == 2
     assert "is not a folder" in capsys.readouterr().err
+
+
+def test_the_baseline_may_be_given_as_the_run_folder_however_it_is_written(tmp_path, two_runs):
+    for written in (f"{two_runs[1]}/", str(two_runs[1].resolve()), f"{two_runs[1].parent}/./{two_runs[1].name}"):
+        page = write_report(two_runs, tmp_path / "out", baseline=written)
+        assert f"difference to {two_runs[1].name}" in page.read_text()
 
 
 def test_a_run_keeps_its_own_class_names_and_colours(tmp_path):

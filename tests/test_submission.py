@@ -187,7 +187,9 @@ def test_an_existing_zip_is_refused_without_force_and_never_an_input_image(tmp_p
         assert zf.namelist() == ["a_labelTrainIds.png"]
     before = src.read_bytes()
     assert main([*args, str(src), "--force"]) == 2  # --force replaces an old zip, never an input image
-    assert f"{src}: an input image would be replaced by the --zip file" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{src}: an input image would be replaced by the --zip file" in err
+    assert "give --zip a path that is no input image (nothing was written)" in err  # the option that named it
     assert src.read_bytes() == before
 
 

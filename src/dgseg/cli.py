@@ -370,14 +370,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from dgseg.cli_empty import refuse_empty_values
     from dgseg.errors import USER_ERRORS, report_error
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     had_group = _group_running()  # a caller's own process group is the caller's to end
     try:
+        refuse_empty_values(parser, args)
         code = args.func(args)
     except USER_ERRORS as exc:  # ConfigError and the like; OSError: a full disk, a missing file
-        return report_error(f"dgseg {args.command}", exc)
+        command = " ".join(filter(None, ["dgseg", args.command, getattr(args, "data_command", None)]))
+        return report_error(command, exc)  # "dgseg data check", as argparse names it
     if not had_group and _group_running():  # the command started one (torchrun): it ends here
         from dgseg.engine.distributed import end_command_group
 

@@ -106,8 +106,10 @@ class InputImages:
             if key in self.keys:
                 image = self.keys[key]
                 what = "its own prediction" if source is not None and Path(source) == image else what
-                raise ValueError(f"{image}: an input image would be replaced by {what}, written to {entry}; give "
-                                 "--out a folder that holds no input images (nothing was written)")
+                fix = ("give --zip a path that is no input image" if what == "the --zip file"
+                       else "give --out a folder that holds no input images")
+                raise ValueError(f"{image}: an input image would be replaced by {what}, written to {entry}; {fix} "
+                                 "(nothing was written)")
 
 
 def plan_outputs(files: list[tuple[Path, Path]], out: Path, names, unique: bool) -> list[tuple[Path, Path]]:

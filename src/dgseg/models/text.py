@@ -160,11 +160,12 @@ def _build_tower(cfg: TextConfig) -> CLIPTextTower:
 
 def text_embed_config(cfg: TextConfig, config: str) -> TextConfig:
     """``cfg``, the text config of ``config`` that ``dgseg text-embed`` encodes the class names with; refuses
-    one without a CLIP text tower (model.text.weights or .arch) or one that names an embeddings file."""
+    one without the CLIP text tower's weights (model.text.weights: with model.text.arch alone the tower is
+    randomly initialised, its embeddings meaningless) or one that names an embeddings file."""
     if cfg.embeddings is not None:
         raise ValueError(f"{config}: model.text.embeddings is set ({cfg.embeddings}); text-embed "
                          "computes that file from model.text.weights: leave it out (--set model.text.embeddings=)")
-    if cfg.weights is None and cfg.arch is None:
+    if cfg.weights is None:  # with model.text.arch alone the tower would be randomly initialised
         raise ValueError(f"{config}: model.text.weights is not set; text-embed encodes the class "
                          "names with a CLIP text tower: give its checkpoint with --set model.text.weights=FILE "
                          "(e.g. OpenAI ViT-L-14.pt or an open_clip/EVA-CLIP file)")

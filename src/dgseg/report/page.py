@@ -140,14 +140,16 @@ def write_report(run_dirs: list[str | Path], out: str | Path, baseline: str | No
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"report: --out {out}: is a file; expected a folder for report.html and report_assets/")
-    assets = own_folder(out / "report_assets", "the report's pictures")  # a link there is refused, not followed
     base = None
     if baseline is not None:
-        base = next((r for r in runs if baseline in (r.name, str(r.path))), None)
+        base = next((r for r in runs if baseline == r.name or Path(baseline).resolve() == Path(r.path).resolve()), None)
         if base is None:
             raise ValueError(f"report: --baseline {baseline!r} is none of the runs ({', '.join(r.name for r in runs)})")
     source = next((r.source for r in runs if r.source), None)
     domains = list(dict.fromkeys(d for r in runs for d in ([source] if source in r.domains else []) + r.targets))
+    if confusion_domain is not None and confusion_domain not in domains:  # before anything is drawn or made
+        raise ValueError(f"report: --domain {confusion_domain!r} is not an evaluated domain ({', '.join(domains)})")
+    assets = own_folder(out / "report_assets", "the report's pictures")  # a link there is refused, not followed
     sections = []
     if domains:
         sections.append("<h2>mIoU per domain</h2>" + domain_table(runs, domains, source)
@@ -158,8 +160,6 @@ def write_report(run_dirs: list[str | Path], out: str | Path, baseline: str | No
             sections.append("<h2>Per-class IoU</h2>" + _img(figures.heatmaps(with_iou, domains, assets / "classes.png",
                                                                              base), out, f"IoU per class and domain, {what}"))
         cdom = confusion_domain or next((d for d in domains if d != source), domains[0])
-        if confusion_domain is not None and confusion_domain not in domains:
-            raise ValueError(f"report: --domain {confusion_domain!r} is not an evaluated domain ({', '.join(domains)})")
         conf = [figures.confusion(r, cdom, assets / f"confusion_{i}.png") for i, r in enumerate(runs)]
         if any(conf):
             sections.append(f"<h2>Confusion matrix: {_e(cdom)}</h2><div class=\"row\">" + "".join(
