@@ -230,3 +230,23 @@ def test_a_resume_with_another_train_lr_logs_the_checkpoints_rate_it_applies_and
         train(cfg, out, resume=True, progress=False)
     logged = _logged_lrs(out)[-2:]  # iterations 3 and 4, at the checkpoint's 1e-3 on the schedule
     assert logged == pytest.approx([1e-3 * lr_factor(i, cfg.train) for i in (2, 3)], rel=1e-12, abs=0)
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step:UserWarning")
+def test_an_update_the_fp16_grad_scaler_skipped_is_logged_at_lr_0_as_step_skipped(tmp_path, monkeypatch):
+    """fp16: a gradient that overflows makes the grad scaler skip the update (and lower its scale); that iteration
+    applied no learning rate, so its record holds lr 0 and step_skipped. Simulated with the scaler's CPU twin: a
+    scale that overflows the first gradient, then backs off far enough for the next ones to pass."""
+    import json
+
+    from dgseg.engine.train import train
+
+    real = torch.amp.GradScaler
+    monkeypatch.setattr(torch.amp, "GradScaler",
+                        lambda device, enabled=True: real("cpu", init_scale=2.0**127, backoff_factor=2.0**-120))
+    cfg = tiny_config(train__max_iters=4, data__val=[], data__source=None)
+    train(cfg, tmp_path / "run", progress=False)
+    records = [r for r in map(json.loads, (tmp_path / "run" / "log.jsonl").read_text().splitlines()) if "lr" in r]
+    assert [r.get("step_skipped", False) for r in records] == [True, False, False, False]
+    assert _logged_lrs(tmp_path / "run") == pytest.approx([0.0] + [cfg.train.lr * lr_factor(i, cfg.train)
+                                                                   for i in (1, 2, 3)], rel=1e-12, abs=0)

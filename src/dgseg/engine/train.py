@@ -112,8 +112,8 @@ def train(cfg: Config, out_dir: str | Path, resume: bool = False, progress: bool
                 if broadcast_flag(stop.requested):
                     return _stopped(run, st)
                 continue
-            lr = _optimizer_step(run, st)
-            _log_step(run, st, values, gnorm, lr)
+            lr, applied = _optimizer_step(run, st)
+            _log_step(run, st, values, gnorm, lr, applied)
             if st.step % cfg.train.checkpoint_interval == 0 and st.step < cfg.train.max_iters:
                 _save(run, st, st.step)
             if cfg.data.val and st.step % cfg.train.eval_interval == 0 and st.step < cfg.train.max_iters:
@@ -221,18 +221,29 @@ def _skip_or_fail(run: TrainRun, st: TrainState, values: dict[str, float], paths
     )
 
 
-def _optimizer_step(run: TrainRun, st: TrainState) -> float:
-    """Steps the optimizer (through the grad scaler) and the poly schedule; counts the step. Returns the lr
-    this step's update used (:func:`_applied_lr`, read before the schedule moves on)."""
+def _optimizer_step(run: TrainRun, st: TrainState) -> tuple[float, bool]:
+    """Steps the optimizer (through the grad scaler) and the poly schedule; counts the step. Returns (the lr
+    this step's update used, :func:`_applied_lr` read before the schedule moves on, or 0.0 when the grad scaler
+    skipped the update; whether the update was applied)."""
     st.consecutive_skips = 0
     st.rank_samples += run.cfg.train.batch_size * run.cfg.train.accumulate
     lr = _applied_lr(run)
+    scale = run.scaler.get_scale()
     run.scaler.step(run.optimizer)
     run.scaler.update()
+    applied = not _update_skipped(run.scaler, scale)
     run.scheduler.step()
     st.step += 1
     st.window_n += 1
-    return lr
+    return (lr if applied else 0.0), applied
+
+
+def _update_skipped(scaler: torch.amp.GradScaler, scale_before: float) -> bool:
+    """Whether ``scaler`` skipped the optimizer step it just closed with ``update()``: fp16 gradients that
+    overflowed (inf/NaN) make ``step()`` leave the weights as they were and ``update()`` lower the scale, the one
+    case where the scale drops (torch's idiom: ``get_scale()`` before and after ``update()``). Never with the
+    scaler disabled (bf16, float32)."""
+    return scaler.is_enabled() and scaler.get_scale() < scale_before
 
 
 def _applied_lr(run: TrainRun) -> float:
@@ -249,10 +260,13 @@ def _applied_lr(run: TrainRun) -> float:
 # ----------------------------------------------------------------------- logging, checkpoints, evaluation
 
 
-def _log_step(run: TrainRun, st: TrainState, values: dict[str, float], gnorm: float, lr: float) -> None:
+def _log_step(run: TrainRun, st: TrainState, values: dict[str, float], gnorm: float, lr: float,
+              applied: bool = True) -> None:
     """Progress bar every step; a log line every ``train.log_interval`` steps and at the last. ``lr``: the one
     the step's update used (:func:`_applied_lr`); the record of iteration n (1-based) holds the schedule's
-    lr at iteration n - 1 (0-based), so the first record holds the first lr, the last the last (0 on poly)."""
+    lr at iteration n - 1 (0-based), so the first record holds the first lr, the last the last (0 on poly).
+    An update the fp16 grad scaler skipped (``applied`` false) applied nothing: its record holds lr 0 and
+    ``"step_skipped": true``."""
     total_loss = sum(v for k, v in values.items() if "loss" in k)
     st.history.append(total_loss)
     run.bar.update(1)
@@ -261,7 +275,8 @@ def _log_step(run: TrainRun, st: TrainState, values: dict[str, float], gnorm: fl
         _sync_records(run, st)
         now = time.perf_counter()
         run.log({"iter": st.step, "loss": total_loss, "lr": lr, "grad_norm": gnorm,
-                 "time_per_iter": (now - st.window_t) / max(st.window_n, 1), **values})
+                 "time_per_iter": (now - st.window_t) / max(st.window_n, 1), **values,
+                 **({} if applied else {"step_skipped": True})})
         st.window_t, st.window_n = now, 0
 
 
