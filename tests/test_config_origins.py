@@ -147,3 +147,61 @@ def test_a_set_on_a_checkpoints_config_names_the_override():
     with pytest.raises(ConfigError) as exc:
         config_of_checkpoint(meta, ["eval.crop=256"])  # the stored stride, checked against the override's crop
     assert str(exc.value).startswith("override 'eval.crop=256': eval.stride (341) must not exceed eval.crop (256)")
+
+
+# ------------------------------------------------------------------ errors while the model is built
+
+
+@pytest.fixture
+def tiny_yaml(tmp_path):
+    """tiny.yaml: the tiny experiment of tests/tiny.py as a file (a Rein adapter whose queries feed the head)."""
+    import yaml
+    from tiny import tiny_dict
+
+    return write(tmp_path / "tiny.yaml", yaml.safe_dump(tiny_dict()))
+
+
+def build_error(path, overrides=()) -> str:
+    import dgseg
+
+    cfg = load_config(path, list(overrides))
+    with pytest.raises(ValueError) as exc:
+        dgseg.build_model(cfg)
+    return str(exc.value)
+
+
+def test_a_model_build_error_names_the_file_or_override_that_wrote_its_key(tiny_yaml):
+    """An impossible model (Rein queries for a linear head) is found while the model is built, not when the config
+    is read: the error names the writer of the key it names, as a config error does."""
+    child = write(tiny_yaml.parent / "child.yaml", "_base_: tiny.yaml\nmodel: {head: {name: linear}, "
+                                                   "adapter: {link: true}}\n")
+    link = "model.adapter.link: true feeds Rein queries to a mask2former head, but model.head.name is 'linear'"
+    assert build_error(child) == f"{child}: {link}; set model.adapter.link=false"
+    # link: true is a default there, no one's: the override of the other key named is
+    assert build_error(tiny_yaml, ["model.head.name=linear"]).startswith(f"override 'model.head.name=linear': {link}")
+    assert build_error(tiny_yaml, ["model.adapter.query_dim=16"]).startswith(
+        "override 'model.adapter.query_dim=16': model.adapter.query_dim (16) must equal model.head.hidden_dim (32)")
+
+
+def test_a_model_build_error_from_a_checkpoints_config_names_the_checkpoint(tiny_yaml):
+    import dgseg
+    from dgseg.config import config_to_dict
+    from dgseg.engine.inference import config_of_checkpoint
+
+    stored = config_to_dict(load_config(tiny_yaml))
+    stored["model"]["adapter"]["query_dim"] = 16  # a stored config this dgseg cannot build
+    with pytest.raises(ValueError) as exc:
+        dgseg.build_model(config_of_checkpoint({"config": stored}, checkpoint="runs/a/checkpoints"))
+    assert str(exc.value).startswith("the config stored in runs/a/checkpoints: model.adapter.query_dim (16) must "
+                                     "equal model.head.hidden_dim (32)"), str(exc.value)
+    with pytest.raises(ValueError) as exc:
+        dgseg.build_model(config_of_checkpoint({"config": config_to_dict(load_config(tiny_yaml))},
+                                               ["model.head.name=linear"], checkpoint="runs/a/checkpoints"))
+    assert str(exc.value).startswith("override 'model.head.name=linear': model.adapter.link: true"), str(exc.value)
+
+
+def test_the_command_line_names_the_file_of_a_model_build_error(tiny_yaml, capsys):
+    child = write(tiny_yaml.parent / "child.yaml", "_base_: tiny.yaml\nmodel: {adapter: {query_dim: 16}}\n")
+    assert main(["info", str(child)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"dgseg info: error: {child}: model.adapter.query_dim (16) must equal"), err

@@ -249,12 +249,15 @@ def config_from_dict(data: dict) -> Config:
 def config_from_traced(data: dict, origins: trace.Origins, fallback: str | Path | None = None) -> Config:
     """:func:`config_from_dict`, its error prefixed with where the key it names was written (``origins``,
     :mod:`dgseg.config.origins`): the file (a base's for a base's key) or ``override 'key=value'``; ``fallback``
-    (or nothing) when no writer set that key (a check that names a default)."""
+    (or nothing) when no writer set that key (a check that names a default). The Config keeps both, so that
+    :func:`dgseg.build_model` names them the same way in an error about the model the config describes."""
     try:
-        return config_from_dict(data)
+        cfg = config_from_dict(data)
     except ConfigError as exc:
         where = trace.origin_of(str(exc), origins) or fallback
         raise ConfigError(f"{where}: {exc}" if where is not None else str(exc)) from None
+    trace.keep(cfg, origins, fallback)
+    return cfg
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:

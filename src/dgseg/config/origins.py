@@ -64,3 +64,26 @@ def origin_of(message: str, origins: Origins) -> str | None:
             if after in (".", "[") and leaf:
                 return where
     return None
+
+
+_KEPT = "_dgseg_origins"  # an attribute of the Config, not a key: never dumped, never compared
+
+
+def keep(cfg: Any, origins: Origins, fallback: Any = None) -> None:
+    """Keeps ``origins`` and ``fallback`` (the config file, or None) on ``cfg``, so that an error its values raise
+    later (while the model is built) names where they came from, as a ConfigError does (:func:`name_writer`)."""
+    setattr(cfg, _KEPT, (dict(origins), None if fallback is None else str(fallback)))
+
+
+def name_writer(exc: BaseException, cfg: Any) -> None:
+    """Prefixes the message of ``exc`` (in place: its type and traceback stay) with the writer of the key it names
+    (:func:`origin_of`), else the config file ``cfg`` was loaded from; nothing for a config built in code (no
+    record), a message that is not one string, or one that already starts with that writer."""
+    kept = getattr(cfg, _KEPT, None)
+    if kept is None or len(exc.args) != 1 or not isinstance(exc.args[0], str):
+        return
+    origins, fallback = kept
+    message = exc.args[0]
+    where = origin_of(message, origins) or fallback
+    if where is not None and not message.startswith(f"{where}:"):
+        exc.args = (f"{where}: {message}",)

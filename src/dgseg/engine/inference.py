@@ -23,8 +23,10 @@ from dgseg.models.weights_io import mismatch_report
 FULL_FORMAT = "dgseg.full.v1"
 
 
-def config_of_checkpoint(meta: dict, overrides: list[str] | None = None, config_path: str | None = None) -> Config:
-    """The config stored in a checkpoint (or ``config_path``), with ``key=value`` overrides."""
+def config_of_checkpoint(meta: dict, overrides: list[str] | None = None, config_path: str | None = None,
+                         checkpoint: str | Path | None = None) -> Config:
+    """The config stored in a checkpoint (or ``config_path``), with ``key=value`` overrides. An error about a key
+    no override wrote names the config stored in ``checkpoint``, when given (here, or when the model is built)."""
     if config_path is not None:
         return load_config(config_path, overrides)
     if "config" not in meta:
@@ -42,7 +44,7 @@ def config_of_checkpoint(meta: dict, overrides: list[str] | None = None, config_
     origins: dict = {}  # an error about a key an override wrote names the override
     for o in overrides or []:
         _apply_override(data, o, origins)
-    return config_from_traced(data, origins)
+    return config_from_traced(data, origins, None if checkpoint is None else f"the config stored in {checkpoint}")
 
 
 def load_model(checkpoint: str | Path, overrides: list[str] | None = None, config_path: str | None = None
@@ -51,7 +53,7 @@ def load_model(checkpoint: str | Path, overrides: list[str] | None = None, confi
     import dgseg
     from dgseg.engine.train import load_trainable
     weights, meta = load_checkpoint(checkpoint)
-    cfg = config_of_checkpoint(meta, overrides, config_path)
+    cfg = config_of_checkpoint(meta, overrides, config_path, checkpoint)
     try:
         check_backbone_layout(meta, config_to_dict(cfg))
     except CheckpointError as e:
