@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +12,7 @@ from tiny import tiny_config
 
 import dgseg
 from dgseg.config import BackboneConfig
+from dgseg.data import DataError
 from dgseg.data.check import check_dataset
 from dgseg.engine.evaluate import evaluate
 from dgseg.engine.inference import predict_files
@@ -156,3 +159,77 @@ def test_a_later_domains_too_small_first_image_stops_the_evaluation_before_any_d
                                          r".*b\.png: image file is 150x90 px \(WxH\), 15x9 px \(WxH\) after"):
         evaluate(model, cfg, progress=False)
     assert evaluated == []
+
+
+def test_a_later_image_too_small_stops_the_evaluation_before_any_domain_is_evaluated(tmp_path, model_cfg,
+                                                                                     monkeypatch):
+    """Every image of every domain is checked first (from the file headers), not only each domain's first."""
+    import dgseg.engine.evaluate as evaluate_module
+
+    model, _ = model_cfg
+    good = scenes(tmp_path / "good", {"a": (48, 64)})
+    later = scenes(tmp_path / "later", {"a": (300, 400), "b": (300, 400), "c": (90, 150)})
+    cfg = tiny_config(eval__mode="whole", data__val=[good, dict(later, resize=0.1, label="later")], data__source=None)
+    evaluated = []
+    monkeypatch.setattr(evaluate_module, "evaluate_domain", lambda *a, **k: evaluated.append(a[1]))
+    with pytest.raises(ValueError, match=r"data\.val later \(its image 3 of 3, .*c\.png, checked before evaluating\): "
+                                         r".*c\.png: image file is 150x90 px \(WxH\), 15x9 px \(WxH\) after data\.val "
+                                         r"later's resize: 0\.1, smaller than the model takes"):
+        evaluate(model, cfg, progress=False)
+    assert evaluated == []
+
+
+def mismatched_label(spec, stem):
+    """The label of ``stem`` in a `scenes` dataset rewritten one row shorter than its image."""
+    path = Path(spec["root"]) / "val" / "labels" / f"{stem}.png"
+    h, w = Image.open(path).size[::-1]
+    Image.fromarray(np.zeros((h - 1, w), np.uint8)).save(path)
+    return path
+
+
+def test_a_later_label_of_another_size_stops_the_evaluation_before_any_domain_unless_skipped(tmp_path, model_cfg,
+                                                                                             monkeypatch):
+    """data.on_error=raise: refused before the first domain, with the message reading it gives. skip: left to the
+    evaluation, which leaves it out of the metric and records it under `skipped` (nothing dropped unsaid)."""
+    import dgseg.engine.evaluate as evaluate_module
+
+    model, _ = model_cfg
+    good = scenes(tmp_path / "good", {"a": (48, 64)})
+    later = scenes(tmp_path / "later", {"a": (48, 64), "b": (48, 64)})
+    label = mismatched_label(later, "b")
+    cfg = tiny_config(eval__mode="whole", data__val=[good, dict(later, label="later")], data__source=None)
+    evaluated = []
+    real = evaluate_module.evaluate_domain
+    monkeypatch.setattr(evaluate_module, "evaluate_domain", lambda *a, **k: evaluated.append(a[1]) or real(*a, **k))
+    with pytest.raises(DataError, match=rf"data\.val later \(its image 2 of 2, checked before evaluating\): "
+                                        rf"{label}: label is 64x47 but its image .*b\.png is 64x48 \(WxH\).*"
+                                        r"--set data\.on_error=skip"):
+        evaluate(model, cfg, progress=False)
+    assert evaluated == []
+    cfg = tiny_config(eval__mode="whole", data__val=[good, dict(later, label="later")], data__source=None,
+                      data__on_error="skip")
+    with pytest.warns(UserWarning, match="skipping a bad sample"):
+        results = evaluate(model, cfg, progress=False)
+    assert results["later"]["images"] == 1
+    assert [s["file"] for s in results["later"]["skipped"]] == [str(Path(later["root"]) / "val" / "images" / "b.png")]
+
+
+def test_the_size_check_of_every_image_reads_headers_only(tmp_path, model_cfg, monkeypatch):
+    """Of 500 images only the first (read whole, as before any evaluation) and the one too small are decoded: the
+    others' headers say their sizes, so a 500-image domain costs about a second, not a pass over its pixels."""
+    import time
+
+    from dgseg.config import ConfigError
+    from dgseg.data import base
+    from dgseg.engine.evaluate import check_eval_sizes
+
+    model, _ = model_cfg
+    spec = scenes(tmp_path / "ds", {f"{i:03d}": (48, 64 + i % 3) if i < 499 else (8, 8) for i in range(500)})
+    cfg = tiny_config(eval__mode="slide", eval__crop=32, eval__stride=24, data__val=[spec], data__source=None)
+    decoded, read = [], base.read_image
+    monkeypatch.setattr(base, "read_image", lambda path: decoded.append(Path(path).name) or read(path))
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=r"\(its image 500 of 500, .*499\.png, checked before evaluating\): "
+                                          r".*499\.png: image is 8x8 px"):
+        check_eval_sizes(model, cfg, torch.device("cpu"), before="evaluating")
+    assert decoded == ["000.png", "499.png"] and time.perf_counter() - start < 10.0  # ~1 s on a busy machine

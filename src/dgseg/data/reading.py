@@ -69,6 +69,23 @@ def exif_transposes(path: str | Path) -> int | None:
     return tag if tag in (5, 6, 7, 8) else None
 
 
+def header_size(path: str | Path, oriented: bool = True) -> tuple[int, int] | None:
+    """(H, W) of an image file from its header, no pixel decoded; None when the header cannot be read (reading
+    the file says why, in its turn). ``oriented``: as :func:`read_image` reads it, turned by an EXIF orientation
+    tag that swaps width and height; a PNG's tag is seen when its eXIf chunk comes before the pixels, where the
+    PNG specification puts it (PIL's ``getexif`` of a PNG would decode the pixels to look further)."""
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            if not oriented:
+                return height, width
+            exif = Image.Image.getexif(im) if im.format == "PNG" and "exif" not in im.info else im.getexif()
+            tag = exif.get(0x0112)
+    except Exception:
+        return None
+    return (width, height) if tag in (5, 6, 7, 8) else (height, width)
+
+
 LABEL_MODES = ("P", "L", "I;16", "I;16L", "I;16B", "I")
 
 

@@ -265,6 +265,13 @@ class EvalTransform:
         w, h = self.resize
         return rescale_size(height, width, (w, h)) if self.keep_ratio else (int(h), int(w))
 
+    def image_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) of the image the model gets from a stored image of (height, width): ``prescale``, then
+        ``resize`` (:meth:`output_size`), computed without an image."""
+        if self.prescale is not None:
+            height, width = int(height * self.prescale), int(width * self.prescale)
+        return self.output_size(height, width)
+
     def __call__(self, image: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.prescale is not None:
             image, label = prescale(image, label, self.prescale)

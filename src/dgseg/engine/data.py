@@ -133,13 +133,20 @@ def build_train_loader(cfg: Config, rank: int, world: int, start: int) -> tuple[
     return loader, dataset
 
 
+def eval_transform(spec: DatasetSpec):
+    """The :class:`~dgseg.data.EvalTransform` of an evaluation entry (its ``resize`` and ``prescale``)."""
+    from dgseg.data import EvalTransform
+
+    resize = tuple(spec.resize) if isinstance(spec.resize, list) else spec.resize
+    return EvalTransform(resize=resize, prescale=spec.prescale)
+
+
 def build_eval_set(spec: DatasetSpec, on_error: str = "raise", cfg: Config | None = None) -> Dataset:
     """An evaluation dataset; with ``cfg`` its labels are read in the experiment's class set (without:
     the dataset's own, e.g. the 19 Cityscapes classes)."""
-    from dgseg.data import EvalTransform, build_dataset
+    from dgseg.data import build_dataset
 
-    resize = tuple(spec.resize) if isinstance(spec.resize, list) else spec.resize
-    transform = EvalTransform(resize=resize, prescale=spec.prescale)
+    transform = eval_transform(spec)
     kwargs = {"transform": transform} if cfg is None else _class_kwargs(cfg, spec, transform, f"eval {spec.name}")
     unknown = "auto" if cfg is None else cfg.data.unknown_labels
     return build_dataset(spec.name, spec.root, spec.split, **kwargs, **_error_kwargs(spec, on_error, unknown),

@@ -13,11 +13,12 @@ from tqdm import tqdm
 
 from dgseg import strict_json
 from dgseg.atomic import write_atomic
-from dgseg.config import Config, ConfigError, DatasetSpec, TTAConfig, domain_name
+from dgseg.config import Config, DatasetSpec, TTAConfig, domain_name
 from dgseg.engine.data import build_eval_set
 from dgseg.engine.distributed import is_main, model_device
+from dgseg.engine.eval_sizes import check_eval_image, check_eval_sizes
 from dgseg.engine.precision import autocast, resolve_amp
-from dgseg.image_size import SizeRule, image_size_problem, model_size_rule
+from dgseg.image_size import model_size_rule
 from dgseg.metrics import SegMetric, format_table, mean_domains, mean_miou, per_class_table
 
 
@@ -106,67 +107,6 @@ def _every_rank(scored: int, skipped: dict[str, str], ignored: dict[str, str]
     dist.all_gather_object(parts, (scored, skipped, ignored))
     return (sum(n for n, _, _ in parts), {p: r for _, s, _ in parts for p, r in s.items()},
             {p: r for _, _, i in parts for p, r in i.items()})
-
-
-def check_eval_image(image: torch.Tensor, path: str, rule: SizeRule | None, spec: DatasetSpec, domain: str) -> None:
-    """Refuses an image ([3, H, W] as the model gets it) the model cannot take, naming the file, its size and the
-    smallest the model takes; where the entry's ``prescale`` or ``resize`` changed the size, both sizes (as
-    stored and as resized) and that key with its value."""
-    h, w = image.shape[-2:]
-    problem = None if rule is None else image_size_problem(h, w, rule)
-    if problem is None:
-        return
-    changed = {k: v for k, v in (("prescale", spec.prescale), ("resize", spec.resize)) if v is not None}
-    if changed:
-        stored = _stored_size(path)
-        keys = " and ".join(f"{k}: {v}" for k, v in changed.items())
-        size = f"{w}x{h} px (WxH) after data.val {domain}'s {keys}"
-        what = (f"image is {size}" if stored in (None, (h, w)) else
-                f"image file is {stored[1]}x{stored[0]} px (WxH), {size}")
-        problem = f"{image_size_problem(h, w, rule, what)}; give that entry a larger {' / '.join(changed)} or none"
-    raise ValueError(f"{path}: {problem}")
-
-
-def _stored_size(path: str) -> tuple[int, int] | None:
-    """(H, W) of an image file as the datasets read it; None when it cannot be read (a generated scene)."""
-    from dgseg.data.reading import DataError, read_image
-
-    try:
-        return read_image(path).shape[:2]
-    except DataError:
-        return None
-
-
-def check_eval_sizes(model: nn.Module, cfg: Config, device: torch.device,
-                     sets: dict[str, tuple[DatasetSpec, Dataset]] | None = None, before: str = "training") -> None:
-    """The size checks of an evaluation on ``device``, made on the first image of every ``data.val`` entry (or
-    of ``sets``: domain -> (entry, its dataset)) before ``training`` or ``evaluating``: an image, sliding window
-    (``eval.crop``) or test-time-augmentation view (``eval.tta.scales``) the model cannot take is refused now,
-    naming the entry, rather than at the first validation, after the whole schedule or after the domains before
-    it were evaluated. Later images of other sizes are checked as they come, as in any evaluation."""
-    from dgseg.engine.tta import tta_view
-    from dgseg.models.segmentor import check_slide, default_slide_batch
-
-    rule = model_size_rule(model)
-    if rule is None:
-        return
-    if sets is None:
-        sets = {domain_name(s, cfg.data.val): (s, build_eval_set(s, cfg.data.on_error, cfg)) for s in cfg.data.val}
-    batch = default_slide_batch(device) if cfg.eval.batch_size is None else cfg.eval.batch_size
-    for domain, (spec, dataset) in sets.items():
-        item = dataset[0] if len(dataset) else {}
-        if "image" not in item:  # no image (data.on_error=skip stands in the next good one for a bad first)
-            continue
-        h, w = item["image"].shape[-2:]
-        try:
-            check_eval_image(item["image"], item["path"], rule, spec, domain)
-            views = [tta_view(rule, h, w, s) for s in cfg.eval.tta.scales] if cfg.eval.tta.enabled else [(h, w)]
-            if (spec.mode or cfg.eval.mode) == "slide":
-                for vh, vw in views:
-                    check_slide(model, vh, vw, 1, cfg.eval.crop, cfg.eval.stride, batch)
-        except ValueError as e:
-            raise ConfigError(f"data.val {domain} (its first image, {item['path']}, checked before {before}): "
-                              f"{e}") from e
 
 
 def eval_setup(model: nn.Module, cfg: Config, device: torch.device | None, specs: list[DatasetSpec] | None

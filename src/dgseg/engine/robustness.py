@@ -23,7 +23,8 @@ from dgseg.atomic import write_atomic
 from dgseg.config import Config, DatasetSpec, domain_name
 from dgseg.data.corruptions import FAMILIES, FAMILY_OF, corrupt, corruption_seed, implementation
 from dgseg.engine.data import build_eval_set
-from dgseg.engine.evaluate import check_eval_sizes, eval_setup, evaluate_domain
+from dgseg.engine.eval_sizes import check_eval_sizes
+from dgseg.engine.evaluate import eval_setup, evaluate_domain
 
 
 class CorruptedSet(Dataset):

@@ -27,7 +27,7 @@ from dgseg.engine.backbone_check import check_backbone
 from dgseg.engine.checkpoint import latest_checkpoint, load_checkpoint, load_train_state, restore_rng_state
 from dgseg.engine.data import build_train_loader, skipped_samples
 from dgseg.engine.distributed import barrier, init_distributed, is_main, sync_batchnorm
-from dgseg.engine.evaluate import check_eval_sizes
+from dgseg.engine.eval_sizes import check_eval_sizes
 from dgseg.engine.loggers import RunLogger, require_log_backends
 from dgseg.engine.optim import build_optimizer, build_scheduler, lr_reference
 from dgseg.engine.precision import resolve_amp
