@@ -150,37 +150,44 @@ def write_report(run_dirs: list[str | Path], out: str | Path, baseline: str | No
     if confusion_domain is not None and confusion_domain not in domains:  # before anything is drawn or made
         raise ValueError(f"report: --domain {confusion_domain!r} is not an evaluated domain ({', '.join(domains)})")
     assets = own_folder(out / "report_assets", "the report's pictures")  # a link there is refused, not followed
+    shown: set[str] = set()  # the pictures the page shows: every other picture of ours in assets is pruned
+
+    def show(path: Path | None, alt: str) -> str:
+        if path is not None:
+            shown.add(path.name)
+        return _img(path, out, alt)
+
     sections = []
     if domains:
         sections.append("<h2>mIoU per domain</h2>" + domain_table(runs, domains, source)
-                        + _img(figures.bars(runs, domains, assets / "bars.png"), out, "mIoU per domain and run"))
+                        + show(figures.bars(runs, domains, assets / "bars.png"), "mIoU per domain and run"))
         with_iou = [r for r in runs if any(v.get("IoU") for v in r.domains.values())]
         if with_iou and (base is None or len(with_iou) > 1):
             what = f"difference to {base.name}" if base is not None else "per run"
-            sections.append("<h2>Per-class IoU</h2>" + _img(figures.heatmaps(with_iou, domains, assets / "classes.png",
-                                                                             base), out, f"IoU per class and domain, {what}"))
+            sections.append("<h2>Per-class IoU</h2>" + show(figures.heatmaps(with_iou, domains, assets / "classes.png",
+                                                                             base), f"IoU per class and domain, {what}"))
         cdom = confusion_domain or next((d for d in domains if d != source), domains[0])
         conf = [figures.confusion(r, cdom, assets / f"confusion_{i}.png") for i, r in enumerate(runs)]
         if any(conf):
             sections.append(f"<h2>Confusion matrix: {_e(cdom)}</h2><div class=\"row\">" + "".join(
-                _img(p, out, f"{r.name}, rows normalised") for p, r in zip(conf, runs) if p is not None) + "</div>")
+                show(p, f"{r.name}, rows normalised") for p, r in zip(conf, runs) if p is not None) + "</div>")
     grid = []
     for j, domain in enumerate(domains):
         for i in range(scenes):
             row = figures.prediction_row(runs, domain, i, assets / f"scene_{j}_{i}.jpg")
             if row is not None:
-                grid.append(_img(row, out, f"{domain}, scene {i}: image | ground truth | "
+                grid.append(show(row, f"{domain}, scene {i}: image | ground truth | "
                                  + " | ".join(r.name for r in runs)))
     if grid:
         sets: dict[tuple, list[RunRecord]] = {}  # one legend per class set (names and colours) among the runs
         for r in runs:
             sets.setdefault((tuple(r.classes), r.palette.tobytes()), []).append(r)
-        legends = [_img(figures.legend(rs[0].classes, rs[0].palette, assets / f"legend_{i}.png"), out,
+        legends = [show(figures.legend(rs[0].classes, rs[0].palette, assets / f"legend_{i}.png"),
                         "classes" if len(sets) == 1 else "classes of " + ", ".join(r.name for r in rs))
                    for i, rs in enumerate(sets.values())]
         sections.append("<h2>Predictions</h2>" + "".join(legends) + "".join(grid))
     if any(r.log for r in runs):
-        sections.append("<h2>Training curves</h2>" + _img(figures.curves(runs, assets / "curves.png"), out,
+        sections.append("<h2>Training curves</h2>" + show(figures.curves(runs, assets / "curves.png"),
                                                            "loss, learning rate and validation mIoU"))
     sections.append("<h2>Run facts</h2>" + facts_table(runs) + "<h3>Config keys that differ</h3>" + config_diff(runs))
     missing = [r.name for r in runs if not r.domains]
@@ -192,7 +199,7 @@ def write_report(run_dirs: list[str | Path], out: str | Path, baseline: str | No
                            subtitle=_e(f"{len(runs)} runs: " + ", ".join(f"{r.name} ({r.path})" for r in runs)
                                        + f". Written {now}."))
     written = write_atomic(out / "report.html", page)
-    prune_assets(assets, {html.unescape(src) for src in re.findall(r'src="([^"]+)"', page)}, out)
+    prune_assets(assets, shown)
     return written
 
 
@@ -200,11 +207,10 @@ ASSET_NAMES = re.compile(r"(bars|classes|curves)\.png|(confusion|legend)_\d+\.pn
 """The names :func:`write_report` gives the pictures in ``report_assets/``."""
 
 
-def prune_assets(assets: Path, referenced: set[str], out: Path) -> None:
+def prune_assets(assets: Path, shown: set[str]) -> None:
     """Removes from ``assets`` the pictures of earlier reports: files with the names :func:`write_report` gives
-    (:data:`ASSET_NAMES`) that the page just written does not show (``referenced``: its ``src`` paths, relative
-    to ``out``). Other files and symbolic links are kept. Call it after the page is written."""
+    (:data:`ASSET_NAMES`) that the page just written does not show (``shown``: the names of the pictures it
+    drew). Other files and symbolic links are kept. Call it after the page is written."""
     for f in assets.iterdir():
-        if (ASSET_NAMES.fullmatch(f.name) and not f.is_symlink() and f.is_file()
-                and f.relative_to(out).as_posix() not in referenced):
+        if ASSET_NAMES.fullmatch(f.name) and not f.is_symlink() and f.is_file() and f.name not in shown:
             f.unlink()
