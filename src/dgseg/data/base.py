@@ -88,9 +88,14 @@ class SegmentationDataset(Dataset):
 
         Raises DataError for an unreadable file or an image/label size mismatch; never skips.
         """
+        return self.read_with_raw(index)[:3]
+
+    def read_with_raw(self, index: int) -> tuple[np.ndarray, np.ndarray, list[int], np.ndarray]:
+        """:meth:`read`'s (image, label, unknown raw values), and the label file's raw values [H,W] they were
+        mapped from (``dgseg data check`` counts the values a label_map leaves out)."""
         image, raw = self.read_raw(index)
         label, unknown = self.samples[index].id_map.map_checked(raw)
-        return image, label, unknown
+        return image, label, unknown, raw
 
     def read_raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(image uint8 [H,W,3], the label file's raw values [H,W]) of sample ``index``, before its ID table

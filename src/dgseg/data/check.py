@@ -170,8 +170,7 @@ def check_dataset(
             if listed is None:
                 image, label, unknown = ds.read(i)
             else:
-                image, raw = ds.read_raw(i)
-                label, unknown = ds.samples[i].id_map.map_checked(raw)
+                image, label, unknown, raw = ds.read_with_raw(i)
                 _count_unlisted(report.unlisted, raw, listed, str(ds.samples[i].label))
         except DataError as e:
             report.problems.append(str(e))
