@@ -122,6 +122,26 @@ def test_a_label_in_another_sub_folder_pairs_by_stem_only_when_no_other_image_or
         + f" under {tmp_path}/images"]
 
 
+@pytest.mark.parametrize("name, images, labels, expected", [
+    # two images of stem 0001: Cam0/0001 does not pair by stem with the label in cam0/ either
+    ("folder", ["Cam0/0001.jpg", "cam1/0001.jpg"], ["cam0/0001.png", "cam1/0001.png"], "Cam0/0001.png"),
+    ("folder", ["A.jpg", "b.jpg"], ["a.png", "b.png"], "A.png"),
+    ("gtav", ["A.png", "b.png"], ["a.png", "b.png"], "A_labelTrainIds.png or A.png"),  # pairing by stem too
+])
+def test_an_image_without_a_label_names_the_label_whose_path_differs_only_in_letter_case(tmp_path, name, images,
+                                                                                         labels, expected):
+    for image in images:
+        rgb(tmp_path / "images" / image)
+    for value, path in enumerate(labels):
+        label(tmp_path / "labels" / path, [value])
+    problems = check_dataset(name, str(tmp_path), patch_size=2).problems
+    assert problems[0] == (
+        f"{tmp_path}/images/{images[0]}: image without a label: expected {expected} under {tmp_path}/labels; "
+        f"{tmp_path}/labels/{labels[0]} differs from the name expected only in letter case (pairing is "
+        "case-sensitive, also on a case-insensitive file system)")
+    assert len(problems) == 2 and problems[1].startswith(f"{tmp_path}/labels/{labels[0]}: label without an image")
+
+
 # ---------------------------------------------------------------------------------------------- split files
 
 

@@ -250,13 +250,13 @@ class PairedFilesDataset(SegmentationDataset):
             )
         super().__init__(samples, transform, on_error, unknown_labels, skipped=problems)
 
-    def _pair(self, image_dir: Path, label_dir: Path, only_stems: set[str] | None
+    def _pair(self, image_dir: Path, label_dir: Path, only_stems: set[str] | None, **kwargs: Any
               ) -> tuple[list[Sample], list[tuple[str, str]]]:
-        """The pairs and the problems found (:func:`pair_files`: by stem)."""
+        """The pairs and the problems found (:func:`pair_files`: by stem, unless ``kwargs`` say otherwise)."""
         return pair_files(
             image_dir, label_dir, self.image_suffixes, self._label_kinds(),
             recursive=self.recursive, image_prefix=self.image_prefix, label_prefix=self.label_prefix,
-            reader=self.reader, only_stems=only_stems,
+            reader=self.reader, entries=only_stems, **kwargs,
         )  # fmt: skip
 
     def _label_kinds(self) -> tuple[tuple[str, IdMap], ...]:

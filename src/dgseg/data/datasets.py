@@ -248,10 +248,9 @@ class Folder(PairedFilesDataset):
 
     def _pair(self, image_dir: Path, label_dir: Path, only_stems: set[str] | None
               ) -> tuple[list[Sample], list[tuple[str, str]]]:
-        from .path_pairing import pair_by_path
+        from .path_pairing import BY_PATH
 
-        return pair_by_path(image_dir, label_dir, self.image_suffixes, self._label_kinds(), reader=self.reader,
-                            entries=None if only_stems is None else sorted(only_stems), source=self._split_path)
+        return super()._pair(image_dir, label_dir, only_stems, matching=BY_PATH, source=self._split_path)
 
     def _label_kinds(self) -> tuple[tuple[str, IdMap], ...]:
         return ((".png", self._id_map),)

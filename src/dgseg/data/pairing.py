@@ -1,15 +1,19 @@
-"""Listing a dataset's files and pairing images with labels by stem; reading split files.
+"""Listing a dataset's files and pairing images with labels by key; reading split files.
 
-:func:`pair_files` returns the :class:`Sample` pairs and the problems found (duplicates, an image
-without a label, a label without an image, an image file of a suffix the dataset does not read) as
-(path, reason); the dataset decides whether a problem raises or is skipped: nothing is left out without
-a word. Only names are read here: files are decoded by :mod:`dgseg.data.reading` when an item is read.
+:func:`pair_files` lists and pairs the files of every dataset; a :class:`Matching` says what a file's key is:
+its stem for the built-in datasets (:data:`BY_STEM`), its path under its folder for ``folder``
+(:data:`dgseg.data.path_pairing.BY_PATH`). It returns the :class:`Sample` pairs and the problems found
+(duplicates, an image without a label, a label without an image, an image file of a suffix the dataset
+does not read, a split-file entry without an image) as (path, reason); the dataset decides whether a
+problem raises or is skipped: nothing is left out without a word. Only names are read here: files are
+decoded by :mod:`dgseg.data.reading` when an item is read.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -56,51 +60,94 @@ def _match_suffix(name: str, suffixes: Sequence[str]) -> str | None:
     return None
 
 
+def _stem_key(path: Path, folder: Path, suffix: str, prefix: str) -> str:
+    return _stem(path.name, suffix, prefix)
+
+
+def _select_stems(entries: Collection[str], images: Mapping[str, Path], image_dir: Path,
+                  source: str | Path | None) -> tuple[set[str], dict[str, list[str]]]:
+    return set(entries), {e: [] for e in sorted(entries) if e not in images}
+
+
+@dataclass(frozen=True)
+class Matching:
+    """How :func:`pair_files` matches an image with its label: they pair when their keys are equal.
+
+    ``key(file, folder listed, suffix, prefix)`` is a file's key; ``select(entries, images, image_dir, source)``
+    reads a split file's entries among the image keys (key -> file): the keys selected, whose problems are
+    reported, and each entry without an image, with the images of its stem elsewhere (relative to
+    ``image_dir``); ``duplicate`` words two files of one key (``{what}``, ``{key}``, ``{other}``)."""
+
+    key: Callable[[Path, Path, str, str], str]
+    select: Callable[[Collection[str], Mapping[str, Path], Path, str | Path | None],
+                     tuple[set[str], dict[str, list[str]]]]
+    duplicate: str
+
+
+BY_STEM = Matching(_stem_key, _select_stems,
+                   "duplicate {what} stem '{key}' (also {other}); expected one {what} per stem")
+"""Every built-in dataset's: the file name less its suffix and the dataset's prefix, in any sub-folder.
+(The ``folder`` dataset's, by path under its folders, is :data:`dgseg.data.path_pairing.BY_PATH`.)"""
+
+
+def last_part(key: str) -> str:
+    """The stem of a key: its part after the last ``/``."""
+    return key.rpartition("/")[2]
+
+
+def _file_name(key: str, prefix: str, suffix: str) -> str:
+    """The file name a key stands for, with its sub-folders: ``cam0/0001`` -> ``cam0/<prefix>0001<suffix>``."""
+    folders, _, stem = key.rpartition("/")
+    return f"{folders}/{prefix}{stem}{suffix}" if folders else f"{prefix}{stem}{suffix}"
+
+
+def _expected(key: str, prefix: str, suffixes: Sequence[str]) -> str:
+    return " or ".join(_file_name(key, prefix, s) for s in suffixes)
+
+
 def pair_files(
     image_dir: Path,
     label_dir: Path,
     image_suffixes: Sequence[str],
     label_kinds: Sequence[tuple[str, IdMap]],
     *,
+    matching: Matching = BY_STEM,
     recursive: bool = False,
     image_prefix: str = "",
     label_prefix: str = "",
     reader: str = "png8",
-    only_stems: set[str] | None = None,
+    entries: Collection[str] | None = None,
+    source: str | Path | None = None,
 ) -> tuple[list[Sample], list[tuple[str, str]]]:
-    """Pair images and labels by stem (file name less suffix and prefix).
+    """Pair images and labels by key (:class:`Matching`: by stem, :data:`BY_STEM`, unless told otherwise).
 
-    ``label_kinds`` lists (file suffix, IdMap) in order of preference: when a stem has several label
-    files (e.g. ``_labelTrainIds.png`` and ``_labelIds.png``) the first kind is used. Returns the pairs
-    (sorted by image path) and the problems found as (path, reason): duplicate stems, an image without
-    a label, a label without an image, an image file (:data:`IMAGE_SUFFIXES`) whose name does not end in
-    one of ``image_suffixes``, a stem of ``only_stems`` (a split file) without an image.
+    ``label_kinds`` lists (file suffix, IdMap) in order of preference: when a key has several label
+    files (e.g. ``_labelTrainIds.png`` and ``_labelIds.png``) the first kind is used. An image without a
+    label of its key pairs with a label of another key of the same stem (the key's last part) when no other
+    image or label has that stem and no image has that label's key (a key with sub-folders: a label in
+    another sub-folder). With the split file ``entries`` (named ``source`` in messages), only the images
+    they select (``matching.select``). Returns the pairs (sorted by image path) and the problems found as
+    (path, reason), in the order found: an image file (:data:`IMAGE_SUFFIXES`) whose name does not end in one
+    of ``image_suffixes``, duplicate keys, an image without a label (naming a label whose key differs from
+    the image's only in letter case), an entry without an image, a label without an image.
     """
-    problems: list[tuple[str, str]] = []
+    found: list[tuple[str, tuple[str, str]]] = []  # (key, problem), reported when the key is selected
+
+    def problem(key: str, path: Path, reason: str) -> None:
+        found.append((key, (str(path), reason)))
+
     images: dict[str, Path] = {}
     for path in _list_files(image_dir, (*image_suffixes, *IMAGE_SUFFIXES), recursive):
         suffix = _match_suffix(path.name, image_suffixes)
-        stem = _stem(path.name, suffix or _match_suffix(path.name, IMAGE_SUFFIXES) or path.suffix, image_prefix)
-        if only_stems is not None and stem not in only_stems:
-            continue
+        generic = suffix or _match_suffix(path.name, IMAGE_SUFFIXES) or path.suffix
+        key = matching.key(path, image_dir, generic, image_prefix)
         if suffix is None:  # an image file, but not one of the dataset's: say so rather than drop it
-            problems.append(
-                (
-                    str(path),
-                    f"image file not read by this dataset: expected names ending in "
-                    f"{' or '.join(image_suffixes)}; convert or rename it, or move it out of {image_dir}",
-                )
-            )
-            continue
-        if stem in images:
-            problems.append(
-                (
-                    str(path),
-                    f"duplicate image stem '{stem}' (also {images[stem]}); expected one image per stem",
-                )
-            )
-            continue
-        images[stem] = path
+            problem(key, path, f"image file not read by this dataset: expected names ending in "
+                               f"{' or '.join(image_suffixes)}; convert or rename it, or move it out of {image_dir}")
+        elif key in images:
+            problem(key, path, matching.duplicate.format(what="image", key=key, other=images[key]))
+        else:
+            images[key] = path
 
     suffixes = [s for s, _ in label_kinds]
     rank = {s.lower(): i for i, s in enumerate(suffixes)}
@@ -109,44 +156,66 @@ def pair_files(
         suffix = _match_suffix(path.name, suffixes)
         assert suffix is not None
         kind = rank[suffix.lower()]
-        stem = _stem(path.name, suffix, label_prefix)
-        if only_stems is not None and stem not in only_stems:
+        key = matching.key(path, label_dir, suffix, label_prefix)
+        if key in labels and labels[key][0] <= kind:  # a label of a preferred kind is kept
+            if labels[key][0] == kind:
+                problem(key, path, matching.duplicate.format(what="label", key=key, other=labels[key][1]))
             continue
-        if stem in labels:
-            old_kind, old_path, _ = labels[stem]
-            if old_kind == kind:
-                problems.append(
-                    (
-                        str(path),
-                        f"duplicate label stem '{stem}' (also {old_path}); expected one label per stem",
-                    )
-                )
-                continue
-            if old_kind < kind:
-                continue
-        labels[stem] = (kind, path, label_kinds[kind][1])
+        labels[key] = (kind, path, label_kinds[kind][1])
 
-    samples = []
-    for stem, image in images.items():
-        if stem not in labels:
-            want = " or ".join(f"{label_prefix}{stem}{s}" for s in suffixes)
-            problems.append((str(image), f"image without a label: expected {want} under {label_dir}"))
+    image_stems = Counter(last_part(k) for k in images)
+    label_stems: dict[str, list[str]] = {}
+    label_cases: dict[str, list[str]] = {}
+    for key in labels:
+        label_stems.setdefault(last_part(key), []).append(key)
+        label_cases.setdefault(key.lower(), []).append(key)
+    samples: dict[str, Sample] = {}
+    paired: set[str] = set()  # label keys
+    for key, image in images.items():
+        same = label_stems.get(last_part(key), [])
+        if key in labels:
+            label_key = key
+        elif image_stems[last_part(key)] == 1 and len(same) == 1 and same[0] not in images:
+            label_key = same[0]  # the only label of the only image of this stem, in another sub-folder
+        else:
+            cases = [k for k in label_cases.get(key.lower(), []) if k != key and k not in images]
+            elsewhere = [k for k in same if k not in images and k not in cases]
+            problem(key, image, _without_label(key, label_dir, label_prefix, suffixes,
+                                               [labels[k][1] for k in elsewhere], [labels[k][1] for k in cases]))
             continue
-        _, label, id_map = labels[stem]
-        samples.append(Sample(image, label, id_map, reader))
-    if only_stems is not None:
-        where = f"in {image_dir} or its sub-folders" if recursive else f"in {image_dir}"
-        for stem in sorted(only_stems - set(images)):
-            want = " or ".join(f"{image_prefix}{stem}{s}" for s in image_suffixes)
-            problems.append(
-                (str(image_dir / stem), f"listed in the split file but no such image found: expected {want} {where}")
-            )
-    for stem, (_, label, _) in labels.items():
-        if stem not in images:
-            want = " or ".join(f"{image_prefix}{stem}{s}" for s in image_suffixes)
-            problems.append((str(label), f"label without an image: expected {want} under {image_dir}"))
-    samples.sort(key=lambda s: str(s.image))
-    return samples, problems
+        _, label, id_map = labels[label_key]
+        samples[key] = Sample(image, label, id_map, reader)
+        paired.add(label_key)
+
+    if entries is None:  # every image
+        chosen, missing = {k for k, _ in found} | set(images) | set(labels), {}
+    else:
+        chosen, missing = matching.select(entries, images, image_dir, source)
+    problems = [p for key, p in found if key in chosen]
+    for entry, others in missing.items():
+        where = " or its sub-folders" if recursive and "/" not in entry else ""
+        note = (f" (found with its stem: {', '.join(others)}; write the entry as "
+                f"{'that path' if len(others) == 1 else 'one of these paths'})" if others else "")
+        problems.append((str(image_dir / entry), (
+            f"listed in the split file{f' {source}' if source else ''} but no such image found: expected "
+            f"{_expected(entry, image_prefix, image_suffixes)} in {image_dir}{where}{note}")))
+    for key, (_, label, _) in labels.items():
+        if key not in paired and key in chosen:
+            problems.append((str(label), f"label without an image: expected "
+                                         f"{_expected(key, image_prefix, image_suffixes)} under {image_dir}"))
+    return sorted((s for key, s in samples.items() if key in chosen), key=lambda s: str(s.image)), problems
+
+
+def _without_label(key: str, label_dir: Path, prefix: str, suffixes: Sequence[str], elsewhere: Sequence[Path],
+                   cases: Sequence[Path]) -> str:
+    """Why the image of ``key`` has no label: the label expected under ``label_dir``, the labels of its stem in
+    other sub-folders (``elsewhere``) and those whose key differs from it only in letter case (``cases``)."""
+    note = (f" ({', '.join(map(str, elsewhere))} {'has' if len(elsewhere) == 1 else 'have'} its stem, but a label "
+            "in another sub-folder pairs by stem only when no other image or label has that stem)" if elsewhere else "")
+    if cases:
+        note += (f"; {', '.join(map(str, cases))} {'differs' if len(cases) == 1 else 'differ'} from the name "
+                 "expected only in letter case (pairing is case-sensitive, also on a case-insensitive file system)")
+    return f"image without a label: expected {_expected(key, prefix, suffixes)} under {label_dir}{note}"
 
 
 def listed_stem(line: str, image_suffixes: Sequence[str] = (), image_prefix: str = "") -> str:
