@@ -91,8 +91,9 @@ def test_more_than_255_classes_is_an_error(tmp_path):
 def test_a_missing_classes_file_names_the_presets(tmp_path, capsys):
     with pytest.raises(ClassSetError, match="'nope.yaml' is neither a preset .cityscapes, synthia16, synthia13."):
         load_class_set("nope.yaml")
-    assert main(["data", "check", "synthetic-game", "--classes", "nope.yaml"]) == 1
-    assert "--classes: 'nope.yaml' is neither a preset" in capsys.readouterr().out  # the option, not a config key
+    assert main(["data", "check", "synthetic-game", "--classes", "nope.yaml"]) == 2  # a usage error, not the data's
+    err = capsys.readouterr().err  # the option, not a config key
+    assert err.startswith("dgseg data check: error: --classes: 'nope.yaml' is neither a preset"), err
 
 
 # -------------------------------------------------------------------------------------------- config

@@ -119,3 +119,29 @@ def test_a_label_map_on_a_dataset_other_than_folder_is_refused_by_name(capsys):
     assert "--reduce-zero-label: for 'folder' datasets only; 'gtav'" in capsys.readouterr().err
     assert main(["data", "check", "foldr", "data/mine", "--label-map", "{1: 0}"]) == 1  # a misspelt name is that
     assert "unknown dataset 'foldr'; expected one of" in capsys.readouterr().out
+
+
+def test_an_option_that_does_not_fit_is_a_usage_error_and_a_dataset_problem_is_a_failed_check(tmp_path, capsys):
+    """Exit 2 naming the option, as every command's usage errors; exit 1 is kept for what the dataset holds."""
+    pair(tmp_path, "a", [1, 2])
+    pair(tmp_path, "b", [1, 2])
+    argv = ["data", "check", "folder", str(tmp_path), "--patch-size", "2"]
+
+    def refused(*extra: str, command=argv) -> str:
+        assert main([*command, *extra]) == 2
+        captured = capsys.readouterr()
+        assert "problems" not in captured.out  # no report: nothing was checked
+        return captured.err.strip().splitlines()[-1]
+
+    assert refused("--classes", "bogus").startswith(
+        "dgseg data check: error: --classes: 'bogus' is neither a preset (cityscapes, synthia16, synthia13) nor a file")
+    assert refused("--split", "val") == (
+        f"dgseg data check: error: --split: {tmp_path}/val/images: image folder of folder split 'val' not found "
+        f"(found split folders train); expected {tmp_path}/val/images and {tmp_path}/val/labels, or images/ and "
+        f"labels/ directly under {tmp_path} (no split folders)")
+    assert refused("--label-map", "{1: 300}").startswith("dgseg data check: error: --label-map: label_map maps 1 -> 300")
+    assert refused("--split", "nope", command=["data", "check", "synthetic-game"]) == (
+        "dgseg data check: error: --split: synthetic split 'nope' unknown; expected one of ['train', 'val', 'test']")
+    (tmp_path / "train" / "labels" / "a.png").unlink()  # the dataset's own problem: a failed check, exit 1
+    assert main(argv) == 1
+    assert f"{tmp_path}/train/images/a.png: image without a label" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 import io
 import json
+import shutil
 import struct
 import zlib
 from pathlib import Path
@@ -14,6 +15,7 @@ from PIL import Image
 from dgseg.config import DatasetSpec
 from dgseg.data import DataError, TrainTransform, build_dataset, build_datasets, run_check
 from dgseg.data.check import check_dataset
+from dgseg.data.reading import SplitNotFound
 
 H, W = 6, 8
 
@@ -282,16 +284,22 @@ def test_missing_root_names_the_path(tmp_path):
         build_dataset("cityscapes", tmp_path / "nope", "val")
 
 
-def test_missing_split_folder_names_the_folder(tmp_path):
+def test_missing_split_folder_names_the_folder_and_the_splits_found(tmp_path):
     rgb(tmp_path / "leftImg8bit/train/aachen/a_leftImg8bit.png")
     label(tmp_path / "gtFine/train/aachen/a_gtFine_labelIds.png", [7])
-    with pytest.raises(DataError, match="leftImg8bit/val"):
-        build_dataset("cityscapes", tmp_path, "val")
+    with pytest.raises(SplitNotFound, match=r"leftImg8bit/val: image folder of cityscapes split 'val' not found "
+                                            r"\(found splits train\); expected the layout"):
+        build_dataset("cityscapes", tmp_path, "val")  # `dgseg data check`: a --split error (exit 2)
+    with pytest.raises(ValueError, match=r"^--split: .*leftImg8bit/val: image folder"):
+        check_dataset("cityscapes", str(tmp_path), "val")
+    shutil.rmtree(tmp_path / "gtFine")  # the split is there, its labels are not: the dataset's problem (exit 1)
+    (problem,) = check_dataset("cityscapes", str(tmp_path), "train").problems
+    assert problem.startswith(f"{tmp_path}/gtFine/train: label folder of cityscapes split 'train' not found")
 
 
 def test_unknown_split_name_is_an_error(tmp_path):
     (tmp_path / "leftImg8bit").mkdir()
-    with pytest.raises(DataError, match="unknown split"):
+    with pytest.raises(SplitNotFound, match="unknown split"):
         build_dataset("cityscapes", tmp_path, "validation")
 
 

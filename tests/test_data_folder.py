@@ -51,8 +51,9 @@ def test_without_split_folders_train_and_all_are_every_image_and_another_split_n
             f"(no split folders: split 'all' is every image, as is 'train' without {root}/train.txt); expected "
             f"split folders {split}/images and {split}/labels under {root}, a split file {root}/{split}.txt or the "
             "entry's split_file (one image per line), or split: all")
-        (problem,) = check_dataset("folder", str(root), split).problems  # `dgseg data check` builds the same
-        assert problem == str(caught.value)
+        with pytest.raises(ValueError) as refused:  # `dgseg data check` builds the same: the --split is wrong
+            check_dataset("folder", str(root), split)
+        assert str(refused.value) == f"--split: {caught.value}"
     (root / "val.txt").write_text("b.jpg\n")
     assert names(build_dataset("folder", root, "val")) == ["b.jpg"]
     with pytest.raises(DataError, match=r"train.txt: not found, and split 'train' without it would read every image"
@@ -75,9 +76,13 @@ def test_a_missing_split_folder_names_the_split_layout_first_and_the_split_folde
     with pytest.raises(DataError) as caught:
         build_dataset("folder", tmp_path, "test")
     assert str(caught.value) == message
-    assert check_dataset("folder", str(tmp_path), "test").problems == [message]
+    with pytest.raises(ValueError) as refused:  # `dgseg data check`: an option error, not the dataset's problem
+        check_dataset("folder", str(tmp_path), "test")
+    assert str(refused.value) == f"--split: {message}"
     with pytest.raises(DataError, match=rf"{tmp_path}/notes/x/images: image folder of folder split 'x' not found; expected"):
         build_dataset("folder", tmp_path / "notes", "x")  # no split folder at all: none listed
+    assert check_dataset("folder", str(tmp_path / "notes"), "x").problems[0].startswith(
+        f"{tmp_path}/notes/x/images: image folder")  # nothing there for any split: the dataset's problem
     assert names(build_dataset("folder", tmp_path, "val")) == ["a.jpg"]
 
 

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from .labels import TRAIN_IDS, IdMap
 from .pairing import IMAGE_SUFFIXES, Sample, pair_files, read_split_file
-from .reading import DataError, exif_transposes, read_image, read_label
+from .reading import DataError, SplitNotFound, exif_transposes, read_image, read_label
 
 Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 OnError = Literal["raise", "skip"]
@@ -228,9 +228,11 @@ class PairedFilesDataset(SegmentationDataset):
         label_dir = self.root / self._label_dir(split_dir)
         for folder, what in ((image_dir, "image"), (label_dir, "label")):
             if not folder.is_dir():
-                raise DataError(
-                    f"{folder}: {what} folder of {self.name} split '{split}' not found; "
-                    f"expected the layout {self._layout_hint()}"
+                found = self._splits_found() if what == "image" else []  # other splits there: the split is wrong
+                raise (SplitNotFound if found else DataError)(
+                    f"{folder}: {what} folder of {self.name} split '{split}' not found"
+                    + (f" (found splits {', '.join(found)})" if found else "")
+                    + f"; expected the layout {self._layout_hint()}"
                 )
         samples, problems = self._pair(image_dir, label_dir, only_stems)
         if problems and on_error == "raise":
@@ -268,13 +270,18 @@ class PairedFilesDataset(SegmentationDataset):
     def _layout_hint(self) -> str:
         return f"{self.root}/{self.image_dir} and {self.root}/{self.label_dir}"
 
+    def _splits_found(self) -> list[str]:
+        """The splits of ``split_dirs`` whose image folder is there."""
+        dirs = self.split_dirs or {}
+        return [s for s, d in dirs.items() if (self.root / self.image_dir.format(split=d)).is_dir()]
+
     def _split_folder(self, split: str) -> str:
         assert self.split_dirs is not None
         if split in self.split_dirs:
             return self.split_dirs[split]
         if split in self.split_dirs.values():
             return split
-        raise DataError(
+        raise SplitNotFound(
             f"{self.root}: unknown split '{split}' for {self.name}; expected one of "
             f"{sorted(set(self.split_dirs) | set(self.split_dirs.values()))}"
         )
@@ -290,7 +297,7 @@ class PairedFilesDataset(SegmentationDataset):
         for candidate in (self.root / f"{split}.txt", self.root / "split.mat"):
             if candidate.is_file():
                 return self._read_split_file(candidate, split)
-        raise DataError(
+        raise SplitNotFound(
             f"{self.root}: {self.name} has no split folders; split 'train' (or 'all') uses "
             f"every image, split '{split}' needs split_file=... or {self.root}/{split}.txt "
             "(one image stem or file name per line)"

@@ -1,6 +1,8 @@
 """``dgseg data check NAME ROOT [--split S]``: decode every file of a dataset, print the counts, the
 class pixel histogram, warnings (classes without a pixel, raw values a ``label_map`` leaves to ignore) and
-every problem found; the exit code is non-zero when there is any problem (warnings alone keep it 0)."""
+every problem found; the exit code is 1 when there is any problem (warnings alone keep it 0). An option that does
+not fit (a ``--split`` the dataset does not have, ``--classes``, ``--label-map``) is a ValueError naming it:
+exit 2, as every command's usage errors."""
 
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ import numpy as np
 from dgseg.image_size import DEFAULT_PATCH, SizeRule, image_size_problem
 
 from .class_remap import declared_classes
-from .classes import ClassSet, ClassSetError, index_remap, load_class_set
+from .classes import ClassSet, folder_id_map, index_remap, load_class_set
 from .datasets import DataError, build_dataset, dataset_names, unknown_labels_policy
 from .labels import CLASSES, IGNORE_INDEX
+from .reading import SplitNotFound
 
 RAW_VALUES = 65536
 """Label files hold raw values 0..65535 (8 or 16 bit), the range a ``label_map`` key may take."""
@@ -131,29 +134,30 @@ def check_dataset(
     and collect the class histogram and every problem (unpaired files, unreadable or truncated
     files, size mismatches, label values outside the dataset's ID table, images too small for a model
     with ``patch_size``-px patches). Each file with label values outside the table says what training does
-    with them under ``data.unknown_labels`` = ``unknown_labels`` (the config's default: auto).
+    with them under ``data.unknown_labels`` = ``unknown_labels`` (the config's default: auto). A ``split`` the
+    dataset does not have, ``classes`` that are no class set or do not fit the dataset, an invalid
+    ``label_map``: ValueError naming the option (``dgseg data check`` exits 2), not a problem of the dataset.
 
     ``classes`` (a preset, a classes file or a ClassSet; default cityscapes) names the histogram rows;
     for ``folder`` it also sets the class count, and ``kwargs`` may carry ``label_map`` or
     ``reduce_zero_label``. With a ``label_map`` the raw values it does not list (ignore by definition) are
     counted in ``report.unlisted``, from the same decoded labels."""
     remap = None
-    try:
-        cs = load_class_set(classes, "--classes")
-        declared = declared_classes(name)
-        if declared is None:
-            kwargs.setdefault("num_classes", cs.num_classes)
-        else:  # the experiment's classes are a subset of the dataset's: remapped by name
-            remap = index_remap(declared, cs, f"{name} with classes {cs.source}")
-    except ClassSetError as e:
-        report = CheckReport(name, None if root is None else str(root), split)
-        report.problems.append(str(e))
-        return report
+    cs = load_class_set(classes, "--classes")  # the options' errors are the caller's: ValueErrors, not problems
+    declared = declared_classes(name)
+    if declared is None:
+        kwargs.setdefault("num_classes", cs.num_classes)
+        folder_id_map(kwargs["num_classes"], kwargs.get("label_map"), kwargs.get("reduce_zero_label", False),
+                      "--label-map")
+    else:  # the experiment's classes are a subset of the dataset's: remapped by name
+        remap = index_remap(declared, cs, f"--classes: {name} with classes {cs.source}")
     report = CheckReport(name, None if root is None else str(root), split, class_names=cs.names)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = build_dataset(name, root, split, on_error="skip", **kwargs)
+    except SplitNotFound as e:
+        raise ValueError(f"--split: {e}") from None
     except (DataError, ValueError, OSError) as e:
         report.problems.append(str(e))
         return report
@@ -227,7 +231,8 @@ def run_check(
     classes: str | None = None, label_map: dict | None = None, reduce_zero_label: bool = False,
     patch_size: int = DEFAULT_PATCH, unknown_labels: str = "auto",
 ) -> int:
-    """Check a dataset and print the report to ``out`` (stdout); return 0 when clean, 1 otherwise.
+    """Check a dataset and print the report to ``out`` (stdout); return 0 when clean, 1 otherwise (a problem
+    of the dataset). ValueError for an option that does not fit: ``dgseg`` exits 2, as for a usage error.
 
     ``root`` None (or "none", "-", "") is for the synthetic benchmark. ``classes``, ``label_map`` and
     ``reduce_zero_label`` as in a config, ``unknown_labels`` as ``data.unknown_labels`` (see :func:`check_dataset`)."""

@@ -67,7 +67,7 @@ from .labels import (
 from .pairing import IMAGE_SUFFIXES as IMAGE_SUFFIXES
 from .pairing import Sample, pair_files, read_split_file
 from .reading import LABEL_MODES as LABEL_MODES
-from .reading import DataError, read_image, read_label
+from .reading import DataError, SplitNotFound, read_image, read_label
 from .reading import _read_png16_first_channel_pil as _read_png16_first_channel_pil
 from .reading import read_png16_first_channel as read_png16_first_channel
 
@@ -212,7 +212,7 @@ class Folder(PairedFilesDataset):
             self.split_dirs = None  # no split folders: the split is every image or a split file's
         elif base is not None and base.is_dir() and not (base / split).is_dir():
             found = sorted(d.name for d in base.iterdir() if (d / "images").is_dir())
-            raise DataError(
+            raise (SplitNotFound if found else DataError)(  # no split folder at all: the root is wrong
                 f"{base / split / 'images'}: image folder of folder split '{split}' not found"
                 + (f" (found split folders {', '.join(found)})" if found else "")
                 + f"; expected {base / split / 'images'} and {base / split / 'labels'}, or images/ and labels/ "
@@ -235,7 +235,7 @@ class Folder(PairedFilesDataset):
             )
         if split in ("train", "all"):
             return None
-        raise DataError(
+        raise SplitNotFound(
             f"{self.root / split / 'images'}: folder split '{split}' not found; {self.root} holds images/ and "
             f"labels/ directly (no split folders: split 'all' is every image, as is 'train' without "
             f"{self.root / 'train.txt'}); expected split folders {split}/images and {split}/labels under "

@@ -17,6 +17,12 @@ class DataError(ValueError):
     """A dataset problem: the message names the file or folder and says what was expected."""
 
 
+class SplitNotFound(DataError):
+    """The split asked for is not in the dataset: a name the layout does not know, no folder of it beside the
+    split folders that are there, no split file for it. The choice of split is wrong rather than the dataset
+    (``dgseg data check`` refuses it as a ``--split`` error, exit 2)."""
+
+
 def _to_rgb8(im: Image.Image, path: str | Path) -> np.ndarray:
     """RGB uint8 [H, W, 3] of a decoded image of any mode (as OpenCV's IMREAD_COLOR: alpha dropped,
     grayscale repeated, 16-bit samples scaled to 8 bits by their high byte)."""

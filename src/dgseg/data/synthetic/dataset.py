@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..reading import SplitNotFound
 from .layout import SPLITS
 from .scene import DEFAULT_SIZE, Scene, make_scene
 from .styles import SOURCE_STYLE, STYLES, render
@@ -60,7 +61,7 @@ class SyntheticDataset(Dataset):
                 f"(dataset names synthetic-<style>)"
             )
         if split not in SPLITS:
-            raise ValueError(f"synthetic split '{split}' unknown; expected one of {list(SPLITS)}")
+            raise SplitNotFound(f"synthetic split '{split}' unknown; expected one of {list(SPLITS)}")
         self.style, self.split, self.seed = style, split, int(seed)
         self.length = int(DEFAULT_LENGTH[split] if length is None else length)
         if self.length <= 0:
