@@ -197,6 +197,28 @@ def test_cli_import_then_predict(files, tmp_path, capsys):
     assert rc == 0 and (tmp_path / "pred" / "a_labelTrainIds.png").is_file()
 
 
+def test_a_backbone_file_missing_or_unfit_is_named_by_the_option_given_not_a_config_key(files, tmp_path, capsys):
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    other = tmp_path / "other.pth"
+    torch.save({"foo": torch.zeros(3)}, other)
+    expected = {
+        tmp_path / "missing.pth": f"file not found: {tmp_path / 'missing.pth'}. dgseg never downloads weights: ",
+        tmp_path: f"{tmp_path} is a folder; expected the weights file itself",
+        junk: f"{junk}: could not be read as plain tensors with torch.load(weights_only=True)",
+        other: f"{other} does not fit the architecture 'vit_small_patch14_dinov2': ",
+    }
+    for backbone, message in expected.items():
+        out = tmp_path / "run"
+        assert main(["import-rein", str(files["checkpoint"]), "--backbone", str(backbone), "--out", str(out),
+                     "--config", str(files["config"])]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"dgseg import-rein: error: --backbone: {message}"), err
+        assert "model.backbone.weights" not in err and not out.exists()
+        if backbone.name == "missing.pth":
+            assert "(or pass its path with --backbone)" in err
+
+
 def test_keys_no_rule_places_are_refused_by_name(files, tmp_path):
     sd = official_state_dict()
     sd["backbone.blocks.0.norm1.weight"] = torch.ones(D)  # a full-segmentor file (backbone included)

@@ -31,12 +31,14 @@ import torch
 from torch import Tensor, nn
 
 from dgseg.config import Config, load_config
+from dgseg.models.weights_home import WeightsError
 
 __all__ = [
     "DEFAULT_CONFIG",
     "RENAME_RULES",
     "ReinImportError",
     "RenameReport",
+    "backbone_option",
     "convert_rein_checkpoint",
     "import_rein",
     "place_weights",
@@ -341,13 +343,17 @@ def import_rein(
     if not force:
         claim_run_folder(out_dir, command="import-rein")  # raises when out_dir holds a run
     cfg: Config = load_config(config if config is not None else DEFAULT_CONFIG, overrides)
-    if backbone_weights is not None:
-        spec = Path(backbone_weights).expanduser()
-        cfg.model.backbone.weights = str(spec.resolve()) if spec.is_file() else str(backbone_weights)
     if cfg.model.adapter.name != "rein":
         raise ReinImportError(f"model.adapter.name is '{cfg.model.adapter.name}'; official Rein checkpoints need 'rein'")
     weights, report = convert_rein_checkpoint(checkpoint)
-    model = dgseg.build_model(cfg)
+    if backbone_weights is not None:  # a missing file or a folder: refused before the model is built
+        cfg.model.backbone.weights = backbone_option(backbone_weights, cfg.model.backbone.name)
+    try:
+        model = dgseg.build_model(cfg)
+    except WeightsError as exc:  # the --backbone file unreadable or of another architecture: named by its option
+        if backbone_weights is None or cfg.model.backbone.weights not in str(exc):
+            raise
+        raise WeightsError(f"--backbone: {exc}") from exc
     placed = place_weights(model, weights, str(checkpoint))
     model.load_state_dict(placed, strict=False)
     meta = checkpoint_meta(cfg, step=step)
@@ -357,3 +363,15 @@ def import_rein(
         print(f"--force: the previous run in {out_dir} was moved to {moved}")
     path = save_checkpoint(out_dir, step, model.trainable_state_dict(), meta, keep_last=None)
     return path, report
+
+
+def backbone_option(spec: str | Path, model_name: str) -> str:
+    """``--backbone`` as ``model.backbone.weights``: an embedded name as it is, a file by its absolute path; a
+    missing file or a folder is a WeightsError naming ``--backbone``, the file and which file to fetch."""
+    from dgseg.models.pretrained import EMBEDDED
+    from dgseg.models.weights_io import download_hint, local_weights_file
+
+    if str(spec) in EMBEDDED:
+        return str(spec)
+    note = f" Embedded weights: {', '.join(EMBEDDED)}."
+    return str(local_weights_file(str(spec), "--backbone", download_hint(model_name), note).resolve())

@@ -132,17 +132,19 @@ def clip_download_hint(arch: str | None) -> str:
 
 
 def local_weights_file(spec: str, key: str, hint: str, note: str = "") -> Path:
-    """``spec``, the value of the config key ``key``, as an existing local file; a folder or a missing file is
-    an error naming ``key`` and saying which file to fetch (``hint``, e.g. :func:`download_hint`)."""
+    """``spec``, the value of the config key (or command-line option, ``--...``) ``key``, as an existing local
+    file; a folder or a missing file is an error naming ``key`` and saying which file to fetch (``hint``, e.g.
+    :func:`download_hint`)."""
     path = Path(os.path.expanduser(spec))
     if path.is_file():
         return path
     if path.is_dir():
         raise WeightsError(f"{key}: {spec} is a folder; expected the weights file itself (e.g. "
                            f"{path}/model.safetensors)")
+    elsewhere = f"pass its path with {key}" if key.startswith("--") else f"set {key} to its path"
     raise WeightsError(
         f"{key}: file not found: {spec}. dgseg never downloads weights: {hint} on a machine with internet "
-        f"access and put it at {path} (or set {key} to its path).{note}"
+        f"access and put it at {path} (or {elsewhere}).{note}"
     )
 
 
