@@ -250,7 +250,6 @@ def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/benc
         raise ValueError("bench: --jobs > 1 needs every run in its own process (isolate=True)")
     out = Path(out)
     config = config or BENCH_CONFIG
-    out.mkdir(parents=True, exist_ok=True)
     pairs = list(dict.fromkeys(run_order(methods, seeds)))  # a method or seed named twice is one run folder
     plan = resume_first([(m, s, bench_config(m, s, iters, overrides or [], config)) for m, s in pairs], out)
     aggregate(collect(out), out)  # a file the report cannot read is refused now, not after hours of training
@@ -258,6 +257,7 @@ def run_bench(methods: list[str], seeds: list[int], out: str | Path = "runs/benc
         read_run_facts(out / m / f"seed{s}")  # an unfinished run's run.json too
     for weights in {cfg.model.backbone.weights for _, _, cfg in plan} & set(EMBEDDED):
         embedded_weights_path(weights)  # import once, before any child starts
+    out.mkdir(parents=True, exist_ok=True)  # after every check: a refused bench makes no folder
     report_lock = threading.Lock()
     _STOPPING.clear()  # a bench stopped before in this process
     finished = {(m, s) for m, s, cfg in plan if _finished(out / m / f"seed{s}", cfg)}  # not counted as unfinished

@@ -91,11 +91,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         out = out.parent
     check_out_folder(out, "--out")  # a file there: refused before the evaluation, not after it
     if args.corruptions is not None:
-        from dgseg.engine.robustness import (
-            corruptions_markdown,
-            evaluate_corruptions,
-            write_corruptions,
-        )
+        from dgseg.engine.robustness import corruptions_markdown, evaluate_corruptions, write_corruptions
 
         found = evaluate_corruptions(model.to(device), cfg, names, severities, args.corruption_seed or 0, device, rank,
                                      world, progress=not args.no_progress)
@@ -118,6 +114,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from dgseg.atomic import check_new_output, check_out_folder
+    from dgseg.engine.distributed import default_device
     from dgseg.engine.inference import load_model, predict_files
     from dgseg.engine.prediction_files import InputImages, check_predict_sources, list_images
     from dgseg.engine.submission import split_images, write_predictions, zip_folder
@@ -127,8 +124,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     zip_path = None if args.zip is None else check_new_output(args.zip or f"{Path(args.out).resolve()}.zip",
                                                               args.force, "--zip FILE")  # before any prediction
     model, cfg = load_model(args.checkpoint, args.overrides + (["eval.tta.enabled=true"] if args.tta else []))
-    from dgseg.engine.distributed import default_device
-
     model.to(default_device())
     if args.dataset is None and args.format == "trainids" and zip_path is None:
         written = predict_files(model, cfg, args.inputs, args.out, mode=args.mode, progress=not args.no_progress)
@@ -372,13 +367,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from dgseg.cli_empty import refuse_empty_values
     from dgseg.errors import USER_ERRORS, report_error
+    from dgseg.made_folders import no_folder_left_on_error, output_paths
 
     parser = build_parser()
     args = parser.parse_args(argv)
     had_group = _group_running()  # a caller's own process group is the caller's to end
     try:
         refuse_empty_values(parser, args)
-        code = args.func(args)
+        with no_folder_left_on_error(output_paths(args)):  # a refusal leaves no new, empty output folder
+            code = args.func(args)
     except USER_ERRORS as exc:  # ConfigError and the like; OSError: a full disk, a missing file
         command = " ".join(filter(None, ["dgseg", args.command, getattr(args, "data_command", None)]))
         return report_error(command, exc)  # "dgseg data check", as argparse names it

@@ -212,14 +212,14 @@ def run_demo(quick: bool = False, compare: bool = False, out: str | Path = "runs
 
     t0 = time.perf_counter()
     out = check_out_folder(out)
-    out.mkdir(parents=True, exist_ok=True)
     methods = methods or (list(METHODS) if compare else ["rein"])
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"demo: unknown methods {unknown}; choose from {', '.join(METHODS)}")
+    # every method's config (a --set too) is checked before any folder is made or any method trains
+    configs = {method: demo_config(method, quick, overrides or []) for method in methods}
     results: dict[str, dict] = {}
-    for method in methods:
-        cfg = demo_config(method, quick, overrides or [])
+    for method, cfg in configs.items():  # run_method makes out/<method>
         if cfg.model.backbone.weights in EMBEDDED:
             embedded_weights_path(cfg.model.backbone.weights)  # import once, before the children start
         counts = dgseg.build_model(cfg).parameter_counts()

@@ -146,7 +146,6 @@ def write_predictions(model: nn.Module, cfg: Config, files: list[tuple[Path, Pat
     out = Path(out_dir).resolve()
     # a submission needs one file per image; elsewhere a second input of the same name gets _2, ...
     plan = plan_outputs(files, out, lambda target: output_names(fmt, target), unique=fmt == "cityscapes-ids")
-    out.mkdir(parents=True, exist_ok=True)
     from dgseg.engine.precision import resolve_amp
 
     device = next(model.parameters()).device
@@ -161,7 +160,8 @@ def write_predictions(model: nn.Module, cfg: Config, files: list[tuple[Path, Pat
         norm, _ = transform(image, torch.zeros(rgb.shape[:2], dtype=torch.int64))
         pred = predict_labels(model, norm[None].to(device), rgb.shape[:2], mode or cfg.eval.mode, cfg.eval.crop,
                               cfg.eval.stride, cfg.eval.batch_size, amp, tta=cfg.eval.tta)[0]
-        written += write(target, rgb, pred.cpu().numpy().astype(np.uint8))
+        written += write(target, rgb, pred.cpu().numpy().astype(np.uint8))  # its folders made by the first file
+    out.mkdir(parents=True, exist_ok=True)  # not before: an image refused first (too small) leaves no folder
     return written
 
 
