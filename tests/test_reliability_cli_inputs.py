@@ -115,6 +115,21 @@ def test_an_export_size_below_one_pixel_is_refused_naming_size(tmp_path, run, ca
     assert f"--size {size[0]} {size[1]}: expected the ONNX input's height and width in pixels, each 1 or more" in err
 
 
+@pytest.mark.parametrize(("size", "why"), [(("9", "200000"), "a side over 8192 px"),
+                                         (("4096", "4097"), "16,781,312 px, more than 4096 x 4096")])
+def test_an_absurd_export_size_is_refused_naming_size_before_the_model_loads(tmp_path, capsys, size, why):
+    """9 x 200000 ran out of memory in the onnxruntime check; Mapillary-size 2048 x 4096 stays allowed."""
+    pytest.importorskip("onnx")
+    argv = ["export", "--checkpoint", tmp_path / "none", "--format", "onnx", "--out", tmp_path / "m.onnx", "--size"]
+    err = refused(capsys, [*argv, *size])  # no checkpoint there: refused before it is read
+    assert err.endswith(f"--size {size[0]} {size[1]}: {why}; expected the ONNX input's height and width in pixels, "
+                        "each at most 8192 and at most 4096 x 4096 = 16,777,216 px in all (e.g. --size 1024 2048 or "
+                        "2048 4096); the export runs the model at that size twice, its onnxruntime check with every "
+                        "attention map whole"), err
+    assert "--size" not in refused(capsys, [*argv, "2048", "4096"])  # the missing checkpoint's error instead
+    assert not list(tmp_path.iterdir())
+
+
 def test_an_export_size_smaller_than_the_model_takes_names_size_and_the_minimum(tmp_path, run, capsys):
     pytest.importorskip("onnx")
     err = refused(capsys, ["export", "--checkpoint", run, "--format", "onnx", "--out", tmp_path / "m.onnx",

@@ -1,12 +1,16 @@
 """Named single-file outputs (``export``, ``text-embed``, ``predict --zip``) never replace a file that was not
 there when dgseg checked, and an ONNX export over 2 GB lands whole: its graph and one ``<name>.data`` file,
-nothing else in the user's folder."""
+nothing else in the user's folder. The temp folder a killed export leaves is removed by the next export to that
+name when its export is gone, kept and named otherwise."""
 
 from __future__ import annotations
 
 import errno
 import os
+import signal
 import stat
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +22,7 @@ from dgseg.cli import main
 from dgseg.data.classes import config_class_set
 from dgseg.engine.checkpoint import save_checkpoint
 from dgseg.engine.classes_meta import onnx_class_metadata
+from dgseg.engine.export_temps import LOCK, clear_leftovers, hold
 from dgseg.engine.inference import check_onnx, export_onnx, load_model
 from dgseg.engine.onnx_files import data_file_of
 from dgseg.engine.train import checkpoint_meta
@@ -130,3 +135,63 @@ def test_an_existing_data_file_is_kept_and_the_graph_not_written_without_replace
     assert (tmp_path / "m.onnx.data").read_text() == "theirs"
     path = export_onnx(model, cfg, tmp_path / "m.onnx", (32, 48), replace=True)
     assert check_onnx(model, path, (32, 48)) <= 1e-3
+
+
+def killed_export(folder, name: str):
+    """The temp folder an export to ``folder/name`` leaves when it is killed: made and locked as
+    :func:`dgseg.engine.onnx_files.write_onnx` does, by a process that then dies of SIGKILL."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the export, killed mid-way
+        try:
+            work = tempfile.mkdtemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
+            hold(Path(work))
+            (Path(work) / "model.onnx.data").write_bytes(b"0" * 1000)
+            os.write(write, os.path.basename(work).encode())
+            os.kill(os.getpid(), signal.SIGKILL)
+        finally:
+            os._exit(1)  # never back into pytest
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    with os.fdopen(read) as f:
+        return folder / f.read()
+
+
+def test_the_temp_folder_of_a_killed_export_is_removed_by_the_next_export_to_that_name(tmp_path, run, capsys):
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "m.onnx"
+    left = killed_export(tmp_path, "m.onnx")
+    other = killed_export(tmp_path, "other.onnx")  # another output's: not this export's to judge
+    old = tmp_path / ".m.onnx.abcd1234.tmp"  # an older dgseg's, without a lock file: kept, and named
+    old.mkdir()
+    assert main(["export", "--checkpoint", str(run), "--format", "onnx", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert (f"export: removed 1 temp folder(s) that an earlier export of {out} left when it was stopped: "
+            f"{left.name}") in err
+    assert (f"export: kept 1 temp folder(s) of another export of {out} beside it: {old.name} (running now, or dgseg "
+            "cannot tell that it is not: an older dgseg's, another machine's); remove them when no export to that "
+            "name runs") in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([old.name, other.name, "m.onnx"])
+
+
+def test_a_temp_folder_is_removed_only_when_its_export_is_gone_and_was_on_this_machine(tmp_path):
+    out = tmp_path / "m.onnx"
+    running = Path(tempfile.mkdtemp(dir=tmp_path, prefix=".m.onnx.", suffix=".tmp"))
+    held = hold(running)  # an export running now (flock locks conflict between open files, in one process too)
+    elsewhere = killed_export(tmp_path, "m.onnx")
+    (elsewhere / LOCK).write_text("the boot id of another machine")  # its lock cannot be judged here
+    gone = killed_export(tmp_path, "m.onnx")
+    try:
+        assert clear_leftovers(out) == ([gone], sorted([running, elsewhere]))
+    finally:
+        os.close(held)
+    assert clear_leftovers(out) == ([running], [elsewhere])  # once its export ended without removing it
+
+
+def test_an_export_named_as_the_exporters_own_folder_lands_whole(tmp_path, run):
+    """The temp folder holds the exporter's export/ and the lock: the finished file is made in a folder of its own."""
+    pytest.importorskip("onnx")
+    model, cfg = load_model(run)
+    path = export_onnx(model, cfg, tmp_path / "export", (32, 32))
+    assert [p.name for p in tmp_path.iterdir()] == ["export"] and onnx_class_metadata(path)["classes"]

@@ -155,9 +155,24 @@ def require_onnx() -> None:
             raise RuntimeError(f"--format onnx needs the {package} package ({exc}): {ONNX_EXTRA}") from exc
 
 
+MAX_EXPORT_PIXELS = 4096 * 4096
+"""The most pixels ``export --size H W`` takes: a sanity bound against a mistyped size, not a promise that a
+smaller one fits in memory. The export runs the model at that size (PyTorch's trace, then the onnxruntime
+check, which computes each block's attention maps whole: tokens² floats per head). At 4096 x 4096 a ViT has
+65,536 tokens with 16-px patches, so one head's map alone is 16 GiB of float32 and a block's hundreds of GiB:
+no machine dgseg runs on checks a larger export. The token count is about H x W / patch², so this bound on
+H x W is that one for every patch size, and needs no model: it is checked before the model is loaded. It is
+twice the area of the largest sizes exported in practice (Mapillary-size 2048 x 4096; Cityscapes 1024 x 2048)."""
+MAX_EXPORT_SIDE = 8192
+"""The longest side ``export --size`` takes: twice 4096, the longer side of 2048 x 4096. A size with few pixels
+can still be absurd: 9 x 200000 (fewer pixels than 2048 x 4096, but 22,000 times wider than high) is no image,
+and it ran out of memory in the onnxruntime check of a model with 8-px patches (50,000 tokens)."""
+
+
 def check_export_size(fmt: str, size: list[int] | None) -> None:
-    """Refuses a ``--size`` that is not a height and width of 1 px or more, or one given to a full export;
-    ``--format onnx`` without its packages (:func:`require_onnx`)."""
+    """Refuses a ``--size`` that is not a height and width of 1 px or more, that is beyond
+    :data:`MAX_EXPORT_SIDE` or :data:`MAX_EXPORT_PIXELS`, or one given to a full export; ``--format onnx``
+    without its packages (:func:`require_onnx`)."""
     if fmt == "onnx":
         require_onnx()
     if size is None:
@@ -168,6 +183,14 @@ def check_export_size(fmt: str, size: list[int] | None) -> None:
     if min(size) < 1:
         raise ValueError(f"--size {size[0]} {size[1]}: expected the ONNX input's height and width in pixels, "
                          "each 1 or more (e.g. --size 512 512)")
+    pixels = size[0] * size[1]
+    if max(size) > MAX_EXPORT_SIDE or pixels > MAX_EXPORT_PIXELS:
+        why = (f"a side over {MAX_EXPORT_SIDE} px" if max(size) > MAX_EXPORT_SIDE
+               else f"{pixels:,} px, more than 4096 x 4096")
+        raise ValueError(f"--size {size[0]} {size[1]}: {why}; expected the ONNX input's height and width in "
+                         f"pixels, each at most {MAX_EXPORT_SIDE} and at most 4096 x 4096 = {MAX_EXPORT_PIXELS:,} "
+                         "px in all (e.g. --size 1024 2048 or 2048 4096); the export runs the model at that size "
+                         "twice, its onnxruntime check with every attention map whole")
 
 
 def export_onnx(model: nn.Module, cfg: Config, out_file: str | Path, size: tuple[int, int] | None = None,

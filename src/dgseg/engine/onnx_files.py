@@ -7,7 +7,9 @@ user's folder, where those names could replace files). The graph is read back, g
 (:func:`dgseg.engine.classes_meta.set_onnx_class_metadata`) and saved again in the temp folder: its weights
 inside it, or, when the exporter put them outside, in one ``<name>.data`` file the graph names by that relative
 location (onnx's external-data format; onnxruntime reads it from the graph's folder). Then the data file and
-the graph are each published (:func:`dgseg.atomic.publish`, data first) and the temp folder is removed.
+the graph are each published (:func:`dgseg.atomic.publish`, data first) and the temp folder is removed. A
+temp folder that a killed export left is removed by the next export to the same name, when that is safe
+(:mod:`dgseg.engine.export_temps`), and named otherwise.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +25,7 @@ from pathlib import Path
 from dgseg.atomic import file_mode, publish
 from dgseg.config import Config
 from dgseg.engine.classes_meta import set_onnx_class_metadata
+from dgseg.engine.export_temps import clear_leftovers, hold
 
 __all__ = ["write_onnx", "data_file_of"]
 
@@ -41,8 +45,17 @@ def write_onnx(export: Callable[[Path], object], out_file: str | Path, cfg: Conf
     from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
     out_file = Path(out_file)
+    removed, kept = clear_leftovers(out_file)
+    if removed:
+        print(f"export: removed {len(removed)} temp folder(s) that an earlier export of {out_file} left when it "
+              f"was stopped: {', '.join(p.name for p in removed)}", file=sys.stderr)
+    if kept:
+        print(f"export: kept {len(kept)} temp folder(s) of another export of {out_file} beside it: "
+              f"{', '.join(p.name for p in kept)} (running now, or dgseg cannot tell that it is not: an older "
+              "dgseg's, another machine's); remove them when no export to that name runs", file=sys.stderr)
     out_file.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=out_file.parent, prefix=f".{out_file.name}.", suffix=".tmp"))
+    held = hold(work)  # while the export runs, the next one to this name leaves this folder alone
     published: list[Path] = []
     try:
         raw = work / "export" / "model.onnx"
@@ -51,7 +64,8 @@ def write_onnx(export: Callable[[Path], object], out_file: str | Path, cfg: Conf
         model = onnx.load(str(raw), load_external_data=False)
         external = any(uses_external_data(t) for t in model.graph.initializer)
         set_onnx_class_metadata(model, cfg)
-        final = work / out_file.name
+        final = work / "final" / out_file.name  # a folder of its own: no name of the user's meets export/, the lock
+        final.parent.mkdir()
         if external:
             load_external_data_for_model(model, str(raw.parent))
             onnx.save_model(model, str(final), save_as_external_data=True, all_tensors_to_one_file=True,
@@ -71,3 +85,5 @@ def write_onnx(export: Callable[[Path], object], out_file: str | Path, cfg: Conf
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if held is not None:
+            os.close(held)
