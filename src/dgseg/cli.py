@@ -144,7 +144,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from dgseg.atomic import check_new_output
     from dgseg.engine.checkpoint import load_checkpoint
-    from dgseg.engine.inference import check_export_size, check_onnx, export_full, export_onnx, load_model
+    from dgseg.engine.inference import check_export_size, export_checked_onnx, export_full, load_model
 
     check_export_size(args.format, args.size)  # before the model loads
     check_new_output(args.out, args.force)
@@ -155,8 +155,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"full model (backbone included) written to {path}")
     else:
         size = tuple(args.size) if args.size else tuple(cfg.data.crop_size)
-        path = export_onnx(model, cfg, args.out, size, replace=args.force)
-        diff = check_onnx(model, path, size)
+        path, diff = export_checked_onnx(model, cfg, args.out, size, replace=args.force)
         print(f"ONNX written to {path}; onnxruntime vs PyTorch max abs difference {diff:.2e} at {size[0]}x{size[1]}")
     return 0
 

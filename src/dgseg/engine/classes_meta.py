@@ -12,6 +12,7 @@ from dgseg.config import Config
 from dgseg.data.classes import config_class_set
 
 ONNX_KEYS = ("dgseg.classes", "dgseg.palette", "dgseg.ignore_index")
+INPUT_KEYS = ("dgseg.channels", "dgseg.mean", "dgseg.std")
 
 
 def warn_if_other_class_names(meta: Mapping[str, Any], cfg: Config, source: str) -> None:
@@ -28,11 +29,18 @@ def warn_if_other_class_names(meta: Mapping[str, Any], cfg: Config, source: str)
 
 def set_onnx_class_metadata(model: Any, cfg: Config) -> None:
     """Record the class names, palette and ignore index in an ONNX ``ModelProto``'s ``metadata_props``
-    (``dgseg.classes``: JSON list of K names; ``dgseg.palette``: JSON [K, 3]; ``dgseg.ignore_index``);
-    other entries are kept. The file is written by :func:`dgseg.engine.onnx_files.write_onnx`."""
+    (``dgseg.classes``: JSON list of K names; ``dgseg.palette``: JSON [K, 3]; ``dgseg.ignore_index``), and
+    how the input is prepared (``dgseg.channels``: ``RGB``; ``dgseg.mean`` / ``dgseg.std``: JSON [3], per
+    channel on the 0-255 scale: image = (rgb - mean) / std), the normalisation of dgseg's own prediction
+    (:class:`dgseg.data.EvalTransform`); other entries are kept. The file is written by
+    :func:`dgseg.engine.onnx_files.write_onnx`."""
+    from dgseg.data import EvalTransform
+
     cs = config_class_set(cfg)
+    norm = EvalTransform(resize=None)
     values = {"dgseg.classes": json.dumps(list(cs.names)), "dgseg.palette": json.dumps(cs.to_dict()["palette"]),
-              "dgseg.ignore_index": "255"}
+              "dgseg.ignore_index": "255", "dgseg.channels": "RGB", "dgseg.mean": json.dumps(list(norm.mean)),
+              "dgseg.std": json.dumps(list(norm.std))}
     kept = [p for p in model.metadata_props if p.key not in values]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)

@@ -6,6 +6,7 @@ import contextlib
 import functools
 import importlib
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -193,11 +194,43 @@ def check_export_size(fmt: str, size: list[int] | None) -> None:
                          "twice, its onnxruntime check with every attention map whole")
 
 
+@contextlib.contextmanager
+def constant_rope_tables(module: nn.Module, dummy: torch.Tensor):
+    """EVA02's rotary position tables (timm's ``RotaryEmbedding*.get_embed``) as constants of the traced graph:
+    timm builds them from the input's grid size, and the TorchScript exporter fails on that computation (an
+    ONNX Expand shape assert; with ``patch_remainder: pad``, a Concat onnxruntime cannot infer). The export is at
+    one fixed size, so the tables are computed once by a plain forward of ``dummy`` and returned while tracing."""
+    ropes = [m for m in module.modules() if type(m).__module__.startswith("timm.layers.pos_embed_sincos")
+             and callable(getattr(m, "get_embed", None))]
+    tables: dict[tuple[int, tuple[int, ...] | None], torch.Tensor] = {}
+
+    def fixed(rope: nn.Module, build):
+        def get_embed(shape=None, **kwargs):
+            key = (id(rope), None if shape is None else tuple(int(s) for s in shape))
+            if torch.jit.is_tracing():
+                return tables[key]
+            tables[key] = build(shape=shape, **kwargs)
+            return tables[key]
+        return get_embed
+
+    try:
+        for rope in ropes:
+            rope.get_embed = fixed(rope, rope.get_embed)
+        if ropes:
+            with torch.no_grad():
+                module(dummy)
+        yield
+    finally:
+        for rope in ropes:
+            rope.__dict__.pop("get_embed", None)
+
+
 def export_onnx(model: nn.Module, cfg: Config, out_file: str | Path, size: tuple[int, int] | None = None,
-                replace: bool = True) -> Path:
+                replace: bool = True, check: Callable[[Path], object] | None = None) -> Path:
     """ONNX graph of whole-image inference at a fixed ``size`` (default: the training crop), with the class
-    metadata; a model over 2 GB keeps its weights in ``<out_file>.data`` beside it
-    (:func:`dgseg.engine.onnx_files.write_onnx`). ``replace=False`` keeps and refuses existing outputs."""
+    and input metadata; a model over 2 GB keeps its weights in ``<out_file>.data`` beside it
+    (:func:`dgseg.engine.onnx_files.write_onnx`, which runs ``check`` on the finished file before it lands).
+    ``replace=False`` keeps and refuses existing outputs."""
     from dgseg.engine.onnx_files import write_onnx
     from dgseg.image_size import image_size_problem, model_size_rule
 
@@ -210,12 +243,31 @@ def export_onnx(model: nn.Module, cfg: Config, out_file: str | Path, size: tuple
     module = ScoresModule(model.eval()).eval()
 
     def export(path: Path) -> None:
-        with plain_pos_embed_resampling(), warnings.catch_warnings():
+        with plain_pos_embed_resampling(), constant_rope_tables(module, dummy), warnings.catch_warnings():
             warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
             torch.onnx.export(module, (dummy,), str(path), input_names=["image"], output_names=["scores"],
                               opset_version=17, dynamo=False)
 
-    return write_onnx(export, out_file, cfg, replace)
+    return write_onnx(export, out_file, cfg, replace, check)
+
+
+def export_checked_onnx(model: nn.Module, cfg: Config, out_file: str | Path, size: tuple[int, int],
+                        replace: bool = True) -> tuple[Path, float]:
+    """:func:`export_onnx` with :func:`check_onnx` run on the finished file before it is put at ``out_file``:
+    the path and onnxruntime's max abs difference from PyTorch. A file onnxruntime cannot load or run raises
+    RuntimeError naming ``out_file`` and the failure; nothing is left at the outputs."""
+    diffs: list[float] = []
+
+    def check(path: Path) -> None:
+        try:
+            diffs.append(check_onnx(model, path, size))
+        except Exception as e:
+            reason = str(e).replace(str(path), "the graph").strip().splitlines()
+            raise RuntimeError(f"{out_file}: the exported ONNX graph failed its onnxruntime check at {size[0]}x"
+                               f"{size[1]}, so it was not written ({type(e).__name__}: "
+                               f"{reason[0] if reason else ''})") from e
+
+    return export_onnx(model, cfg, out_file, size, replace, check), diffs[0]
 
 
 def check_onnx_file(onnx_file: str | Path, size: tuple[int, int] | None = None) -> None:

@@ -6,9 +6,10 @@ The exporter writes into a private temp folder beside the output (``torch.onnx.e
 user's folder, where those names could replace files). The graph is read back, given the class metadata
 (:func:`dgseg.engine.classes_meta.set_onnx_class_metadata`) and saved again in the temp folder: its weights
 inside it, or, when the exporter put them outside, in one ``<name>.data`` file the graph names by that relative
-location (onnx's external-data format; onnxruntime reads it from the graph's folder). Then the data file and
-the graph are each published (:func:`dgseg.atomic.publish`, data first) and the temp folder is removed. A
-temp folder that a killed export left is removed by the next export to the same name, when that is safe
+location (onnx's external-data format; onnxruntime reads it from the graph's folder). The caller's check
+(onnxruntime against PyTorch) runs on those finished files there; then the data file and the graph are each
+published (:func:`dgseg.atomic.publish`, data first) and the temp folder is removed. A temp folder that a
+killed export left is removed by the next export to the same name, when that is safe
 (:mod:`dgseg.engine.export_temps`), and named otherwise.
 """
 
@@ -36,11 +37,14 @@ def data_file_of(onnx_file: str | Path) -> Path:
     return onnx_file.with_name(f"{onnx_file.name}.data")
 
 
-def write_onnx(export: Callable[[Path], object], out_file: str | Path, cfg: Config, replace: bool = True) -> Path:
+def write_onnx(export: Callable[[Path], object], out_file: str | Path, cfg: Config, replace: bool = True,
+               check: Callable[[Path], object] | None = None) -> Path:
     """Runs ``export(path)`` (which writes an ONNX file at ``path``, in a private temp folder), then puts the
     graph at ``out_file`` with the class metadata of ``cfg`` and, when the exporter wrote the weights outside
-    the graph, the weights at :func:`data_file_of`. ``replace=False``: an output file that exists is kept and
-    refused (:class:`dgseg.atomic.OutputExistsError`). Nothing is left at the outputs on error."""
+    the graph, the weights at :func:`data_file_of`. ``check(path)``, when given, runs on the finished graph in
+    the temp folder (its data file beside it) before anything is published; an error from it propagates.
+    ``replace=False``: an output file that exists is kept and refused (:class:`dgseg.atomic.OutputExistsError`).
+    Nothing is left at the outputs on error."""
     import onnx
     from onnx.external_data_helper import load_external_data_for_model, uses_external_data
 
@@ -70,12 +74,15 @@ def write_onnx(export: Callable[[Path], object], out_file: str | Path, cfg: Conf
             load_external_data_for_model(model, str(raw.parent))
             onnx.save_model(model, str(final), save_as_external_data=True, all_tensors_to_one_file=True,
                             location=data_file_of(out_file).name, size_threshold=1024)
+        else:
+            onnx.save_model(model, str(final))
+        if check is not None:
+            check(final)
+        if external:
             data = data_file_of(final)
             os.chmod(data, file_mode())  # onnx creates it 0600: the umask's, as the graph and every file dgseg writes
             publish(data, data_file_of(out_file), replace)
             published.append(data_file_of(out_file))
-        else:
-            onnx.save_model(model, str(final))
         publish(final, out_file, replace)
         return out_file
     except BaseException:
