@@ -54,13 +54,13 @@ def test_a_failed_onnxruntime_check_is_a_clean_error_and_leaves_nothing_at_out(t
         raise Fail(f"Load model from {path} failed: Node (blocks.0/attn/Concat_3) Can't merge shape info")
 
     monkeypatch.setattr(ort, "InferenceSession", failing_session)
-    out = tmp_path / "out" / "m.onnx"
+    out = tmp_path / "m.onnx"
     assert main(["export", "--checkpoint", str(run), "--format", "onnx", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"dgseg export: error: {out}: the exported ONNX graph failed its onnxruntime check at "
                           "32x32, so it was not written (Fail: Load model from the graph failed: ")
     assert "Traceback" not in err and "Can't merge shape info" in err
-    assert list(out.parent.iterdir()) == []  # no graph and no temp folder: a rerun needs no --force
+    assert list(tmp_path.iterdir()) == []  # no graph and no temp folder: a rerun needs no --force
 
 
 def test_the_onnx_file_records_how_to_prepare_its_input(tmp_path, run, capsys):
