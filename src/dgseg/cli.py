@@ -230,9 +230,9 @@ def cmd_import_rein(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from dgseg.data.check import class_arguments, run_check
+    from dgseg.data.check import check_options, run_check
 
-    return run_check(args.name, args.root, args.split, patch_size=args.patch_size, **class_arguments(args))
+    return run_check(args.name, args.root, args.split, **check_options(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -354,11 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("name")
     c.add_argument("root", nargs="?")
     c.add_argument("--split", default="train")
-    from dgseg.data.check import add_class_arguments
+    from dgseg.data.check import add_check_options
 
-    add_class_arguments(c)
-    c.add_argument("--patch-size", type=int, default=16,
-                   help="flag images too small for a model with this patch size (default 16)")
+    add_check_options(c)
     c.set_defaults(func=cmd_data_check)
     return parser
 

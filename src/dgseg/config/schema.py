@@ -173,7 +173,8 @@ class DatasetSpec:
     """folder only (ADE20K convention): 0 -> 255 (ignore), v -> v - 1."""
     split_file: str | None = None
     """A text file listing the images of ``split`` to use (one per line, stem or file name), e.g. 1/16 of
-    Cityscapes train; for GTAV, SYNTHIA and UrbanSyn the way to name a split other than train."""
+    Cityscapes train; for GTAV, SYNTHIA and UrbanSyn the way to name a split other than train. A relative path
+    is read from the folder dgseg runs in, as ``root`` is (not from ``root``)."""
 
     @property
     def generated(self) -> bool:

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .labels import TRAIN_IDS, IdMap
-from .pairing import IMAGE_SUFFIXES, Sample, pair_files, read_split_file
+from .label_forms import train_id_hint
+from .labels import TRAIN_IDS
+from .pairing import IMAGE_SUFFIXES, LabelKind, Sample, pair_files, read_split_file
 from .reading import DataError, SplitNotFound, exif_transposes, read_image, read_label
 
 Transform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -27,9 +28,35 @@ UnknownLabels = Literal["warn", "error", "ignore"]
 SKIP_HINT = "leave such files out with --set data.on_error=skip (on_error='skip' in Python)"
 
 
+SHOWN_PROBLEMS = 5
+"""The problems of files an error message lists one by one; it counts the rest."""
+
+
 def with_skip_hint(message: str) -> str:
     """``message`` (a problem of one file, raised under ``on_error="raise"``) with how to leave such files out."""
     return message if SKIP_HINT in message else f"{message}; {SKIP_HINT}"
+
+
+def first_problems(problems: Sequence[tuple[str, str]], shown: int = SHOWN_PROBLEMS) -> str:
+    """The first ``shown`` (path, reason) ``problems`` as ``(1) path: reason; (2) ...`` (numbered: a reason may
+    hold a ``;``), and how many more there are."""
+    listed = "; ".join(f"({i}) {path}: {reason}" for i, (path, reason) in enumerate(problems[:shown], 1))
+    more = len(problems) - shown
+    return listed + (f"; and {more} more problem{'s' if more > 1 else ''}" if more > 0 else "")
+
+
+class NoPairsError(DataError):
+    """No image of a split pairs with a label, though the split has files: ``summary`` says so, ``problems``
+    holds the (path, reason) of every file that did not pair; the message lists the first few."""
+
+    def __init__(self, summary: str, problems: Sequence[tuple[str, str]]) -> None:
+        self.summary = summary
+        self.problems = list(problems)
+        super().__init__(f"{summary}: {first_problems(self.problems)}")
+
+
+class SplitFileNotFound(DataError):
+    """The split file given for a dataset is not there (``dgseg data check`` names ``--split-file``)."""
 
 
 class SegmentationDataset(Dataset):
@@ -118,23 +145,30 @@ class SegmentationDataset(Dataset):
 
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, tuple[str, str] | None]:
         """(image, label, (label path, reason) when unknown label values were read as 255)."""
-        image, label, unknown = self.read(index)
+        image, label, unknown, raw = self.read_with_raw(index)
         if not unknown:
             return image, label, None
         s = self.samples[index]
-        found = f"{s.label}: label values {unknown} are not defined by {s.id_map.name}"
+        hint = self.label_form_hint(index, raw)
+        found = f"{s.label}: label values {unknown} are not defined by {s.id_map.name}{hint}"
         if self.unknown_labels == "error":
             raise DataError(
                 f"{found}; expected only the values it defines. To read such values as 255 (ignore), pass "
                 "--set data.unknown_labels=ignore (unknown_labels='ignore' in Python): every such file "
                 "is then counted and logged; `dgseg data check` lists them all"
             )
-        note = (str(s.label), f"label values {unknown} read as 255 (ignore): not defined by {s.id_map.name}")
+        note = (str(s.label), f"label values {unknown} read as 255 (ignore): not defined by {s.id_map.name}{hint}")
         if self.unknown_labels == "warn":
             warnings.warn(f"{found}; they are read as 255 (ignore)", stacklevel=3)
         else:
             self.ignored_labels.setdefault(*note)
         return image, label, note
+
+    def label_form_hint(self, index: int, raw: np.ndarray) -> str:
+        """``; ...`` saying that the label file of sample ``index``, of raw values ``raw``, looks like it holds
+        train IDs and what to name it to be read so, when the dataset reads another form of label too
+        (:func:`dgseg.data.label_forms.train_id_hint`); else ``""``."""
+        return ""
 
     def _skip(self, index: int, error: DataError) -> None:
         reason = str(error)
@@ -161,7 +195,7 @@ class SegmentationDataset(Dataset):
                     self._skip(i, e)
             passed.append((str(self.samples[i].image), self._bad[i]))
         else:
-            raise DataError(f"{self.name}: every sample failed to load; see dataset.skipped")
+            raise DataError(f"{self.name}: every one of its {n} samples failed to load: {first_problems(passed)}")
         image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
         label_t = torch.from_numpy(label.astype(np.int64))
         if self.transform is not None:
@@ -188,7 +222,7 @@ class PairedFilesDataset(SegmentationDataset):
     image_dir: str = "images"
     label_dir: str = "labels"
     image_suffixes: tuple[str, ...] = IMAGE_SUFFIXES
-    label_kinds: tuple[tuple[str, IdMap], ...] = ((".png", TRAIN_IDS),)
+    label_kinds: tuple[LabelKind, ...] = ((".png", TRAIN_IDS),)
     recursive: bool = False
     image_prefix: str = ""
     label_prefix: str = ""
@@ -218,12 +252,13 @@ class PairedFilesDataset(SegmentationDataset):
                 f"with {self.image_dir.format(split='<split>')}/ and "
                 f"{self.label_dir.format(split='<split>')}/{self.other_layout}"
             )
+        split_path = None if split_file is None else self._split_file(split_file)
         if self.split_dirs is None:
             split_dir = ""
-            only_stems = self._split_stems(split, split_file)
+            only_stems = self._split_stems(split, split_path)
         else:  # a split file selects a subset of the split folder (e.g. 1/16 of the labels)
             split_dir = self._split_folder(split)
-            only_stems = None if split_file is None else self._read_split_file(Path(split_file), split)
+            only_stems = None if split_path is None else self._read_split_file(split_path, split)
         image_dir = self.root / self.image_dir.format(split=split_dir)
         label_dir = self.root / self._label_dir(split_dir)
         for folder, what in ((image_dir, "image"), (label_dir, "label")):
@@ -234,7 +269,12 @@ class PairedFilesDataset(SegmentationDataset):
                     + (f" (found splits {', '.join(found)})" if found else "")
                     + f"; expected the layout {self._layout_hint()}"
                 )
+        self.kinds = self._label_kinds()  # the label kinds the files were paired by (and hints name)
         samples, problems = self._pair(image_dir, label_dir, only_stems)
+        if problems and not samples:  # skipping the files with problems would leave nothing: say what they are
+            raise NoPairsError(f"{image_dir}: no image of {self.name} split '{split}' pairs with a label in "
+                               f"{label_dir}; {len(problems)} file{'s' if len(problems) > 1 else ''} did not pair",
+                               problems)
         if problems and on_error == "raise":
             more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
             path, reason = problems[0]
@@ -256,13 +296,31 @@ class PairedFilesDataset(SegmentationDataset):
               ) -> tuple[list[Sample], list[tuple[str, str]]]:
         """The pairs and the problems found (:func:`pair_files`: by stem, unless ``kwargs`` say otherwise)."""
         return pair_files(
-            image_dir, label_dir, self.image_suffixes, self._label_kinds(),
+            image_dir, label_dir, self.image_suffixes, self.kinds,
             recursive=self.recursive, image_prefix=self.image_prefix, label_prefix=self.label_prefix,
             reader=self.reader, entries=only_stems, **kwargs,
         )  # fmt: skip
 
-    def _label_kinds(self) -> tuple[tuple[str, IdMap], ...]:
+    def _label_kinds(self) -> tuple[LabelKind, ...]:
         return self.label_kinds
+
+    def label_form_hint(self, index: int, raw: np.ndarray) -> str:
+        s = self.samples[index]
+        return train_id_hint(s.label, raw, s.id_map, self.kinds, self.name)
+
+    def _split_file(self, split_file: str | os.PathLike) -> Path:
+        """The split file given for this dataset; a DataError when it is not there, naming the absolute path
+        looked at and a file of that name in the dataset's root (a relative path is from the folder dgseg
+        runs in, as ``root`` is)."""
+        path = Path(split_file).expanduser()
+        if path.is_file():
+            return path
+        where = "" if path.is_absolute() else f" (a relative path is read from the folder dgseg runs in: looked at {Path.cwd() / path})"
+        under = [c for c in dict.fromkeys((self.root / path, self.root / path.name)) if c.is_file() and c != path]
+        found = (f"; {under[0]} is there, under the {self.name} root {self.root}: write split_file: {under[0]}"
+                 if under else "")
+        raise SplitFileNotFound(f"{path}: split file not found{where}{found}; expected a text file listing one image "
+                        "per line, or GTAV's split.mat")
 
     def _label_dir(self, split_dir: str) -> str:
         return self.label_dir.format(split=split_dir)

@@ -1,8 +1,9 @@
-"""``dgseg data check NAME ROOT [--split S]``: decode every file of a dataset, print the counts, the
-class pixel histogram, warnings (classes without a pixel, raw values a ``label_map`` leaves to ignore) and
-every problem found; the exit code is 1 when there is any problem (warnings alone keep it 0). An option that does
-not fit (a ``--split`` the dataset does not have, ``--classes``, ``--label-map``) is a ValueError naming it:
-exit 2, as every command's usage errors."""
+"""``dgseg data check NAME ROOT [--split S] [--split-file F]``: decode every file of a dataset, print the counts,
+the class pixel histogram, warnings (classes without a pixel, raw values a ``label_map`` leaves to ignore, label
+files read as raw IDs that seem to hold train IDs) and every problem found; the exit code is 1 when there is any
+problem (warnings alone keep it 0). An option that does not fit (a ``--split`` the dataset does not have, a
+``--split-file`` not found, ``--classes``, ``--label-map``) is a ValueError naming it: exit 2, as every command's
+usage errors."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from dgseg.image_size import DEFAULT_PATCH, SizeRule, image_size_problem
 
+from .base import NoPairsError, SplitFileNotFound
 from .class_remap import declared_classes
 from .classes import ClassSet, folder_id_map, index_remap, load_class_set
 from .datasets import DataError, build_dataset, dataset_names, unknown_labels_policy
@@ -44,7 +46,8 @@ class CheckReport:
     """What :func:`check_dataset` found. ``class_pixels`` is int64 [K + 1]: the K classes of
     ``class_names`` (the 19 Cityscapes classes by default), then ignore. ``unlisted``: with a ``label_map``,
     the raw values it does not list (read as ignore by definition), value -> :class:`Unlisted`; None without
-    one."""
+    one. ``train_id_like``: the label files read as raw IDs without a problem whose values look like train IDs
+    (:func:`dgseg.data.label_forms.train_id_hint`), as (path, hint)."""
 
     name: str
     root: str | None
@@ -56,6 +59,7 @@ class CheckReport:
     image_sizes: Counter = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
     unlisted: dict[int, Unlisted] | None = None
+    train_id_like: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.class_pixels is None:
@@ -82,6 +86,11 @@ class CheckReport:
                              f"all pixels ({rest:,})")
             found.append("label values the label_map does not list are read as 255 (ignore); map each to its class, "
                          "or list it as VALUE: 255 to mean ignore:" + "".join("\n        " + x for x in lines))
+        if self.train_id_like:
+            n = len(self.train_id_like)
+            path, hint = self.train_id_like[0]
+            found.append(f"{n} label file{'s' if n > 1 else ''} read as raw label IDs "
+                         f"seem{'s' if n == 1 else ''} to hold train IDs; the first, {path}: {hint.lstrip('; ')}")
         k = len(self.class_names)
         empty = [f"{i} {self.class_names[i]}" for i in range(k) if self.class_pixels[i] == 0]
         if total and empty:
@@ -158,11 +167,17 @@ def check_dataset(
             ds = build_dataset(name, root, split, on_error="skip", **kwargs)
     except SplitNotFound as e:
         raise ValueError(f"--split: {e}") from None
+    except SplitFileNotFound as e:
+        raise ValueError(f"--split-file: {e}") from None
+    except NoPairsError as e:  # every file it names is a problem of its own
+        report.problems += [e.summary, *(f"{path}: {reason}" for path, reason in e.problems)]
+        return report
     except (DataError, ValueError, OSError) as e:
         report.problems.append(str(e))
         return report
     report.listed = len(ds)
     listed = None
+    hint = getattr(ds, "label_form_hint", None)
     if kwargs.get("label_map") is not None:  # valid: the dataset was built with it
         listed = np.zeros(RAW_VALUES, bool)
         listed[[int(v) for v in kwargs["label_map"]]] = True
@@ -171,10 +186,11 @@ def check_dataset(
     n = len(ds) if limit is None else min(limit, len(ds))
     for i in range(n):
         try:
-            if listed is None:
+            if hint is None:  # the synthetic benchmark: no label files
                 image, label, unknown = ds.read(i)
             else:
                 image, label, unknown, raw = ds.read_with_raw(i)
+            if listed is not None:
                 _count_unlisted(report.unlisted, raw, listed, str(ds.samples[i].label))
         except DataError as e:
             report.problems.append(str(e))
@@ -184,10 +200,13 @@ def check_dataset(
         if small:
             where = ds.samples[i].image if hasattr(ds, "samples") else f"{name} sample {i}"
             report.problems.append(f"{where}: {small}")
+        form = "" if hint is None else hint(i, raw)
         if unknown:
             sample = ds.samples[i]
             report.problems.append(f"{sample.label}: label values {unknown} are not defined by "
-                                   f"{sample.id_map.name}; {training_reads_unknown(name, unknown_labels)}")
+                                   f"{sample.id_map.name}; {training_reads_unknown(name, unknown_labels)}{form}")
+        elif form:
+            report.train_id_like.append((str(ds.samples[i].label), form))
         if remap is not None:
             label = remap[label]
         k = len(cs.names)
@@ -229,13 +248,14 @@ def training_reads_unknown(name: str, setting: str = "auto") -> str:
 def run_check(
     name: str, root: str | None, split: str = "train", out: TextIO | None = None, limit: int | None = None,
     classes: str | None = None, label_map: dict | None = None, reduce_zero_label: bool = False,
-    patch_size: int = DEFAULT_PATCH, unknown_labels: str = "auto",
+    patch_size: int = DEFAULT_PATCH, unknown_labels: str = "auto", split_file: str | None = None,
 ) -> int:
     """Check a dataset and print the report to ``out`` (stdout); return 0 when clean, 1 otherwise (a problem
     of the dataset). ValueError for an option that does not fit: ``dgseg`` exits 2, as for a usage error.
 
-    ``root`` None (or "none", "-", "") is for the synthetic benchmark. ``classes``, ``label_map`` and
-    ``reduce_zero_label`` as in a config, ``unknown_labels`` as ``data.unknown_labels`` (see :func:`check_dataset`)."""
+    ``root`` None (or "none", "-", "") is for the synthetic benchmark. ``classes``, ``label_map``,
+    ``reduce_zero_label`` and ``split_file`` as in a config, ``unknown_labels`` as ``data.unknown_labels`` (see
+    :func:`check_dataset`)."""
     if patch_size < 1:
         raise ValueError(f"--patch-size {patch_size}: expected the model's patch size in pixels, 1 or more "
                          "(e.g. 14 or 16)")
@@ -243,10 +263,13 @@ def run_check(
     if given and name.lower() != "folder" and name.lower() in dataset_names():  # each reads its own IDs
         raise ValueError(f"{' and '.join(given)}: for 'folder' datasets only; '{name}' maps its own label IDs to "
                          "the Cityscapes classes (pick a subset of them with --classes, e.g. synthia16)")
+    if split_file is not None and name.lower().startswith("synthetic-"):
+        raise ValueError(f"--split-file {split_file}: {name} is generated, it has no files to select; expected a "
+                         "dataset read from files")
     out = sys.stdout if out is None else out
     if root is not None and str(root).lower() in ("", "none", "-"):
         root = None
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {} if split_file is None else {"split_file": split_file}
     if label_map is not None:
         extra["label_map"] = label_map
     if reduce_zero_label:
@@ -269,22 +292,24 @@ def add_check_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--split", default="train", help="train, val, test or the dataset's own folder name")
     p.add_argument("--limit", type=int, default=None, help="check only the first N samples")
-    add_class_arguments(p)
-    p.add_argument("--patch-size", type=int, default=DEFAULT_PATCH,
-                   help="flag images too small for a model with this patch size (default 16)")
+    add_check_options(p)
     p.set_defaults(func=main_check)
     return p
 
 
-def add_class_arguments(p: argparse.ArgumentParser) -> None:
-    """``--classes``, ``--label-map``, ``--reduce-zero-label``: the class set the histogram is in."""
+def add_check_options(p: argparse.ArgumentParser) -> None:
+    """``--split-file``, ``--patch-size`` and the class set the histogram is in: ``--classes``, ``--label-map``,
+    ``--reduce-zero-label``."""
+    p.add_argument("--split-file", help="check the images this split file lists (a config entry's split_file)")
+    p.add_argument("--patch-size", type=int, default=DEFAULT_PATCH,
+                   help="flag images too small for a model with this patch size (default 16)")
     p.add_argument("--classes", help="class set: cityscapes (default), synthia16, synthia13 or a classes YAML file")
     p.add_argument("--label-map", help="folder only: raw value -> class index as YAML, e.g. '{10: 0, 20: 1}'")
     p.add_argument("--reduce-zero-label", action="store_true", help="folder only: 0 -> ignore, v -> v - 1")
 
 
-def class_arguments(args: argparse.Namespace) -> dict[str, Any]:
-    """run_check kwargs of :func:`add_class_arguments`'s options; ValueError for an unreadable --label-map."""
+def check_options(args: argparse.Namespace) -> dict[str, Any]:
+    """run_check kwargs of :func:`add_check_options`'s options; ValueError for an unreadable --label-map."""
     import yaml
 
     from dgseg.strict_yaml import DuplicateKeyError, load_yaml_text
@@ -300,13 +325,14 @@ def class_arguments(args: argparse.Namespace) -> dict[str, Any]:
         if not isinstance(label_map, dict):
             raise ValueError(f"--label-map: expected a mapping such as '{{10: 0, 20: 1}}', got {label_map!r}")
     return {"classes": getattr(args, "classes", None), "label_map": label_map,
-            "reduce_zero_label": getattr(args, "reduce_zero_label", False)}
+            "reduce_zero_label": getattr(args, "reduce_zero_label", False),
+            "split_file": getattr(args, "split_file", None),
+            "patch_size": getattr(args, "patch_size", DEFAULT_PATCH)}
 
 
 def main_check(args: argparse.Namespace) -> int:
     """Entry point for parsed ``check`` arguments; returns the exit code."""
-    return run_check(args.name, args.root, args.split, limit=getattr(args, "limit", None),
-                     patch_size=getattr(args, "patch_size", DEFAULT_PATCH), **class_arguments(args))
+    return run_check(args.name, args.root, args.split, limit=getattr(args, "limit", None), **check_options(args))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ dataset's own folder name):
 ``gtav``         ``images/*.png``, ``labels/*.png`` (Cityscapes label IDs; ``*_labelTrainIds.png`` used
                  when present). No split folders: ``train`` (and ``all``) = every image, as the DG
                  papers train on all 24,966; other splits from ``split_file`` (see below).
-``synthia``      ``RGB/*.png``, ``GT/LABELS/*.png`` (16-bit, class ID in the first channel). Splits as GTAV.
+``synthia``      ``RGB/*.png``, ``GT/LABELS/*.png`` (16-bit, class ID in the first channel;
+                 ``*_labelTrainIds.png`` used when present). Splits as GTAV.
 ``urbansyn``     ``rgb/rgb_*.png``, ``ss/ss_*.png`` (train IDs, 19 = void). Splits as GTAV.
 ``cityscapes``   ``leftImg8bit/{split}/<city>/*_leftImg8bit.png``,
                  ``gtFine/{split}/<city>/*_gtFine_labelIds.png`` (``*_gtFine_labelTrainIds.png`` preferred).
@@ -84,14 +85,15 @@ class GTAV(PairedFilesDataset):
 
 
 class Synthia(PairedFilesDataset):
-    """SYNTHIA-RAND-CITYSCAPES: 9,400 frames, 16-bit labels with the class ID in the first channel."""
+    """SYNTHIA-RAND-CITYSCAPES: 9,400 frames, 16-bit labels with the class ID in the first channel; the
+    ``*_labelTrainIds.png`` that DAFormer's converter (``tools/convert_datasets/synthia.py``, also VLTSeg's)
+    writes beside them (8-bit, Cityscapes train IDs) preferred when present."""
 
     name = "synthia"
     image_dir = "RGB"
     label_dir = "GT/LABELS"
     image_suffixes = (".png",)
-    label_kinds = ((".png", SYNTHIA_IDS),)
-    reader = "png16"
+    label_kinds = (("_labelTrainIds.png", TRAIN_IDS, "png8"), (".png", SYNTHIA_IDS, "png16"))
     split_dirs = None
 
 

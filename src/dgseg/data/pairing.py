@@ -12,6 +12,7 @@ decoded by :mod:`dgseg.data.reading` when an item is read.
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,18 @@ from .labels import IdMap
 from .reading import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+LabelKind = tuple[str, IdMap] | tuple[str, IdMap, str]
+"""A dataset's kind of label file: (file suffix, IdMap), and optionally the reader of its files (``png8`` or
+``png16``, see :class:`Sample`; without it, the dataset's ``reader``)."""
+
+LABEL_MARK = re.compile(
+    r"_(?:gtFine_|gtCoarse_|gt_)?(?:labelTrainIds|labelIds|labelColor|color|instanceTrainIds|instanceIds|invIds)$",
+    re.IGNORECASE,
+)
+"""The end of a label file's stem that names a label form (Cityscapes' ``_gtFine_labelIds``, ACDC's
+``_gt_labelColor``, the converters' ``_labelTrainIds``): a label whose key ends in one is never the label
+of an image of that key, so a message names the image of the key without it."""
 
 
 @dataclass(frozen=True)
@@ -109,7 +122,7 @@ def pair_files(
     image_dir: Path,
     label_dir: Path,
     image_suffixes: Sequence[str],
-    label_kinds: Sequence[tuple[str, IdMap]],
+    label_kinds: Sequence[LabelKind],
     *,
     matching: Matching = BY_STEM,
     recursive: bool = False,
@@ -121,15 +134,17 @@ def pair_files(
 ) -> tuple[list[Sample], list[tuple[str, str]]]:
     """Pair images and labels by key (:class:`Matching`: by stem, :data:`BY_STEM`, unless told otherwise).
 
-    ``label_kinds`` lists (file suffix, IdMap) in order of preference: when a key has several label
-    files (e.g. ``_labelTrainIds.png`` and ``_labelIds.png``) the first kind is used. An image without a
+    ``label_kinds`` lists (file suffix, IdMap[, reader]) in order of preference: when a key has several label
+    files (e.g. ``_labelTrainIds.png`` and ``_labelIds.png``) the first kind is used; a kind without a
+    reader is read by ``reader``. An image without a
     label of its key pairs with a label of another key of the same stem (the key's last part) when no other
     image or label has that stem and no image has that label's key (a key with sub-folders: a label in
     another sub-folder). With the split file ``entries`` (named ``source`` in messages), only the images
     they select (``matching.select``). Returns the pairs (sorted by image path) and the problems found as
     (path, reason), in the order found: an image file (:data:`IMAGE_SUFFIXES`) whose name does not end in one
     of ``image_suffixes``, duplicate keys, an image without a label (naming a label whose key differs from
-    the image's only in letter case), an entry without an image, a label without an image.
+    the image's only in letter case), an entry without an image, a label without an image (one named as a
+    label form the dataset does not read, :data:`LABEL_MARK`, naming the image of its stem without it).
     """
     found: list[tuple[str, tuple[str, str]]] = []  # (key, problem), reported when the key is selected
 
@@ -149,7 +164,7 @@ def pair_files(
         else:
             images[key] = path
 
-    suffixes = [s for s, _ in label_kinds]
+    suffixes = [kind[0] for kind in label_kinds]
     rank = {s.lower(): i for i, s in enumerate(suffixes)}
     labels: dict[str, tuple[int, Path, IdMap]] = {}
     for path in _list_files(label_dir, suffixes, recursive):
@@ -183,8 +198,8 @@ def pair_files(
             problem(key, image, _without_label(key, label_dir, label_prefix, suffixes,
                                                [labels[k][1] for k in elsewhere], [labels[k][1] for k in cases]))
             continue
-        _, label, id_map = labels[label_key]
-        samples[key] = Sample(image, label, id_map, reader)
+        kind, label, id_map = labels[label_key]
+        samples[key] = Sample(image, label, id_map, label_kinds[kind][2] if len(label_kinds[kind]) > 2 else reader)
         paired.add(label_key)
 
     if entries is None:  # every image
@@ -200,10 +215,35 @@ def pair_files(
             f"listed in the split file{f' {source}' if source else ''} but no such image found: expected "
             f"{_expected(entry, image_prefix, image_suffixes)} in {image_dir}{where}{note}")))
     for key, (_, label, _) in labels.items():
-        if key not in paired and key in chosen:
-            problems.append((str(label), f"label without an image: expected "
-                                         f"{_expected(key, image_prefix, image_suffixes)} under {image_dir}"))
+        mark = LABEL_MARK.search(key)
+        base = key[: mark.start()] if mark and mark.start() > len(key) - len(last_part(key)) else key  # less its mark
+        if key not in paired and (key in chosen or base in chosen):
+            where = (image_dir, label_dir, image_prefix, label_prefix)
+            own = labels[base][1] if base in labels and base in paired else None
+            problems.append((str(label), _without_image(label, key, base, where, image_suffixes, suffixes, images, own)))
     return sorted((s for key, s in samples.items() if key in chosen), key=lambda s: str(s.image)), problems
+
+
+def _without_image(label: Path, key: str, base: str, where: tuple[Path, Path, str, str],
+                   image_suffixes: Sequence[str], label_suffixes: Sequence[str], images: Mapping[str, Path],
+                   paired: Path | None) -> str:
+    """Why ``label`` (of ``key``) pairs with no image. A key ending in a :data:`LABEL_MARK` (``base`` is the key
+    without it) names a label form this dataset does not read: the image expected is the one of ``base``,
+    never one carrying the mark; when that image is there, the message names the label it pairs with
+    (``paired``) or the names it would. ``where``: image folder, label folder, image prefix, label prefix."""
+    image_dir, label_dir, image_prefix, label_prefix = where
+    if base == key:
+        return f"label without an image: expected {_expected(key, image_prefix, image_suffixes)} under {image_dir}"
+    mark = key[len(base):]
+    form = (f"its name ends in {label.name[label.name.rfind(mark):]}, not in a label suffix this dataset reads "
+            f"({' or '.join(label_suffixes)})")
+    if base not in images:
+        return f"label without an image: expected {_expected(base, image_prefix, image_suffixes)} under {image_dir} ({form})"
+    if paired is not None:
+        return f"label file not read by this dataset: {form}; its image {images[base]} pairs with {paired}"
+    return (f"label file not read by this dataset: {form}; the label of its image {images[base]} is "
+            f"{_expected(base, label_prefix, label_suffixes)} under {label_dir}: rename the file to "
+            f"{'that name' if len(label_suffixes) == 1 else 'the name of the form it holds'} or move it out of {label_dir}")
 
 
 def _without_label(key: str, label_dir: Path, prefix: str, suffixes: Sequence[str], elsewhere: Sequence[Path],
