@@ -8,14 +8,13 @@ import json
 
 import pytest
 import torch
-from tiny import tiny_config, tiny_vltseg_config
+from tiny import tiny_vltseg_config
+from tiny_run import tiny_run
 
 import dgseg
 from dgseg.cli import main
 from dgseg.config import config_from_dict
-from dgseg.engine.checkpoint import save_checkpoint
 from dgseg.engine.inference import export_checked_onnx
-from dgseg.engine.train import checkpoint_meta
 
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -38,13 +37,7 @@ def test_a_rein_eva02_model_exports_to_onnx_and_matches_pytorch(tmp_path):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    cfg = tiny_config()
-    torch.manual_seed(0)
-    model = dgseg.build_model(cfg)
-    root = tmp_path_factory.mktemp("run")
-    save_checkpoint(root, 0, {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")},
-                    checkpoint_meta(cfg, 0))
-    return root
+    return tiny_run(tmp_path_factory.mktemp("onnx") / "run")
 
 
 def test_a_failed_onnxruntime_check_is_a_clean_error_and_leaves_nothing_at_out(tmp_path, run, monkeypatch, capsys):

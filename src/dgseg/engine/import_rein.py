@@ -353,7 +353,8 @@ def import_rein(
     except WeightsError as exc:  # the --backbone file unreadable or of another architecture: named by its option
         if backbone_weights is None or cfg.model.backbone.weights not in str(exc):
             raise
-        raise WeightsError(f"--backbone: {exc}") from exc
+        message = str(exc)  # from the file on: build_model's prefix names the config file, which did not set it
+        raise WeightsError(f"--backbone: {message[message.index(cfg.model.backbone.weights):]}") from exc
     placed = place_weights(model, weights, str(checkpoint))
     model.load_state_dict(placed, strict=False)
     meta = checkpoint_meta(cfg, step=step)
