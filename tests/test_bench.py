@@ -75,6 +75,8 @@ def test_an_interrupted_comparison_resumes_without_retraining_finished_runs(tmp_
     assert (out / "bench.png").stat().st_size > 5_000 and (out / "bench_curves.png").stat().st_size > 5_000
     evals = json.loads((out / "frozen" / "seed0" / "eval.json").read_text())["domains"]
     assert set(evals) == {"synthetic-game", "synthetic-night"}  # the finished run is scored on every domain
+    record = json.loads((out / "frozen" / "seed0" / "eval.json").read_text())["evaluated"]
+    assert record["by"] == "dgseg bench" and record["final"] is True and "data.val" in record["changed"]
     for name in ("bench.json", "rein/seed0/summary.json"):  # strict JSON: a NaN IoU is null, never bare NaN
         json.loads((out / name).read_text(), parse_constant=pytest.fail)
     assert "different precisions" not in report and "Runs trained on (method seed)" in report

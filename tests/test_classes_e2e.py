@@ -80,7 +80,8 @@ def test_predict_colours_with_the_given_palette(run):
 
 def test_eval_on_a_dataset_of_another_class_count_is_an_error_naming_both(run, capsys):
     other = '[{name: synthetic-night, split: val, length: 1, size: [48, 64]}]'
-    assert cli(["eval", "--checkpoint", str(run / "run"), "--set", f"data.val={other}", "--no-progress"]) == 2
+    assert cli(["eval", "--checkpoint", str(run / "run"), "--set", f"data.val={other}", "--out", str(run / "other"),
+                "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "'cityscapes' (19 classes" in err and "(5 classes: background, crack, rust, paint, bolt)" in err
 

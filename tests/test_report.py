@@ -212,6 +212,9 @@ def test_a_rerun_leaves_only_the_pictures_its_page_shows_and_a_linked_report_ass
     ("eval.json", "[]", r"a JSON list; expected an object, an evaluation"),
     ("eval.json", '{"results": {"a": {"mIoU": 50.0}}}', r"has no 'domains'; expected an evaluation as dgseg"),
     ("run.json", '{"params": [1]}', r"'params' is a list \(\[1\]\); expected an object"),
+    ("eval.json", '{"domains": {}, "evaluated": [1]}', r"'evaluated' is a list \(\[1\]\); expected an object \(checkpoint"),
+    ("eval.json", '{"domains": {}, "evaluated": {"final": "yes"}}', r"evaluated\['final'\] is a string \('yes'\); expected true"),
+    ("eval.json", '{"domains": {}, "evaluated": {"iteration": 2.5}}', r"evaluated\['iteration'\] is a number \(2.5\)"),
 ])
 def test_a_damaged_run_file_is_refused_naming_the_file_and_what_it_should_hold(tmp_path, capsys, file, content,
                                                                                problem):
@@ -273,13 +276,55 @@ def test_dgseg_train_keeps_the_examples_of_its_final_evaluation_in_eval_json(tmp
 def test_dgseg_eval_stores_examples_and_its_json_gives_the_mean(tmp_path, capsys):
     from tiny_run import tiny_run
 
-    run = tiny_run(tmp_path / "run", eval__examples=2)
+    run = tiny_run(tmp_path / "run", eval__examples=2, train__max_iters=1)  # its checkpoint: the final weights
     assert main(["eval", "--checkpoint", str(run), "--no-progress", "--json"]) == 0
     _examples_on_disk(run, ["synthetic-game", "synthetic-night"])
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     stored = json.loads((run / "eval.json").read_text())
     assert printed["mean"] == stored["mean"] and printed["mean"]["over"] == ["synthetic-night"]
     assert printed["domains"].keys() == stored["domains"].keys()
+    assert printed["evaluated"] == stored["evaluated"] and stored["evaluated"]["final"] is True
+
+
+def test_trainings_final_evaluation_names_its_checkpoint_and_settings(two_runs):
+    record = json.loads((two_runs[0] / "eval.json").read_text())["evaluated"]
+    assert record["by"] == "dgseg train" and record["iteration"] == 2 and record["final"] is True
+    assert Path(record["file"]) == (two_runs[0] / "checkpoints" / "iter_0000002.safetensors").resolve()
+    assert record["overrides"] == [] and record["changed"] == {}
+    assert record["settings"]["mode"] == "whole" and record["settings"]["precision"] == "float32"
+    md = (two_runs[0] / "eval.md").read_text()
+    assert "iter_0000002.safetensors`, iteration 2 (the run's final weights); eval.mode whole, crop 32" in md
+
+
+def test_the_page_names_each_runs_evaluated_checkpoint_and_marks_one_not_of_the_final_weights(two_runs, tmp_path):
+    earlier = tmp_path / "earlier"
+    shutil.copytree(two_runs[0], earlier)
+    ev = json.loads((earlier / "eval.json").read_text())
+    ev["evaluated"].update(iteration=1, final=False, not_final="the run's train.max_iters is 2",
+                           overrides=["eval.mode=slide"], changed={"eval.mode": ["whole", "slide"]},
+                           file=str(earlier / "checkpoints" / "iter_0000001.safetensors"))
+    (earlier / "eval.json").write_text(json.dumps(ev))
+    text = write_report([earlier, two_runs[1]], tmp_path / "page").read_text()
+    table = text.split('<table id="domains">')[1].split("</table>")[0]
+    assert ('<td>earlier<br><span class="note">eval.json: iteration 1 (not the run&#x27;s final weights: the '
+            "run&#x27;s train.max_iters is 2)</span></td>") in table
+    assert "<td>frozen</td>" in table  # its eval.json: the final weights, unmarked
+    facts = text.split("<h2>Run facts</h2>")[1]
+    assert ("iter_0000001.safetensors, iteration 1 (not the run&#x27;s final weights: the run&#x27;s "
+            "train.max_iters is 2); --set eval.mode=slide; differs from the run&#x27;s config in eval.mode") in facts
+    assert "iter_0000002.safetensors, iteration 2 (the run&#x27;s final weights)" in facts
+
+
+COMMITTED = sorted(p.parent for p in (Path(__file__).parent.parent / "benchmarks").glob("**/eval.json")
+                   if "bench-48000" not in p.parts)
+
+
+@pytest.mark.skipif(not COMMITTED, reason="no committed benchmark run folders in this checkout")
+def test_committed_eval_json_files_from_before_the_record_still_load(tmp_path):
+    runs = [load_run(p) for p in COMMITTED]
+    assert all(r.domains and r.evaluated == {} for r in runs)  # history: no record, nothing marked
+    text = write_report(COMMITTED[:2], tmp_path / "page", scenes=0).read_text()
+    assert "<td>-</td></tr>" in text.split("<h2>Run facts</h2>")[1] and "eval.json:" not in text
 
 
 def test_example_images_are_kept_at_most_512_px_on_the_longer_side_landscape_or_portrait():

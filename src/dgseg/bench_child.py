@@ -38,6 +38,7 @@ def run_child(train_yaml: str, full_yaml: str, out_dir: str, resume: bool, summa
     import yaml
 
     from dgseg.config import config_from_dict
+    from dgseg.engine.eval_record import evaluation_record
     from dgseg.engine.evaluate import evaluate, write_results
     from dgseg.engine.inference import load_model
     from dgseg.engine.train import train
@@ -53,7 +54,7 @@ def run_child(train_yaml: str, full_yaml: str, out_dir: str, resume: bool, summa
 
     device = default_device()
     results = evaluate(model.to(device), full_cfg, device, progress=False)
-    write_results(results, full_cfg, Path(out_dir))
+    write_results(results, full_cfg, Path(out_dir), evaluated=evaluation_record(out_dir, full_cfg, device, "dgseg bench"))
     peak_mb = peak_rss_mb()
     if torch.cuda.is_available():
         peak_mb = torch.cuda.max_memory_allocated() / 2**20

@@ -75,9 +75,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from dgseg.atomic import check_out_folder
     from dgseg.data.corruptions import corruption_options
     from dgseg.engine.distributed import init_distributed, is_main
+    from dgseg.engine.eval_record import eval_folder, evaluation_record
     from dgseg.engine.evaluate import evaluate, results_record, write_results
     from dgseg.engine.inference import load_model
 
@@ -85,11 +85,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     names, severities = corruption_options(args.corruptions, args.severities, args.corruption_seed)
     model, cfg = load_model(args.checkpoint, overrides, config_path=args.config)
     rank, world, device = init_distributed()
-    ckpt = Path(args.checkpoint).resolve()
-    out = Path(args.out) if args.out else (ckpt if ckpt.is_dir() else ckpt.parent)
-    if out.name == "checkpoints":
-        out = out.parent
-    check_out_folder(out, "--out")  # a file there: refused before the evaluation, not after it
+    record = None if args.corruptions is not None else evaluation_record(args.checkpoint, cfg, device, "dgseg eval",
+                                                                             overrides, args.config)
+    out = eval_folder(args.checkpoint, args.out, record, args.force)  # refused here, not after the evaluation
     if args.corruptions is not None:
         from dgseg.engine.robustness import corruptions_markdown, evaluate_corruptions, write_corruptions
 
@@ -103,9 +101,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     kept: dict = {}  # eval.examples predictions per domain, for `dgseg report`
     results = evaluate(model.to(device), cfg, device, rank, world, progress=not args.no_progress, examples=kept)
     if is_main():
-        table = write_results(results, cfg, out, examples=kept)
+        table = write_results(results, cfg, out, examples=kept, evaluated=record)
         if args.json:
-            print(strict_json.dumps(results_record(results, cfg)))
+            print(strict_json.dumps(results_record(results, cfg, record)))
         else:
             print(table)
             print(f"written: {out / 'eval.md'}, {out / 'eval.json'}")
@@ -253,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="config (default: the one stored in the checkpoint)")
     p.add_argument("--checkpoint", required=True)
     _add_set(p)
-    p.add_argument("--out", help="folder for eval.json / eval.md (default: the run folder)")
+    p.add_argument("--out", help="folder for eval.json / eval.md (default: the run folder, for its final weights)")
+    p.add_argument("--force", action="store_true", help="write another evaluation into the run folder, replacing its own")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (same as --set eval.tta.enabled=true)")

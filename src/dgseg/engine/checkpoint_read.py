@@ -26,6 +26,7 @@ __all__ = [
     "read_pointer",
     "resolve_checkpoint",
     "load_checkpoint",
+    "read_meta",
     "load_train_state",
 ]
 
@@ -144,10 +145,31 @@ def load_checkpoint(
             header = f.metadata() or {}
             weights = {name: f.get_tensor(name) for name in f.keys()}
     except Exception as e:  # safetensors raises its own error type for truncated or garbled files
-        raise CheckpointError(
-            f"{file}: not a readable safetensors file ({e}); expected a checkpoint written by "
-            "dgseg.engine.checkpoint.save_checkpoint (truncated or corrupted?)" + _fallback_hint(file)
-        ) from e
+        raise _unreadable(file, e) from e
+    return weights, _meta(file, header)
+
+
+def read_meta(path: str | Path) -> dict:
+    """The meta record of a checkpoint (a file, a run folder or a checkpoints folder) from its safetensors
+    header alone: no tensor is read. Errors as :func:`load_checkpoint`'s."""
+    from safetensors import safe_open
+
+    file = resolve_checkpoint(path)
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            header = f.metadata() or {}
+    except Exception as e:
+        raise _unreadable(file, e) from e
+    return _meta(file, header)
+
+
+def _unreadable(file: Path, e: Exception) -> CheckpointError:
+    return CheckpointError(f"{file}: not a readable safetensors file ({e}); expected a checkpoint written by "
+                           "dgseg.engine.checkpoint.save_checkpoint (truncated or corrupted?)" + _fallback_hint(file))
+
+
+def _meta(file: Path, header: dict) -> dict:
+    """The ``dgseg_meta`` record of a safetensors header; CheckpointError naming ``file`` when it is not one."""
     if "dgseg_meta" not in header:
         raise CheckpointError(
             f"{file}: has no dgseg metadata (safetensors header key 'dgseg_meta'); expected a checkpoint "
@@ -161,7 +183,7 @@ def load_checkpoint(
         raise CheckpointError(
             f"{file}: its 'dgseg_meta' metadata is a {type(meta).__name__}, expected an object"
         )
-    return weights, meta
+    return meta
 
 
 def _fallback_hint(broken: Path) -> str:

@@ -151,17 +151,19 @@ def subset_mious(iou: list[float], cfg: Config) -> dict[str, float]:
             for i, s in enumerate(cfg.eval.miou_subsets)}
 
 
-def results_record(results: dict[str, dict], cfg: Config) -> dict:
+def results_record(results: dict[str, dict], cfg: Config, evaluated: dict | None = None) -> dict:
     """What ``eval.json`` holds (examples aside): the source, the experiment's class names and palette, the
-    mean over the target domains and every domain's results."""
+    mean over the target domains, every domain's results and, when given, ``evaluated``: the checkpoint and
+    settings the results come from (:func:`dgseg.engine.eval_record.evaluation_record`)."""
     from dgseg.data.classes import config_class_set
 
     class_set = config_class_set(cfg)
     source = cfg.data.source
     mean = {"over": mean_domains(results, source, cfg.data.mean_over),
             "mIoU": mean_miou(results, source, cfg.data.mean_over)}
-    return {"source": source, "classes": list(class_set.names), "palette": class_set.palette.astype(int).tolist(),
-            "mean": mean, "domains": results}
+    return {**({"evaluated": evaluated} if evaluated is not None else {}), "source": source,
+            "classes": list(class_set.names), "palette": class_set.palette.astype(int).tolist(), "mean": mean,
+            "domains": results}
 
 
 def summary_table(results: dict[str, dict], cfg: Config) -> str:
@@ -174,12 +176,13 @@ def summary_table(results: dict[str, dict], cfg: Config) -> str:
 
 
 def write_results(results: dict[str, dict], cfg: Config, out_dir: Path, stem: str = "eval",
-                  examples: dict[str, list] | None = None) -> str:
-    """Write ``stem.json`` and ``stem.md`` (summary + per-class tables, the experiment's class names);
+                  examples: dict[str, list] | None = None, evaluated: dict | None = None) -> str:
+    """Write ``stem.json`` and ``stem.md`` (summary + per-class tables, the experiment's class names; with
+    ``evaluated``, the checkpoint and settings they come from, in the record and a line under the title);
     returns the summary table. With ``examples`` (from :func:`evaluate`), their images go to
     ``out_dir/examples/`` and ``stem.json`` names them; the images of the previous evaluation are removed
     only after ``stem.json`` is replaced (a crash in between leaves the old record with its own images)."""
-    record = results_record(results, cfg)
+    record = results_record(results, cfg, evaluated)
     table = summary_table(results, cfg)
     classes = per_class_table(results, record["classes"], source=cfg.data.source)
     if examples:
@@ -191,8 +194,12 @@ def write_results(results: dict[str, dict], cfg: Config, out_dir: Path, stem: st
         from dgseg.engine.examples import prune_examples
 
         prune_examples(out_dir, record.get("examples", {}))
-    write_atomic(out_dir / f"{stem}.md", f"# Evaluation: {cfg.name}\n\n{table}\n\n## Per class IoU\n\n{classes}\n"
-                 + left_out_notes(results))
+    head = f"# Evaluation: {cfg.name}\n\n"
+    if evaluated is not None:
+        from dgseg.engine.eval_record import header_line
+
+        head += header_line(evaluated) + "\n\n"
+    write_atomic(out_dir / f"{stem}.md", f"{head}{table}\n\n## Per class IoU\n\n{classes}\n" + left_out_notes(results))
     return table
 
 

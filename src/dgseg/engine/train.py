@@ -343,7 +343,10 @@ def _finish(run: TrainRun, st: TrainState) -> dict:
         try:
             kept = _evaluate(run, st)
             if is_main():
-                write_results(st.last_eval, cfg, out_dir, examples=kept)
+                from dgseg.engine.eval_record import evaluation_record
+
+                write_results(st.last_eval, cfg, out_dir, examples=kept,
+                              evaluated=evaluation_record(final, cfg, run.device, "dgseg train"))
         except Exception as e:
             raise TrainingError(
                 f"training finished and its final checkpoint is saved ({final or out_dir}), but the final "

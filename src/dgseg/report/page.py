@@ -83,10 +83,30 @@ def domain_table(runs: list[RunRecord], domains: list[str], source: str | None) 
                     f"{v / 60:.1f} min" if col == "train time" and v is not None else _fmt(v))
             mark = ' class="best"' if col in best and v == best[col] else ""
             cells.append(f"<td{mark}>{_e(text)}</td>")
-        body.append(f'<tr data-run="{_e(run.name)}"><td>{_e(run.name)}</td>{"".join(cells)}</tr>')
+        mark = "" if run.evaluated.get("final", True) else \
+            f'<br><span class="note">eval.json: {_e(evaluated_text(run.evaluated, short=True))}</span>'
+        body.append(f'<tr data-run="{_e(run.name)}"><td>{_e(run.name)}{mark}</td>{"".join(cells)}</tr>')
     return (f'<table id="domains"><thead><tr><th>run</th>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
             '<p class="note">mIoU in %; mean over the target domains (all but the source); rPD = 100 x mean '
             'targets / source mIoU. Bold: best in the column (lowest for parameters and time).</p>')
+
+
+def evaluated_text(record: dict, short: bool = False) -> str | None:
+    """Which checkpoint a run's eval.json comes from: its file and iteration, whether it is the run's final
+    weights and (unless ``short``) the overrides and changed config keys; None for an eval.json without it."""
+    if not record:
+        return None
+    from dgseg.engine.eval_record import iteration_text
+
+    text = iteration_text(record)
+    if short:
+        return text
+    text = f"{Path(str(record.get('file'))).name}, {text}"
+    if record.get("overrides"):
+        text += "; --set " + ", ".join(map(str, record["overrides"]))
+    if record.get("changed"):
+        text += "; differs from the run's config in " + ", ".join(map(str, record["changed"]))
+    return text
 
 
 def _flatten(d, prefix: str = "") -> dict[str, str]:
@@ -104,9 +124,9 @@ def facts_table(runs: list[RunRecord]) -> str:
             ("versions", lambda f: ", ".join(f"{k} {v}" for k, v in (f.get("versions") or {}).items()) or None),
             ("git revision", lambda f: f.get("git_revision")), ("started", lambda f: f.get("started")),
             ("finished", lambda f: f.get("finished"))]
-    head = "".join(f"<th>{_e(k)}</th>" for k, _ in keys)
+    head = "".join(f"<th>{_e(k)}</th>" for k, _ in keys) + "<th>eval.json from</th>"
     rows = "".join(f"<tr><td>{_e(r.name)}</td>" + "".join(f"<td>{_e(get(r.facts) or '-')}</td>" for _, get in keys)
-                   + "</tr>" for r in runs)
+                   + f"<td>{_e(evaluated_text(r.evaluated) or '-')}</td></tr>" for r in runs)
     return f"<table><thead><tr><th>run</th>{head}</tr></thead><tbody>{rows}</tbody></table>"
 
 

@@ -35,6 +35,8 @@ class RunRecord:
     log: list[dict] = field(default_factory=list)
     config: dict = field(default_factory=dict)
     facts: dict = field(default_factory=dict)
+    evaluated: dict = field(default_factory=dict)
+    """eval.json's ``evaluated``: the checkpoint, iteration, final or not, overrides (empty: an older eval.json)."""
 
     @property
     def targets(self) -> list[str]:
@@ -119,6 +121,12 @@ def _read_eval(path: Path) -> dict:
     if ev.get("palette"):
         ev["palette"] = _palette(path, ev["palette"])
     _expect(path, ev, "mean", dict, "an object (over, mIoU)")
+    _expect(path, ev, "evaluated", dict, "an object (checkpoint, iteration, final, overrides, settings)")
+    record = ev.get("evaluated") or {}
+    if not isinstance(record.get("final", False), bool):
+        raise _refuse(path, "evaluated['final']", record["final"], "true or false")
+    if record.get("iteration") is not None and type(record["iteration"]) is not int:
+        raise _refuse(path, "evaluated['iteration']", record["iteration"], "a whole number (or null)")
     _expect(path, ev, "examples", dict, "an object: domain -> a list of {image, label, pred} file names")
     for domain, items in (ev.get("examples") or {}).items():
         names = isinstance(items, list) and all(isinstance(item, dict) for item in items) and all(
@@ -176,6 +184,7 @@ def load_run(path: str | Path, name: str | None = None) -> RunRecord:
         rec.source = ev.get("source")
         rec.domains = dict(ev.get("domains") or {})
         rec.classes = list(ev.get("classes") or [])
+        rec.evaluated = dict(ev.get("evaluated") or {})
         over = (ev.get("mean") or {}).get("over") if isinstance(ev.get("mean"), dict) else None
         rec.mean_over = [str(d) for d in over] if isinstance(over, list) and over else None
         if ev.get("palette") is not None:
