@@ -212,3 +212,16 @@ def test_every_predict_path_runs_on_the_gpu_when_present_in_the_evaluation_preci
                  *extra]) == 0
     assert moved == ["cuda"]
     assert resolved == [(load_model(run)[1].train.amp, False)]  # train.amp as resolved for inference
+
+
+def test_the_readmes_submission_examples_use_one_run_folder_for_one_model():
+    """README, "Test-server submissions": the Cityscapes and ACDC uploads come from the same Cityscapes-trained
+    model, so every example names one run folder, the one its comment says the config was trained into."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Test-server submissions (Cityscapes, ACDC)")[1].split("\n#")[0]
+    used = set(re.findall(r"--checkpoint (\S+)", section))
+    trained = re.findall(r"trained with --out (\S+?)\)", section)
+    assert len(re.findall(r"--checkpoint ", section)) == 4 and len(used) == 1 and trained == sorted(used), (used, trained)
