@@ -130,3 +130,22 @@ def test_a_checkpoint_followed_by_a_later_one_is_not_the_final_weights(run, tmp_
 def test_force_with_corruptions_is_refused(run, capsys):
     assert main(["eval", "--checkpoint", str(run), "--corruptions", "fog", "--force", "--no-progress"]) == 2
     assert "--force: applies to eval.json only; --corruptions writes corruptions.json" in capsys.readouterr().err
+
+
+def test_the_runs_own_evaluation_does_not_replace_an_eval_json_holding_domains_it_leaves_out(run, capsys, tmp_path):
+    """`dgseg bench` trains with the source alone and evaluates every domain into the run folder: evaluating the
+    run's final weights with its own config again would drop the targets."""
+    record = _evaluation(run)
+    record["domains"]["synthetic-fog"] = record["domains"]["synthetic-night"]
+    record["evaluated"]["by"] = "dgseg bench"
+    (run / "eval.json").write_text(json.dumps(record))
+    before = _snapshot(run)
+    assert main(["eval", "--checkpoint", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"{run}: its eval.json holds results (dgseg bench) for domains this evaluation leaves out: " \
+           "synthetic-fog; this evaluation (the run's final weights with its own settings) would replace it" in err
+    assert f"--out {run}/evals/iter_0000004" in err and "or --force to replace it" in err
+    assert _snapshot(run) == before
+    assert main(["eval", "--checkpoint", str(run), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    assert main(["eval", "--checkpoint", str(run), "--force", "--no-progress"]) == 0
+    assert sorted(_evaluation(run)["domains"]) == ["synthetic-game", "synthetic-night"]

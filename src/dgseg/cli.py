@@ -75,6 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from dgseg.config import domain_name
     from dgseg.data.corruptions import corruption_options
     from dgseg.engine.distributed import init_distributed, is_main
     from dgseg.engine.eval_record import eval_folder, evaluation_record
@@ -87,7 +88,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     rank, world, device = init_distributed()
     record = None if args.corruptions is not None else evaluation_record(args.checkpoint, cfg, device, "dgseg eval",
                                                                              overrides, args.config)
-    out = eval_folder(args.checkpoint, args.out, record, args.force)  # refused here, not after the evaluation
+    domains = [domain_name(s, cfg.data.val) for s in cfg.data.val]
+    out = eval_folder(args.checkpoint, args.out, record, args.force, domains)  # refused here, not after evaluating
     if args.corruptions is not None:
         from dgseg.engine.robustness import corruptions_markdown, evaluate_corruptions, write_corruptions
 

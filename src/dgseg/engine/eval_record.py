@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -145,10 +146,13 @@ def iteration_text(record: dict) -> str:
         f"{head} (not the run's final weights: {record.get('not_final', 'unknown')})"
 
 
-def eval_folder(checkpoint: str | Path, out: str | None, record: dict | None, force: bool = False) -> Path:
+def eval_folder(checkpoint: str | Path, out: str | None, record: dict | None, force: bool = False,
+                domains: list[str] | None = None) -> Path:
     """The folder ``dgseg eval`` writes into: ``out``, or the checkpoint's run folder. An evaluation that is not
     the run's own (``record``: not its final weights, or a key the evaluation reads set otherwise) is refused
     there, before it runs, unless ``force``: it would replace the run's eval.json, eval.md and examples/.
+    Nor does the run's own evaluation of ``domains`` replace an eval.json there that holds a domain it leaves
+    out (``dgseg bench`` evaluates every domain of a run trained with its source alone).
     ``record`` None: nothing of the run's evaluation is written (``--corruptions``)."""
     from dgseg.atomic import check_out_folder
 
@@ -161,8 +165,16 @@ def eval_folder(checkpoint: str | Path, out: str | None, record: dict | None, fo
     if record is None and force:
         raise ValueError("--force: applies to eval.json only; --corruptions writes corruptions.json, .md and .png, "
                          "replacing only an earlier corruption evaluation's; leave --force out")
-    if record is None or force or folder.resolve() != run or (record["final"] and not record["changed"]):
+    if record is None or force or folder.resolve() != run:
         return folder
+    if record["final"] and not record["changed"]:
+        kept = _kept_evaluation(folder / "eval.json", domains)
+        if kept is None:
+            return folder
+        raise EvalFolderError(
+            f"{folder}: its eval.json {kept}; this evaluation (the run's final weights with its own settings) "
+            f"would replace it, eval.md and examples/. Give --out a folder of its own (e.g. --out "
+            f"{folder / 'evals' / _label(record)}), or --force to replace it")
     why = [] if record["final"] else [f"{record['checkpoint']} is {iteration_text(record)}"]
     why += [f"{k} is {here!r}, the run's config has {was!r}" for k, (was, here) in record["changed"].items()]
     raise EvalFolderError(
@@ -170,6 +182,23 @@ def eval_folder(checkpoint: str | Path, out: str | None, record: dict | None, fo
         f"the settings it was trained with), which replaces eval.json, eval.md and examples/ there; this one is "
         f"not: {'; '.join(why)}. Give --out a folder of its own (e.g. --out {folder / 'evals' / _label(record)}), "
         "or --force to replace the run's evaluation with this one")
+
+
+def _kept_evaluation(path: Path, domains: list[str] | None) -> str | None:
+    """Why the run folder's ``eval.json`` at ``path`` must not be replaced by an evaluation of ``domains``: it
+    holds domains that one leaves out (``dgseg bench`` evaluates every domain of a run trained with its source
+    alone; ``--force`` may have written others). None: nothing there, or nothing in it that would be lost."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):  # none there, or unreadable: nothing of it can be kept
+        return None
+    held = old.get("domains") if isinstance(old, dict) else None
+    dropped = [str(d) for d in held or {} if domains is not None and d not in domains] if isinstance(held, dict) else []
+    if not dropped:
+        return None
+    was = old.get("evaluated")
+    by = f" ({was.get('by')})" if isinstance(was, dict) and was.get("by") else ""
+    return f"holds results{by} for domains this evaluation leaves out: {', '.join(dropped)}"
 
 
 def _label(record: dict) -> str:
