@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from tiny import tiny_config, tiny_dict
 
@@ -149,3 +150,46 @@ def test_the_runs_own_evaluation_does_not_replace_an_eval_json_holding_domains_i
     assert main(["eval", "--checkpoint", str(run), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
     assert main(["eval", "--checkpoint", str(run), "--force", "--no-progress"]) == 0
     assert sorted(_evaluation(run)["domains"]) == ["synthetic-game", "synthetic-night"]
+
+
+def test_a_link_or_export_of_a_superseded_checkpoint_is_not_the_final_weights(run, capsys, tmp_path):
+    """run/best.safetensors -> checkpoints/iter_0000004.safetensors after the run was resumed to 6: the link's own
+    name is no iteration's, and the checkpoint it names is followed by a later one."""
+    cfg = tiny_config(**SECTIONS, train__max_iters=6)
+    save_checkpoint(run, 6, dgseg.build_model(cfg).trainable_state_dict(), checkpoint_meta(cfg, 6))
+    (run / "best.safetensors").symlink_to(Path("checkpoints") / "iter_0000004.safetensors")
+    before = _snapshot(run)
+    assert main(["eval", "--checkpoint", str(run / "best.safetensors"), "--no-progress"]) == 2
+    assert "not the run's final weights: a later checkpoint of the run follows: iter_0000006.safetensors" in \
+        capsys.readouterr().err
+    assert _snapshot(run) == before
+    shutil.copy(run / "checkpoints" / "iter_0000004.safetensors", run / "export.safetensors")  # a copy, not a link
+    assert main(["eval", "--checkpoint", str(run / "export.safetensors"), "--out", str(tmp_path / "o"),
+                 "--no-progress"]) == 0
+    assert _evaluation(tmp_path / "o")["evaluated"]["final"] is False
+
+
+def test_a_damaged_latest_pointer_does_not_stop_the_evaluation_of_a_checkpoint_file(run, tmp_path):
+    """The file given is read without the pointer; whether a later checkpoint follows: the highest-step file."""
+    (run / "checkpoints" / "latest").write_text("garbage")
+    for step, final in ((4, True), (2, False)):
+        given = run / "checkpoints" / f"iter_{step:07d}.safetensors"
+        assert main(["eval", "--checkpoint", str(given), "--out", str(tmp_path / str(step)), "--no-progress"]) == 0
+        assert _evaluation(tmp_path / str(step))["evaluated"]["final"] is final
+
+
+def test_a_stored_config_of_another_dgseg_lacking_keys_added_since_is_not_a_difference(tmp_path):
+    """A config this dgseg does not read (a key dropped since) is compared as stored: the keys it lacks (added
+    since) are not "the run's config has None" differences that keep its own evaluation out of its run folder."""
+    from dgseg.engine.eval_record import evaluation_record
+
+    cfg = tiny_config(**SECTIONS)
+    meta = checkpoint_meta(cfg, 4)
+    meta["config"]["train"]["removed_key"] = 1
+    del meta["config"]["eval"]["tta"], meta["config"]["data"]["unknown_labels"]
+    save_checkpoint(tmp_path / "old", 4, dgseg.build_model(cfg).trainable_state_dict(), meta)
+    record = evaluation_record(tmp_path / "old", cfg, torch.device("cpu"), "dgseg eval", config="tiny.yaml")
+    assert record["final"] is True and record["changed"] == {}
+    cfg.eval.mode = "slide"  # a key it holds, set otherwise: still a difference
+    record = evaluation_record(tmp_path / "old", cfg, torch.device("cpu"), "dgseg eval", config="tiny.yaml")
+    assert record["changed"] == {"eval.mode": ["whole", "slide"]}

@@ -20,6 +20,9 @@ from dgseg.config import Config, ConfigError, config_from_dict, config_to_dict, 
 from dgseg.engine.checkpoint_read import (
     CHECKPOINT_DIR,
     CHECKPOINT_FILE,
+    CheckpointError,
+    checkpoint_dir,
+    highest_checkpoint,
     latest_checkpoint,
     read_meta,
     resolve_checkpoint,
@@ -48,42 +51,48 @@ def evaluation_record(checkpoint: str | Path, cfg: Config, device: torch.device,
     file = resolve_checkpoint(checkpoint)
     meta = read_meta(file)
     step = meta.get("step") if type(meta.get("step")) is int else None
-    run = _run_config(meta)
+    run, parsed = _run_config(meta)
     train = (run or config_to_dict(cfg)).get("train")
     max_iters = train.get("max_iters") if isinstance(train, dict) else None
     why = not_final(file, step, max_iters)
     return {"by": by, "checkpoint": str(checkpoint), "file": str(file.resolve()), "iteration": step,
             "max_iters": max_iters, "final": why is None, **({"not_final": why} if why else {}),
             "config": config, "overrides": list(overrides),
-            "changed": {} if run is None else changed_keys(run, config_to_dict(cfg)),
+            "changed": {} if run is None else changed_keys(run, config_to_dict(cfg), every_key=parsed),
             "settings": eval_settings(cfg, device),
             "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def _run_config(meta: dict) -> dict | None:
-    """The config the checkpoint was trained with, as a dict with every key (None: it records none)."""
+def _run_config(meta: dict) -> tuple[dict | None, bool]:
+    """The config the checkpoint was trained with (None: it records none) and whether it holds every key: False
+    for a config this dgseg does not read (another version's), kept as it is stored."""
     stored = meta.get("config")
     if not isinstance(stored, dict):
-        return None
+        return None, False
     try:
         with warnings.catch_warnings():  # loading the model said them already
             warnings.simplefilter("ignore")
-            return config_to_dict(config_from_dict(copy.deepcopy(stored)))
+            return config_to_dict(config_from_dict(copy.deepcopy(stored))), True
     except (ConfigError, TypeError, ValueError):  # a config of another dgseg: compared as it is stored
-        return stored
+        return stored, False
 
 
 def not_final(file: Path, step: int | None, max_iters) -> str | None:
     """Why the checkpoint ``file`` (of iteration ``step``) is not the run's final weights; None when it is: its
-    iteration reached ``train.max_iters`` and no later checkpoint of its run followed (resumed for longer)."""
+    iteration reached ``train.max_iters`` and no later checkpoint of its run followed (resumed for longer), in the
+    folder of the file (a link followed) or the ``checkpoints/`` folder beside it (an export in the run folder)."""
     if step is None:
         return "its meta records no iteration"
     if type(max_iters) is int and step < max_iters:
         return f"the run's train.max_iters is {max_iters}"
-    if CHECKPOINT_FILE.match(file.name) is None:  # an export or a renamed file: its iteration says it all
-        return None
-    latest = latest_checkpoint(file.parent)
-    if latest is not None and latest.resolve() != file.resolve():
+    real = file.resolve()  # a link (run/best.safetensors -> checkpoints/iter_...): the checkpoint it names
+    folder = real.parent
+    try:
+        latest = latest_checkpoint(folder)
+    except CheckpointError:  # a damaged `latest` pointer: the highest-step checkpoint, as resuming takes it
+        latest = highest_checkpoint(checkpoint_dir(folder)) if checkpoint_dir(folder).is_dir() else None
+    later = CHECKPOINT_FILE.match(latest.name) if latest is not None else None
+    if later is not None and int(later.group(1)) > step:  # an export or copy of it too: the run went on
         return f"a later checkpoint of the run follows: {latest.name}"
     return None
 
@@ -98,11 +107,13 @@ def _flat(tree: dict, prefix: str = "") -> dict:
     return out
 
 
-def changed_keys(run: dict, here: dict) -> dict[str, list]:
+def changed_keys(run: dict, here: dict, every_key: bool = True) -> dict[str, list]:
     """The keys an evaluation reads (:data:`EVAL_KEYS`, less :data:`SAME_NUMBERS`) whose values differ between the
-    run's config and this evaluation's: key -> [the run's value, this one's] (None: absent)."""
+    run's config and this evaluation's: key -> [the run's value, this one's] (None: absent). ``every_key`` False:
+    ``run`` is a config of another dgseg, stored as it was; a key it lacks (added since) is not a difference."""
     a, b = _flat(run), _flat(here)
-    read = [k for k in sorted(set(a) | set(b)) if _under(k, EVAL_KEYS) and not _under(k, SAME_NUMBERS)]
+    keys = set(a) | set(b) if every_key else set(a)
+    read = [k for k in sorted(keys) if _under(k, EVAL_KEYS) and not _under(k, SAME_NUMBERS)]
     return {k: [a.get(k), b.get(k)] for k in read if a.get(k) != b.get(k)}
 
 
