@@ -315,6 +315,21 @@ def test_the_page_names_each_runs_evaluated_checkpoint_and_marks_one_not_of_the_
     assert "iter_0000002.safetensors, iteration 2 (the run&#x27;s final weights)" in facts
 
 
+def test_a_run_resumed_for_longer_since_its_evaluation_is_marked_not_evaluated_on_its_final_weights(two_runs,
+                                                                                                    tmp_path):
+    """Its eval.json still says final: the report looks at the run's checkpoints (a resume stopped early too)."""
+    resumed = tmp_path / "resumed"
+    shutil.copytree(two_runs[0], resumed)
+    assert load_run(resumed).evaluated["final"] is True
+    ckpts = resumed / "checkpoints"
+    shutil.copy(ckpts / "iter_0000002.safetensors", ckpts / "iter_0000003.safetensors")
+    record = load_run(resumed).evaluated
+    assert record["final"] is False and record["iteration"] == 2
+    assert record["not_final"] == "a later checkpoint of the run follows: iter_0000003.safetensors"
+    assert "eval.json: iteration 2 (not the run&#x27;s final weights: a later checkpoint" in \
+        write_report([resumed], tmp_path / "page", scenes=0).read_text()
+
+
 COMMITTED = sorted(p.parent for p in (Path(__file__).parent.parent / "benchmarks").glob("**/eval.json")
                    if "bench-48000" not in p.parts)
 

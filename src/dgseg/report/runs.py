@@ -163,6 +163,22 @@ def _expect(path: Path, record: dict, key: str, kind: type, expected: str) -> No
         raise _refuse(path, repr(key), value, expected)
 
 
+def _superseded(run: Path, evaluated: dict) -> dict:
+    """``evaluated`` as it stands now: an evaluation of the run's final weights whose run was resumed for longer
+    since (a later checkpoint in ``run/checkpoints``, a resume stopped before its end included) is no longer of
+    the final weights, and says so."""
+    from dgseg.engine.checkpoint_read import CHECKPOINT_DIR, highest_checkpoint
+
+    step, folder = evaluated.get("iteration"), run / CHECKPOINT_DIR
+    if not evaluated.get("final") or type(step) is not int or not folder.is_dir():
+        return evaluated
+    latest = highest_checkpoint(folder)
+    later = int(latest.name[5:].split(".")[0]) if latest is not None else step
+    if later <= step:
+        return evaluated
+    return {**evaluated, "final": False, "not_final": f"a later checkpoint of the run follows: {latest.name}"}
+
+
 def load_run(path: str | Path, name: str | None = None) -> RunRecord:
     """The report's view of one run folder; an error naming the folder when it holds none of RUN_FILES."""
     from dgseg.viz import _read_jsonl
@@ -184,7 +200,7 @@ def load_run(path: str | Path, name: str | None = None) -> RunRecord:
         rec.source = ev.get("source")
         rec.domains = dict(ev.get("domains") or {})
         rec.classes = list(ev.get("classes") or [])
-        rec.evaluated = dict(ev.get("evaluated") or {})
+        rec.evaluated = _superseded(path, dict(ev.get("evaluated") or {}))
         over = (ev.get("mean") or {}).get("over") if isinstance(ev.get("mean"), dict) else None
         rec.mean_over = [str(d) for d in over] if isinstance(over, list) and over else None
         if ev.get("palette") is not None:
