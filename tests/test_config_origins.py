@@ -205,3 +205,27 @@ def test_the_command_line_names_the_file_of_a_model_build_error(tiny_yaml, capsy
     assert main(["info", str(child)]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith(f"dgseg info: error: {child}: model.adapter.query_dim (16) must equal"), err
+
+
+def test_a_weights_file_error_names_the_writer_of_the_key_holding_that_file(tiny_yaml, tmp_path):
+    """A WeightsError names the file, not the key: the override, base or command-line option that set the key
+    whose value is that file is named, not the config file that did not."""
+    from dgseg.config.origins import wrote
+
+    junk = tmp_path / "junk weights.pth"  # a space in the name: still a file
+    junk.write_bytes(b"not a weights file")
+    message = f"{junk}: could not be read as plain tensors with torch.load(weights_only=True)"
+    override = f"model.backbone.weights={junk}"
+    assert build_error(tiny_yaml, [override]).startswith(f"override '{override}': {message}")
+    base = write(tiny_yaml.parent / "weights.yaml", f"_base_: tiny.yaml\nmodel: {{backbone: {{weights: '{junk}'}}}}\n")
+    child = write(tiny_yaml.parent / "child.yaml", "_base_: weights.yaml\ntrain: {lr: 0.5}\n")
+    assert build_error(child).startswith(f"{base}: {message}")
+
+    import dgseg
+
+    cfg = load_config(tiny_yaml)
+    cfg.model.backbone.weights = str(junk)
+    wrote(cfg, "model.backbone.weights", "--backbone")
+    with pytest.raises(ValueError) as exc:
+        dgseg.build_model(cfg)
+    assert str(exc.value).startswith(f"--backbone: {message}"), str(exc.value)

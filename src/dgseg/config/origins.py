@@ -75,15 +75,56 @@ def keep(cfg: Any, origins: Origins, fallback: Any = None) -> None:
     setattr(cfg, _KEPT, (dict(origins), None if fallback is None else str(fallback)))
 
 
+def wrote(cfg: Any, key: str, where: str) -> None:
+    """Records ``where`` (a command-line option, e.g. ``--backbone``) as the writer of the dotted ``key`` that a
+    command set on ``cfg`` after it was loaded, so that an error about the key or its file names the option, not
+    the config file (:func:`name_writer`)."""
+    origins, fallback = getattr(cfg, _KEPT, None) or ({}, None)
+    origins = dict(origins)
+    path = tuple(key.split("."))
+    replace(origins, path, {path: (where, True)})
+    setattr(cfg, _KEPT, (origins, fallback))
+
+
+def _is_path(value: Any) -> bool:
+    """A value that reads as a file path (``/w/x.pth``, ``weights.safetensors``): one an error message names."""
+    return isinstance(value, str) and len(value) > 3 and (
+        "/" in value or "\\" in value or (" " not in value and re.search(r"\.[A-Za-z]\w{0,11}$", value) is not None))
+
+
+def _value_at(cfg: Any, path: tuple[str, ...]) -> Any:
+    for name in path:
+        if isinstance(cfg, dict):
+            cfg = cfg.get(name)
+        elif hasattr(cfg, name):
+            cfg = getattr(cfg, name)
+        else:
+            return None
+    return cfg
+
+
+def file_origin(message: str, origins: Origins, cfg: Any) -> str | None:
+    """The writer of the key whose value is the file ``message`` starts with or names (a WeightsError says
+    "<file>: ...", not the key): e.g. the ``--set`` override or option that set ``model.backbone.weights``. The
+    longest file name found wins; None when no recorded leaf holds a file path the message names."""
+    found = []
+    for path, (where, leaf) in origins.items():
+        value = _value_at(cfg, path) if leaf else None
+        if _is_path(value) and value in message:
+            found.append((len(value), where))
+    return max(found)[1] if found else None
+
+
 def name_writer(exc: BaseException, cfg: Any) -> None:
     """Prefixes the message of ``exc`` (in place: its type and traceback stay) with the writer of the key it names
-    (:func:`origin_of`), else the config file ``cfg`` was loaded from; nothing for a config built in code (no
-    record), a message that is not one string, or one that already starts with that writer."""
+    (:func:`origin_of`), else of the file it names (:func:`file_origin`), else the config file ``cfg`` was loaded
+    from; nothing for a config built in code (no record), a message that is not one string, or one that already
+    starts with that writer."""
     kept = getattr(cfg, _KEPT, None)
     if kept is None or len(exc.args) != 1 or not isinstance(exc.args[0], str):
         return
     origins, fallback = kept
     message = exc.args[0]
-    where = origin_of(message, origins) or fallback
+    where = origin_of(message, origins) or file_origin(message, origins, cfg) or fallback
     if where is not None and not message.startswith(f"{where}:"):
         exc.args = (f"{where}: {message}",)

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from dgseg.config import Config, load_config
-from dgseg.models.weights_home import WeightsError
+from dgseg.config.origins import wrote
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -348,13 +348,8 @@ def import_rein(
     weights, report = convert_rein_checkpoint(checkpoint)
     if backbone_weights is not None:  # a missing file or a folder: refused before the model is built
         cfg.model.backbone.weights = backbone_option(backbone_weights, cfg.model.backbone.name)
-    try:
-        model = dgseg.build_model(cfg)
-    except WeightsError as exc:  # the --backbone file unreadable or of another architecture: named by its option
-        if backbone_weights is None or cfg.model.backbone.weights not in str(exc):
-            raise
-        message = str(exc)  # from the file on: build_model's prefix names the config file, which did not set it
-        raise WeightsError(f"--backbone: {message[message.index(cfg.model.backbone.weights):]}") from exc
+        wrote(cfg, "model.backbone.weights", "--backbone")  # an unreadable or unfit file: build_model names it
+    model = dgseg.build_model(cfg)
     placed = place_weights(model, weights, str(checkpoint))
     model.load_state_dict(placed, strict=False)
     meta = checkpoint_meta(cfg, step=step)
