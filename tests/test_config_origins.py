@@ -229,3 +229,30 @@ def test_a_weights_file_error_names_the_writer_of_the_key_holding_that_file(tiny
     with pytest.raises(ValueError) as exc:
         dgseg.build_model(cfg)
     assert str(exc.value).startswith(f"--backbone: {message}"), str(exc.value)
+
+
+def test_a_weights_file_error_is_named_by_its_own_key_not_a_name_it_quotes_or_a_shorter_file_inside_it(tiny_yaml,
+                                                                                                        tmp_path,
+                                                                                                        monkeypatch):
+    """A timm name with its pretrained tag reads as a file name (``.lvd142m``) and is quoted in the message
+    ("does not fit the architecture '...'"); a short file value (``w.pt``) is a substring of another file's path:
+    neither names the writer of the file the message is about."""
+    import torch
+
+    import dgseg
+    from dgseg.config.origins import wrote
+
+    other = tmp_path / "raw.pt"
+    torch.save({"foo": torch.zeros(3)}, other)
+    cfg = load_config(tiny_yaml, ["model.backbone.name=vit_small_patch14_dinov2.lvd142m"])
+    monkeypatch.chdir(tmp_path)
+    cfg.model.backbone.weights = "raw.pt"  # shorter than the quoted name
+    wrote(cfg, "model.backbone.weights", "--backbone")
+    with pytest.raises(ValueError) as exc:
+        dgseg.build_model(cfg)
+    assert str(exc.value).startswith("--backbone: raw.pt does not fit the architecture"), str(exc.value)
+
+    from dgseg.config.origins import file_origin
+
+    origins = {("model", "text", "weights"): ("override 'model.text.weights=w.pt'", True)}
+    assert file_origin(f"{other}: could not be read", origins, {"model": {"text": {"weights": "w.pt"}}}) is None

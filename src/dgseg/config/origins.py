@@ -103,16 +103,34 @@ def _value_at(cfg: Any, path: tuple[str, ...]) -> Any:
     return cfg
 
 
+def _names(message: str, value: str) -> tuple[bool, bool]:
+    """Whether ``message`` names ``value`` as a whole (not inside a longer name: ``w.pt`` in ``/x/raw.pt``), and
+    whether it starts with it."""
+    named = False
+    for m in re.finditer(re.escape(value), message):
+        before = message[m.start() - 1] if m.start() else " "
+        after = message[m.end()] if m.end() < len(message) else " "
+        if before in " '\"(" and after in " '\"):,;":
+            if m.start() == 0:
+                return True, True
+            named = True
+    return named, False
+
+
 def file_origin(message: str, origins: Origins, cfg: Any) -> str | None:
     """The writer of the key whose value is the file ``message`` starts with or names (a WeightsError says
     "<file>: ...", not the key): e.g. the ``--set`` override or option that set ``model.backbone.weights``. The
-    longest file name found wins; None when no recorded leaf holds a file path the message names."""
+    file the message starts with wins (not a name it quotes later, e.g. a timm model with its pretrained tag,
+    ``'vit_base_patch16_224.augreg_in21k'``), then the longest; None when no recorded leaf holds a file path the
+    message names."""
     found = []
     for path, (where, leaf) in origins.items():
         value = _value_at(cfg, path) if leaf else None
-        if _is_path(value) and value in message:
-            found.append((len(value), where))
-    return max(found)[1] if found else None
+        if _is_path(value):
+            named, first = _names(message, value)
+            if named:
+                found.append((first, len(value), where))
+    return max(found)[2] if found else None
 
 
 def name_writer(exc: BaseException, cfg: Any) -> None:
