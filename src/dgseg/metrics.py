@@ -167,8 +167,14 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return "-" if math.isnan(value) else f"{value:.{digits}f}"
 
 
+def _cells(row: Sequence[Any]) -> list[str]:
+    return [str(c).replace("|", "\\|") for c in row]
+
+
 def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A pipe table: first column left-aligned, the others (numbers) right-aligned and padded."""
+    """A pipe table: first column left-aligned, the others (numbers) right-aligned and padded. A ``|`` in a cell
+    (a class name or domain label) is escaped, so it stays in its cell instead of starting another column."""
+    header, rows = _cells(header), [_cells(r) for r in rows]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:

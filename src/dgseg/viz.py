@@ -20,7 +20,7 @@ from PIL import Image
 
 from dgseg.atomic import write_atomic
 
-__all__ = ["colorize", "overlay", "save_png", "report_figure", "plot_curves"]
+__all__ = ["colorize", "overlay", "save_png", "report_figure", "plot_curves", "plain_text"]
 
 Palette = Sequence[Sequence[int]] | np.ndarray
 
@@ -129,6 +129,13 @@ def save_png(path: str | Path, array: np.ndarray | torch.Tensor) -> Path:
     return write_atomic(path, lambda f: Image.fromarray(np.ascontiguousarray(a)).save(f, format="PNG"))
 
 
+def plain_text(text: Any) -> str:
+    """``text`` (a class name, domain label or run name: the user's) as matplotlib draws it literally: each ``$``
+    escaped, since matplotlib reads text between two ``$`` as math (``cost $5 $x$`` in italics, and a name such as
+    ``$\\foo$`` raises a parse error when the figure is saved)."""
+    return str(text).replace("$", r"\$")
+
+
 def _new_figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -147,13 +154,13 @@ def _bar_chart(ax, bars: Mapping[str, Mapping[str, float]]) -> None:
     width = 0.8 / max(len(methods), 1)
     for i, method in enumerate(methods):
         values = [float(bars[method].get(d, math.nan)) for d in domains]
-        rects = ax.bar(x - 0.4 + width * (i + 0.5), values, width, label=method)
+        rects = ax.bar(x - 0.4 + width * (i + 0.5), values, width, label=plain_text(method))
         ax.bar_label(
             rects, labels=["" if math.isnan(v) else f"{v:.1f}" for v in values], fontsize=7, padding=1
         )
     finite = [float(v) for per in bars.values() for v in per.values() if not math.isnan(float(v))]
     ax.set_ylim(0, max(finite, default=100.0) * 1.25 or 1.0)  # head room for the legend and labels
-    ax.set_xticks(x, domains)
+    ax.set_xticks(x, [plain_text(d) for d in domains])
     ax.set_ylabel("mIoU (%)")
     ax.set_title("mIoU per domain")
     ax.grid(axis="y", alpha=0.3)
@@ -191,13 +198,14 @@ def report_figure(
                 ax.text(0.5, 0.5, "no label", ha="center", va="center", transform=ax.transAxes)
             else:
                 ax.imshow(content if c == 0 else colorize(content, pal), interpolation="nearest")
-            ax.set_title(f"{row.get('domain', '')}: {title}" if c == 0 else title, fontsize=9)
+            ax.set_title(f"{plain_text(row.get('domain', ''))}: {title}" if c == 0 else title, fontsize=9)
     if has_bars:
         _bar_chart(fig.add_subplot(grid[n, :]), bars)
     if class_names is not None:
         from matplotlib.patches import Patch
 
-        handles = [Patch(color=pal[i] / 255.0, label=name) for i, name in enumerate(class_names[: len(pal)])]
+        handles = [Patch(color=pal[i] / 255.0, label=plain_text(name))
+                   for i, name in enumerate(class_names[: len(pal)])]
         fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0, 0.88 if class_names is not None else 1, 1))
     path = Path(path)
@@ -287,7 +295,7 @@ def plot_curves(jsonl_log_path: str | Path, out_png: str | Path) -> Path:
     ax_loss.set_title("training loss")
     for domain, points in evals.items():
         xs, ys = zip(*points)
-        ax_miou.plot(xs, ys, marker="o", ms=3, lw=1, label=domain)
+        ax_miou.plot(xs, ys, marker="o", ms=3, lw=1, label=plain_text(domain))
     if evals:
         ax_miou.legend(fontsize=8)
     else:

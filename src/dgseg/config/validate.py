@@ -111,9 +111,9 @@ def validate_config(cfg: Config) -> None:
             raise ConfigError(f"data.val[{i}].prescale: expected a factor in (0, 1], got {spec.prescale}")
         if spec.mode is not None and spec.mode not in CHOICES["eval.mode"]:
             raise ConfigError(f"data.val[{i}].mode: '{spec.mode}' is not one of whole, slide")
-        if spec.label is not None and not spec.label.strip():
-            raise ConfigError(f"data.val[{i}].label: expected a non-empty name for the entry's results row, "
-                              f"got {spec.label!r}")
+        if spec.label is not None and (not spec.label.strip() or not spec.label.isprintable()):
+            raise ConfigError(f"data.val[{i}].label: expected a non-empty name on one line (no line break, tab or "
+                              f"other control character) for the entry's results row, got {spec.label!r}")
     _check_domain_labels(cfg)  # first: two entries sharing a row are the problem, not the rows data.source names
     _check_rows_named(cfg)
     _check_ranges(cfg)

@@ -125,6 +125,10 @@ def class_set_from_dict(data: Any, where: str) -> ClassSet:
     bad = [n for n in names if not isinstance(n, str) or not n.strip()]
     if bad:
         raise ClassSetError(f"{where}: every name must be a non-empty string; got {bad[0]!r}")
+    odd = [(i, n) for i, n in enumerate(names) if any(not c.isprintable() for c in n)]
+    if odd:  # a line break or tab would split the rows of eval.md's tables and the report's labels
+        raise ClassSetError(f"{where}: names[{odd[0][0]}] is {odd[0][1]!r}, with a line break, tab or other control "
+                            "character; expected a name on one line")
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ClassSetError(f"{where}: duplicate class names {dup}; each class needs its own name")

@@ -144,6 +144,8 @@ def corruptions_figure(results: dict[str, Any], out_png: str | Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from dgseg.viz import plain_text
+
     domains = list(results["domains"])
     fams = [f for f in FAMILIES if any(FAMILY_OF[n] == f for n in results["corruptions"])]
     fig = Figure(figsize=(3.2 * len(fams), 2.6 * len(domains)), dpi=100)
@@ -156,7 +158,7 @@ def corruptions_figure(results: dict[str, Any], out_png: str | Path) -> Path:
             ax = axes[i, j]
             for n in (n for n in results["corruptions"] if FAMILY_OF[n] == f):
                 ax.plot([0, *sev], [r["clean"], *[r["mIoU"][n][str(s)] for s in sev]], marker="o", label=n)
-            ax.set_title(f"{d}: {f}", fontsize=9)
+            ax.set_title(f"{plain_text(d)}: {f}", fontsize=9)
             ax.set_xticks([0, *sev])
             ax.set_xlabel("severity (0 = clean)", fontsize=8)
             ax.set_ylabel("mIoU %", fontsize=8)

@@ -9,6 +9,7 @@ import numpy as np
 
 from dgseg.atomic import write_atomic
 from dgseg.report.runs import RunRecord
+from dgseg.viz import plain_text
 
 
 def _save(fig, path: Path) -> Path:
@@ -29,9 +30,9 @@ def bars(runs: list[RunRecord], domains: list[str], path: Path) -> Path:
     for i, run in enumerate(runs):
         vals = [run.domains.get(d, {}).get("mIoU", np.nan) for d in domains] + [run.mean_targets()]
         xs = [j + (i - (len(runs) - 1) / 2) * width for j in range(len(cols))]
-        ax.bar(xs, [np.nan if v is None else v for v in vals], width, label=run.name)
+        ax.bar(xs, [np.nan if v is None else v for v in vals], width, label=plain_text(run.name))
     ax.set_xticks(range(len(cols)))
-    ax.set_xticklabels([c.replace("synthetic-", "") for c in cols], rotation=20, fontsize=8)
+    ax.set_xticklabels([plain_text(c.replace("synthetic-", "")) for c in cols], rotation=20, fontsize=8)
     ax.set_ylabel("mIoU (%)")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -57,14 +58,14 @@ def heatmaps(runs: list[RunRecord], domains: list[str], path: Path, baseline: Ru
             im = ax.imshow(grid, cmap="RdBu", vmin=-30, vmax=30, aspect="auto")
         else:
             im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
-        ax.set_title(title, fontsize=8)
+        ax.set_title(plain_text(title), fontsize=8)
         for (k, j), v in np.ndenumerate(grid):
             if not np.isnan(v):
                 ax.text(j, k, f"{v:.0f}", ha="center", va="center", fontsize=5, color="w" if baseline is None else "k")
         ax.set_xticks(range(len(domains)))
-        ax.set_xticklabels(labels, rotation=60, ha="right", rotation_mode="anchor", fontsize=6)
+        ax.set_xticklabels([plain_text(t) for t in labels], rotation=60, ha="right", rotation_mode="anchor", fontsize=6)
         ax.set_yticks(range(len(classes)))
-        ax.set_yticklabels(classes, fontsize=6)
+        ax.set_yticklabels([plain_text(n) for n in classes], fontsize=6)
     fig.colorbar(im, ax=list(axes), shrink=0.8, label="IoU difference" if baseline is not None else "IoU (%)")
     return _save(fig, path)
 
@@ -119,12 +120,12 @@ def confusion(run: RunRecord, domain: str, path: Path) -> Path | None:
     ax = fig.subplots()
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(k))
-    ax.set_xticklabels(names, rotation=90, fontsize=6)
+    ax.set_xticklabels([plain_text(n) for n in names], rotation=90, fontsize=6)
     ax.set_yticks(range(k))
-    ax.set_yticklabels(names, fontsize=6)
+    ax.set_yticklabels([plain_text(n) for n in names], fontsize=6)
     ax.set_xlabel("predicted")
     ax.set_ylabel("ground truth")
-    fig.suptitle(title, fontsize=8)  # centred on the figure, which is as wide as it
+    fig.suptitle(plain_text(title), fontsize=8)  # centred on the figure, which is as wide as it
     fig.colorbar(im, ax=ax, shrink=0.8, label="fraction of the row")
     return _save(fig, path)
 
@@ -169,7 +170,7 @@ def legend(classes: list[str], palette: np.ndarray, path: Path) -> Path:
         r, c = divmod(i, cols)
         y = 1 - (r + 0.5) / rows
         ax.add_patch(_rect((c / cols + 0.005, y - 0.3 / rows), 0.15 / cols, 0.6 / rows, palette[i] / 255.0))
-        ax.text(c / cols + 0.18 / cols, y, name, va="center", fontsize=7)
+        ax.text(c / cols + 0.18 / cols, y, plain_text(name), va="center", fontsize=7)
     return _save(fig, path)
 
 
@@ -186,13 +187,13 @@ def curves(runs: list[RunRecord], path: Path) -> Path:
     for run in runs:
         train = [r for r in run.log if "loss" in r and "iter" in r]
         if train:
-            line = ax_loss.plot([r["iter"] for r in train], [r["loss"] for r in train], lw=1, label=run.name)[0]
+            line = ax_loss.plot([r["iter"] for r in train], [r["loss"] for r in train], lw=1, label=plain_text(run.name))[0]
             lr = [r for r in train if "lr" in r]
             ax_lr.plot([r["iter"] for r in lr], [r["lr"] for r in lr], lw=1, color=line.get_color())
         vals = [(r["iter"], np.nanmean([v["mIoU"] if isinstance(v, dict) else v for v in r["eval"].values()]))
                 for r in run.log if isinstance(r.get("eval"), dict) and r["eval"] and "iter" in r]
         if vals:
-            ax_val.plot(*zip(*vals), marker="o", ms=3, lw=1, label=run.name)
+            ax_val.plot(*zip(*vals), marker="o", ms=3, lw=1, label=plain_text(run.name))
     for ax, title in ((ax_loss, "training loss"), (ax_lr, "learning rate"), (ax_val, "validation mIoU (mean of domains)")):
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("iteration")
