@@ -159,8 +159,13 @@ def test_cli_eval_writes_corruptions_json_md_and_png(tmp_path, capsys):
         assert r["mPC"] == pytest.approx(sum(values) / 4)
         assert r["rPC"] == pytest.approx(100 * r["mPC"] / r["clean"])
     assert set(found["domains"]) == {"synthetic-game", "synthetic-night"}
+    record = found["evaluated"]  # which checkpoint and settings, as eval.json's
+    assert record["by"] == "dgseg eval" and record["iteration"] == 1 and record["final"] is False
+    assert record["file"] == str((run / "checkpoints" / "iter_0000001.safetensors").resolve())
     md = (run / "corruptions.md").read_text()
     assert "| synthetic-night |" in md and "| fog | weather |" in md
+    assert "(iter_0000001.safetensors), iteration 1 (not the run's final weights: the run's train.max_iters is 4); " \
+        "eval.mode whole" in md
     assert (run / "corruptions.png").stat().st_size > 0
     assert main(["eval", "--checkpoint", str(run), "--corruptions", "smog"]) == 2
     assert "unknown corruption 'smog'" in capsys.readouterr().err

@@ -86,17 +86,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     names, severities = corruption_options(args.corruptions, args.severities, args.corruption_seed)
     model, cfg = load_model(args.checkpoint, overrides, config_path=args.config)
     rank, world, device = init_distributed()
-    record = None if args.corruptions is not None else evaluation_record(args.checkpoint, cfg, device, "dgseg eval",
-                                                                             overrides, args.config)
-    domains = [domain_name(s, cfg.data.val) for s in cfg.data.val]
-    out = eval_folder(args.checkpoint, args.out, record, args.force, domains)  # refused here, not after evaluating
+    record = evaluation_record(args.checkpoint, cfg, device, "dgseg eval", overrides, args.config)
+    domains = [domain_name(s, cfg.data.val) for s in cfg.data.val]  # refused here, not after evaluating:
+    out = eval_folder(args.checkpoint, args.out, None if args.corruptions is not None else record, args.force, domains)
     if args.corruptions is not None:
         from dgseg.engine.robustness import corruptions_markdown, evaluate_corruptions, write_corruptions
 
         found = evaluate_corruptions(model.to(device), cfg, names, severities, args.corruption_seed or 0, device, rank,
                                      world, progress=not args.no_progress)
         if is_main():
-            paths = write_corruptions(found, out, title=cfg.name)
+            paths = write_corruptions(found, out, title=cfg.name, evaluated=record)
             print(strict_json.dumps(found) if args.json else corruptions_markdown(found, cfg.name))
             print(f"written: {', '.join(str(p) for p in paths)}")
         return 0

@@ -185,6 +185,7 @@ def demo_robustness(out: Path, methods: list[str], corruptions: list[str], sever
     """Corruption robustness of each trained method on the source domain's held-out scenes."""
     from dgseg.config import domain_name, source_entry
     from dgseg.engine.distributed import default_device
+    from dgseg.engine.eval_record import evaluation_record
     from dgseg.engine.inference import load_model
     from dgseg.engine.robustness import evaluate_corruptions, write_corruptions
 
@@ -196,7 +197,8 @@ def demo_robustness(out: Path, methods: list[str], corruptions: list[str], sever
         print(f"== demo: corruption robustness of {method} on {domain_name(specs[0], cfg.data.val)} ==", flush=True)
         found[method] = evaluate_corruptions(model.to(device), cfg, corruptions, severities, device=device,
                                              specs=specs)
-        write_corruptions(found[method], out / method, title=f"demo {method}")
+        write_corruptions(found[method], out / method, title=f"demo {method}",
+                          evaluated=evaluation_record(out / method, cfg, device, "dgseg demo"))
     return found
 
 

@@ -110,12 +110,20 @@ def _fmt(v: float) -> str:
     return "n/a" if v is None or math.isnan(v) else f"{v:.1f}"
 
 
+def _evaluated_line(results: dict[str, Any]) -> list[str]:
+    if not isinstance(results.get("evaluated"), dict):
+        return []
+    from dgseg.engine.eval_record import header_line
+
+    return [header_line(results["evaluated"]), ""]
+
+
 def corruptions_markdown(results: dict[str, Any], title: str = "") -> str:
     """A summary table (one row per domain) and, per domain, mIoU per corruption x severity."""
     sev = results["severities"]
     fams = [f for f in FAMILIES if any(FAMILY_OF[n] == f for n in results["corruptions"])]
     head = ["domain", "clean mIoU", "mPC", "rPC %", *fams]
-    lines = [f"# Corruption robustness{': ' + title if title else ''}", "",
+    lines = [f"# Corruption robustness{': ' + title if title else ''}", "", *_evaluated_line(results),
              f"Cityscapes-C protocol: {len(results['corruptions'])} corruptions x severities "
              f"{', '.join(map(str, sev))}, seed {results['seed']}. mIoU in %; mPC = mean mIoU over corruptions "
              "and severities; rPC = 100 x mPC / clean mIoU.", "",
@@ -168,8 +176,13 @@ def corruptions_figure(results: dict[str, Any], out_png: str | Path) -> Path:
     return write_atomic(out_png, lambda fh: fig.savefig(fh, format="png"))
 
 
-def write_corruptions(results: dict[str, Any], out_dir: str | Path, title: str = "") -> list[Path]:
-    """``corruptions.json`` (NaN as null), ``corruptions.md`` and ``corruptions.png`` in ``out_dir``."""
+def write_corruptions(results: dict[str, Any], out_dir: str | Path, title: str = "",
+                      evaluated: dict | None = None) -> list[Path]:
+    """``corruptions.json`` (NaN as null), ``corruptions.md`` and ``corruptions.png`` in ``out_dir``; with
+    ``evaluated`` (:func:`dgseg.engine.eval_record.evaluation_record`), the checkpoint and settings they come
+    from, in the record and a line under the title, as ``eval.json`` / ``eval.md``."""
+    if evaluated is not None:
+        results = {"evaluated": evaluated, **results}
     out = Path(out_dir)
     paths = [out / "corruptions.json", out / "corruptions.md"]
     texts = [strict_json.dumps(results, indent=2), corruptions_markdown(results, title)]
