@@ -15,6 +15,7 @@ from dgseg.cli import main
 from dgseg.config import ConfigError, config_from_dict
 from dgseg.data import DataError, build_dataset
 from dgseg.data.classes import (
+    PALETTE_SPACING,
     ClassSetError,
     default_palette,
     folder_id_map,
@@ -54,6 +55,17 @@ def test_default_palette_is_distinct_and_never_black():
         assert len({tuple(c) for c in pal.tolist()}) == k
         assert (0, 0, 0) not in {tuple(c) for c in pal.tolist()}
     assert not np.array_equal(default_palette(19), PALETTE)
+
+
+def test_default_palette_keeps_its_colours_apart_for_every_class_count_and_extends_smaller_ones():
+    """At 150 classes the colour sequence came back near its own colours ([128, 92, 51] and [128, 91, 51])."""
+    big = default_palette(255).astype(float)
+    for k in (19, 100, 150, 255):
+        pal = big[:k]
+        gaps = np.sqrt(((pal[:, None] - pal[None]) ** 2).sum(-1)) + np.eye(k) * 1e9
+        assert gaps.min() >= PALETTE_SPACING == 18.0, k
+        assert np.array_equal(default_palette(k), big[:k].astype(np.uint8)), k  # one sequence: K colours, its first
+    assert default_palette(3).tolist() == [[242, 36, 36], [27, 71, 178], [82, 128, 19]]  # the colours as before
 
 
 # ------------------------------------------------------------------------------------- classes files

@@ -67,21 +67,29 @@ class ClassSet:
         return hash(self.names)
 
 
+PALETTE_SPACING = 18.0
+"""The least RGB distance between two colours of :func:`default_palette` (the first 100 colours of its sequence
+are all further apart than this, so palettes of up to 100 classes are the sequence's first colours)."""
+
+
 def default_palette(k: int) -> np.ndarray:
     """K distinct, saturated colours (uint8 [K, 3]), none black (black is ignore): hues spaced by the
-    golden ratio, brightness and saturation stepping through three levels so neighbours differ."""
-    colours: list[tuple[int, int, int]] = []
-    seen = {(0, 0, 0)}
-    i = 0
+    golden ratio, brightness and saturation stepping through three levels so neighbours differ. A colour
+    closer than :data:`PALETTE_SPACING` to one taken is passed over (from about 100 classes on the sequence
+    comes back near its own colours); should the sequence run dry, the spacing is halved, never below 1."""
+    colours: list[np.ndarray] = []
+    spacing, i, tried = PALETTE_SPACING, 0, 0
     while len(colours) < k:
         h = (i * 0.6180339887498949) % 1.0
         v = (0.95, 0.7, 0.5)[i % 3]
         s = (0.85, 0.6, 1.0)[(i // 3) % 3]
-        rgb = tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(h, s, v))
-        if rgb not in seen:
-            seen.add(rgb)
+        rgb = np.array([int(round(255 * c)) for c in colorsys.hsv_to_rgb(h, s, v)], dtype=np.float64)
+        i, tried = i + 1, tried + 1
+        if rgb.any() and (not colours or np.sqrt(((np.stack(colours) - rgb) ** 2).sum(1)).min() >= spacing):
             colours.append(rgb)
-        i += 1
+            tried = 0
+        elif tried > 20000:  # 255 colours need about 1,300 draws at the spacing: a guard, not a path taken
+            spacing, tried = max(1.0, spacing / 2), 0
     return np.array(colours, dtype=np.uint8).reshape(k, 3)
 
 
