@@ -225,3 +225,30 @@ def test_the_readmes_submission_examples_use_one_run_folder_for_one_model():
     used = set(re.findall(r"--checkpoint (\S+)", section))
     trained = re.findall(r"trained with --out (\S+?)\)", section)
     assert len(re.findall(r"--checkpoint ", section)) == 4 and len(used) == 1 and trained == sorted(used), (used, trained)
+
+
+def test_resize_scales_each_image_first_and_writes_the_prediction_at_its_own_size(tmp_path, run, capsys,
+                                                                                   monkeypatch):
+    """As evaluation does with a data.val entry's resize: W,H as mmseg's Resize(keep_ratio=True) (the longer side
+    at most the larger of W and H, the shorter at most the smaller: 30,100 scales 40 x 60 by 0.75), or a factor."""
+    from dgseg.models.segmentor import Segmentor
+
+    seen = []
+    scores = Segmentor._scores
+    monkeypatch.setattr(Segmentor, "_scores", lambda self, x: seen.append(tuple(x.shape[-2:])) or scores(self, x))
+    image(tmp_path / "in" / "a.png", size=(40, 60))
+    for resize, size in (("30,100", (30, 45)), ("0.5", (20, 30)), ("120, 80", (80, 120)), (None, (40, 60))):
+        seen.clear()
+        out = tmp_path / f"out_{resize}"
+        assert main(["predict", "--checkpoint", str(run), str(tmp_path / "in"), "--out", str(out), "--mode", "whole",
+                     "--no-progress", *(["--resize", resize] if resize else [])]) == 0
+        assert seen == [size], resize  # what the model saw
+        assert Image.open(out / "a_labelTrainIds.png").size == (60, 40)  # written at the image's own size
+    assert main(["predict", "--checkpoint", str(run), str(tmp_path / "in"), "--out", str(tmp_path / "small"),
+                 "--resize", "0.1", "--no-progress"]) == 2
+    assert f"{tmp_path / 'in' / 'a.png'} (--resize: 6x4): " in capsys.readouterr().err
+    for bad in ("0", "4.5", "a,b", "1,2,3", "0,10", "10,9000"):
+        with pytest.raises(SystemExit) as exc:
+            main(["predict", "--checkpoint", str(run), "x.png", "--out", str(tmp_path / "o"), "--resize", bad])
+        assert exc.value.code == 2
+        assert f"argument --resize: {bad!r}: expected W,H (e.g. 1024,512" in capsys.readouterr().err

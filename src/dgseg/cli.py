@@ -125,14 +125,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model, cfg = load_model(args.checkpoint, args.overrides + (["eval.tta.enabled=true"] if args.tta else []))
     model.to(default_device())
     if args.dataset is None and args.format == "trainids" and zip_path is None:
-        written = predict_files(model, cfg, args.inputs, args.out, mode=args.mode, progress=not args.no_progress)
+        written = predict_files(model, cfg, args.inputs, args.out, args.mode, not args.no_progress, args.resize)
         print(f"{len(written)} predictions written to {args.out} (*_labelTrainIds.png, *_color.png, *_overlay.png)")
         return 0
     files = split_images(args.dataset, args.root, args.split or "test") if args.dataset else list_images(args.inputs)
     if zip_path is not None:
         InputImages(path for path, _ in files).check(zip_path, "the --zip file")
-    written = write_predictions(model, cfg, files, args.out, args.format, mode=args.mode,
-                                progress=not args.no_progress)
+    written = write_predictions(model, cfg, files, args.out, args.format, args.mode, not args.no_progress, args.resize)
     what = "label-ID PNGs (test-server format)" if args.format == "cityscapes-ids" else "predictions"
     print(f"{len(written)} {what} written to {args.out}")
     if zip_path is not None:
@@ -235,6 +234,8 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from dgseg.image_size import resize_option
+
     parser = argparse.ArgumentParser(prog="dgseg", description="Domain-generalized semantic segmentation.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -269,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="*", metavar="IMAGE_OR_DIR")
     p.add_argument("--out", required=True)
     p.add_argument("--mode", choices=("whole", "slide"))
+    p.add_argument("--resize", type=resize_option, metavar="W,H|FACTOR",
+                   help="scale each image first (keeping its ratio as mmseg's Resize(scale=(W, H)), or by a factor), "
+                        "as eval does a data.val entry's resize; the prediction is resized back (default: own size)")
     p.add_argument("--format", choices=("trainids", "cityscapes-ids"), default="trainids",
                    help="trainids: train-ID, colour and overlay PNGs; cityscapes-ids: one label-ID PNG per image, "
                         "named after it (Cityscapes / ACDC test servers)")

@@ -71,3 +71,31 @@ def check_image_size(height: int, width: int, rule: SizeRule | None, where: str)
     problem = image_size_problem(height, width, rule)
     if problem is not None:
         raise ValueError(f"{where}: {problem}")
+
+
+MAX_RESIZE_SIDE = 8192
+"""``--resize W,H``: the most pixels a side, as ``dgseg export --size``."""
+
+
+def resize_option(text: str) -> tuple[int, int] | float:
+    """``predict --resize``: ``W,H`` (each image scaled keeping its aspect ratio as a ``data.val`` entry's
+    ``resize: [W, H]``, i.e. mmseg's ``Resize(scale=(W, H), keep_ratio=True)``: the longer side at most the larger
+    of W and H, the shorter at most the smaller) or a factor in (0, 4] (``0.5``: half size). The model predicts
+    at that size; the prediction is resized back to the image's own."""
+    import argparse
+
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        if len(parts) == 2:
+            w, h = int(parts[0]), int(parts[1])
+            if 1 <= w <= MAX_RESIZE_SIDE and 1 <= h <= MAX_RESIZE_SIDE:
+                return w, h
+        elif len(parts) == 1:
+            factor = float(parts[0])
+            if 0 < factor <= 4:
+                return factor
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(
+        f"{text!r}: expected W,H (e.g. 1024,512: each image scaled keeping its aspect ratio, as mmseg's Resize; "
+        f"1 to {MAX_RESIZE_SIDE} px a side) or a scale factor in (0, 4] (e.g. 0.5)")

@@ -83,7 +83,7 @@ def load_model(checkpoint: str | Path, overrides: list[str] | None = None, confi
 
 
 def predict_files(model: nn.Module, cfg: Config, inputs: list[str], out_dir: str | Path, mode: str | None = None,
-                  progress: bool = True) -> list[Path]:
+                  progress: bool = True, resize: tuple[int, int] | float | None = None) -> list[Path]:
     """Write ``<stem>_labelTrainIds.png``, ``<stem>_color.png`` and ``<stem>_overlay.png`` per image file given
     or found in the given folders (:func:`dgseg.engine.submission.write_predictions` in the ``trainids``
     format: on the model's device, in the evaluation precision, each file by temp file + rename; an output
@@ -91,7 +91,8 @@ def predict_files(model: nn.Module, cfg: Config, inputs: list[str], out_dir: str
     from dgseg.engine.prediction_files import list_images
     from dgseg.engine.submission import write_predictions
 
-    return write_predictions(model, cfg, list_images(inputs), out_dir, "trainids", mode=mode, progress=progress)
+    return write_predictions(model, cfg, list_images(inputs), out_dir, "trainids", mode=mode, progress=progress,
+                             resize=resize)
 
 
 def export_full(model: nn.Module, cfg: Config, meta: dict, out_file: str | Path, replace: bool = True) -> Path:

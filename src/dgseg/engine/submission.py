@@ -125,11 +125,14 @@ def check_cityscapes_classes(cfg: Config) -> None:
 
 @torch.no_grad()
 def write_predictions(model: nn.Module, cfg: Config, files: list[tuple[Path, Path]], out_dir: str | Path,
-                      fmt: str = "trainids", mode: str | None = None, progress: bool = True) -> list[Path]:
+                      fmt: str = "trainids", mode: str | None = None, progress: bool = True,
+                      resize: tuple[int, int] | float | None = None) -> list[Path]:
     """Predict every ``(image, relative output path)`` and write it in ``fmt``: ``cityscapes-ids``
     (``<rel>.png`` in label IDs) or ``trainids`` (``<rel>_labelTrainIds.png``, ``_color.png``,
     ``_overlay.png``). Uses ``cfg.eval`` (mode, crop, stride, batch size, tta) and the evaluation precision
-    (``train.amp`` as resolved for inference on the model's device). Returns the label files. An output
+    (``train.amp`` as resolved for inference on the model's device); ``resize`` (``--resize``: (W, H) as mmseg's
+    ``Resize(keep_ratio=True)``, or a factor) scales each image first, the prediction resized back to the image's
+    own size (as evaluation does with a ``data.val`` entry's ``resize``). Returns the label files. An output
     name that is one of the input images is refused before anything is written
     (:func:`dgseg.engine.prediction_files.plan_outputs`)."""
     from dgseg.data import EvalTransform
@@ -150,12 +153,13 @@ def write_predictions(model: nn.Module, cfg: Config, files: list[tuple[Path, Pat
 
     device = next(model.parameters()).device
     amp = resolve_amp(cfg.train.amp, device, training=False)
-    transform = EvalTransform(resize=None)
+    transform = EvalTransform(resize=resize)
     model.eval()
     written: list[Path] = []
     for path, target in tqdm(plan, desc="predict", disable=not progress):
         rgb = read_image(path)
-        check_image_size(rgb.shape[0], rgb.shape[1], model_size_rule(model), str(path))
+        h, w = transform.output_size(*rgb.shape[:2])
+        check_image_size(h, w, model_size_rule(model), str(path) if resize is None else f"{path} (--resize: {w}x{h})")
         image = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)
         norm, _ = transform(image, torch.zeros(rgb.shape[:2], dtype=torch.int64))
         pred = predict_labels(model, norm[None].to(device), rgb.shape[:2], mode or cfg.eval.mode, cfg.eval.crop,
