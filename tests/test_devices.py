@@ -7,6 +7,7 @@ import torch
 from tiny import tiny_config
 
 import dgseg
+import dgseg.engine.eval_record as eval_record
 import dgseg.engine.evaluate as evaluate_module
 import dgseg.engine.inference as inference
 import dgseg.engine.robustness as robustness
@@ -40,6 +41,7 @@ def test_demo_robustness_runs_on_the_machines_default_device(monkeypatch, tmp_pa
 
     monkeypatch.setattr(robustness, "evaluate_corruptions", fake_corruptions)
     monkeypatch.setattr(robustness, "write_corruptions", lambda *args, **kwargs: [])
+    monkeypatch.setattr(eval_record, "evaluation_record", lambda *args, **kwargs: {})  # no checkpoint here
     demo.demo_robustness(tmp_path, ["rein"], ["gaussian_noise"], [1])
     assert seen == [("meta", "meta")]
 
