@@ -155,3 +155,14 @@ def test_clip_text_on_an_encoder_without_a_visual_projection_says_so():
     with pytest.raises(ValueError, match="no visual projection"):
         dgseg.build_model(tiny_config(model__adapter={"name": "full", "link": False},
                                       model__text={"name": "clip", "arch": "EVA02-L-14"}))
+
+
+def test_class_names_are_checked_in_a_text_embed_file_of_any_name(tmp_path, text_weights):
+    """text-embed writes safetensors whatever --out is called (emb.pt); its recorded class names still count."""
+    from dgseg.models.text import save_class_embeddings
+
+    path = save_class_embeddings(tmp_path / "emb.pt", torch.randn(3, 24), ["background", "rust", "crack"])
+    with pytest.raises(WeightsError, match=r"emb\.pt: its embeddings are of the classes "
+                                           r"\['background', 'rust', 'crack'\].*\['background', 'crack', 'rust'\]"):
+        load_class_embeddings(path, ["background", "crack", "rust"])
+    assert load_class_embeddings(path, ["background", "rust", "crack"]).shape == (3, 24)

@@ -27,7 +27,13 @@ from torch import Tensor, nn
 from dgseg.config import TextConfig
 from dgseg.models.context_decoder import ContextDecoder
 from dgseg.models.text_tower import CLIPTextTower, PromptLearner, QuickGELU, tokenize_names
-from dgseg.models.weights_io import WeightsError, clip_download_hint, local_weights_file, read_state_dict
+from dgseg.models.weights_io import (
+    WeightsError,
+    _looks_like_safetensors,
+    clip_download_hint,
+    local_weights_file,
+    read_state_dict,
+)
 
 __all__ = ["CLIPTextTower", "ContextDecoder", "PromptLearner", "QuickGELU", "TextGuidance", "build_text_guidance",
            "load_class_embeddings", "save_class_embeddings", "text_embed_config", "tokenize_names"]
@@ -134,8 +140,9 @@ def load_class_embeddings(path: str | Path, names: list[str]) -> Tensor:
 
 
 def _recorded_names(path: Path) -> list[str] | None:
-    """The class names in a safetensors file's metadata (``classes``, one per line); None when absent."""
-    if path.suffix != ".safetensors":
+    """The class names in a safetensors file's metadata (``classes``, one per line), whatever the file's name
+    (``text-embed --out emb.pt`` writes safetensors too); None when absent."""
+    if path.suffix != ".safetensors" and not _looks_like_safetensors(path):
         return None
     from safetensors import safe_open
 
