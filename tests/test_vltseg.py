@@ -166,3 +166,21 @@ def test_class_names_are_checked_in_a_text_embed_file_of_any_name(tmp_path, text
                                            r"\['background', 'rust', 'crack'\].*\['background', 'crack', 'rust'\]"):
         load_class_embeddings(path, ["background", "crack", "rust"])
     assert load_class_embeddings(path, ["background", "rust", "crack"]).shape == (3, 24)
+
+
+def test_text_embed_of_a_file_without_a_text_tower_says_so(tmp_path, text_weights, capsys):
+    """An image-only file (no text tower) is named as not a CLIP text tower, not asked for its activation."""
+    import yaml
+
+    from dgseg.cli import main
+    from dgseg.config import config_to_dict
+
+    vision = tmp_path / "vision.safetensors"
+    save_file({"visual.proj": torch.zeros(2, 2)}, str(vision))
+    cfg_file = tmp_path / "v.yaml"
+    cfg_file.write_text(yaml.safe_dump(config_to_dict(vltseg(text_weights))))
+    assert main(["text-embed", str(cfg_file), "--out", str(tmp_path / "emb.safetensors"),
+                 "--set", f"model.text.weights={vision}"]) == 2
+    err = capsys.readouterr().err
+    assert f"{vision}: not a CLIP text tower (missing ['token_embedding.weight'" in err and "activation" not in err
+    assert not (tmp_path / "emb.safetensors").exists()

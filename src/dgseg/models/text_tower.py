@@ -114,15 +114,17 @@ class CLIPTextTower(nn.Module):
                         activation: str = "auto") -> CLIPTextTower:
         """Infer the sizes from a CLIP checkpoint (whole CLIP or text tower; ``text.`` prefix allowed) and the
         activation from its family (:func:`text_activation`)."""
-        act = text_activation(state, source, activation)
-        if "text.token_embedding.weight" in state:
-            state = {k[5:]: v for k, v in state.items() if k.startswith("text.")}
+        text = {k[5:]: v for k, v in state.items() if k.startswith("text.")}
         need = ("token_embedding.weight", "positional_embedding", "ln_final.weight", "text_projection")
-        missing = [k for k in need if k not in state]
-        if missing:
+        tower_keys = text if "token_embedding.weight" in text else state
+        missing = [k for k in need if k not in tower_keys]
+        if missing:  # checked before the activation: a file without a text tower is not an activation question
             raise WeightsError(f"{source}: not a CLIP text tower (missing {missing}); expected OpenAI/open_clip "
                                "keys token_embedding, positional_embedding, transformer.resblocks.*, ln_final, "
                                "text_projection")
+        act = text_activation(state, source, activation)
+        if "text.token_embedding.weight" in state:
+            state = text
         vocab, width = state["token_embedding.weight"].shape
         context = state["positional_embedding"].shape[0]
         embed = state["text_projection"].shape[1]
