@@ -25,6 +25,11 @@ def _shared_recipe(cfg) -> None:
         ("cityscapes", [1024, 512], None), ("bdd100k", [1024, 512], None), ("mapillary", [1024, 512], None)]
     assert (t.max_iters, t.batch_size, t.warmup_iters, t.poly_begin, t.power) == (5000, 16, 0, 500, 0.9)
     assert (e.mode, e.crop, e.stride) == ("slide", 512, 426)
+    assert m.backbone.weights == "weights/EVA02_CLIP_L_psz14_s4B.pt"
+    h = m.head  # Rein's Mask2Former (configs/_base_/models/rein_dinov2_mask2former.py), as the re-implementation's
+    assert (h.name, h.num_queries, h.train_points, h.oversample_ratio, h.importance_sample_ratio) == (
+        "mask2former", 100, 12544, 3.0, 0.75)
+    assert (h.class_weight, h.mask_weight, h.dice_weight, h.no_object_weight) == (2.0, 5.0, 5.0, 0.1)
 
 
 def test_plain_vltseg_is_the_reimplementations_adamw_recipe():
@@ -34,6 +39,7 @@ def test_plain_vltseg_is_the_reimplementations_adamw_recipe():
     assert cfg.model.text.name == "none"
     b = cfg.model.backbone  # eva02.py: no inner_attn_ln, no final norm; pos_embed not taken from the file
     assert (b.attn_norm, b.final_norm, b.pos_embed_init) == (False, False, "trunc_normal")
+    assert b.patch_remainder == "drop"  # eva02.py's patch embedding: 36 x 36 patches of a 512 crop
     assert (t.optimizer, t.lr, t.weight_decay, t.grad_clip) == ("adamw", 1e-4, 0.05, 0.01)
 
 
@@ -47,6 +53,8 @@ def test_text_guided_vltseg_trains_with_lamb_and_denseclips_text_branch():
     assert (x.aux_weight, x.temperature) == (0.4, 0.07)
     b = cfg.model.backbone  # EVA-CLIP's own image tower, whole; its final norm feeds the visual projection
     assert (b.attn_norm, b.final_norm, b.pos_embed_init) == (True, True, "file")
+    assert b.patch_remainder == "pad"  # v1: pads to 518 (37 x 37 patches), crops the logits back
+    assert x.learnable_context and x.weights == b.weights  # CoOp context; the EVA-CLIP file's own text tower
     # LAMB's lr / weight decay are not in the paper: DenseCLIP's lr, the LAMB paper's weight decay
     assert (t.optimizer, t.lr, t.weight_decay, t.grad_clip) == ("lamb", 1e-4, 0.01, None)
 
