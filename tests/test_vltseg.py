@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -184,3 +186,28 @@ def test_text_embed_of_a_file_without_a_text_tower_says_so(tmp_path, text_weight
     err = capsys.readouterr().err
     assert f"{vision}: not a CLIP text tower (missing ['token_embedding.weight'" in err and "activation" not in err
     assert not (tmp_path / "emb.safetensors").exists()
+
+
+def test_a_run_with_fixed_class_embeddings_loads_without_their_file_or_text_tower(tmp_path, text_weights):
+    """Its checkpoint holds the embeddings it trained with: loading reads neither the embeddings file nor the
+    text tower that computed them (both may be gone where the run folder moved)."""
+    import shutil
+
+    from dgseg.engine.checkpoint import save_checkpoint
+    from dgseg.engine.train import checkpoint_meta
+    from dgseg.models.text import save_class_embeddings
+
+    emb = save_class_embeddings(tmp_path / "emb.safetensors", torch.randn(19, 24), list(CLASSES))
+    tower = shutil.copy(text_weights, tmp_path / "tower.safetensors")
+    for name, text in (("file", {"name": "clip", "embeddings": str(emb), "learnable_context": False}),
+                       ("tower", {"name": "clip", "weights": str(tower), "learnable_context": False})):
+        cfg = vltseg(text_weights, model__text=text)
+        model = dgseg.build_model(cfg)
+        save_checkpoint(tmp_path / name, 1, model.trainable_state_dict(), checkpoint_meta(cfg, 1))
+        trained = model.text.class_embeddings.clone()
+        Path(text.get("embeddings") or text["weights"]).unlink()
+        loaded, _ = load_model(tmp_path / name)
+        assert torch.equal(loaded.text.class_embeddings, trained), name
+    with pytest.raises(WeightsError, match="emb.safetensors"):  # a build from the config still needs the file
+        dgseg.build_model(vltseg(text_weights, model__text={"name": "clip", "embeddings": str(emb),
+                                                             "learnable_context": False}))

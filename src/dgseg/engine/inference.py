@@ -77,7 +77,10 @@ def load_model(checkpoint: str | Path, overrides: list[str] | None = None, confi
         raise CheckpointError(f"{checkpoint}: {e}") from None
     warn_if_other_class_names(meta, cfg, str(checkpoint))
     check_backbone(checkpoint, meta, cfg)  # the same tensors, by content digest, wherever the file lives
-    model = dgseg.build_model(cfg)
+    from dgseg.models.text import stored_class_embeddings
+
+    with stored_class_embeddings(weights.get("text.class_embeddings")):  # not read again from their file
+        model = dgseg.build_model(cfg)
     load_trainable(model, weights, str(checkpoint))
     return model.eval(), cfg
 

@@ -18,6 +18,8 @@ Class embeddings of a frozen tower without learnable context can be written to a
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from pathlib import Path
 
 import torch
@@ -36,7 +38,8 @@ from dgseg.models.weights_io import (
 )
 
 __all__ = ["CLIPTextTower", "ContextDecoder", "PromptLearner", "QuickGELU", "TextGuidance", "build_text_guidance",
-           "load_class_embeddings", "save_class_embeddings", "text_embed_config", "tokenize_names"]
+           "load_class_embeddings", "save_class_embeddings", "stored_class_embeddings", "text_embed_config",
+           "tokenize_names"]
 
 GAMMA_INIT = 1e-4  # DenseCLIP: self.gamma = nn.Parameter(torch.ones(text_dim) * 1e-4)
 
@@ -179,13 +182,33 @@ def text_embed_config(cfg: TextConfig, config: str) -> TextConfig:
     return cfg
 
 
+_STORED: contextvars.ContextVar[Tensor | None] = contextvars.ContextVar("stored_class_embeddings", default=None)
+
+
+@contextlib.contextmanager
+def stored_class_embeddings(embeddings: Tensor | None):
+    """Builds inside it take fixed class embeddings from ``embeddings`` (a checkpoint's ``text.class_embeddings``,
+    the ones it trained with and will load anyway) instead of the ``model.text.embeddings`` file or the text tower
+    that computed them, so a run loads without either. None: as usual. Learnable context is unaffected."""
+    token = _STORED.set(embeddings)
+    try:
+        yield
+    finally:
+        _STORED.reset(token)
+
+
 def build_text_guidance(cfg: TextConfig, names: list[str]) -> TextGuidance:
     """The text branch for the classes ``names`` (the experiment's class set, in label order)."""
     num_classes = len(names)
-    if cfg.embeddings is not None:
-        if cfg.learnable_context:
-            raise ValueError("model.text.embeddings are fixed class embeddings; set model.text.learnable_context=false "
-                             "or give model.text.weights (a CLIP text tower) to learn the context")
+    stored = _STORED.get()
+    if cfg.embeddings is not None and cfg.learnable_context:
+        raise ValueError("model.text.embeddings are fixed class embeddings; set model.text.learnable_context=false "
+                         "or give model.text.weights (a CLIP text tower) to learn the context")
+    if stored is not None and not cfg.learnable_context:  # a checkpoint's own: no file, no tower needed
+        emb = stored.float().clone()
+        tower, prompts = None, None
+        embed_dim = emb.shape[1]
+    elif cfg.embeddings is not None:
         emb = load_class_embeddings(cfg.embeddings, names)
         tower, prompts = None, None
         embed_dim = emb.shape[1]
