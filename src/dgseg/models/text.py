@@ -31,8 +31,8 @@ from dgseg.models.context_decoder import ContextDecoder
 from dgseg.models.text_tower import CLIPTextTower, PromptLearner, QuickGELU, tokenize_names
 from dgseg.models.weights_io import (
     WeightsError,
-    _looks_like_safetensors,
     clip_download_hint,
+    is_safetensors,
     local_weights_file,
     read_state_dict,
 )
@@ -145,7 +145,7 @@ def load_class_embeddings(path: str | Path, names: list[str]) -> Tensor:
 def _recorded_names(path: Path) -> list[str] | None:
     """The class names in a safetensors file's metadata (``classes``, one per line), whatever the file's name
     (``text-embed --out emb.pt`` writes safetensors too); None when absent."""
-    if path.suffix != ".safetensors" and not _looks_like_safetensors(path):
+    if not is_safetensors(path):
         return None
     from safetensors import safe_open
 

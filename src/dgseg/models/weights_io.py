@@ -30,7 +30,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
                            "or .bin)")
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors" or _looks_like_safetensors(path):  # a download saved under the config's .pt name
+    if is_safetensors(path):
         from safetensors.torch import load_file
 
         try:
@@ -54,8 +54,11 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     return data
 
 
-def _looks_like_safetensors(path: Path) -> bool:
-    """A safetensors file whatever its name: an 8-byte little-endian header length, then the JSON header."""
+def is_safetensors(path: Path) -> bool:
+    """A safetensors file, named so or not (a download saved under the config's ``.pt`` name, ``text-embed --out
+    emb.pt``): its suffix, else its content: an 8-byte little-endian header length, then the JSON header."""
+    if path.suffix == ".safetensors":
+        return True
     with open(path, "rb") as f:
         head = f.read(9)
     return len(head) == 9 and head[8:] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size
