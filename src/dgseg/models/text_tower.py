@@ -116,15 +116,14 @@ class CLIPTextTower(nn.Module):
         activation from its family (:func:`text_activation`)."""
         text = {k[5:]: v for k, v in state.items() if k.startswith("text.")}
         need = ("token_embedding.weight", "positional_embedding", "ln_final.weight", "text_projection")
-        tower_keys = text if "token_embedding.weight" in text else state
-        missing = [k for k in need if k not in tower_keys]
+        tower_state = text if "token_embedding.weight" in text else state  # the tower's own keys, unprefixed
+        missing = [k for k in need if k not in tower_state]
         if missing:  # checked before the activation: a file without a text tower is not an activation question
             raise WeightsError(f"{source}: not a CLIP text tower (missing {missing}); expected OpenAI/open_clip "
                                "keys token_embedding, positional_embedding, transformer.resblocks.*, ln_final, "
                                "text_projection")
-        act = text_activation(state, source, activation)
-        if "text.token_embedding.weight" in state:
-            state = text
+        act = text_activation(state, source, activation)  # from the whole file: its family shows outside the tower
+        state = tower_state
         vocab, width = state["token_embedding.weight"].shape
         context = state["positional_embedding"].shape[0]
         embed = state["text_projection"].shape[1]
