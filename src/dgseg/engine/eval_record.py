@@ -91,8 +91,14 @@ def not_final(file: Path, step: int | None, max_iters) -> str | None:
         latest = latest_checkpoint(folder)
     except CheckpointError:  # a damaged `latest` pointer: the highest-step checkpoint, as resuming takes it
         latest = highest_checkpoint(checkpoint_dir(folder)) if checkpoint_dir(folder).is_dir() else None
+    return superseded(latest, step)  # an export or copy of it too: the run went on
+
+
+def superseded(latest: Path | None, step: int) -> str | None:
+    """``a later checkpoint of the run follows: <name>`` when the run's checkpoint ``latest`` is of a later
+    iteration than ``step`` (the run was resumed for longer); else None."""
     later = CHECKPOINT_FILE.match(latest.name) if latest is not None else None
-    if later is not None and int(later.group(1)) > step:  # an export or copy of it too: the run went on
+    if later is not None and int(later.group(1)) > step:
         return f"a later checkpoint of the run follows: {latest.name}"
     return None
 

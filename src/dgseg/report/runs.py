@@ -168,15 +168,13 @@ def _superseded(run: Path, evaluated: dict) -> dict:
     since (a later checkpoint in ``run/checkpoints``, a resume stopped before its end included) is no longer of
     the final weights, and says so."""
     from dgseg.engine.checkpoint_read import CHECKPOINT_DIR, highest_checkpoint
+    from dgseg.engine.eval_record import superseded
 
     step, folder = evaluated.get("iteration"), run / CHECKPOINT_DIR
     if not evaluated.get("final") or type(step) is not int or not folder.is_dir():
         return evaluated
-    latest = highest_checkpoint(folder)
-    later = int(latest.name[5:].split(".")[0]) if latest is not None else step
-    if later <= step:
-        return evaluated
-    return {**evaluated, "final": False, "not_final": f"a later checkpoint of the run follows: {latest.name}"}
+    why = superseded(highest_checkpoint(folder), step)
+    return evaluated if why is None else {**evaluated, "final": False, "not_final": why}
 
 
 def load_run(path: str | Path, name: str | None = None) -> RunRecord:
