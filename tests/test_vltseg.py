@@ -193,7 +193,8 @@ def test_a_run_with_fixed_class_embeddings_loads_without_their_file_or_text_towe
     text tower that computed them (both may be gone where the run folder moved)."""
     import shutil
 
-    from dgseg.engine.checkpoint import save_checkpoint
+    from dgseg.engine.checkpoint import load_checkpoint, save_checkpoint
+    from dgseg.engine.inference import export_full
     from dgseg.engine.train import checkpoint_meta
     from dgseg.models.text import save_class_embeddings
 
@@ -208,6 +209,8 @@ def test_a_run_with_fixed_class_embeddings_loads_without_their_file_or_text_towe
         Path(text.get("embeddings") or text["weights"]).unlink()
         loaded, _ = load_model(tmp_path / name)
         assert torch.equal(loaded.text.class_embeddings, trained), name
+        full = export_full(loaded, cfg, load_checkpoint(tmp_path / name)[1], tmp_path / f"{name}_full.safetensors")
+        assert torch.equal(load_model(full)[0].text.class_embeddings, trained), name  # a full export the same
     with pytest.raises(WeightsError, match="emb.safetensors"):  # a build from the config still needs the file
         dgseg.build_model(vltseg(text_weights, model__text={"name": "clip", "embeddings": str(emb),
                                                              "learnable_context": False}))

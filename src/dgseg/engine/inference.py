@@ -59,9 +59,13 @@ def load_model(checkpoint: str | Path, overrides: list[str] | None = None, confi
         check_backbone_layout(meta, config_to_dict(cfg))
     except CheckpointError as e:
         raise CheckpointError(f"{checkpoint}: {e}") from None
+    from dgseg.models.text import stored_class_embeddings
+
+    stored = weights.get("text.class_embeddings")  # fixed class embeddings: not read again from their file
     if meta.get("format") == FULL_FORMAT:
         cfg.model.backbone.weights = None
-        model = dgseg.build_model(cfg)
+        with stored_class_embeddings(stored):
+            model = dgseg.build_model(cfg)
         own = model.state_dict()
         problems = mismatch_report(own, weights, own)
         if problems:
@@ -77,9 +81,7 @@ def load_model(checkpoint: str | Path, overrides: list[str] | None = None, confi
         raise CheckpointError(f"{checkpoint}: {e}") from None
     warn_if_other_class_names(meta, cfg, str(checkpoint))
     check_backbone(checkpoint, meta, cfg)  # the same tensors, by content digest, wherever the file lives
-    from dgseg.models.text import stored_class_embeddings
-
-    with stored_class_embeddings(weights.get("text.class_embeddings")):  # not read again from their file
+    with stored_class_embeddings(stored):
         model = dgseg.build_model(cfg)
     load_trainable(model, weights, str(checkpoint))
     return model.eval(), cfg
