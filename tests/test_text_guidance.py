@@ -343,3 +343,14 @@ def test_the_auxiliary_text_loss_is_0_4_times_cross_entropy_on_the_score_map_ove
     logits = F.interpolate(score / 0.07, size=(8, 10), mode="bilinear", align_corners=False)
     expected = 0.4 * F.cross_entropy(logits, labels, ignore_index=255)
     torch.testing.assert_close(guidance.loss({"score_map": score}, labels)["loss_text"], expected)
+
+
+@pytest.mark.parametrize("learnable", [True, False])
+def test_a_class_name_too_long_for_the_prompt_is_named(learnable):
+    from dgseg.models.text_tower import PromptLearner
+
+    tower = CLIPTextTower(vocab_size=49408, width=32, layers=1, heads=1, context_length=20, embed_dim=16)
+    long_name = "very " * 12 + "long road"
+    with pytest.raises(ValueError, match=r"class 1 'very very .*long road': its prompt \(SOS, .*\) is \d+ CLIP tokens, over .* context length 20"):
+        PromptLearner(tower, ["sky", long_name, "car"], n_ctx=8, learnable=learnable)
+    PromptLearner(tower, ["sky", "very long road", "car"], n_ctx=8, learnable=learnable)  # 1 + 8 + 3 + 1 fits

@@ -194,12 +194,18 @@ class PromptLearner(nn.Module):
     def __init__(self, tower: CLIPTextTower, names: list[str], n_ctx: int = 8, learnable: bool = True,
                  context_init: str = "denseclip") -> None:
         super().__init__()
+        classes = names
         if not learnable:  # a fixed hand-written template instead of context vectors
             names, n_ctx = [f"a photo of a {n}." for n in names], 0
         ids = tokenize_names(names)
-        length = 1 + n_ctx + max(len(i) for i in ids) + 1
+        longest = max(range(len(ids)), key=lambda k: len(ids[k]))
+        length = 1 + n_ctx + len(ids[longest]) + 1
         if length > tower.context_length:
-            raise ValueError(f"prompts of {length} tokens exceed the text tower's context length {tower.context_length}")
+            n = len(ids[longest])
+            parts = (f"SOS, {n_ctx} context tokens (model.text.context_length), the name's {n}, EOS" if learnable
+                     else f"SOS, 'a photo of a NAME.' in {n}, EOS")
+            raise ValueError(f"class {longest} {classes[longest]!r}: its prompt ({parts}) is {length} CLIP tokens, "
+                             f"over the text tower's context length {tower.context_length}; shorten the class name")
         tokens = torch.zeros(len(names), length, dtype=torch.long)
         eos = []
         for k, name_ids in enumerate(ids):
