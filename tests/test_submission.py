@@ -252,3 +252,47 @@ def test_resize_scales_each_image_first_and_writes_the_prediction_at_its_own_siz
             main(["predict", "--checkpoint", str(run), "x.png", "--out", str(tmp_path / "o"), "--resize", bad])
         assert exc.value.code == 2
         assert f"argument --resize: {bad!r}: expected W,H (e.g. 1024,512" in capsys.readouterr().err
+
+
+def test_a_dataset_split_is_predicted_as_eval_runs_its_data_val_entry_unless_told_otherwise(tmp_path, capsys,
+                                                                                           monkeypatch):
+    """mmseg predicts a test split through the config's test pipeline: ``--dataset NAME`` takes the resize and
+    mode of the checkpoint's data.val entries of NAME; --resize / --mode win; entries that disagree need them."""
+    from dgseg.models.segmentor import Segmentor
+
+    run = tiny_run(tmp_path / "run", data__val=[
+        {"name": "cityscapes", "root": "nowhere", "split": "val", "resize": [28, 20], "mode": "whole"},
+        {"name": "acdc-fog", "root": "nowhere", "split": "val", "resize": 0.5},
+        {"name": "acdc-night", "root": "nowhere", "split": "val", "resize": 0.5},
+        {"name": "acdc-rain", "root": "nowhere", "split": "val", "resize": 0.5},
+        {"name": "acdc-snow", "root": "nowhere", "split": "val", "resize": 0.75}], data__source="cityscapes")
+    seen = []
+    scores = Segmentor._scores
+    monkeypatch.setattr(Segmentor, "_scores", lambda self, x: seen.append(tuple(x.shape[-2:])) or scores(self, x))
+    root = tmp_path / "data"
+    image(root / "leftImg8bit" / "test" / "bonn" / "bonn_000000_000019_leftImg8bit.png", size=(40, 56))
+    for c in ("fog", "night", "rain", "snow"):
+        image(root / "rgb_anon" / c / "test" / "GP01" / f"GP01_frame_{c}_rgb_anon.png", size=(40, 56))
+
+    def predict(dataset, *extra):
+        seen.clear()
+        code = main(["predict", "--checkpoint", str(run), "--dataset", dataset, "--root", str(root), "--split", "test",
+                     "--out", str(tmp_path / f"out{len(list(tmp_path.glob('out*')))}"), "--no-progress", *extra])
+        return code, list(seen), capsys.readouterr()
+
+    code, sizes, said = predict("cityscapes")  # 56 x 40 into 28 x 20 keeping its ratio
+    assert code == 0 and sizes == [(20, 28)]
+    assert "--dataset cityscapes: resize (28, 20) and mode whole, as the checkpoint's data.val entry" in said.out
+    code, sizes, _ = predict("cityscapes", "--resize", "1.0")
+    assert code == 0 and sizes == [(40, 56)]
+    code, sizes, _ = predict("acdc-fog")  # its entry's factor, mode from eval.mode
+    assert code == 0 and sizes == [(20, 28)]
+    code, sizes, said = predict("acdc")  # snow's 0.75 disagrees with the other conditions
+    assert code == 2 and sizes == [] and "acdc-fog: 0.5" in said.err and "acdc-snow: 0.75); pass --resize" in said.err
+    code, sizes, _ = predict("acdc", "--resize", "0.5")
+    assert code == 0 and sizes == [(20, 28)] * 4
+    bare = tiny_run(tmp_path / "bare")  # no entry of the dataset: each image at its own size
+    seen.clear()
+    assert main(["predict", "--checkpoint", str(bare), "--dataset", "cityscapes", "--root", str(root), "--split",
+                 "test", "--out", str(tmp_path / "bare_out"), "--no-progress"]) == 0
+    assert seen == [(40, 56)] and "no data.val entry of it" in capsys.readouterr().out

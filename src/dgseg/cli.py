@@ -116,7 +116,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from dgseg.engine.distributed import default_device
     from dgseg.engine.inference import load_model, predict_files
     from dgseg.engine.prediction_files import InputImages, check_predict_sources, list_images
-    from dgseg.engine.submission import split_images, write_predictions, zip_folder
+    from dgseg.engine.submission import dataset_settings, split_images, write_predictions, zip_folder
 
     check_out_folder(args.out)
     check_predict_sources(args.inputs, args.dataset, args.root, args.split)  # before the model loads
@@ -129,6 +129,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"{len(written)} predictions written to {args.out} (*_labelTrainIds.png, *_color.png, *_overlay.png)")
         return 0
     files = split_images(args.dataset, args.root, args.split or "test") if args.dataset else list_images(args.inputs)
+    if args.dataset:  # its data.val entry's resize and mode, as eval, unless given
+        args.resize, args.mode, said = dataset_settings(cfg, args.dataset, args.resize, args.mode)
+        print(said)
     if zip_path is not None:
         InputImages(path for path, _ in files).check(zip_path, "the --zip file")
     written = write_predictions(model, cfg, files, args.out, args.format, args.mode, not args.no_progress, args.resize)
@@ -271,8 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--mode", choices=("whole", "slide"))
     p.add_argument("--resize", type=resize_option, metavar="W,H|FACTOR",
-                   help="scale each image first (keeping its ratio as mmseg's Resize(scale=(W, H)), or by a factor), "
-                        "as eval does a data.val entry's resize; the prediction is resized back (default: own size)")
+                   help="scale each image first (keeping its ratio as mmseg's Resize(scale=(W, H)), or by a factor) as "
+                        "eval does; the prediction is resized back (default: own size; --dataset: its data.val entry's)")
     p.add_argument("--format", choices=("trainids", "cityscapes-ids"), default="trainids",
                    help="trainids: train-ID, colour and overlay PNGs; cityscapes-ids: one label-ID PNG per image, "
                         "named after it (Cityscapes / ACDC test servers)")

@@ -78,6 +78,37 @@ def split_images(name: str, root: str | os.PathLike, split: str) -> list[tuple[P
     return found
 
 
+def dataset_settings(cfg: Config, dataset: str, resize: tuple[int, int] | float | None,
+                     mode: str | None) -> tuple[tuple[int, int] | float | None, str | None, str]:
+    """``predict --dataset``'s (resize, mode, what it says of them): those given (``--resize``, ``--mode``), else
+    those of the checkpoint's ``data.val`` entries of the dataset, as ``eval`` runs them (mmseg predicts a test
+    split through the config's test pipeline), else the image's own size and ``eval.mode``."""
+    names = GROUPS.get(dataset.lower(), [dataset.lower()])
+    entries = [e for e in cfg.data.val if e.name.lower() in names]
+    took = []
+    if resize is None and entries:
+        if any(e.prescale is not None for e in entries):
+            raise ValueError(f"--dataset {dataset}: the checkpoint's data.val entry of {dataset} sets prescale, which "
+                             "predict does not apply (it writes predictions at each image's own size); pass --resize")
+        sizes = {e.name: tuple(e.resize) if isinstance(e.resize, list) else e.resize for e in entries}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"--dataset {dataset}: the checkpoint's data.val entries resize differently "
+                             f"({', '.join(f'{n}: {v}' for n, v in sizes.items())}); pass --resize")
+        resize = next(iter(sizes.values()))
+        took.append(f"resize {resize}" if resize is not None else "own size")
+    if mode is None and entries:
+        modes = {e.name: e.mode or cfg.eval.mode for e in entries}
+        if len(set(modes.values())) > 1:
+            raise ValueError(f"--dataset {dataset}: the checkpoint's data.val entries predict in different modes "
+                             f"({', '.join(f'{n}: {v}' for n, v in modes.items())}); pass --mode")
+        mode = next(iter(modes.values()))
+        took.append(f"mode {mode}")
+    said = (f"--dataset {dataset}: {' and '.join(took)}, as the checkpoint's data.val entry of it" if took else
+            f"--dataset {dataset}: no data.val entry of it in the checkpoint's config; "
+            f"{'each image at its own size' if resize is None else f'resize {resize}'}, mode {mode or cfg.eval.mode}")
+    return resize, mode, said
+
+
 def png_bytes(array: np.ndarray) -> bytes:
     """A uint8 [H, W] or [H, W, 3] array encoded as PNG."""
     from PIL import Image
