@@ -117,8 +117,8 @@ def test_a_label_map_on_a_dataset_other_than_folder_is_refused_by_name(capsys):
     assert err.startswith("dgseg data check: error: --label-map: for 'folder' datasets only; 'synthetic-game' maps its own"), err
     assert main(["data", "check", "gtav", "data/gta", "--reduce-zero-label"]) == 2
     assert "--reduce-zero-label: for 'folder' datasets only; 'gtav'" in capsys.readouterr().err
-    assert main(["data", "check", "foldr", "data/mine", "--label-map", "{1: 0}"]) == 1  # a misspelt name is that
-    assert "unknown dataset 'foldr'; expected one of" in capsys.readouterr().out
+    assert main(["data", "check", "foldr", "data/mine", "--label-map", "{1: 0}"]) == 2  # a misspelt name is that
+    assert "dgseg data check: error: NAME 'foldr': unknown dataset; expected one of gtav, " in capsys.readouterr().err
 
 
 def test_an_option_that_does_not_fit_is_a_usage_error_and_a_dataset_problem_is_a_failed_check(tmp_path, capsys):

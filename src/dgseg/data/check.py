@@ -2,7 +2,7 @@
 the class pixel histogram, warnings (classes without a pixel, raw values a ``label_map`` leaves to ignore, label
 files read as raw IDs that seem to hold train IDs) and every problem found; the exit code is 1 when there is any
 problem (warnings alone keep it 0). An option that does not fit (a ``--split`` the dataset does not have, a
-``--split-file`` not found, ``--classes``, ``--label-map``) is a ValueError naming it: exit 2, as every command's
+``--split-file`` not found, ``--classes``, ``--label-map``, an unknown NAME) is a ValueError naming it: exit 2, as every command's
 usage errors."""
 
 from __future__ import annotations
@@ -256,11 +256,13 @@ def run_check(
     ``root`` None (or "none", "-", "") is for the synthetic benchmark. ``classes``, ``label_map``,
     ``reduce_zero_label`` and ``split_file`` as in a config, ``unknown_labels`` as ``data.unknown_labels`` (see
     :func:`check_dataset`)."""
+    if name.lower() not in dataset_names():  # an argument that does not fit, not a problem of a dataset
+        raise ValueError(f"NAME '{name}': unknown dataset; expected one of {', '.join(dataset_names())}")
     if patch_size < 1:
         raise ValueError(f"--patch-size {patch_size}: expected the model's patch size in pixels, 1 or more "
                          "(e.g. 14 or 16)")
     given = [o for o, v in (("--label-map", label_map is not None), ("--reduce-zero-label", reduce_zero_label)) if v]
-    if given and name.lower() != "folder" and name.lower() in dataset_names():  # each reads its own IDs
+    if given and name.lower() != "folder":  # each built-in dataset reads its own IDs
         raise ValueError(f"{' and '.join(given)}: for 'folder' datasets only; '{name}' maps its own label IDs to "
                          "the Cityscapes classes (pick a subset of them with --classes, e.g. synthia16)")
     if split_file is not None and name.lower().startswith("synthetic-"):
