@@ -41,3 +41,12 @@ def tiny_report_runs(tmp_path_factory):
     from report_runs import make_runs
 
     return make_runs(tmp_path_factory.mktemp("report_runs"))
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A run folder holding a checkpoint of the untrained tiny model (``tiny_run``), one per test module; a module
+    that needs another run defines its own ``run``."""
+    from tiny_run import tiny_run
+
+    return tiny_run(tmp_path_factory.mktemp("run") / "run")

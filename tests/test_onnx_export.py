@@ -9,7 +9,6 @@ import json
 import pytest
 import torch
 from tiny import tiny_vltseg_config
-from tiny_run import tiny_run
 
 import dgseg
 from dgseg.cli import main
@@ -33,11 +32,6 @@ def test_a_rein_eva02_model_exports_to_onnx_and_matches_pytorch(tmp_path):
     path, diff = export_checked_onnx(model, cfg, tmp_path / "m.onnx", (32, 40))
     assert diff <= 1e-3 and path == tmp_path / "m.onnx"
     assert model.backbone.vit.rope.__dict__.get("get_embed") is None  # timm's own method again after the export
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return tiny_run(tmp_path_factory.mktemp("onnx") / "run")
 
 
 def test_a_failed_onnxruntime_check_is_a_clean_error_and_leaves_nothing_at_out(tmp_path, run, monkeypatch, capsys):

@@ -7,15 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
-from tiny_run import tiny_run
 
 from dgseg.cli import main
 from dgseg.made_folders import no_folder_left_on_error
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return tiny_run(tmp_path_factory.mktemp("refusals") / "run")
 
 
 @pytest.fixture()

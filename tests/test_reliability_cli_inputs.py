@@ -7,16 +7,10 @@ import pytest
 import yaml
 from PIL import Image
 from tiny import tiny_dict
-from tiny_run import tiny_run
 
 from dgseg.bench import parse_list
 from dgseg.cli import main
 from dgseg.config import ConfigError
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return tiny_run(tmp_path_factory.mktemp("cli_inputs") / "run")
 
 
 @pytest.fixture()
