@@ -278,8 +278,10 @@ def test_a_dataset_split_is_predicted_as_eval_runs_its_data_val_entry_unless_tol
     code, sizes, said = predict("cityscapes")  # 56 x 40 into 28 x 20 keeping its ratio
     assert code == 0 and sizes == [(20, 28)]
     assert "--dataset cityscapes: resize (28, 20) and mode whole, as the checkpoint's data.val entry" in said.out
-    code, sizes, _ = predict("cityscapes", "--resize", "1.0")
-    assert code == 0 and sizes == [(40, 56)]
+    code, sizes, said = predict("cityscapes", "--resize", "1.0")
+    assert code == 0 and sizes == [(40, 56)] and "mode whole, as the checkpoint's data.val entry" in said.out
+    code, sizes, said = predict("cityscapes", "--resize", "1.0", "--mode", "slide")
+    assert code == 0 and "resize 1.0, mode slide as given (not its data.val entry's)" in said.out
     code, sizes, _ = predict("acdc-fog")  # its entry's factor, mode from eval.mode
     assert code == 0 and sizes == [(20, 28)]
     code, sizes, said = predict("acdc")  # snow's 0.75 disagrees with the other conditions

@@ -103,10 +103,12 @@ def dataset_settings(cfg: Config, dataset: str, resize: tuple[int, int] | float 
                              f"({', '.join(f'{n}: {v}' for n, v in modes.items())}); pass --mode")
         mode = next(iter(modes.values()))
         took.append(f"mode {mode}")
-    said = (f"--dataset {dataset}: {' and '.join(took)}, as the checkpoint's data.val entry of it" if took else
-            f"--dataset {dataset}: no data.val entry of it in the checkpoint's config; "
-            f"{'each image at its own size' if resize is None else f'resize {resize}'}, mode {mode or cfg.eval.mode}")
-    return resize, mode, said
+    size = "each image at its own size" if resize is None else f"resize {resize}"
+    if not entries:
+        return resize, mode, (f"--dataset {dataset}: no data.val entry of it in the checkpoint's config; {size}, "
+                              f"mode {mode or cfg.eval.mode}")
+    return resize, mode, (f"--dataset {dataset}: {' and '.join(took)}, as the checkpoint's data.val entry of it" if took
+                          else f"--dataset {dataset}: {size}, mode {mode} as given (not its data.val entry's)")
 
 
 def png_bytes(array: np.ndarray) -> bytes:
