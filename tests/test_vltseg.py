@@ -214,3 +214,34 @@ def test_a_run_with_fixed_class_embeddings_loads_without_their_file_or_text_towe
     with pytest.raises(WeightsError, match="emb.safetensors"):  # a build from the config still needs the file
         dgseg.build_model(vltseg(text_weights, model__text={"name": "clip", "embeddings": str(emb),
                                                              "learnable_context": False}))
+
+
+def test_a_learned_prompts_text_tower_is_checked_by_content_wherever_its_file_lives(tmp_path, text_weights):
+    """The frozen tower is read from model.text.weights at every load, not stored in the checkpoint: another file
+    holding the same tower loads; a different tower is refused by name, as a different backbone is."""
+    from safetensors.torch import load_file
+
+    from dgseg.engine.checkpoint import CheckpointError, save_checkpoint
+    from dgseg.engine.eval_record import changed_keys
+    from dgseg.engine.train import checkpoint_meta
+
+    cfg = vltseg(text_weights)
+    model = dgseg.build_model(cfg)
+    meta = checkpoint_meta(cfg, 1, model)
+    assert meta["text_tower"]["file"] == "clip_text.safetensors" and len(meta["text_tower"]["digest"]) == 64
+    save_checkpoint(tmp_path / "run", 1, model.trainable_state_dict(), meta)
+    alone = {k: v for k, v in load_file(str(text_weights)).items() if k.startswith("text.")}
+    save_file(alone, str(tmp_path / "tower_only.safetensors"))  # the same tower, without the visual part, elsewhere
+    load_model(tmp_path / "run", [f"model.text.weights={tmp_path / 'tower_only.safetensors'}"])
+    torch.manual_seed(1)
+    other = CLIPTextTower(vocab_size=49408, width=32, layers=1, heads=1, context_length=77, embed_dim=24)
+    save_file({f"text.{k}": v for k, v in other.state_dict().items()}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(CheckpointError, match=r"(?s)the CLIP text tower differs from the one it was trained with.*"
+                       r"first differing tensor: .*--set model.text.weights=PATH/TO/clip_text.safetensors"):
+        load_model(tmp_path / "run", [f"model.text.weights={tmp_path / 'other.safetensors'}"])
+    train(vltseg(text_weights, train__max_iters=1, train__checkpoint_interval=1), tmp_path / "trained", progress=False)
+    with pytest.raises(CheckpointError, match="the CLIP text tower differs"):  # --resume checks it too
+        train(vltseg(tmp_path / "other.safetensors", train__max_iters=2, train__checkpoint_interval=1),
+              tmp_path / "trained", resume=True, progress=False)
+    # checked by content, so a moved tower file leaves the run's own evaluation its own
+    assert changed_keys({"model": {"text": {"weights": "a.pt"}}}, {"model": {"text": {"weights": "b.pt"}}}) == {}

@@ -33,9 +33,11 @@ from dgseg.engine.run_facts import precision_name
 EVAL_KEYS = ("model", "data.val", "data.source", "data.mean_over", "data.classes", "data.on_error",
              "data.unknown_labels", "eval", "train.amp")
 """The config keys (with every key under them) an evaluation reads."""
-SAME_NUMBERS = ("model.backbone.weights", "eval.batch_size", "eval.examples")
-"""Keys among :data:`EVAL_KEYS` that leave the numbers as they are: the backbone file is checked by its content,
-windows are only batched otherwise, and the examples kept are pictures."""
+SAME_NUMBERS = ("model.backbone.weights", "model.text.weights", "model.text.embeddings", "eval.batch_size",
+                "eval.examples")
+"""Keys among :data:`EVAL_KEYS` that leave the numbers as they are: the backbone file and a learned prompt's text
+tower are checked by their content, fixed class embeddings come from the checkpoint itself (the file is not
+read), windows are only batched otherwise, and the examples kept are pictures."""
 
 
 class EvalFolderError(FileExistsError):

@@ -19,6 +19,7 @@ from dgseg.engine.checkpoint import CheckpointError, check_compatible, load_chec
 from dgseg.engine.checkpoint_compat import check_backbone_layout
 from dgseg.engine.classes_meta import warn_if_other_class_names
 from dgseg.engine.distributed import model_device
+from dgseg.engine.text_tower_check import check_text_tower
 from dgseg.models.weights_io import mismatch_report
 
 FULL_FORMAT = "dgseg.full.v1"
@@ -83,6 +84,7 @@ def load_model(checkpoint: str | Path, overrides: list[str] | None = None, confi
     check_backbone(checkpoint, meta, cfg)  # the same tensors, by content digest, wherever the file lives
     with stored_class_embeddings(stored):
         model = dgseg.build_model(cfg)
+    check_text_tower(checkpoint, meta, cfg, model)  # a learned prompt's frozen tower, by content digest
     load_trainable(model, weights, str(checkpoint))
     return model.eval(), cfg
 

@@ -33,17 +33,21 @@ from dgseg.engine.optim import build_optimizer, build_scheduler, lr_reference
 from dgseg.engine.precision import resolve_amp
 from dgseg.engine.run_facts import read_run_json, write_run_facts
 from dgseg.engine.run_folder import claim_run_folder, refuse_links, untrained_start
+from dgseg.engine.text_tower_check import check_text_tower
 from dgseg.engine.unused_parameters import unreached_parameters
 from dgseg.models.weights_io import mismatch_report
 
 __all__ = ["checkpoint_meta", "load_trainable", "TrainRun", "TrainState", "setup_training"]
 
 
-def checkpoint_meta(cfg: Config, step: int) -> dict:
-    """What a checkpoint must say about itself so it is never used with the wrong backbone."""
+def checkpoint_meta(cfg: Config, step: int, model: nn.Module | None = None) -> dict:
+    """What a checkpoint must say about itself so it is never used with the wrong backbone (nor, given the
+    ``model``, with another frozen CLIP text tower)."""
     from dgseg.data.classes import config_class_set
     from dgseg.engine.backbone_check import backbone_record
+    from dgseg.engine.text_tower_check import text_tower_record
 
+    tower = None if model is None else text_tower_record(cfg, model)
     return {
         "config": config_to_dict(cfg),
         "step": step,
@@ -52,6 +56,7 @@ def checkpoint_meta(cfg: Config, step: int) -> dict:
         "num_classes": config_class_set(cfg).num_classes,  # = model.num_classes (checked), also for a Config built in code
         "classes": config_class_set(cfg).to_dict(),
         "adapter": cfg.model.adapter.name,
+        **({} if tower is None else {"text_tower": tower}),  # model.text.weights' tower, by content digest
     }
 
 
@@ -159,7 +164,7 @@ def setup_training(cfg: Config, out_dir: Path, resume: bool, force: bool, model:
         _claim_folder(out_dir, force)
     st = TrainState()
     resumed_from = _resume(cfg, out_dir, base, optimizer, scheduler, scaler, st, world) if resume else None
-    meta_base = checkpoint_meta(cfg, st.step)
+    meta_base = checkpoint_meta(cfg, st.step, base)
     model = base
     if world > 1:
         find_unused = ddp_find_unused(base, cfg)  # before SyncBatchNorm, which refuses meta inputs
@@ -253,6 +258,7 @@ def _resume(cfg: Config, out_dir: Path, base: nn.Module, optimizer: torch.optim.
                                 f"afresh without --resume (into a new --out, or with --force)")
     weights, meta = load_checkpoint(ckpt)
     check_backbone(ckpt, meta, cfg)
+    check_text_tower(ckpt, meta, cfg, base)
     load_trainable(base, weights, str(ckpt))
     state = load_train_state(ckpt)
     saved_world = int(state.get("world", world))  # older checkpoints do not say: this run's

@@ -17,7 +17,7 @@ import hashlib
 import itertools
 import json
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from dgseg.fileio import safetensors_header_variants
 from dgseg.models.weights_home import WeightsError, dgseg_home
 from dgseg.models.weights_io import read_state_dict
 
-__all__ = ["weights_identity", "first_difference", "reordered_metadata_hashes", "DIGEST_VERSION"]
+__all__ = ["weights_identity", "tensors_identity", "first_difference", "reordered_metadata_hashes", "DIGEST_VERSION"]
 
 DIGEST_VERSION = 1
 SHORT = 16
@@ -76,19 +76,26 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def compute_identity(path: str | Path) -> dict:
-    """``{"file", "digest", "sha256", "tensors"}`` of a weights file, read now (see the module docstring);
-    ``tensors`` maps each name to ``"DTYPE [SHAPE] SHA"`` with the first 16 hex digits of its sha256."""
-    path = Path(path)
+def tensors_identity(tensors: Iterable[tuple[str, torch.Tensor]]) -> dict:
+    """``{"digest", "tensors"}`` of ``(name, tensor)`` pairs in name order: ``tensors`` maps each name to
+    ``"DTYPE [SHAPE] SHA"`` with the first 16 hex digits of its sha256, ``digest`` is the sha256 of that list."""
     lines = hashlib.sha256()
     table = {}
-    for name, t in _tensors(path):
+    for name, t in tensors:
         dtype, shape, sha = str(t.dtype).removeprefix("torch."), list(t.shape), _tensor_sha256(t)
         lines.update(f"{name}\t{dtype}\t{shape}\t{sha}\n".encode())
         table[name] = f"{dtype} {shape} {sha[:SHORT]}"
-    if not table:
+    return {"digest": lines.hexdigest(), "tensors": table}
+
+
+def compute_identity(path: str | Path) -> dict:
+    """``{"file", "digest", "sha256", "tensors"}`` of a weights file, read now (see the module docstring and
+    :func:`tensors_identity`)."""
+    path = Path(path)
+    identity = tensors_identity(_tensors(path))
+    if not identity["tensors"]:
         raise WeightsError(f"{path}: holds no tensors; expected a weights file")
-    return {"file": path.name, "digest": lines.hexdigest(), "sha256": _file_sha256(path), "tensors": table}
+    return {"file": path.name, **identity, "sha256": _file_sha256(path)}
 
 
 def _key(path: Path) -> tuple[str, dict]:

@@ -1,0 +1,58 @@
+"""Is this the CLIP text tower a VLTSeg checkpoint was trained with? Compared by the content digest of its tensors.
+
+A run that learns its prompt context keeps the frozen text tower in the model, read from ``model.text.weights``
+at every load, and a checkpoint stores only the trainable weights. Its meta names the tower as
+``text_tower = {"weights" (the config entry), "file" (the file name), "digest", "tensors"}``: the digest of the
+tower's own tensors as loaded (``text.frozen.*``), so another file holding the same tower (an EVA-CLIP file or
+the text tower alone, any name, anywhere) passes, and a different tower is refused by name, as the backbone is
+(:mod:`dgseg.engine.backbone_check`). A run with fixed class embeddings keeps no tower: nothing to check.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from dgseg.config import Config
+from dgseg.engine.checkpoint import CheckpointError
+from dgseg.models.weights_digest import first_difference, tensors_identity
+
+__all__ = ["text_tower_record", "check_text_tower"]
+
+
+def _tower_identity(model: nn.Module) -> dict | None:
+    tower = getattr(getattr(model, "text", None), "frozen", None)
+    if tower is None:
+        return None
+    return tensors_identity(sorted(tower.state_dict().items()))
+
+
+def text_tower_record(cfg: Config, model: nn.Module) -> dict | None:
+    """What a checkpoint says about the frozen text tower of ``model`` (None: the model keeps none)."""
+    identity = _tower_identity(model)
+    if identity is None:
+        return None
+    spec = cfg.model.text.weights
+    return {"weights": spec, "file": None if spec is None else Path(str(spec)).name, **identity}
+
+
+def check_text_tower(checkpoint: str | Path, meta: dict, cfg: Config, model: nn.Module) -> None:
+    """Raises CheckpointError unless ``model``'s text tower (built from ``cfg``'s ``model.text.weights``) holds
+    the tensors ``checkpoint`` was trained with; a checkpoint that records none (no tower, or an older dgseg)
+    passes."""
+    recorded = meta.get("text_tower")
+    current = _tower_identity(model)
+    if not isinstance(recorded, dict) or not recorded.get("digest") or current is None:
+        return
+    if recorded["digest"] == current["digest"]:
+        return
+    table = recorded.get("tensors")
+    diff = first_difference(table, current["tensors"]) if isinstance(table, dict) else "unknown (no tensor table)"
+    raise CheckpointError(
+        f"{checkpoint}: the CLIP text tower differs from the one it was trained with\n"
+        f"  checkpoint: model.text.weights {recorded.get('weights')} (content digest {recorded['digest'][:12]})\n"
+        f"  this setup: model.text.weights {cfg.model.text.weights} (content digest {current['digest'][:12]})\n"
+        f"  first differing tensor: {diff}\n"
+        f"Point it at the file it was trained with: --set model.text.weights=PATH/TO/{recorded.get('file')}"
+    )
