@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from torch import nn
 
+from dgseg.config.schema import BackboneConfig
+from dgseg.data.transforms import TrainTransform
+from dgseg.models.heads.losses import Mask2FormerCriterion
 from dgseg.models.heads.mask2former import Mask2FormerHead
 
 
@@ -64,3 +68,47 @@ def test_the_encoder_and_decoder_matrices_start_xavier_normal():
     assert encoder and decoder
     for p in (*encoder, *decoder):
         assert _is_xavier_normal(p.detach())
+
+
+def test_the_learned_queries_and_level_embeddings_start_standard_normal():
+    """mmdet Mask2FormerHead: query_embed, query_feat and level_embed are nn.Embedding, left at their N(0, 1) init
+    (its init_weights touches none of them)."""
+    head = _head()
+    for emb in (head.query_embed, head.query_feat, head.level_embed):
+        w = emb.weight.detach()
+        assert abs(w.mean().item()) < 0.15 and abs(w.std().item() - 1.0) < 0.1
+
+
+def test_deep_supervision_scores_every_auxiliary_prediction_earliest_first():
+    """REFERENCE.md section 2, deep supervision (mmdet Mask2FormerHead.loss_by_feat): the losses of every decoder
+    output, the prediction before the first layer included (d0 ... d8 and the last: 10 sets for 9 layers)."""
+    k = 4
+    criterion = Mask2FormerCriterion(k, num_points=64)
+    torch.manual_seed(0)
+
+    def output(logits):
+        return {"pred_logits": logits, "pred_masks": torch.randn(1, 5, 8, 8)}
+
+    aux = [output(torch.zeros(1, 5, k + 1)), output(5 * torch.randn(1, 5, k + 1))]
+    losses = criterion({**output(5 * torch.randn(1, 5, k + 1)), "aux_outputs": aux}, torch.randint(0, k, (1, 8, 8)))
+    assert set(losses) == {f"{d}loss_{n}" for d in ("d0.", "d1.", "") for n in ("cls", "mask", "dice")}
+    # d0 is the first prediction: uniform class logits give cross-entropy log(K + 1) whatever the matching, x 2.0
+    assert losses["d0.loss_cls"].item() == pytest.approx(2.0 * math.log(k + 1), rel=1e-5)
+
+
+def test_the_backbone_defaults_are_reins_patch_16_for_512_crops_with_bicubic_positions():
+    """REFERENCE.md section 1: DINOv2's 14 x 14 patch kernel resampled to 16 for 512 crops; the position grid resized
+    bicubically (w1oves/Rein tools/convert_models/convert_dinov2_large_512x512.py, rein/models/backbones/dino_v2.py
+    interpolate_pos_encoding)."""
+    backbone = BackboneConfig()
+    assert (backbone.patch_size, backbone.img_size, backbone.pos_embed_resample) == (16, 512, "bicubic")
+
+
+def test_the_training_flip_mirrors_left_to_right():
+    """REFERENCE.md section 2, horizontal flip: mmseg RandomFlip(prob=0.5), direction 'horizontal' (the training
+    pipeline of w1oves/Rein configs/_base_/datasets/dg_gta_512x512.py)."""
+    image = torch.randint(0, 256, (3, 4, 6), dtype=torch.uint8)
+    label = torch.arange(24).view(4, 6) % 19
+    flip = TrainTransform(crop_size=(4, 6), scale=None, flip_prob=1.0, photometric=False)  # no resize, whole crop
+    _, flipped = flip(image, label)
+    assert torch.equal(flipped, label.flip(-1))
