@@ -293,3 +293,22 @@ def test_a_dataset_split_is_predicted_as_eval_runs_its_data_val_entry_unless_tol
     assert main(["predict", "--checkpoint", str(bare), "--dataset", "cityscapes", "--root", str(root), "--split",
                  "test", "--out", str(tmp_path / "bare_out"), "--no-progress"]) == 0
     assert seen == [(40, 56)] and "no data.val entry of it" in capsys.readouterr().out
+
+
+def test_two_data_val_entries_of_one_dataset_that_resize_differently_are_not_collapsed_to_the_last():
+    """Entries are told apart by their row (``label``, or ``name:split``): two Cityscapes rows at different sizes
+    are refused until --resize says which, never the last one's taken silently."""
+    from tiny import tiny_config
+
+    from dgseg.engine.submission import dataset_settings
+
+    cfg = tiny_config(data__val=[
+        {"name": "cityscapes", "root": "nowhere", "split": "val", "resize": [1024, 512], "label": "citys-half"},
+        {"name": "cityscapes", "root": "nowhere", "split": "val", "label": "citys-full", "mode": "slide"}],
+        data__source="citys-half")
+    with pytest.raises(ValueError, match=r"resize differently \(citys-half: \(1024, 512\), citys-full: None\); "
+                                         r"pass --resize"):
+        dataset_settings(cfg, "cityscapes", None, None)
+    with pytest.raises(ValueError, match=r"different modes \(citys-half: whole, citys-full: slide\); pass --mode"):
+        dataset_settings(cfg, "cityscapes", 0.5, None)
+    assert dataset_settings(cfg, "cityscapes", 0.5, "whole")[:2] == (0.5, "whole")

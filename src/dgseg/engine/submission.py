@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from dgseg.atomic import write_atomic
 from dgseg.config import Config
+from dgseg.config.validate import domain_name
 
 # The official table's (label ID, train ID) rows for the 19 evaluated classes. cityscapesScripts builds
 # ``trainId2label = {label.trainId: label for label in reversed(labels)}``: a train ID maps to the FIRST
@@ -90,14 +91,15 @@ def dataset_settings(cfg: Config, dataset: str, resize: tuple[int, int] | float 
         if any(e.prescale is not None for e in entries):
             raise ValueError(f"--dataset {dataset}: the checkpoint's data.val entry of {dataset} sets prescale, which "
                              "predict does not apply (it writes predictions at each image's own size); pass --resize")
-        sizes = {e.name: tuple(e.resize) if isinstance(e.resize, list) else e.resize for e in entries}
+        sizes = {domain_name(e, cfg.data.val): tuple(e.resize) if isinstance(e.resize, list) else e.resize
+                 for e in entries}  # by row: two entries of one dataset (labels, splits) are told apart
         if len(set(sizes.values())) > 1:
             raise ValueError(f"--dataset {dataset}: the checkpoint's data.val entries resize differently "
                              f"({', '.join(f'{n}: {v}' for n, v in sizes.items())}); pass --resize")
         resize = next(iter(sizes.values()))
         took.append(f"resize {resize}" if resize is not None else "own size")
     if mode is None and entries:
-        modes = {e.name: e.mode or cfg.eval.mode for e in entries}
+        modes = {domain_name(e, cfg.data.val): e.mode or cfg.eval.mode for e in entries}
         if len(set(modes.values())) > 1:
             raise ValueError(f"--dataset {dataset}: the checkpoint's data.val entries predict in different modes "
                              f"({', '.join(f'{n}: {v}' for n, v in modes.items())}); pass --mode")
