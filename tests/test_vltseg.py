@@ -245,3 +245,23 @@ def test_a_learned_prompts_text_tower_is_checked_by_content_wherever_its_file_li
               tmp_path / "trained", resume=True, progress=False)
     # checked by content, so a moved tower file leaves the run's own evaluation its own
     assert changed_keys({"model": {"text": {"weights": "a.pt"}}}, {"model": {"text": {"weights": "b.pt"}}}) == {}
+
+
+def test_an_older_learned_prompt_checkpoint_without_a_tower_digest_keeps_the_tower_file_a_changed_key(tmp_path,
+                                                                                                      text_weights):
+    """model.text.weights leaves the numbers as they are only where the tower is checked by content: a checkpoint
+    of an older dgseg records no tower digest, so another tower there is a key the evaluation reads set otherwise
+    (refused in the run folder without --force), as before the check."""
+    from dgseg.engine.checkpoint import save_checkpoint
+    from dgseg.engine.eval_record import evaluation_record
+    from dgseg.engine.train import checkpoint_meta
+
+    cfg = vltseg(text_weights)
+    model = dgseg.build_model(cfg)
+    other = vltseg(tmp_path / "other.safetensors")
+    cpu = torch.device("cpu")
+    save_checkpoint(tmp_path / "old", 1, model.trainable_state_dict(), checkpoint_meta(cfg, 1))  # no text_tower
+    changed = evaluation_record(tmp_path / "old", other, cpu, "dgseg eval")["changed"]
+    assert changed == {"model.text.weights": [str(text_weights), str(tmp_path / "other.safetensors")]}
+    save_checkpoint(tmp_path / "new", 1, model.trainable_state_dict(), checkpoint_meta(cfg, 1, model))
+    assert evaluation_record(tmp_path / "new", other, cpu, "dgseg eval")["changed"] == {}  # checked at load

@@ -60,7 +60,8 @@ def evaluation_record(checkpoint: str | Path, cfg: Config, device: torch.device,
     return {"by": by, "checkpoint": str(checkpoint), "file": str(file.resolve()), "iteration": step,
             "max_iters": max_iters, "final": why is None, **({"not_final": why} if why else {}),
             "config": config, "overrides": list(overrides),
-            "changed": {} if run is None else changed_keys(run, config_to_dict(cfg), every_key=parsed),
+            "changed": {} if run is None else changed_keys(run, config_to_dict(cfg), every_key=parsed,
+                                                           same=_same_numbers(run, meta)),
             "settings": eval_settings(cfg, device),
             "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
@@ -115,13 +116,26 @@ def _flat(tree: dict, prefix: str = "") -> dict:
     return out
 
 
-def changed_keys(run: dict, here: dict, every_key: bool = True) -> dict[str, list]:
-    """The keys an evaluation reads (:data:`EVAL_KEYS`, less :data:`SAME_NUMBERS`) whose values differ between the
-    run's config and this evaluation's: key -> [the run's value, this one's] (None: absent). ``every_key`` False:
-    ``run`` is a config of another dgseg, stored as it was; a key it lacks (added since) is not a difference."""
+def _same_numbers(run: dict, meta: dict) -> tuple[str, ...]:
+    """:data:`SAME_NUMBERS` for the checkpoint of ``meta``: a learned prompt's text tower file counts only where the
+    checkpoint records the tower's content digest (checked at load); one of an older dgseg records none."""
+    text = (run.get("model") or {}).get("text") if isinstance(run.get("model"), dict) else None
+    learned = isinstance(text, dict) and text.get("name") == "clip" and bool(text.get("learnable_context"))
+    tower = meta.get("text_tower")
+    if learned and not (isinstance(tower, dict) and tower.get("digest")):
+        return tuple(k for k in SAME_NUMBERS if k != "model.text.weights")
+    return SAME_NUMBERS
+
+
+def changed_keys(run: dict, here: dict, every_key: bool = True, same: tuple[str, ...] = SAME_NUMBERS
+                 ) -> dict[str, list]:
+    """The keys an evaluation reads (:data:`EVAL_KEYS`, less ``same``: :data:`SAME_NUMBERS`) whose values differ
+    between the run's config and this evaluation's: key -> [the run's value, this one's] (None: absent).
+    ``every_key`` False: ``run`` is a config of another dgseg, stored as it was; a key it lacks (added since) is
+    not a difference."""
     a, b = _flat(run), _flat(here)
     keys = set(a) | set(b) if every_key else set(a)
-    read = [k for k in sorted(keys) if _under(k, EVAL_KEYS) and not _under(k, SAME_NUMBERS)]
+    read = [k for k in sorted(keys) if _under(k, EVAL_KEYS) and not _under(k, same)]
     return {k: [a.get(k), b.get(k)] for k in read if a.get(k) != b.get(k)}
 
 
