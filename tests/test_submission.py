@@ -312,3 +312,23 @@ def test_two_data_val_entries_of_one_dataset_that_resize_differently_are_not_col
     with pytest.raises(ValueError, match=r"different modes \(citys-half: whole, citys-full: slide\); pass --mode"):
         dataset_settings(cfg, "cityscapes", 0.5, None)
     assert dataset_settings(cfg, "cityscapes", 0.5, "whole")[:2] == (0.5, "whole")
+
+
+def test_an_acdc_condition_without_a_data_val_entry_keeps_its_own_size_not_another_conditions():
+    """``--dataset acdc`` over a config that evaluates only acdc-night at half size: fog, rain and snow have no entry
+    (their own size, eval.mode), so the conditions differ and --resize must say which; never night's for all."""
+    from tiny import tiny_config
+
+    from dgseg.engine.submission import dataset_settings
+
+    cfg = tiny_config(data__val=[{"name": "acdc-night", "root": "nowhere", "split": "val", "resize": 0.5,
+                                  "mode": "slide"}], data__source="acdc-night")
+    with pytest.raises(ValueError, match=r"resize differently \(acdc-night: 0.5, acdc-fog \(no data.val entry\): "
+                                         r"None, .*acdc-snow \(no data.val entry\): None\); pass --resize"):
+        dataset_settings(cfg, "acdc", None, None)
+    with pytest.raises(ValueError, match=r"different modes \(acdc-night: slide, acdc-fog \(no data.val entry\): "
+                                         r"whole, .*\); pass --mode"):
+        dataset_settings(cfg, "acdc", 0.5, None)
+    assert dataset_settings(cfg, "acdc", 0.5, "slide")[:2] == (0.5, "slide")
+    assert dataset_settings(cfg, "acdc-night", None, None)[:2] == (0.5, "slide")  # the condition alone: its entry's
+    assert dataset_settings(cfg, "acdc-fog", None, None)[:2] == (None, None)  # no entry: own size, eval.mode

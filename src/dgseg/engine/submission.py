@@ -86,6 +86,8 @@ def dataset_settings(cfg: Config, dataset: str, resize: tuple[int, int] | float 
     split through the config's test pipeline), else the image's own size and ``eval.mode``."""
     names = GROUPS.get(dataset.lower(), [dataset.lower()])
     entries = [e for e in cfg.data.val if e.name.lower() in names]
+    # a member of the group (acdc) without an entry keeps its own size and eval.mode, as a lone dataset does
+    missing = [f"{n} (no data.val entry)" for n in names if entries and all(e.name.lower() != n for e in entries)]
     took = []
     if resize is None and entries:
         if any(e.prescale is not None for e in entries):
@@ -93,6 +95,7 @@ def dataset_settings(cfg: Config, dataset: str, resize: tuple[int, int] | float 
                              "predict does not apply (it writes predictions at each image's own size); pass --resize")
         sizes = {domain_name(e, cfg.data.val): tuple(e.resize) if isinstance(e.resize, list) else e.resize
                  for e in entries}  # by row: two entries of one dataset (labels, splits) are told apart
+        sizes.update(dict.fromkeys(missing))
         if len(set(sizes.values())) > 1:
             raise ValueError(f"--dataset {dataset}: the checkpoint's data.val entries resize differently "
                              f"({', '.join(f'{n}: {v}' for n, v in sizes.items())}); pass --resize")
@@ -100,6 +103,7 @@ def dataset_settings(cfg: Config, dataset: str, resize: tuple[int, int] | float 
         took.append(f"resize {resize}" if resize is not None else "own size")
     if mode is None and entries:
         modes = {domain_name(e, cfg.data.val): e.mode or cfg.eval.mode for e in entries}
+        modes.update(dict.fromkeys(missing, cfg.eval.mode))
         if len(set(modes.values())) > 1:
             raise ValueError(f"--dataset {dataset}: the checkpoint's data.val entries predict in different modes "
                              f"({', '.join(f'{n}: {v}' for n, v in modes.items())}); pass --mode")
