@@ -332,3 +332,16 @@ def test_an_acdc_condition_without_a_data_val_entry_keeps_its_own_size_not_anoth
     assert dataset_settings(cfg, "acdc", 0.5, "slide")[:2] == (0.5, "slide")
     assert dataset_settings(cfg, "acdc-night", None, None)[:2] == (0.5, "slide")  # the condition alone: its entry's
     assert dataset_settings(cfg, "acdc-fog", None, None)[:2] == (None, None)  # no entry: own size, eval.mode
+
+
+def test_a_prescaled_data_val_entry_is_named_with_its_value():
+    from tiny import tiny_config
+
+    from dgseg.engine.submission import dataset_settings
+
+    cfg = tiny_config(data__val=[{"name": "cityscapes", "root": "nowhere", "split": "val", "prescale": 0.5}],
+                      data__source="cityscapes")
+    with pytest.raises(ValueError, match=r"--dataset cityscapes: the checkpoint's data.val entries set prescale "
+                                         r"\(cityscapes: prescale 0.5\), which predict does not apply"):
+        dataset_settings(cfg, "cityscapes", None, None)
+    assert dataset_settings(cfg, "cityscapes", 0.5, None)[0] == 0.5

@@ -90,9 +90,11 @@ def dataset_settings(cfg: Config, dataset: str, resize: tuple[int, int] | float 
     missing = [f"{n} (no data.val entry)" for n in names if entries and all(e.name.lower() != n for e in entries)]
     took = []
     if resize is None and entries:
-        if any(e.prescale is not None for e in entries):
-            raise ValueError(f"--dataset {dataset}: the checkpoint's data.val entry of {dataset} sets prescale, which "
-                             "predict does not apply (it writes predictions at each image's own size); pass --resize")
+        scaled = [f"{domain_name(e, cfg.data.val)}: prescale {e.prescale}" for e in entries if e.prescale is not None]
+        if scaled:
+            raise ValueError(f"--dataset {dataset}: the checkpoint's data.val entries set prescale ({', '.join(scaled)}), "
+                             "which predict does not apply (it writes predictions at each image's own size); pass "
+                             "--resize")
         sizes = {domain_name(e, cfg.data.val): tuple(e.resize) if isinstance(e.resize, list) else e.resize
                  for e in entries}  # by row: two entries of one dataset (labels, splits) are told apart
         sizes.update(dict.fromkeys(missing))
