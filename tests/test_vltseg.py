@@ -265,3 +265,27 @@ def test_an_older_learned_prompt_checkpoint_without_a_tower_digest_keeps_the_tow
     assert changed == {"model.text.weights": [str(text_weights), str(tmp_path / "other.safetensors")]}
     save_checkpoint(tmp_path / "new", 1, model.trainable_state_dict(), checkpoint_meta(cfg, 1, model))
     assert evaluation_record(tmp_path / "new", other, cpu, "dgseg eval")["changed"] == {}  # checked at load
+
+
+def test_a_full_export_of_a_learned_prompt_run_loads_without_the_text_tower_file(tmp_path, text_weights):
+    """The export holds every tensor, the frozen text tower's included, and its meta the tower's activation."""
+    import shutil
+
+    from dgseg.engine.checkpoint import load_checkpoint, save_checkpoint
+    from dgseg.engine.inference import export_full
+    from dgseg.engine.train import checkpoint_meta
+
+    tower = shutil.copy(text_weights, tmp_path / "tower.safetensors")
+    cfg = vltseg(tower)
+    torch.manual_seed(0)
+    model = dgseg.build_model(cfg).eval()
+    save_checkpoint(tmp_path / "run", 1, model.trainable_state_dict(), checkpoint_meta(cfg, 1, model))
+    assert load_checkpoint(tmp_path / "run")[1]["text_tower"]["activation"] == "gelu"  # EVA-CLIP's
+    loaded, _ = load_model(tmp_path / "run")
+    full = export_full(loaded, cfg, load_checkpoint(tmp_path / "run")[1], tmp_path / "full.safetensors")
+    Path(tower).unlink()
+    exported, _ = load_model(full)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(exported._scores(x), model._scores(x))
+    assert exported.text.frozen.activation == "gelu"

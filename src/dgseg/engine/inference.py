@@ -19,7 +19,7 @@ from dgseg.engine.checkpoint import CheckpointError, check_compatible, load_chec
 from dgseg.engine.checkpoint_compat import check_backbone_layout
 from dgseg.engine.classes_meta import warn_if_other_class_names
 from dgseg.engine.distributed import model_device
-from dgseg.engine.text_tower_check import check_text_tower
+from dgseg.engine.text_tower_check import check_text_tower, exported_text_tower
 from dgseg.models.weights_io import mismatch_report
 
 FULL_FORMAT = "dgseg.full.v1"
@@ -60,12 +60,12 @@ def load_model(checkpoint: str | Path, overrides: list[str] | None = None, confi
         check_backbone_layout(meta, config_to_dict(cfg))
     except CheckpointError as e:
         raise CheckpointError(f"{checkpoint}: {e}") from None
-    from dgseg.models.text import stored_class_embeddings
+    from dgseg.models.text import stored_class_embeddings, stored_text_tower
 
     stored = weights.get("text.class_embeddings")  # fixed class embeddings: not read again from their file
-    if meta.get("format") == FULL_FORMAT:
+    if meta.get("format") == FULL_FORMAT:  # every tensor is in the file: neither the backbone nor the text file
         cfg.model.backbone.weights = None
-        with stored_class_embeddings(stored):
+        with stored_class_embeddings(stored), stored_text_tower(exported_text_tower(weights, meta)):
             model = dgseg.build_model(cfg)
         own = model.state_dict()
         problems = mismatch_report(own, weights, own)

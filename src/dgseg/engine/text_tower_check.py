@@ -2,23 +2,27 @@
 
 A run that learns its prompt context keeps the frozen text tower in the model, read from ``model.text.weights``
 at every load, and a checkpoint stores only the trainable weights. Its meta names the tower as
-``text_tower = {"weights" (the config entry), "file" (the file name), "digest", "tensors"}``: the digest of the
+``text_tower = {"weights" (the config entry), "file" (the file name), "activation", "digest", "tensors"}``: the digest of the
 tower's own tensors as loaded (``text.frozen.*``), so another file holding the same tower (an EVA-CLIP file or
 the text tower alone, any name, anywhere) passes, and a different tower is refused by name, as the backbone is
-(:mod:`dgseg.engine.backbone_check`). A run with fixed class embeddings keeps no tower: nothing to check.
+(:mod:`dgseg.engine.backbone_check`). A run with fixed class embeddings keeps no tower: nothing to check. A
+full export holds the tower itself and loads without the file (:func:`exported_text_tower`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from torch import nn
+from torch import Tensor, nn
 
 from dgseg.config import Config
 from dgseg.engine.checkpoint import CheckpointError
 from dgseg.models.weights_digest import first_difference, tensors_identity
 
-__all__ = ["text_tower_record", "check_text_tower"]
+__all__ = ["text_tower_record", "check_text_tower", "exported_text_tower"]
+
+TOWER_PREFIX = "text.frozen."
+"""Where a model's frozen text tower sits in its state dict."""
 
 
 def _tower_identity(model: nn.Module) -> dict | None:
@@ -34,7 +38,18 @@ def text_tower_record(cfg: Config, model: nn.Module) -> dict | None:
     if identity is None:
         return None
     spec = cfg.model.text.weights
-    return {"weights": spec, "file": None if spec is None else Path(str(spec)).name, **identity}
+    return {"weights": spec, "file": None if spec is None else Path(str(spec)).name,
+            "activation": model.text.frozen.activation, **identity}
+
+
+def exported_text_tower(weights: dict[str, Tensor], meta: dict) -> tuple[dict[str, Tensor], str] | None:
+    """The frozen text tower a full export holds (its ``text.frozen.*`` tensors, unprefixed) and its activation as
+    the meta records it, so the export loads without the ``model.text.weights`` file; None when it holds none or
+    its meta does not say the activation (an export of an older dgseg: the file is read as before)."""
+    recorded = meta.get("text_tower")
+    activation = recorded.get("activation") if isinstance(recorded, dict) else None
+    tower = {k[len(TOWER_PREFIX):]: v for k, v in weights.items() if k.startswith(TOWER_PREFIX)}
+    return (tower, activation) if tower and activation in ("gelu", "quick_gelu") else None
 
 
 def check_text_tower(checkpoint: str | Path, meta: dict, cfg: Config, model: nn.Module) -> None:

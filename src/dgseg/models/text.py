@@ -38,7 +38,8 @@ from dgseg.models.weights_io import (
 )
 
 __all__ = ["CLIPTextTower", "ContextDecoder", "PromptLearner", "QuickGELU", "TextGuidance", "build_text_guidance",
-           "load_class_embeddings", "save_class_embeddings", "stored_class_embeddings", "text_embed_config",
+           "load_class_embeddings", "save_class_embeddings", "stored_class_embeddings", "stored_text_tower",
+           "text_embed_config",
            "tokenize_names"]
 
 GAMMA_INIT = 1e-4  # DenseCLIP: self.gamma = nn.Parameter(torch.ones(text_dim) * 1e-4)
@@ -155,6 +156,10 @@ def _recorded_names(path: Path) -> list[str] | None:
 
 
 def _build_tower(cfg: TextConfig) -> CLIPTextTower:
+    stored = _TOWER.get()
+    if stored is not None:
+        state, activation = stored
+        return CLIPTextTower.from_state_dict(state, "the full export's text tower", activation)
     if cfg.weights is not None:
         path = local_weights_file(cfg.weights, "model.text.weights", clip_download_hint(cfg.arch))
         return CLIPTextTower.from_state_dict(read_state_dict(path), str(path), cfg.activation)
@@ -183,18 +188,30 @@ def text_embed_config(cfg: TextConfig, config: str) -> TextConfig:
 
 
 _STORED: contextvars.ContextVar[Tensor | None] = contextvars.ContextVar("stored_class_embeddings", default=None)
+_TOWER: contextvars.ContextVar[tuple[dict[str, Tensor], str] | None] = contextvars.ContextVar("stored_text_tower",
+                                                                                              default=None)
 
 
 @contextlib.contextmanager
+def _setting(var: contextvars.ContextVar, value):
+    token = var.set(value)
+    try:
+        yield
+    finally:
+        var.reset(token)
+
+
 def stored_class_embeddings(embeddings: Tensor | None):
     """Builds inside it take fixed class embeddings from ``embeddings`` (a checkpoint's ``text.class_embeddings``,
     the ones it trained with and will load anyway) instead of the ``model.text.embeddings`` file or the text tower
     that computed them, so a run loads without either. None: as usual. Learnable context is unaffected."""
-    token = _STORED.set(embeddings)
-    try:
-        yield
-    finally:
-        _STORED.reset(token)
+    return _setting(_STORED, embeddings)
+
+
+def stored_text_tower(tower: tuple[dict[str, Tensor], str] | None):
+    """Builds inside it take the frozen text tower from ``tower`` (its tensors, unprefixed, and its activation: a
+    full export's own) instead of reading ``model.text.weights``. None: as usual."""
+    return _setting(_TOWER, tower)
 
 
 def build_text_guidance(cfg: TextConfig, names: list[str]) -> TextGuidance:
