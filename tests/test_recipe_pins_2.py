@@ -56,6 +56,7 @@ def test_the_pixel_decoders_level_encoding_starts_standard_normal():
     """MSDeformAttnPixelDecoder.init_weights: normal_init(self.level_encoding, mean=0, std=1)."""
     w = _head().pixel_decoder.level_encoding.weight  # 3 levels x 256
     assert abs(w.mean().item()) < 0.1 and abs(w.std().item() - 1.0) < 0.1
+    assert w.abs().max() > 1.2 * math.sqrt(3)  # a normal's tails: a uniform of std 1 stops at sqrt(3)
 
 
 def test_the_encoder_and_decoder_matrices_start_xavier_normal():
@@ -77,6 +78,7 @@ def test_the_learned_queries_and_level_embeddings_start_standard_normal():
     for emb in (head.query_embed, head.query_feat, head.level_embed):
         w = emb.weight.detach()
         assert abs(w.mean().item()) < 0.15 and abs(w.std().item() - 1.0) < 0.1
+        assert w.abs().max() > 1.2 * math.sqrt(3)  # a normal's tails: a uniform of std 1 stops at sqrt(3)
 
 
 def test_deep_supervision_scores_every_auxiliary_prediction_earliest_first():

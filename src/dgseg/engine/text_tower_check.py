@@ -69,5 +69,6 @@ def check_text_tower(checkpoint: str | Path, meta: dict, cfg: Config, model: nn.
         f"  checkpoint: model.text.weights {recorded.get('weights')} (content digest {recorded['digest'][:12]})\n"
         f"  this setup: model.text.weights {cfg.model.text.weights} (content digest {current['digest'][:12]})\n"
         f"  first differing tensor: {diff}\n"
-        f"Point it at the file it was trained with: --set model.text.weights=PATH/TO/{recorded.get('file')}"
+        + (f"Point it at the file it was trained with: --set model.text.weights=PATH/TO/{recorded['file']}"
+           if recorded.get("file") else "It was trained with a tower of model.text.arch alone (no weights file)")
     )
