@@ -97,19 +97,12 @@ def dataset_settings(cfg: Config, dataset: str, resize: tuple[int, int] | float 
                              "--resize")
         sizes = {domain_name(e, cfg.data.val): tuple(e.resize) if isinstance(e.resize, list) else e.resize
                  for e in entries}  # by row: two entries of one dataset (labels, splits) are told apart
-        sizes.update(dict.fromkeys(missing))
-        if len(set(sizes.values())) > 1:
-            raise ValueError(f"--dataset {dataset}: the checkpoint's data.val entries resize differently "
-                             f"({', '.join(f'{n}: {v}' for n, v in sizes.items())}); pass --resize")
-        resize = next(iter(sizes.values()))
+        resize = _agreed(dataset, {**sizes, **dict.fromkeys(missing)}, "resize differently", "--resize")
         took.append(f"resize {resize}" if resize is not None else "own size")
     if mode is None and entries:
         modes = {domain_name(e, cfg.data.val): e.mode or cfg.eval.mode for e in entries}
-        modes.update(dict.fromkeys(missing, cfg.eval.mode))
-        if len(set(modes.values())) > 1:
-            raise ValueError(f"--dataset {dataset}: the checkpoint's data.val entries predict in different modes "
-                             f"({', '.join(f'{n}: {v}' for n, v in modes.items())}); pass --mode")
-        mode = next(iter(modes.values()))
+        mode = _agreed(dataset, {**modes, **dict.fromkeys(missing, cfg.eval.mode)}, "predict in different modes",
+                       "--mode")
         took.append(f"mode {mode}")
     size = "each image at its own size" if resize is None else f"resize {resize}"
     if not entries:
@@ -117,6 +110,14 @@ def dataset_settings(cfg: Config, dataset: str, resize: tuple[int, int] | float 
                               f"mode {mode or cfg.eval.mode}")
     return resize, mode, (f"--dataset {dataset}: {' and '.join(took)}, as the checkpoint's data.val entry of it" if took
                           else f"--dataset {dataset}: {size}, mode {mode} as given (not its data.val entry's)")
+
+
+def _agreed(dataset: str, values: dict, differ: str, option: str):
+    """The one value every data.val row of ``values`` (row -> value) has; ValueError naming each row's otherwise."""
+    if len(set(values.values())) > 1:
+        raise ValueError(f"--dataset {dataset}: the checkpoint's data.val entries {differ} "
+                         f"({', '.join(f'{n}: {v}' for n, v in values.items())}); pass {option}")
+    return next(iter(values.values()))
 
 
 def png_bytes(array: np.ndarray) -> bytes:
