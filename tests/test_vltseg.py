@@ -247,6 +247,23 @@ def test_a_learned_prompts_text_tower_is_checked_by_content_wherever_its_file_li
     assert changed_keys({"model": {"text": {"weights": "a.pt"}}}, {"model": {"text": {"weights": "b.pt"}}}) == {}
 
 
+def test_a_resumed_learned_prompt_run_hashes_its_text_tower_once(tmp_path, text_weights, monkeypatch):
+    """--resume checks the tower against the checkpoint and records it in the checkpoints to come: one hash serves
+    both (a ViT-L tower takes about a second)."""
+    from dgseg.engine import text_tower_check
+    from dgseg.engine.checkpoint import load_checkpoint
+
+    train(vltseg(text_weights, train__max_iters=1, train__checkpoint_interval=1), tmp_path / "run", progress=False)
+    first = load_checkpoint(tmp_path / "run")[1]["text_tower"]
+    hashed, real = [], text_tower_check._tower_identity
+    monkeypatch.setattr(text_tower_check, "_tower_identity", lambda model: hashed.append(1) or real(model))
+    train(vltseg(text_weights, train__max_iters=2, train__checkpoint_interval=1), tmp_path / "run", resume=True,
+          progress=False)
+    assert len(hashed) == 1
+    meta = load_checkpoint(tmp_path / "run")[1]
+    assert meta["step"] == 2 and meta["text_tower"] == first
+
+
 def test_an_older_learned_prompt_checkpoint_without_a_tower_digest_keeps_the_tower_file_a_changed_key(tmp_path,
                                                                                                       text_weights):
     """model.text.weights leaves the numbers as they are only where the tower is checked by content: a checkpoint

@@ -17,13 +17,10 @@ from torch import Tensor, nn
 
 from dgseg.config import Config
 from dgseg.engine.checkpoint import CheckpointError
+from dgseg.models.segmentor import TEXT_TOWER_PREFIX
 from dgseg.models.weights_digest import first_difference, tensors_identity
 
 __all__ = ["text_tower_record", "check_text_tower", "exported_text_tower"]
-
-TOWER_PREFIX = "text.frozen."
-"""Where a model's frozen text tower sits in its state dict."""
-
 
 def _tower_identity(model: nn.Module) -> dict | None:
     tower = getattr(getattr(model, "text", None), "frozen", None)
@@ -48,16 +45,17 @@ def exported_text_tower(weights: dict[str, Tensor], meta: dict) -> tuple[dict[st
     its meta does not say the activation (an export of an older dgseg: the file is read as before)."""
     recorded = meta.get("text_tower")
     activation = recorded.get("activation") if isinstance(recorded, dict) else None
-    tower = {k[len(TOWER_PREFIX):]: v for k, v in weights.items() if k.startswith(TOWER_PREFIX)}
+    tower = {k[len(TEXT_TOWER_PREFIX):]: v for k, v in weights.items() if k.startswith(TEXT_TOWER_PREFIX)}
     return (tower, activation) if tower and activation in ("gelu", "quick_gelu") else None
 
 
-def check_text_tower(checkpoint: str | Path, meta: dict, cfg: Config, model: nn.Module) -> None:
+def check_text_tower(checkpoint: str | Path, meta: dict, cfg: Config, model: nn.Module,
+                     current: dict | None = None) -> None:
     """Raises CheckpointError unless ``model``'s text tower (built from ``cfg``'s ``model.text.weights``) holds
     the tensors ``checkpoint`` was trained with; a checkpoint that records none (no tower, or an older dgseg)
-    passes."""
+    passes. ``current``: the model's :func:`text_tower_record`, when already computed (it is hashed once)."""
     recorded = meta.get("text_tower")
-    current = _tower_identity(model)
+    current = current if current is not None else _tower_identity(model)
     if not isinstance(recorded, dict) or not recorded.get("digest") or current is None:
         return
     if recorded["digest"] == current["digest"]:

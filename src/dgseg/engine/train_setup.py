@@ -163,8 +163,10 @@ def setup_training(cfg: Config, out_dir: Path, resume: bool, force: bool, model:
     if not resume:  # after the model is built and its crop checked: a refused setup moves no earlier run aside
         _claim_folder(out_dir, force)
     st = TrainState()
-    resumed_from = _resume(cfg, out_dir, base, optimizer, scheduler, scaler, st, world) if resume else None
-    meta_base = checkpoint_meta(cfg, st.step, base)
+    meta_base = checkpoint_meta(cfg, 0, base)  # before the resume: its text tower record serves both (hashed once)
+    resumed_from = _resume(cfg, out_dir, base, optimizer, scheduler, scaler, st, world, meta_base.get("text_tower")
+                           ) if resume else None
+    meta_base["step"] = st.step
     model = base
     if world > 1:
         find_unused = ddp_find_unused(base, cfg)  # before SyncBatchNorm, which refuses meta inputs
@@ -249,16 +251,17 @@ def _build_model_and_optimizer(cfg: Config, device: torch.device, model: nn.Modu
 
 
 def _resume(cfg: Config, out_dir: Path, base: nn.Module, optimizer: torch.optim.Optimizer, scheduler,
-            scaler: torch.amp.GradScaler, st: TrainState, world: int) -> Path:
+            scaler: torch.amp.GradScaler, st: TrainState, world: int, tower: dict | None) -> Path:
     """Loads the newest checkpoint of ``out_dir`` into the model, the optimisation, the RNGs and ``st``;
-    refuses one saved by another number of processes than ``world``."""
+    refuses one saved by another number of processes than ``world``, or by a model with another frozen text
+    tower than ``tower`` (the model's record, :func:`dgseg.engine.text_tower_check.text_tower_record`)."""
     ckpt = latest_checkpoint(out_dir)
     if ckpt is None:
         raise FileNotFoundError(f"--resume: no checkpoint in {out_dir / 'checkpoints'}: nothing to continue; start "
                                 f"afresh without --resume (into a new --out, or with --force)")
     weights, meta = load_checkpoint(ckpt)
     check_backbone(ckpt, meta, cfg)
-    check_text_tower(ckpt, meta, cfg, base)
+    check_text_tower(ckpt, meta, cfg, base, tower)
     load_trainable(base, weights, str(ckpt))
     state = load_train_state(ckpt)
     saved_world = int(state.get("world", world))  # older checkpoints do not say: this run's

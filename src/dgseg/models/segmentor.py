@@ -18,6 +18,9 @@ from dgseg.models.adapters import Adapter, build_adapter
 from dgseg.models.backbones import Backbone, build_backbone, fit_to_patches
 from dgseg.models.neck import NECKS
 
+TEXT_TOWER_PREFIX = "text.frozen."
+"""Where a model's frozen CLIP text tower (a learned prompt's) sits in its state dict: never in a checkpoint."""
+
 
 class Segmentor(nn.Module):
     """``images`` are float [B, 3, H, W], ImageNet-normalised; ``labels`` int64 [B, H, W] with 255 = ignore."""
@@ -61,7 +64,7 @@ class Segmentor(nn.Module):
         state = self.state_dict()
         keep = {}
         for k, v in state.items():
-            if k in names or (not k.startswith("backbone.") and not k.startswith("text.frozen")):
+            if k in names or (not k.startswith("backbone.") and not k.startswith(TEXT_TOWER_PREFIX)):
                 keep[k] = v
         return keep
 
