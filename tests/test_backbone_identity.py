@@ -135,6 +135,26 @@ def test_a_different_backbone_is_refused_naming_both_files_and_the_first_tensor(
               progress=False)
 
 
+@pytest.mark.parametrize("edit, said", [
+    (lambda table: None, "unknown (no tensor table recorded)"),
+    (lambda table: list(table), "unknown (the recorded tensor table is a list, not a name -> entry map)"),
+    (lambda table: table | {"blocks.1.attn.qkv.weight": 7},
+     "blocks.1.attn.qkv.weight (its recorded entry '7' is not 'DTYPE [SHAPE] SHA': the table is malformed)"),
+])
+def test_a_malformed_tensor_table_in_the_meta_is_named_in_the_refusal(tmp_path, run, backbone_file, edit, said):
+    """A checkpoint whose meta was edited or damaged still gets the refusal naming both files, not a TypeError."""
+    _, out = run
+    weights, meta = load_checkpoint(out)
+    meta["backbone"]["tensors"] = edit(meta["backbone"]["tensors"])
+    save_checkpoint(tmp_path / "edited", meta["step"], weights, meta)
+    tensors = load_file(str(backbone_file))
+    tensors["blocks.1.attn.qkv.weight"][0, 0] += 0.5
+    save_file(tensors, str(tmp_path / "other_vit.safetensors"))
+    with pytest.raises(CheckpointError) as err:
+        load_model(tmp_path / "edited", [f"model.backbone.weights={tmp_path / 'other_vit.safetensors'}"])
+    assert f"first differing tensor: {said}" in str(err.value)
+
+
 def test_a_missing_backbone_file_says_how_to_point_at_a_local_copy(tmp_path, run, backbone_file):
     _, out = run
     with pytest.raises(CheckpointError) as err:

@@ -48,7 +48,7 @@ def check_backbone(checkpoint: str | Path, meta: dict, cfg: Config) -> None:
     if not isinstance(recorded, dict) or spec is None or not (recorded.get("digest") or recorded.get("sha256")):
         return
     trained_with = f"{recorded.get('weights')} ({recorded.get('file') or 'file name not recorded'}"
-    trained_with += f", content digest {recorded['digest'][:12]})" if recorded.get("digest") else \
+    trained_with += f", content digest {str(recorded['digest'])[:12]})" if recorded.get("digest") else \
         f", sha256 {str(recorded['sha256'])[:12]})"
     try:
         path = resolve_weights(spec, cfg.model.backbone.name)
@@ -61,8 +61,7 @@ def check_backbone(checkpoint: str | Path, meta: dict, cfg: Config) -> None:
     if recorded.get("digest"):
         if recorded["digest"] == current["digest"]:
             return
-        table = recorded.get("tensors")
-        diff = first_difference(table, current["tensors"]) if table else "unknown (no tensor table recorded)"
+        diff = first_difference(recorded.get("tensors"), current["tensors"])
         raise CheckpointError(
             f"{checkpoint}: the backbone weights differ from those it was trained with\n"
             f"  checkpoint: {trained_with}\n"

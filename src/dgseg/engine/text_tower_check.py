@@ -60,11 +60,10 @@ def check_text_tower(checkpoint: str | Path, meta: dict, cfg: Config, model: nn.
         return
     if recorded["digest"] == current["digest"]:
         return
-    table = recorded.get("tensors")
-    diff = first_difference(table, current["tensors"]) if isinstance(table, dict) else "unknown (no tensor table)"
+    diff = first_difference(recorded.get("tensors"), current["tensors"])
     raise CheckpointError(
         f"{checkpoint}: the CLIP text tower differs from the one it was trained with\n"
-        f"  checkpoint: model.text.weights {recorded.get('weights')} (content digest {recorded['digest'][:12]})\n"
+        f"  checkpoint: model.text.weights {recorded.get('weights')} (content digest {str(recorded['digest'])[:12]})\n"
         f"  this setup: model.text.weights {cfg.model.text.weights} (content digest {current['digest'][:12]})\n"
         f"  first differing tensor: {diff}\n"
         + (f"Point it at the file it was trained with: --set model.text.weights=PATH/TO/{recorded['file']}"

@@ -134,9 +134,14 @@ def weights_identity(path: str | Path) -> dict:
     return identity
 
 
-def first_difference(recorded: Mapping[str, str], current: Mapping[str, str]) -> str:
-    """The first tensor (in name order) where two ``tensors`` tables differ, described for a person."""
-    for name in sorted(set(recorded) | set(current)):
+def first_difference(recorded: Any, current: Mapping[str, str]) -> str:
+    """The first tensor (in name order) where a checkpoint's recorded ``tensors`` table and this setup's differ,
+    described for a person; a table that is missing or not ``name -> "DTYPE [SHAPE] SHA"`` is said to be so."""
+    if not recorded:
+        return "unknown (no tensor table recorded)"
+    if not isinstance(recorded, Mapping):
+        return f"unknown (the recorded tensor table is a {type(recorded).__name__}, not a name -> entry map)"
+    for name in sorted(set(map(str, recorded)) | set(current)):
         a, b = recorded.get(name), current.get(name)
         if a == b:
             continue
@@ -144,14 +149,19 @@ def first_difference(recorded: Mapping[str, str], current: Mapping[str, str]) ->
             return f"{name} (only in this setup's file)"
         if b is None:
             return f"{name} (only in the checkpoint's file)"
-        (da, sa, _), (db, sb, _) = _parts(a), _parts(b)
-        if (da, sa) != (db, sb):
-            return f"{name} ({da} {sa} in the checkpoint's file, {db} {sb} in this setup's)"
+        pa, pb = _parts(a), _parts(b)
+        if pa is None:
+            return f"{name} (its recorded entry {str(a)[:60]!r} is not 'DTYPE [SHAPE] SHA': the table is malformed)"
+        if pa[:2] != pb[:2]:
+            return f"{name} ({pa[0]} {pa[1]} in the checkpoint's file, {pb[0]} {pb[1]} in this setup's)"
         return f"{name} (same dtype and shape, different values)"
     return "none in the recorded table (it may be incomplete)"
 
 
-def _parts(entry: str) -> tuple[str, str, str]:
+def _parts(entry: Any) -> tuple[str, str, str] | None:
+    """(dtype, shape, sha) of a table entry; None when it is not ``"DTYPE [SHAPE] SHA"``."""
+    if not isinstance(entry, str) or entry.count(" ") < 2:
+        return None
     dtype, rest = entry.split(" ", 1)
     shape, sha = rest.rsplit(" ", 1)
     return dtype, shape, sha
