@@ -295,6 +295,28 @@ def test_a_dataset_split_is_predicted_as_eval_runs_its_data_val_entry_unless_tol
     assert seen == [(40, 56)] and "no data.val entry of it" in capsys.readouterr().out
 
 
+def test_predict_dataset_refuses_disagreeing_data_val_entries_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    """The entries come from the config stored in the checkpoint's header: a conflict costs no model build."""
+    from dgseg.engine import inference
+
+    run = tiny_run(tmp_path / "run", data__val=[
+        {"name": "acdc-fog", "root": "nowhere", "split": "val", "resize": 0.5},
+        {"name": "acdc-snow", "root": "nowhere", "split": "val", "resize": 0.75}], data__source="acdc-fog")
+    for c in ("fog", "night", "rain", "snow"):
+        image(tmp_path / "data" / "rgb_anon" / c / "test" / "GP01" / f"GP01_frame_{c}_rgb_anon.png")
+    loaded, real = [], inference.load_model
+    monkeypatch.setattr(inference, "load_model", lambda *a, **k: loaded.append(a) or real(*a, **k))
+
+    def predict(*extra):
+        return main(["predict", "--checkpoint", str(run), "--dataset", "acdc", "--root", str(tmp_path / "data"),
+                     "--split", "test", "--out", str(tmp_path / "out"), "--no-progress", *extra])
+
+    assert predict() == 2 and loaded == []
+    assert "acdc-fog: 0.5, acdc-snow: 0.75, acdc-night (no data.val entry): None" in capsys.readouterr().err
+    assert predict("--set", "data.val=[]", "--set", "data.source=null") == 0 and len(loaded) == 1  # overrides apply
+    assert "--dataset acdc: no data.val entry of it" in capsys.readouterr().out
+
+
 def test_two_data_val_entries_of_one_dataset_that_resize_differently_are_not_collapsed_to_the_last():
     """Entries are told apart by their row (``label``, or ``name:split``): two Cityscapes rows at different sizes
     are refused until --resize says which, never the last one's taken silently."""

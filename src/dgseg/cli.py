@@ -35,14 +35,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         model = dgseg.build_model(cfg)
     counts = model.parameter_counts()
-    info = {
-        "name": cfg.name,
-        "backbone": cfg.model.backbone.name,
-        "adapter": cfg.model.adapter.name,
-        "head": cfg.model.head.name,
-        "params": counts,
-        "trainable_percent": 100.0 * counts["trainable"] / max(counts["total"], 1),
-    }
+    info = {"name": cfg.name, "backbone": cfg.model.backbone.name, "adapter": cfg.model.adapter.name,
+            "head": cfg.model.head.name, "params": counts,
+            "trainable_percent": 100.0 * counts["trainable"] / max(counts["total"], 1)}
     if args.json:
         print(json.dumps(info))
     else:
@@ -116,22 +111,23 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from dgseg.engine.distributed import default_device
     from dgseg.engine.inference import load_model, predict_files
     from dgseg.engine.prediction_files import InputImages, check_predict_sources, list_images
-    from dgseg.engine.submission import dataset_settings, split_images, write_predictions, zip_folder
+    from dgseg.engine.submission import split_images, stored_dataset_settings, write_predictions, zip_folder
 
     check_out_folder(args.out)
     check_predict_sources(args.inputs, args.dataset, args.root, args.split)  # before the model loads
     zip_path = None if args.zip is None else check_new_output(args.zip or f"{Path(args.out).resolve()}.zip",
                                                               args.force, "--zip FILE")  # before any prediction
-    model, cfg = load_model(args.checkpoint, args.overrides + (["eval.tta.enabled=true"] if args.tta else []))
+    overrides = args.overrides + (["eval.tta.enabled=true"] if args.tta else [])
+    if args.dataset:  # its data.val entries' resize and mode, as eval, unless given; conflicts before the model loads
+        args.resize, args.mode, said = stored_dataset_settings(args.checkpoint, overrides, args)
+        print(said)
+    model, cfg = load_model(args.checkpoint, overrides)
     model.to(default_device())
     if args.dataset is None and args.format == "trainids" and zip_path is None:
         written = predict_files(model, cfg, args.inputs, args.out, args.mode, not args.no_progress, args.resize)
         print(f"{len(written)} predictions written to {args.out} (*_labelTrainIds.png, *_color.png, *_overlay.png)")
         return 0
     files = split_images(args.dataset, args.root, args.split or "test") if args.dataset else list_images(args.inputs)
-    if args.dataset:  # its data.val entry's resize and mode, as eval, unless given
-        args.resize, args.mode, said = dataset_settings(cfg, args.dataset, args.resize, args.mode)
-        print(said)
     if zip_path is not None:
         InputImages(path for path, _ in files).check(zip_path, "the --zip file")
     written = write_predictions(model, cfg, files, args.out, args.format, args.mode, not args.no_progress, args.resize)
