@@ -119,7 +119,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                                               args.force, "--zip FILE")  # before any prediction
     overrides = args.overrides + (["eval.tta.enabled=true"] if args.tta else [])
     if args.dataset:  # its data.val entries' resize and mode, as eval, unless given; conflicts before the model loads
-        args.resize, args.mode, said = stored_dataset_settings(args.checkpoint, overrides, args)
+        args.resize, args.mode, said = stored_dataset_settings(args.checkpoint, overrides, args.dataset,
+                                                               args.resize, args.mode)
         print(said)
     model, cfg = load_model(args.checkpoint, overrides)
     model.to(default_device())

@@ -22,6 +22,7 @@ from dgseg.models.weights_digest import first_difference, tensors_identity
 
 __all__ = ["text_tower_record", "check_text_tower", "exported_text_tower"]
 
+
 def _tower_identity(model: nn.Module) -> dict | None:
     tower = getattr(getattr(model, "text", None), "frozen", None)
     if tower is None:
