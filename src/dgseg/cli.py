@@ -109,9 +109,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from dgseg.atomic import check_new_output, check_out_folder
     from dgseg.engine.distributed import default_device
-    from dgseg.engine.inference import load_model, predict_files
+    from dgseg.engine.inference import load_model, predict_files, stored_config
     from dgseg.engine.prediction_files import InputImages, check_predict_sources, list_images
-    from dgseg.engine.submission import split_images, stored_dataset_settings, write_predictions, zip_folder
+    from dgseg.engine.submission import dataset_settings, split_images, write_predictions, zip_folder
 
     check_out_folder(args.out)
     check_predict_sources(args.inputs, args.dataset, args.root, args.split)  # before the model loads
@@ -119,8 +119,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                                               args.force, "--zip FILE")  # before any prediction
     overrides = args.overrides + (["eval.tta.enabled=true"] if args.tta else [])
     if args.dataset:  # its data.val entries' resize and mode, as eval, unless given; conflicts before the model loads
-        args.resize, args.mode, said = stored_dataset_settings(args.checkpoint, overrides, args.dataset,
-                                                               args.resize, args.mode)
+        args.resize, args.mode, said = dataset_settings(stored_config(args.checkpoint, overrides), args.dataset,
+                                                        args.resize, args.mode)
         print(said)
     model, cfg = load_model(args.checkpoint, overrides)
     model.to(default_device())

@@ -17,6 +17,7 @@ from dgseg.config import Config, config_to_dict, load_config
 from dgseg.engine.backbone_check import check_backbone
 from dgseg.engine.checkpoint import CheckpointError, check_compatible, load_checkpoint
 from dgseg.engine.checkpoint_compat import check_backbone_layout
+from dgseg.engine.checkpoint_read import read_meta
 from dgseg.engine.classes_meta import warn_if_other_class_names
 from dgseg.engine.distributed import model_device
 from dgseg.engine.text_tower_check import check_text_tower, exported_text_tower
@@ -47,6 +48,12 @@ def config_of_checkpoint(meta: dict, overrides: list[str] | None = None, config_
     for o in overrides or []:
         _apply_override(data, o, origins)
     return config_from_traced(data, origins, None if checkpoint is None else f"the config stored in {checkpoint}")
+
+
+def stored_config(checkpoint: str | Path, overrides: list[str] | None = None) -> Config:
+    """The config stored in ``checkpoint`` with ``overrides``, read from its header alone (no tensor, no model):
+    what a command checks before it loads the model."""
+    return config_of_checkpoint(read_meta(checkpoint), overrides, checkpoint=checkpoint)
 
 
 def load_model(checkpoint: str | Path, overrides: list[str] | None = None, config_path: str | None = None

@@ -112,17 +112,6 @@ def dataset_settings(cfg: Config, dataset: str, resize: tuple[int, int] | float 
                           else f"--dataset {dataset}: {size}, mode {mode} as given (not its data.val entry's)")
 
 
-def stored_dataset_settings(checkpoint: str | Path, overrides: list[str], dataset: str,
-                            resize: tuple[int, int] | float | None, mode: str | None) -> tuple:
-    """:func:`dataset_settings` for the config stored in ``checkpoint`` with ``overrides``, read from its header
-    alone: entries that disagree are refused before the model loads."""
-    from dgseg.engine.checkpoint_read import read_meta
-    from dgseg.engine.inference import config_of_checkpoint
-
-    cfg = config_of_checkpoint(read_meta(checkpoint), overrides, checkpoint=checkpoint)
-    return dataset_settings(cfg, dataset, resize, mode)
-
-
 def _agreed(dataset: str, values: dict, differ: str, option: str):
     """The one value every data.val row of ``values`` (row -> value) has; ValueError naming each row's otherwise."""
     if len(set(values.values())) > 1:
