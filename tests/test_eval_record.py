@@ -193,3 +193,13 @@ def test_a_stored_config_of_another_dgseg_lacking_keys_added_since_is_not_a_diff
     cfg.eval.mode = "slide"  # a key it holds, set otherwise: still a difference
     record = evaluation_record(tmp_path / "old", cfg, torch.device("cpu"), "dgseg eval", config="tiny.yaml")
     assert record["changed"] == {"eval.mode": ["whole", "slide"]}
+
+
+def test_a_data_val_root_moved_with_set_is_a_changed_key_since_the_images_are_not_checked_by_content():
+    """Unlike the backbone and text tower files (checked by content digest), a data.val root says nothing of the
+    images under it: the same data elsewhere and other data look alike, so a moved root counts as a change."""
+    from dgseg.engine.eval_record import changed_keys
+
+    run = {"data": {"val": [{"name": "cityscapes", "root": "/cluster/cityscapes", "split": "val"}]}}
+    here = {"data": {"val": [{"name": "cityscapes", "root": "/laptop/cityscapes", "split": "val"}]}}
+    assert changed_keys(run, here) == {"data.val": [run["data"]["val"], here["data"]["val"]]}
