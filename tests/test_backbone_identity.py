@@ -155,6 +155,14 @@ def test_a_malformed_tensor_table_in_the_meta_is_named_in_the_refusal(tmp_path, 
     assert f"first differing tensor: {said}" in str(err.value)
 
 
+def test_a_null_entry_in_a_recorded_tensor_table_is_named_malformed_not_missing_from_the_checkpoint():
+    """An entry edited to null is in the table: it is not a tensor only this setup's file has."""
+    current = {"a.weight": "float32 [2] " + "0" * 64, "b.weight": "float32 [2] " + "1" * 64}
+    assert first_difference({"a.weight": None, "b.weight": current["b.weight"]}, current) == \
+        "a.weight (its recorded entry 'None' is not 'DTYPE [SHAPE] SHA': the table is malformed)"
+    assert first_difference({"b.weight": current["b.weight"]}, current) == "a.weight (only in this setup's file)"
+
+
 def test_a_missing_backbone_file_says_how_to_point_at_a_local_copy(tmp_path, run, backbone_file):
     _, out = run
     with pytest.raises(CheckpointError) as err:

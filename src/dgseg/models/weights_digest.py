@@ -141,11 +141,12 @@ def first_difference(recorded: Any, current: Mapping[str, str]) -> str:
         return "unknown (no tensor table recorded)"
     if not isinstance(recorded, Mapping):
         return f"unknown (the recorded tensor table is a {type(recorded).__name__}, not a name -> entry map)"
-    for name in sorted(set(map(str, recorded)) | set(current)):
-        a, b = recorded.get(name), current.get(name)
+    table = {str(k): v for k, v in recorded.items()}
+    for name in sorted(set(table) | set(current)):
+        a, b = table.get(name), current.get(name)
         if a == b:
             continue
-        if a is None:
+        if name not in table:  # an entry edited to null is in the table: malformed, said below
             return f"{name} (only in this setup's file)"
         if b is None:
             return f"{name} (only in the checkpoint's file)"
