@@ -271,3 +271,23 @@ def test_prediction_refuses_a_symlink_in_out_that_leads_elsewhere(tmp_path, tiny
     with pytest.raises(ValueError, match="escapes the output folder"):
         predict_files(model, cfg, [str(tmp_path / "in")], tmp_path / "out", progress=False)
     assert list(elsewhere.iterdir()) == []
+
+
+def test_a_checkpoint_whose_meta_stores_no_config_is_named_with_what_each_command_needs(tmp_path, capsys):
+    """A hand-made checkpoint with dgseg metadata but no config: predict (no CONFIG argument) says what it needs,
+    rather than asking for a CONFIG it cannot take; eval takes one."""
+    from dgseg.cli import main
+    from dgseg.engine.train import checkpoint_meta
+
+    cfg = tiny_config()
+    model = dgseg.build_model(cfg)
+    meta = checkpoint_meta(cfg, 1)
+    del meta["config"]
+    save_checkpoint(tmp_path / "run", 1, model.trainable_state_dict(), meta)
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    assert main(["predict", "--checkpoint", str(tmp_path / "run"), str(image), "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'run'}: its metadata has no 'config' (it was not written by dgseg train or " \
+           "import-rein); dgseg eval takes the experiment's CONFIG before --checkpoint, predict and export need a " \
+           "checkpoint that stores its config" in err

@@ -33,7 +33,10 @@ def config_of_checkpoint(meta: dict, overrides: list[str] | None = None, config_
     if config_path is not None:
         return load_config(config_path, overrides)
     if "config" not in meta:
-        raise CheckpointError("checkpoint metadata has no 'config'; pass the experiment's CONFIG file")
+        where = f"{checkpoint}: its" if checkpoint is not None else "checkpoint"
+        raise CheckpointError(f"{where} metadata has no 'config' (it was not written by dgseg train or import-rein); "
+                              "dgseg eval takes the experiment's CONFIG before --checkpoint, predict and export "
+                              "need a checkpoint that stores its config")
     import yaml
 
     from dgseg.config import _apply_override
