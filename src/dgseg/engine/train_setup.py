@@ -163,10 +163,10 @@ def setup_training(cfg: Config, out_dir: Path, resume: bool, force: bool, model:
     if not resume:  # after the model is built and its crop checked: a refused setup moves no earlier run aside
         _claim_folder(out_dir, force)
     st = TrainState()
-    meta_base = checkpoint_meta(cfg, 0, base)  # before the resume: its text tower record serves both (hashed once)
+    # before the resume, whose check its text tower record serves (hashed once); each checkpoint sets its own step
+    meta_base = checkpoint_meta(cfg, 0, base)
     resumed_from = _resume(cfg, out_dir, base, optimizer, scheduler, scaler, st, world, meta_base.get("text_tower")
                            ) if resume else None
-    meta_base["step"] = st.step
     model = base
     if world > 1:
         find_unused = ddp_find_unused(base, cfg)  # before SyncBatchNorm, which refuses meta inputs

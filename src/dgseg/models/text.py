@@ -39,8 +39,7 @@ from dgseg.models.weights_io import (
 
 __all__ = ["CLIPTextTower", "ContextDecoder", "PromptLearner", "QuickGELU", "TextGuidance", "build_text_guidance",
            "load_class_embeddings", "save_class_embeddings", "stored_class_embeddings", "stored_text_tower",
-           "text_embed_config",
-           "tokenize_names"]
+           "text_embed_config", "tokenize_names"]
 
 GAMMA_INIT = 1e-4  # DenseCLIP: self.gamma = nn.Parameter(torch.ones(text_dim) * 1e-4)
 
