@@ -189,6 +189,22 @@ def test_fp16_needs_cuda_for_training_and_falls_back_to_float32_for_evaluation()
         precision.resolve_amp("fp8", torch.device("cpu"))
 
 
+def test_the_machine_line_names_an_x86_cpus_family_and_model(monkeypatch):
+    # a virtual machine may show only "AMD EPYC": family and model tell a Zen 4 from a Zen 5, whose bf16 differs
+    info = {"model name": "AMD EPYC", "cpu family": "26", "model": "2", "flags": "avx512_bf16"}
+    monkeypatch.setattr(machine, "cpuinfo_field", lambda name: info.get(name, ""))
+    monkeypatch.setattr(machine, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(machine, "_is_x86", lambda: True)
+    assert machine.machine_line().startswith("AMD EPYC (family 26 model 2, AVX-512 BF16), ")
+    monkeypatch.setattr(machine, "cpu_has_fast_bf16", lambda: False)
+    assert machine.machine_line().startswith("AMD EPYC (family 26 model 2, no native bf16), ")
+    monkeypatch.setattr(machine, "_is_x86", lambda: False)  # Arm's /proc/cpuinfo has no x86 family
+    assert machine.machine_line().startswith("AMD EPYC (no native bf16), ")
+    info.pop("cpu family")
+    monkeypatch.setattr(machine, "_is_x86", lambda: True)
+    assert machine.machine_line().startswith("AMD EPYC (no native bf16), ")
+
+
 def test_threads_follow_the_cores_this_process_may_use_not_the_machines(monkeypatch):
     monkeypatch.setattr(machine.os, "sched_getaffinity", lambda pid: {4, 5, 6, 7}, raising=False)
     monkeypatch.setattr(machine.os, "cpu_count", lambda: 64)

@@ -24,6 +24,15 @@ def cpu_model() -> str:
     return cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
+def cpu_family_model() -> str:
+    """"family F model M" of an x86 CPU from /proc/cpuinfo ("" elsewhere). A virtual machine's model name can
+    be as bare as "AMD EPYC"; the family and model tell its generations apart (family 25 is AMD Zen 3/4, 26 is
+    Zen 5), and they matter for bf16 results: CPUs of different kinds round bf16 differently, and the
+    demo's Rein row moved by 6 points between two "AMD EPYC (AVX-512 BF16)" machines (README, The demo)."""
+    family, model = cpuinfo_field("cpu family"), cpuinfo_field("model")
+    return f"family {family} model {model}" if _is_x86() and family and model else ""
+
+
 def _is_x86() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
@@ -78,8 +87,8 @@ def peak_rss_mb() -> float | None:
 
 
 def machine_line() -> str:
-    """One line: CPU (and whether it computes bf16 natively, which decides a CPU run's precision and speed),
-    cores, GPU, torch and Python versions."""
+    """One line: CPU (its x86 family and model, and whether it computes bf16 natively, which decides a CPU
+    run's precision and speed), cores, GPU, torch and Python versions."""
     import torch
 
     native = "AVX-512 BF16" if _is_x86() else "native bf16"
@@ -87,5 +96,6 @@ def machine_line() -> str:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     cores, usable = os.cpu_count(), usable_cores()
     shown = f"{cores} cores" + (f" ({usable} usable)" if usable != cores else "")
-    return (f"{cpu_model()} ({bf16}), {shown}, {device}; torch {torch.__version__}, "
+    kind = ", ".join(filter(None, [cpu_family_model(), bf16]))
+    return (f"{cpu_model()} ({kind}), {shown}, {device}; torch {torch.__version__}, "
             f"Python {platform.python_version()}")
