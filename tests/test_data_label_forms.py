@@ -114,13 +114,16 @@ def test_a_train_id_file_under_the_raw_id_name_is_said_to_look_like_one_with_the
     with pytest.raises(DataError, match=r"look like train IDs .*here .*" + Path(train_name).name):
         build_dataset(name, tmp_path, "train", unknown_labels="error")[0]  # training's message says it too
 
-    if name != "synthia":  # (SYNTHIA's IDs read most train IDs as classes: without a 255 there is no telling)
-        label(tmp_path / raw_name, train_ids_of(STREET[:-1]))  # no 255: Cityscapes label IDs read most pixels as void
-        report = check_dataset(name, str(tmp_path), "train", patch_size=2)
-        assert report.ok and f"here {tmp_path / train_name}" in report.warnings[0], report.format()
-        assert report.warnings[0].startswith("1 label file read as raw label IDs seems to hold train IDs; the first, "
-                                             f"{tmp_path / raw_name}: its values [0, 1, 2, 8, 10, 13] look like train "
-                                             "IDs (cityscapes label IDs read 79% of its pixels as ignore)")
+    # no 255: Cityscapes label IDs read most pixels as void; SYNTHIA's read most train IDs as classes, but its
+    # raw-ID files are 16-bit and a train-ID file is 8-bit
+    label(tmp_path / raw_name, train_ids_of(STREET[:-1]))
+    report = check_dataset(name, str(tmp_path), "train", patch_size=2)
+    assert report.ok and f"here {tmp_path / train_name}" in report.warnings[0], report.format()
+    why = ("synthia IDs come in 16-bit files; this file is 8-bit" if name == "synthia" else
+           "cityscapes label IDs read 79% of its pixels as ignore")
+    assert report.warnings[0].startswith("1 label file read as raw label IDs seems to hold train IDs; the first, "
+                                         f"{tmp_path / raw_name}: its values [0, 1, 2, 8, 10, 13] look like train "
+                                         f"IDs ({why})")
 
     (tmp_path / raw_name).rename(tmp_path / train_name)  # named as the hint says: read as train IDs, no word
     report = check_dataset(name, str(tmp_path), "train", patch_size=2)
@@ -134,6 +137,10 @@ def test_raw_id_files_and_datasets_of_one_form_get_no_train_id_hint(tmp_path):
     label(tmp_path / "cs/gtFine/test/a/a_1_gtFine_labelIds.png", [0])  # Cityscapes' test labels: all 0
     rgb(tmp_path / "bdd/images/10k/val/a.jpg")
     label(tmp_path / "bdd/labels/sem_seg/masks/val/a.png", [0, 0, 0, 1, 255])  # train IDs is its only form
-    for name, root, split in (("gtav", "gta", "train"), ("cityscapes", "cs", "test"), ("bdd100k", "bdd", "val")):
+    rgb(tmp_path / "syn/RGB/0000000.png")
+    raw = np.resize(np.array([3, 4, 2, 1], np.uint16), (H, W))  # 16-bit raw IDs, all of them under 19
+    png16_rgb(tmp_path / "syn/GT/LABELS/0000000.png", np.stack([raw, raw, 0 * raw], -1))
+    for name, root, split in (("gtav", "gta", "train"), ("cityscapes", "cs", "test"), ("bdd100k", "bdd", "val"),
+                              ("synthia", "syn", "train")):
         report = check_dataset(name, str(tmp_path / root), split, patch_size=2)
         assert report.ok and not report.train_id_like, report.format()

@@ -31,9 +31,9 @@ def train_id_suffix(kinds: Sequence[tuple], id_map: IdMap) -> str | None:
 
 def looks_like_train_ids(raw: np.ndarray, id_map: IdMap) -> str | None:
     """Why the label values ``raw`` [H, W], read through ``id_map``, look like train IDs: all of them are
-    train IDs (0..18, 255) and ``id_map`` does not define some (255), or reads most pixels as ignore
-    (:data:`IGNORED_SHARE`; a file of one value, such as Cityscapes' all-0 test labels, is not judged);
-    None when they do not."""
+    train IDs (0..18, 255) and ``id_map`` does not define some (255), or is a table of 16-bit values (SYNTHIA's)
+    while ``raw`` came from an 8-bit file, or reads most pixels as ignore (:data:`IGNORED_SHARE`; a file of one
+    value, such as Cityscapes' all-0 test labels, is not judged); None when they do not."""
     raw = np.asarray(raw)
     if raw.size == 0 or raw.dtype.kind not in "ui" or raw.min() < 0 or raw.max() > IGNORE_INDEX:
         return None
@@ -46,6 +46,8 @@ def looks_like_train_ids(raw: np.ndarray, id_map: IdMap) -> str | None:
     undefined = values[~inside].tolist() + values[inside][~id_map.known[values[inside]]].tolist()
     if undefined:
         return f"{id_map.name} do not define {sorted(int(v) for v in undefined)}"
+    if len(id_map.lut) > 256 and raw.dtype == np.uint8:  # SYNTHIA's raw IDs: a table of 16-bit values
+        return f"{id_map.name} come in 16-bit files; this file is 8-bit"
     ignored = counts[id_map.lut[values] == IGNORE_INDEX].sum() / raw.size
     if len(values) > 1 and ignored > IGNORED_SHARE:
         return f"{id_map.name} read {100 * ignored:.0f}% of its pixels as ignore"
