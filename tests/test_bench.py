@@ -145,29 +145,34 @@ def test_time_left_is_the_iterations_left_at_the_runs_recent_median_pace():
     assert time_left(records, 20000) == "about 2.8 h (0.50 s per iteration)"
     assert time_left(records, 0) == "the final evaluation"
     assert time_left([], 100) == "-"
-    assert time_left(records, 20000, wall=0.9) == "about 5.0 h (0.90 s per iteration since its last start, " \
-                                                 "validations included)"
+    assert time_left(records, 20000, cycle=250) == "about 2.8 h (0.50 s per iteration)"  # no two whole blocks yet
 
 
-def test_the_wall_pace_counts_from_the_last_start_to_the_logs_last_write(tmp_path):
-    import json
-    import os
-    from datetime import datetime, timezone
+def logged(start: int, paces: list[float], every: int = 25) -> list[dict]:
+    return [{"iter": start + every * (i + 1), "time_per_iter": v} for i, v in enumerate(paces)]
 
-    from dgseg.bench_report import read_run_facts
-    from dgseg.bench_status import wall_pace
 
-    began = datetime(2026, 12, 5, 19, 0, tzinfo=timezone.utc)
-    starts = [{"from_iter": 0, "started": "2026-12-05T10:00:00+00:00"},
-              {"from_iter": 1000, "started": began.isoformat()}]
-    (tmp_path / "run.json").write_text(json.dumps({"name": "r", "starts": starts}))
-    (tmp_path / "log.jsonl").write_text("")
-    os.utime(tmp_path / "log.jsonl", (began.timestamp() + 900, began.timestamp() + 900))  # 15 min later
-    records = [{"iter": 1000}, {"iter": 2500, "time_per_iter": 0.2}, {"iter": 2500, "eval": {}}]
-    facts, log = read_run_facts(tmp_path), tmp_path / "log.jsonl"
-    assert wall_pace(facts, log, records) == 900 / 1500  # 0.6 s: the validations count, unlike time_per_iter
-    assert wall_pace(facts, log, records[:1]) is None  # too few iterations since the last start
-    assert wall_pace(read_run_facts(tmp_path / "missing"), tmp_path / "missing" / "log.jsonl", records) is None
+def test_the_wall_pace_is_the_median_block_of_the_last_start_so_validations_count_and_a_pause_does_not():
+    from dgseg.bench_status import cycle_pace, status_cycle
+
+    before = logged(0, [9.0] * 20)  # an earlier start to iteration 500, slower: not this start's pace
+    block = [0.4] * 9 + [2.4]  # 250 iterations: 9 intervals at 0.4 s, one holding a validation (+50 s)
+    paused = [0.4] * 9 + [0.4 + 3600 / 25]  # a block with an hour suspended in it
+    records = before + [{"iter": 500, "resumed_from": "iter_0000500"}] + logged(500, [5.0] * 10 + block * 3
+                                                                                 + paused + block + [0.4] * 4)
+    pace, blocks = cycle_pace(records, 250)
+    assert blocks == 5 and pace == pytest.approx((9 * 0.4 + 2.4) / 10)  # 0.6 s: the validation counts, the hour not
+    assert time_left(records, 20000, cycle=250) == ("about 3.3 h (0.60 s per iteration, median of its last 5 blocks "
+                                                    "of 250, validations included)")
+    assert cycle_pace(records, 250, recent=3) == (pytest.approx(0.6), 3)  # the paused block among the last three
+    assert cycle_pace(records[:20 + 1 + 10 + 20], 250) is None  # the start's first block and one whole: too few
+    assert cycle_pace(before + logged(0, [0.5] * 40), 250) == (pytest.approx(0.5), 2)  # a start from 0 again
+
+    class Train:
+        eval_interval, checkpoint_interval, log_interval = 250, 1000, 25
+    assert status_cycle(Train) == 1000
+    Train.eval_interval = Train.checkpoint_interval = 0
+    assert status_cycle(Train) == 250
 
 
 def test_a_run_trained_to_another_setting_is_refused_by_name(tmp_path, tiny_bench):

@@ -17,7 +17,7 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
     setting as such instead of refusing it (the training command refuses it by name). Per run: its state
     (finished, checkpoint at iteration N of T, or not started), its last source validation and the plateau
     check over what has been trained so far (the last quarter of the iterations done against the one
-    before); for an unfinished run, the training time left at its recent pace (:func:`time_left`); the
+    before); for an unfinished run, the training time left at its recent wall-clock pace (:func:`time_left`); the
     precision it trained in (``run.json``: two joined by " + " when it was resumed on another machine)."""
     import math
 
@@ -39,11 +39,10 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
                 rows.append(f"| {method} | {seed} | {e} | - | - | - | - |")
                 continue
             records = _read_jsonl(log) if state != "new" and log.exists() else []
-            facts, precision = {}, "-"
+            precision = "-"
             if state != "new":
                 try:
-                    facts = read_run_facts(run_dir)  # run.json, read once: its precision and its last start
-                    precision = facts.get("precision", "-")
+                    precision = read_run_facts(run_dir).get("precision", "-")
                 except ValueError as e:
                     precision = str(e)
             left = "-"
@@ -52,7 +51,7 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
             elif state == "resume":
                 step = latest_step(run_dir)
                 shown = f"checkpoint at iteration {step:,} of {total:,}"
-                left = time_left(records, total - step, wall=wall_pace(facts, log, records))
+                left = time_left(records, total - step, cycle=status_cycle(cfg.train))
             else:
                 shown = "not started"
             points = eval_points(records, source)
@@ -63,17 +62,18 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
     return "\n".join(rows)
 
 
-def time_left(records: list[dict], iterations: int, recent: int = 20, wall: float | None = None) -> str:
-    """The time ``iterations`` more steps take. ``wall``: seconds per iteration since the run's last start
-    (:func:`wall_pace`: its validations and checkpoints included, the machine as loaded as it was since then);
-    without it, the median ``time_per_iter`` of the last ``recent`` logged intervals (training steps only: the
-    periodic validation comes on top). The final evaluation comes on top of either."""
+def time_left(records: list[dict], iterations: int, recent: int = 20, cycle: int | None = None) -> str:
+    """The time ``iterations`` more steps take, at the run's wall-clock pace per block of ``cycle`` iterations
+    (:func:`cycle_pace`: validations and checkpoints included, pauses left out); before two whole blocks (or
+    without ``cycle``), at the median ``time_per_iter`` of the last ``recent`` logged intervals (the periodic
+    validation comes on top). The final evaluation comes on top of either."""
     import statistics
 
     if iterations <= 0:
         return "the final evaluation"
+    wall = None if cycle is None else cycle_pace(records, cycle)
     if wall is not None:
-        pace, how = wall, " since its last start, validations included"
+        pace, how = wall[0], f", median of its last {wall[1]} blocks of {cycle:,}, validations included"
     else:
         paces = [float(r["time_per_iter"]) for r in records if "time_per_iter" in r][-recent:]
         if not paces:
@@ -84,20 +84,35 @@ def time_left(records: list[dict], iterations: int, recent: int = 20, wall: floa
     return f"about {shown} ({pace:.2f} s per iteration{how})"
 
 
-def wall_pace(facts: dict, log: Path, records: list[dict], least: int = 500) -> float | None:
-    """Wall-clock seconds per iteration since the run's last start (``facts``, its ``run.json``: ``starts``,
-    their time and first iteration) up to the last write of ``log`` and its last logged iteration, so
-    validations and checkpoints count; None before ``least`` iterations since that start, or without the
-    records it needs."""
-    from datetime import datetime
+def cycle_pace(records: list[dict], cycle: int, recent: int = 8) -> tuple[float, int] | None:
+    """Wall-clock seconds per iteration of a run's last start, read from its log ``records``: the logged
+    intervals (``time_per_iter`` x their iterations, which hold whatever ran between two log lines: the
+    validations and checkpoints too) summed per block of ``cycle`` iterations (:func:`status_cycle`), and the
+    median over its last ``recent`` whole blocks (those after the start's first, before the one under way). A
+    block the process spent suspended (SIGSTOP, a laptop asleep) is one slow block among them: the median
+    leaves it out, where the wall time since the start would count it. (pace, blocks it is the median of);
+    None before two whole blocks."""
+    import statistics
 
-    try:
-        start = facts.get("starts", [])[-1]
-        began, first = datetime.fromisoformat(start["started"]), int(start["from_iter"])
-        last = max(int(r["iter"]) for r in records if "iter" in r)
-        written = log.stat().st_mtime
-    except (IndexError, KeyError, ValueError, TypeError, OSError):
-        return None
-    if last - first < least:
-        return None
-    return max(written - began.timestamp(), 0.0) / (last - first)
+    blocks: dict[int, list[float]] = {}
+    last = 0
+    for r in records:
+        if "resumed_from" in r:  # a new start: the pace is that of the last one
+            blocks, last = {}, int(r["iter"])
+        if "time_per_iter" not in r or "iter" not in r:
+            continue
+        step = int(r["iter"])
+        if step <= last:  # started again from 0
+            blocks, last = {}, 0
+        block = blocks.setdefault((step - 1) // cycle, [0.0, 0])
+        block[0] += float(r["time_per_iter"]) * (step - last)
+        block[1] += step - last
+        last = step
+    whole = [wall / n for wall, n in list(blocks.values())[1:-1]][-recent:]
+    return (statistics.median(whole), len(whole)) if len(whole) >= 2 else None
+
+
+def status_cycle(train) -> int:
+    """The block :func:`cycle_pace` sums over, from a config's ``train`` section: the longer of the validation
+    and checkpoint intervals (each block holds the same extra work), else ten log intervals."""
+    return max(train.eval_interval or 0, train.checkpoint_interval or 0) or 10 * train.log_interval
