@@ -169,10 +169,10 @@ def test_the_wall_pace_is_the_median_block_of_the_last_start_so_validations_coun
     assert cycle_pace(before + logged(0, [0.5] * 40), 250) == (pytest.approx(0.5), 2)  # a start from 0 again
 
     class Train:
-        eval_interval, checkpoint_interval, log_interval = 250, 1000, 25
+        eval_interval, checkpoint_interval, log_interval = 250, 1000, 30
     assert status_cycle(Train) == 1000
     Train.eval_interval = Train.checkpoint_interval = 0
-    assert status_cycle(Train) == 250
+    assert status_cycle(Train) == 300  # no validation, no checkpoint: ten log intervals
 
 
 def test_a_run_trained_to_another_setting_is_refused_by_name(tmp_path, tiny_bench):
