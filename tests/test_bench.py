@@ -31,7 +31,7 @@ from dgseg.bench_report import (
     ties,
     write_report,
 )
-from dgseg.bench_status import bench_status, time_left
+from dgseg.bench_status import bench_status, run_pace, time_left, total_left
 from dgseg.demo import demo_config
 from dgseg.models.adapters import ADAPTERS
 
@@ -114,7 +114,9 @@ def test_status_says_where_each_run_stands_and_changes_nothing(tmp_path, tiny_be
         run_bench(["frozen"], [0], out, config=tiny_bench, isolate=False)
     files = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
 
-    rows = bench_status(["rein", "frozen", "lora"], [0], out, config=tiny_bench).splitlines()[2:]
+    table, total = bench_status(["rein", "frozen", "lora"], [0], out, config=tiny_bench).split("\n\n")
+    assert total.startswith("Left: 4 iterations of 2 runs (1 under way, 1 not started): about 1 min at --jobs 1")
+    rows = table.splitlines()[2:]
     cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
     assert [c[:3] for c in cells] == [["rein", "0", "finished (4 iterations)"],
                                       ["frozen", "0", "checkpoint at iteration 4 of 4"],
@@ -141,11 +143,25 @@ def test_time_left_is_the_iterations_left_at_the_runs_recent_median_pace():
     records = [{"iter": 25 * i, "time_per_iter": 9.0} for i in range(1, 11)]  # an earlier, slower sitting
     records += [{"iter": 250 + 25 * i, "time_per_iter": v} for i, v in enumerate([0.5] * 15 + [0.4, 0.6, 3.0, 0.5, 0.5])]
     records.append({"iter": 500, "eval": {"s": {"mIoU": 1.0}}})  # evaluations carry no pace
-    assert time_left(records, 120) == "about 1 min (0.50 s per iteration)"
-    assert time_left(records, 20000) == "about 2.8 h (0.50 s per iteration)"
-    assert time_left(records, 0) == "the final evaluation"
-    assert time_left([], 100) == "-"
-    assert time_left(records, 20000, cycle=250) == "about 2.8 h (0.50 s per iteration)"  # no two whole blocks yet
+    assert time_left(120, run_pace(records)) == "about 1 min (0.50 s per iteration)"
+    assert time_left(20000, run_pace(records)) == "about 2.8 h (0.50 s per iteration)"
+    assert time_left(0, run_pace(records)) == "the final evaluation"
+    assert time_left(100, run_pace([])) == "-"
+    assert run_pace(records, cycle=250) == (0.5, "")  # no two whole blocks yet: the median logged step
+
+
+def test_the_line_under_the_status_table_totals_what_is_left_at_the_pace_of_the_runs_under_way():
+    states = ["done", "resume", "resume", "new", "new", "new"]
+    assert total_left(40000, states, [0.4, 0.6, 0.5], jobs=2) == (
+        "Left: 40,000 iterations of 5 runs (2 under way, 3 not started): about 2.8 h at --jobs 2, final evaluations "
+        "on top, at the median pace of the runs under way (0.50 s per iteration each, as measured beside the runs "
+        "that ran with them).")
+    assert "about 5.6 h at --jobs 1" in total_left(40000, states, [0.5])
+    assert total_left(40000, ["done", "new"], []) == ("Left: 40,000 iterations of 1 run (0 under way, 1 not "
+                                                      "started); no run under way has logged a pace to estimate "
+                                                      "the time from.")
+    assert total_left(0, ["done", "done"], []) == "Left: nothing; every run shown has finished."
+    assert total_left(0, [], []) == "Left: no run shown is of this setting."
 
 
 def logged(start: int, paces: list[float], every: int = 25) -> list[dict]:
@@ -162,8 +178,8 @@ def test_the_wall_pace_is_the_median_block_of_the_last_start_so_validations_coun
                                                                                  + paused + block + [0.4] * 4)
     pace, blocks = cycle_pace(records, 250)
     assert blocks == 5 and pace == pytest.approx((9 * 0.4 + 2.4) / 10)  # 0.6 s: the validation counts, the hour not
-    assert time_left(records, 20000, cycle=250) == ("about 3.3 h (0.60 s per iteration, median of its last 5 blocks "
-                                                    "of 250, validations included)")
+    assert time_left(20000, run_pace(records, 250)) == ("about 3.3 h (0.60 s per iteration, median of its last 5 "
+                                                        "blocks of 250, validations included)")
     assert cycle_pace(records, 250, recent=3) == (pytest.approx(0.6), 3)  # the paused block among the last three
     assert cycle_pace(records[:20 + 1 + 10 + 20], 250) is None  # the start's first block and one whole: too few
     assert cycle_pace(before + logged(0, [0.5] * 40), 250) == (pytest.approx(0.5), 2)  # a start from 0 again

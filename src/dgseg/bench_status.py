@@ -10,7 +10,7 @@ from dgseg.bench_report import read_run_facts
 
 
 def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/bench", iters: int | None = None,
-                 overrides: list[str] | None = None, config: str | Path | None = BENCH_CONFIG) -> str:
+                 overrides: list[str] | None = None, config: str | Path | None = BENCH_CONFIG, jobs: int = 1) -> str:
     """Where each (method, seed) of a comparison stands, as a markdown table (``dgseg bench --status``).
 
     Reads the run folders only: trains nothing, writes nothing, and shows a folder trained to another
@@ -18,7 +18,8 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
     (finished, checkpoint at iteration N of T, or not started), its last source validation and the plateau
     check over what has been trained so far (the last quarter of the iterations done against the one
     before); for an unfinished run, the training time left at its recent wall-clock pace (:func:`time_left`); the
-    precision it trained in (``run.json``: two joined by " + " when it was resumed on another machine)."""
+    precision it trained in (``run.json``: two joined by " + " when it was resumed on another machine). Under the
+    table, what is left in all (:func:`total_left`, ``jobs`` runs side by side)."""
     import math
 
     from dgseg.bench_report import eval_points, quarter_rise
@@ -28,6 +29,7 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
     out = _check_bench_folder(out)
     rows = ["| method | seed | state | last source validation | rise, last quarter so far | time left | precision |",
             "|---|---|---|---|---|---|---|"]
+    left_iters, paces, states = 0, [], []
     for method in methods:
         for seed in seeds:
             cfg = bench_config(method, seed, iters, overrides or [], config or BENCH_CONFIG)
@@ -38,6 +40,7 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
             except ValueError as e:
                 rows.append(f"| {method} | {seed} | {e} | - | - | - | - |")
                 continue
+            states.append(state)
             records = _read_jsonl(log) if state != "new" and log.exists() else []
             precision = "-"
             if state != "new":
@@ -51,37 +54,67 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
             elif state == "resume":
                 step = latest_step(run_dir)
                 shown = f"checkpoint at iteration {step:,} of {total:,}"
-                left = time_left(records, total - step, cycle=status_cycle(cfg.train))
+                pace = run_pace(records, status_cycle(cfg.train))
+                left = time_left(total - step, pace)
+                left_iters += max(total - step, 0)
+                paces += [pace[0]] if pace else []
             else:
                 shown = "not started"
+                left_iters += total
             points = eval_points(records, source)
             last = f"{points[max(points)]:.1f} at iteration {max(points):,}" if points else "-"
             rise = quarter_rise(points)
             rows.append(f"| {method} | {seed} | {shown} | {last} | {'-' if math.isnan(rise) else f'{rise:+.1f}'} "
                         f"| {left} | {precision} |")
-    return "\n".join(rows)
+    return "\n".join(rows) + "\n\n" + total_left(left_iters, states, paces, jobs)
 
 
-def time_left(records: list[dict], iterations: int, recent: int = 20, cycle: int | None = None) -> str:
-    """The time ``iterations`` more steps take, at the run's wall-clock pace per block of ``cycle`` iterations
-    (:func:`cycle_pace`: validations and checkpoints included, pauses left out); before two whole blocks (or
-    without ``cycle``), at the median ``time_per_iter`` of the last ``recent`` logged intervals (the periodic
-    validation comes on top). The final evaluation comes on top of either."""
+def total_left(iterations: int, states: list[str], paces: list[float], jobs: int = 1) -> str:
+    """The line under ``--status``'s table: the iterations the unfinished runs (``states``, one per run shown
+    but those trained to another setting) have left, and the time they take ``jobs`` at a time at the median
+    of the runs under way's ``paces`` (seconds per iteration, as measured: with as many runs side by side as
+    ran then)."""
     import statistics
 
-    if iterations <= 0:
-        return "the final evaluation"
+    under_way, new = states.count("resume"), states.count("new")
+    if under_way + new == 0:
+        return "Left: nothing; every run shown has finished." if states else "Left: no run shown is of this setting."
+    n = under_way + new
+    runs = f"{iterations:,} iterations of {n} run{'s' if n != 1 else ''} ({under_way} under way, {new} not started)"
+    if not paces:
+        return f"Left: {runs}; no run under way has logged a pace to estimate the time from."
+    pace = statistics.median(paces)
+    return (f"Left: {runs}: about {_duration(iterations * pace / max(jobs, 1))} at --jobs {jobs}, final evaluations "
+            f"on top, at the median pace of the runs under way ({pace:.2f} s per iteration each, as measured beside "
+            "the runs that ran with them).")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{max(1, round(seconds / 60))} min"
+
+
+def run_pace(records: list[dict], cycle: int | None = None, recent: int = 20) -> tuple[float, str] | None:
+    """A run's seconds per iteration and how it was measured: its wall-clock pace per block of ``cycle``
+    iterations (:func:`cycle_pace`: validations and checkpoints included, pauses left out); before two whole
+    blocks (or without ``cycle``), the median ``time_per_iter`` of its last ``recent`` logged intervals (the
+    periodic validation comes on top); None without either."""
+    import statistics
+
     wall = None if cycle is None else cycle_pace(records, cycle)
     if wall is not None:
-        pace, how = wall[0], f", median of its last {wall[1]} blocks of {cycle:,}, validations included"
-    else:
-        paces = [float(r["time_per_iter"]) for r in records if "time_per_iter" in r][-recent:]
-        if not paces:
-            return "-"
-        pace, how = statistics.median(paces), ""
-    seconds = iterations * pace
-    shown = f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{max(1, round(seconds / 60))} min"
-    return f"about {shown} ({pace:.2f} s per iteration{how})"
+        return wall[0], f", median of its last {wall[1]} blocks of {cycle:,}, validations included"
+    paces = [float(r["time_per_iter"]) for r in records if "time_per_iter" in r][-recent:]
+    return (statistics.median(paces), "") if paces else None
+
+
+def time_left(iterations: int, pace: tuple[float, str] | None) -> str:
+    """The time ``iterations`` more steps take at ``pace`` (:func:`run_pace`); the final evaluation comes on
+    top."""
+    if iterations <= 0:
+        return "the final evaluation"
+    if pace is None:
+        return "-"
+    return f"about {_duration(iterations * pace[0])} ({pace[0]:.2f} s per iteration{pace[1]})"
 
 
 def cycle_pace(records: list[dict], cycle: int, recent: int = 8) -> tuple[float, int] | None:

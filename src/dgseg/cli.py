@@ -177,7 +177,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     methods = parse_list(args.methods) if args.methods is not None else PAPER_METHODS
     if args.status:
         print(bench_status(methods, parse_list(args.seeds, int, "--seeds"), out=args.out, iters=args.iters,
-                           overrides=args.overrides, config=args.config or None))
+                           overrides=args.overrides, config=args.config or None, jobs=args.jobs))
         return 0
     # terminated (a scheduler, `kill`): unwind like Ctrl-C, so the runs' child processes stop and checkpoint
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
