@@ -125,6 +125,13 @@ def test_status_says_where_each_run_stands_and_changes_nothing(tmp_path, tiny_be
     assert cells[2][3:] == ["-", "-", "-", "-"]
     assert cells[0][6] == cells[1][6] == "float32"  # the precision each run trained in (run.json)
     assert cells[1][5] == "the final evaluation" and cells[0][5] == "-"  # trained to its last iteration; finished
+    assert bench_status(["rein", "frozen"], [0], out, config=tiny_bench).endswith(
+        "\n\nLeft: the final evaluation of 1 run under way.")
+    with monkeypatch.context() as m:  # the frozen run as it stood at its checkpoint of iteration 2
+        m.setattr("dgseg.engine.checkpoint_read.latest_step", lambda run_dir: 2)
+        table, total = bench_status(["rein", "frozen", "lora"], [0], out, config=tiny_bench).split("\n\n")
+    assert "| frozen | 0 | checkpoint at iteration 2 of 4 |" in table
+    assert total.startswith("Left: 6 iterations of 2 runs (1 under way, 1 not started): about 1 min at --jobs 1")
     other = bench_status(["rein"], [0], out, iters=6, config=tiny_bench)  # another setting: shown, not raised
     assert "another setting" in other and "train.max_iters" in other
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == files  # nothing written, nothing removed

@@ -81,6 +81,8 @@ def total_left(iterations: int, states: list[str], paces: list[float], jobs: int
         return "Left: nothing; every run shown has finished." if states else "Left: no run shown is of this setting."
     n = under_way + new
     runs = f"{iterations:,} iterations of {n} run{'s' if n != 1 else ''} ({under_way} under way, {new} not started)"
+    if iterations == 0:
+        return f"Left: the final evaluation of {n} run{'s' if n != 1 else ''} under way."
     if not paces:
         return f"Left: {runs}; no run under way has logged a pace to estimate the time from."
     pace = statistics.median(paces)
