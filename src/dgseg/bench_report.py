@@ -267,7 +267,7 @@ def markdown(table: dict, stray: list[str] = ()) -> str:
              f"doubling of the iterations over the second half of training (a least-squares line against log2 "
              f"of the iteration); a curve that grows like the logarithm rises {LOG_RISE:.2f} x that over its "
              f"last quarter at any schedule length, so a longer schedule alone passes the check only where "
-             f"the gain falls under {PLATEAU_POINTS / LOG_RISE:.1f}." if not_flat else "",
+             f"the gain falls under {PLATEAU_POINTS / LOG_RISE:.2f}." if not_flat else "",
              f"No plateau check (no log.jsonl, or no source validation in one of the two quarters): "
              f"{', '.join(unmeasured)}." if unmeasured else ""]
     plateau = " ".join(p for p in parts if p) or (
