@@ -45,7 +45,7 @@ Decorate = Callable[[int, np.ndarray, np.ndarray], tuple[Any, Any, Any, Any]]
 class Box:
     """Axis-aligned box [x0, x1] x [y0, y1] x [z0, z1] (metres). ``decorate(face, a, b)`` returns
     (keep mask, material, colour id, shade) over face coordinates a (along the face) and b (height, or
-    depth along Z for the top face), e.g. from :class:`Paint`; None paints the whole box plainly."""
+    depth along Z for the top face), e.g. from :class:`.gbuffer.Paint`; None paints the whole box plainly."""
 
     x0: float
     x1: float
