@@ -21,10 +21,19 @@ def _shared_recipe(cfg) -> None:
     assert m.neck.norm == "batch"  # eva02.py fpn1: ConvTranspose2d, SyncBatchNorm, GELU, ConvTranspose2d
     assert (d.scale, d.ratio_range, d.keep_ratio, d.short_edges) == ([1280, 720], [1.0, 1.0], False, None)
     assert (d.crop_size, d.cat_max_ratio, d.flip_prob, d.photometric) == ([512, 512], 0.75, 0.5, True)
-    assert [(v.name, v.resize, v.prescale) for v in d.val] == [
-        ("cityscapes", [1024, 512], None), ("bdd100k", [1024, 512], None), ("mapillary", [1024, 512], None)]
+    assert [(v.name, v.split, v.resize, v.prescale) for v in d.val] == [
+        ("cityscapes", "val", [1024, 512], None), ("bdd100k", "val", [1024, 512], None),
+        ("mapillary", "val", [1024, 512], None)]
     assert (t.max_iters, t.batch_size, t.warmup_iters, t.poly_begin, t.power) == (5000, 16, 0, 500, 0.9)
     assert (e.mode, e.crop, e.stride) == ("slide", 512, 426)
+    # schedule_5k.py paramwise_cfg custom_keys in dgseg's names (encoder backbone.vit.*, the simple FPN neck.*):
+    # encoder and FPN at lr x 0.1 with decay; pos_embed, the final norm and each block's norm1 / norm2 at lr x 0.1
+    # without; query_embed, query_feat and level_embed at lr x 1 without
+    enc, norm, embed = ({"lr_mult": 0.1, "decay_mult": 1.0}, {"lr_mult": 0.1, "decay_mult": 0.0},
+                        {"lr_mult": 1.0, "decay_mult": 0.0})
+    assert t.custom_keys == {"backbone": enc, "neck": enc, "backbone.vit.norm": norm, "backbone.vit.pos_embed": norm,
+                             "backbone.vit.blocks.*.norm1": norm, "backbone.vit.blocks.*.norm2": norm,
+                             "query_embed": embed, "query_feat": embed, "level_embed": embed}
     assert m.backbone.weights == "weights/EVA02_CLIP_L_psz14_s4B.pt"
     h = m.head  # Rein's Mask2Former (configs/_base_/models/rein_dinov2_mask2former.py), as the re-implementation's
     assert (h.name, h.num_queries, h.train_points, h.oversample_ratio, h.importance_sample_ratio) == (
