@@ -18,7 +18,19 @@ from dgseg.data.labels import (
     make_id_map,
     mapillary_id_map,
     mapillary_train_id,
+    rein_readable_train_id,
 )
+
+# cityscapesscripts/helpers/labels.py: name and color of the 19 classes with a train ID, in train-ID order
+# (REFERENCE.md section 4 lists the same class order).
+OFFICIAL_TRAIN_CLASSES = [
+    ("road", (128, 64, 128)), ("sidewalk", (244, 35, 232)), ("building", (70, 70, 70)),
+    ("wall", (102, 102, 156)), ("fence", (190, 153, 153)), ("pole", (153, 153, 153)),
+    ("traffic light", (250, 170, 30)), ("traffic sign", (220, 220, 0)), ("vegetation", (107, 142, 35)),
+    ("terrain", (152, 251, 152)), ("sky", (70, 130, 180)), ("person", (220, 20, 60)), ("rider", (255, 0, 0)),
+    ("car", (0, 0, 142)), ("truck", (0, 0, 70)), ("bus", (0, 60, 100)), ("train", (0, 80, 100)),
+    ("motorcycle", (0, 0, 230)), ("bicycle", (119, 11, 32)),
+]  # fmt: skip
 
 
 def test_nineteen_classes_in_cityscapes_train_id_order():
@@ -26,6 +38,7 @@ def test_nineteen_classes_in_cityscapes_train_id_order():
     assert CLASSES[:3] == ("road", "sidewalk", "building")
     assert CLASSES[10] == "sky" and CLASSES[13] == "car" and CLASSES[18] == "bicycle"
     assert len(CLASSES) == len(set(CLASSES)) == 19
+    assert CLASSES == tuple(name for name, _ in OFFICIAL_TRAIN_CLASSES)
 
 
 def test_palette_is_the_official_cityscapes_colours():
@@ -34,6 +47,7 @@ def test_palette_is_the_official_cityscapes_colours():
     assert tuple(PALETTE[10]) == (70, 130, 180)  # sky
     assert tuple(PALETTE[13]) == (0, 0, 142)  # car
     assert len({tuple(c) for c in PALETTE}) == 19
+    assert [tuple(int(v) for v in c) for c in PALETTE] == [color for _, color in OFFICIAL_TRAIN_CLASSES]
 
 
 def test_cityscapes_label_ids_map_to_train_ids():
@@ -75,6 +89,36 @@ def test_synthia_table_is_16_bit():
 def test_urbansyn_void_19_is_ignored():
     np.testing.assert_array_equal(URBANSYN_IDS(np.array([0, 18, 19], np.uint8)), [0, 18, 255])
     assert URBANSYN_IDS.unknown_values(np.array([19, 255], np.uint8)) == []
+    # REFERENCE.md section 4: UrbanSyn's ss/*.png hold train IDs 0..18 and 19 = void; any other value is reported
+    assert URBANSYN_IDS.unknown_values(np.arange(256, dtype=np.uint8)) == list(range(20, 255))
+
+
+# tools/convert_datasets/mapillary2cityscape.py (Rein), get_trans_idx: after the exact class names, substring
+# tests on the `readable` name (lower case, spaces and "-" removed), the first that holds wins, in this order.
+REIN_SUBSTRING_TESTS = [
+    (("trafficsign", "front", "back"), "traffic sign"),
+    (("onrail",), "train"),
+    (("cyclist", "rider"), "rider"),
+    (("pole", "streetlight"), "pole"),
+    (("curb", "pedestrianarea"), "sidewalk"),
+    (("crosswalkplain", "parking", "bikelane", "servicelane", "lanemarking"), "road"),
+]
+
+
+@pytest.mark.parametrize(("parts", "expected"), REIN_SUBSTRING_TESTS)
+def test_reins_readable_name_substrings_beyond_the_v12_classes(parts, expected):
+    # every substring counts on its own, also in names the 66 classes of config_v1.2.json do not have
+    for part in parts:
+        assert rein_readable_train_id(f"Old {part} X") == CLASSES.index(expected), part
+
+
+def test_reins_substring_tests_run_in_its_order():
+    assert rein_readable_train_id("Back Rider") == CLASSES.index("traffic sign")  # before "rider"
+    assert rein_readable_train_id("On Rails Cyclist") == CLASSES.index("train")  # before "cyclist"
+    assert rein_readable_train_id("Pole Curb") == CLASSES.index("pole")  # before "curb"
+    assert rein_readable_train_id("Curb Parking") == CLASSES.index("sidewalk")  # before "parking"
+    assert rein_readable_train_id("Traffic Light") == CLASSES.index("traffic light")  # exact names first
+    assert rein_readable_train_id("Guard Rail") == IGNORE_INDEX
 
 
 def test_make_id_map_rejects_train_ids_out_of_range():
