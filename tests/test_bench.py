@@ -132,6 +132,8 @@ def test_status_says_where_each_run_stands_and_changes_nothing(tmp_path, tiny_be
         table, total = bench_status(["rein", "frozen", "lora"], [0], out, config=tiny_bench).split("\n\n")
     assert "| frozen | 0 | checkpoint at iteration 2 of 4 |" in table
     assert total.startswith("Left: 6 iterations of 2 runs (1 under way, 1 not started): about 1 min at --jobs 1")
+    with pytest.raises(ValueError, match=r"--jobs 0: expected 1 or more runs at a time"):
+        bench_status(["rein"], [0], out, config=tiny_bench, jobs=0)
     other = bench_status(["rein"], [0], out, iters=6, config=tiny_bench)  # another setting: shown, not raised
     assert "another setting" in other and "train.max_iters" in other
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == files  # nothing written, nothing removed

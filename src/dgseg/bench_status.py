@@ -26,6 +26,8 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
     from dgseg.engine.checkpoint_read import latest_step
     from dgseg.viz import _read_jsonl
 
+    if jobs < 1:
+        raise ValueError(f"bench: --jobs {jobs}: expected 1 or more runs at a time")
     out = _check_bench_folder(out)
     rows = ["| method | seed | state | last source validation | rise, last quarter so far | time left | precision |",
             "|---|---|---|---|---|---|---|"]
@@ -86,7 +88,7 @@ def total_left(iterations: int, states: list[str], paces: list[float], jobs: int
     if not paces:
         return f"Left: {runs}; no run under way has logged a pace to estimate the time from."
     pace = statistics.median(paces)
-    return (f"Left: {runs}: about {_duration(iterations * pace / max(jobs, 1))} at --jobs {jobs}, final evaluations "
+    return (f"Left: {runs}: about {_duration(iterations * pace / jobs)} at --jobs {jobs}, final evaluations "
             f"on top, at the median pace of the runs under way ({pace:.2f} s per iteration each, as measured beside "
             "the runs that ran with them).")
 
