@@ -82,9 +82,10 @@ def total_left(iterations: int, states: list[str], paces: list[float], jobs: int
     if under_way + new == 0:
         return "Left: nothing; every run shown has finished." if states else "Left: no run shown is of this setting."
     n = under_way + new
-    runs = f"{iterations:,} iterations of {n} run{'s' if n != 1 else ''} ({under_way} under way, {new} not started)"
+    count = f"{n} run{'s' if n != 1 else ''}"
     if iterations == 0:
-        return f"Left: the final evaluation of {n} run{'s' if n != 1 else ''} under way."
+        return f"Left: the final evaluation of {count} under way."
+    runs = f"{iterations:,} iterations of {count} ({under_way} under way, {new} not started)"
     if not paces:
         return f"Left: {runs}; no run under way has logged a pace to estimate the time from."
     pace = statistics.median(paces)
