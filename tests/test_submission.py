@@ -317,6 +317,24 @@ def test_predict_dataset_refuses_disagreeing_data_val_entries_before_the_model_l
     assert "--dataset acdc: no data.val entry of it" in capsys.readouterr().out
 
 
+def test_predict_dataset_says_its_settings_only_once_the_model_has_loaded(tmp_path, capsys, monkeypatch):
+    """The line on the resize and mode it takes from the checkpoint's data.val describes a prediction: where the
+    model then fails to load, the refusal is all that is said, not settings for a prediction that never runs."""
+    from dgseg.engine import inference
+
+    run = tiny_run(tmp_path / "run", data__val=[
+        {"name": "cityscapes", "root": "nowhere", "split": "val", "resize": [28, 20]}], data__source="cityscapes")
+    image(tmp_path / "data" / "leftImg8bit" / "test" / "bonn" / "bonn_000000_000019_leftImg8bit.png")
+
+    def refuse(*a, **k):
+        raise ValueError("model.backbone.weights: no such file")
+
+    monkeypatch.setattr(inference, "load_model", refuse)
+    code = main(["predict", "--checkpoint", str(run), "--dataset", "cityscapes", "--root", str(tmp_path / "data"),
+                 "--split", "test", "--out", str(tmp_path / "out"), "--no-progress"])
+    said = capsys.readouterr()
+    assert code == 2 and "no such file" in said.err and "--dataset cityscapes" not in said.out
+
 def test_two_data_val_entries_of_one_dataset_that_resize_differently_are_not_collapsed_to_the_last():
     """Entries are told apart by their row (``label``, or ``name:split``): two Cityscapes rows at different sizes
     are refused until --resize says which, never the last one's taken silently."""

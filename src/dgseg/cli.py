@@ -118,12 +118,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     zip_path = None if args.zip is None else check_new_output(args.zip or f"{Path(args.out).resolve()}.zip",
                                                               args.force, "--zip FILE")  # before any prediction
     overrides = args.overrides + (["eval.tta.enabled=true"] if args.tta else [])
+    said = None
     if args.dataset:  # its data.val entries' resize and mode, as eval, unless given; conflicts before the model loads
         args.resize, args.mode, said = dataset_settings(stored_config(args.checkpoint, overrides), args.dataset,
                                                         args.resize, args.mode)
-        print(said)
     model, cfg = load_model(args.checkpoint, overrides)
     model.to(default_device())
+    if said:  # once the model it applies to has loaded: a refusal there is the only thing said
+        print(said)
     if args.dataset is None and args.format == "trainids" and zip_path is None:
         written = predict_files(model, cfg, args.inputs, args.out, args.mode, not args.no_progress, args.resize)
         print(f"{len(written)} predictions written to {args.out} (*_labelTrainIds.png, *_color.png, *_overlay.png)")
