@@ -335,6 +335,7 @@ def test_predict_dataset_says_its_settings_only_once_the_model_has_loaded(tmp_pa
     said = capsys.readouterr()
     assert code == 2 and "no such file" in said.err and "--dataset cityscapes" not in said.out
 
+
 def test_two_data_val_entries_of_one_dataset_that_resize_differently_are_not_collapsed_to_the_last():
     """Entries are told apart by their row (``label``, or ``name:split``): two Cityscapes rows at different sizes
     are refused until --resize says which, never the last one's taken silently."""
