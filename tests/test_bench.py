@@ -173,6 +173,18 @@ def test_the_line_under_the_status_table_totals_what_is_left_at_the_pace_of_the_
     assert total_left(0, [], []) == "Left: no run shown is of this setting."
 
 
+def test_the_total_says_when_the_runs_under_way_were_measured_with_other_threads_than_jobs_gives_each():
+    """A pace measured alone on both cores (2 threads) is not the pace of two runs side by side (1 each)."""
+    states = ["resume", "new"]
+    alone = total_left(40000, states, [0.26], jobs=2, threads=[2], per_run=1)
+    assert alone.endswith("That pace was measured with 2 threads per run; --jobs 2 gives each 1 here, so the "
+                          "time will differ (two runs on one core each step slower than one alone on two).")
+    assert "measured with 1 thread per run; --jobs 1 gives each 2" in total_left(40000, states, [0.46], 1, [1], 2)
+    same = total_left(40000, states, [0.46], jobs=2, threads=[1], per_run=1)
+    assert same == total_left(40000, states, [0.46], jobs=2) and "measured with" not in same
+    assert "measured with" not in total_left(40000, states, [0.46], 2, [None], 1)  # a run.json without threads
+
+
 def logged(start: int, paces: list[float], every: int = 25) -> list[dict]:
     return [{"iter": start + every * (i + 1), "time_per_iter": v} for i, v in enumerate(paces)]
 

@@ -31,7 +31,7 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
     out = _check_bench_folder(out)
     rows = ["| method | seed | state | last source validation | rise, last quarter so far | time left | precision |",
             "|---|---|---|---|---|---|---|"]
-    left_iters, paces, states = 0, [], []
+    left_iters, paces, states, threads = 0, [], [], []
     for method in methods:
         for seed in seeds:
             cfg = bench_config(method, seed, iters, overrides or [], config or BENCH_CONFIG)
@@ -60,6 +60,7 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
                 left = time_left(total - step, pace)
                 left_iters += max(total - step, 0)
                 paces += [pace[0]] if pace else []
+                threads += [_last_threads(run_dir)] if pace else []
             else:
                 shown = "not started"
                 left_iters += total
@@ -68,14 +69,27 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
             rise = quarter_rise(points)
             rows.append(f"| {method} | {seed} | {shown} | {last} | {'-' if math.isnan(rise) else f'{rise:+.1f}'} "
                         f"| {left} | {precision} |")
-    return "\n".join(rows) + "\n\n" + total_left(left_iters, states, paces, jobs)
+    from dgseg.machine import usable_cores
+
+    per_run = max(1, usable_cores() // jobs)  # what dgseg bench --jobs gives each run here
+    return "\n".join(rows) + "\n\n" + total_left(left_iters, states, paces, jobs, threads, per_run)
 
 
-def total_left(iterations: int, states: list[str], paces: list[float], jobs: int = 1) -> str:
+def _last_threads(run_dir: Path) -> int | None:
+    """The torch threads of the run's last start (``run.json``); None where it records none."""
+    starts = read_run_facts(run_dir).get("starts")
+    last = starts[-1] if isinstance(starts, list) and starts and isinstance(starts[-1], dict) else {}
+    return last.get("threads") if type(last.get("threads")) is int else None
+
+
+def total_left(iterations: int, states: list[str], paces: list[float], jobs: int = 1,
+               threads: list[int | None] = (), per_run: int | None = None) -> str:
     """The line under ``--status``'s table: the iterations the unfinished runs (``states``, one per run shown
     but those trained to another setting) have left, and the time they take ``jobs`` at a time at the median
     of the runs under way's ``paces`` (seconds per iteration, as measured: with as many runs side by side as
-    ran then)."""
+    ran then). Where the runs under way were measured with other ``threads`` than the ``per_run`` that
+    ``--jobs`` gives each, the line says so: a pace measured alone on every core does not carry over to
+    runs side by side, nor the reverse."""
     import statistics
 
     under_way, new = states.count("resume"), states.count("new")
@@ -89,9 +103,16 @@ def total_left(iterations: int, states: list[str], paces: list[float], jobs: int
     if not paces:
         return f"Left: {runs}; no run under way has logged a pace to estimate the time from."
     pace = statistics.median(paces)
-    return (f"Left: {runs}: about {_duration(iterations * pace / jobs)} at --jobs {jobs}, final evaluations "
+    line = (f"Left: {runs}: about {_duration(iterations * pace / jobs)} at --jobs {jobs}, final evaluations "
             f"on top, at the median pace of the runs under way ({pace:.2f} s per iteration each, as measured beside "
             "the runs that ran with them).")
+    other = sorted({t for t in threads if t is not None and t != per_run})
+    if per_run is None or not other:
+        return line
+    measured = " or ".join(str(t) for t in other)
+    return (f"{line} That pace was measured with {measured} thread{'s' if other != [1] else ''} per run; --jobs "
+            f"{jobs} gives each {per_run} here, so the time will differ (two runs on one core each step slower "
+            "than one alone on two).")
 
 
 def _duration(seconds: float) -> str:
