@@ -178,7 +178,7 @@ def test_the_total_says_when_the_runs_under_way_were_measured_with_other_threads
     states = ["resume", "new"]
     alone = total_left(40000, states, [0.26], jobs=2, threads=[2], per_run=1)
     assert alone.endswith("That pace was measured with 2 threads per run; --jobs 2 gives each 1 here, so the "
-                          "time will differ (two runs on one core each step slower than one alone on two).")
+                          "time will differ (runs side by side share the cores; a run with fewer threads steps slower).")
     assert "measured with 1 thread per run; --jobs 1 gives each 2" in total_left(40000, states, [0.46], 1, [1], 2)
     same = total_left(40000, states, [0.46], jobs=2, threads=[1], per_run=1)
     assert same == total_left(40000, states, [0.46], jobs=2) and "measured with" not in same

@@ -111,8 +111,8 @@ def total_left(iterations: int, states: list[str], paces: list[float], jobs: int
         return line
     measured = " or ".join(str(t) for t in other)
     return (f"{line} That pace was measured with {measured} thread{'s' if other != [1] else ''} per run; --jobs "
-            f"{jobs} gives each {per_run} here, so the time will differ (two runs on one core each step slower "
-            "than one alone on two).")
+            f"{jobs} gives each {per_run} here, so the time will differ (runs side by side share the cores; a run "
+            "with fewer threads steps slower).")
 
 
 def _duration(seconds: float) -> str:
