@@ -76,8 +76,12 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
 
 
 def _last_threads(run_dir: Path) -> int | None:
-    """The torch threads of the run's last start (``run.json``); None where it records none."""
-    starts = read_run_facts(run_dir).get("starts")
+    """The torch threads of the run's last start (``run.json``); None where it records none or cannot be read
+    (the table's precision cell names that file)."""
+    try:
+        starts = read_run_facts(run_dir).get("starts")
+    except ValueError:
+        return None
     last = starts[-1] if isinstance(starts, list) and starts and isinstance(starts[-1], dict) else {}
     return last.get("threads") if type(last.get("threads")) is int else None
 
