@@ -44,10 +44,11 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
                 continue
             states.append(state)
             records = _read_jsonl(log) if state != "new" and log.exists() else []
-            precision = "-"
+            facts, precision = {}, "-"
             if state != "new":
                 try:
-                    precision = read_run_facts(run_dir).get("precision", "-")
+                    facts = read_run_facts(run_dir)
+                    precision = facts.get("precision", "-")
                 except ValueError as e:
                     precision = str(e)
             left = "-"
@@ -60,7 +61,7 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
                 left = time_left(total - step, pace)
                 left_iters += max(total - step, 0)
                 paces += [pace[0]] if pace else []
-                threads += [_last_threads(run_dir)] if pace else []
+                threads += [_last_threads(facts)] if pace else []
             else:
                 shown = "not started"
                 left_iters += total
@@ -69,19 +70,18 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
             rise = quarter_rise(points)
             rows.append(f"| {method} | {seed} | {shown} | {last} | {'-' if math.isnan(rise) else f'{rise:+.1f}'} "
                         f"| {left} | {precision} |")
+    from dgseg.bench_child import fair_share
     from dgseg.machine import usable_cores
 
-    per_run = max(1, usable_cores() // jobs)  # what dgseg bench --jobs gives each run here
+    # the threads dgseg bench --jobs gives each run here, more where fewer runs are left than jobs
+    per_run = fair_share(usable_cores(), jobs, states.count("resume") + states.count("new"))
     return "\n".join(rows) + "\n\n" + total_left(left_iters, states, paces, jobs, threads, per_run)
 
 
-def _last_threads(run_dir: Path) -> int | None:
-    """The torch threads of the run's last start (``run.json``); None where it records none or cannot be read
-    (the table's precision cell names that file)."""
-    try:
-        starts = read_run_facts(run_dir).get("starts")
-    except ValueError:
-        return None
+def _last_threads(facts: dict) -> int | None:
+    """The torch threads of the run's last start (its ``run.json`` ``facts``); None where they record none (or
+    could not be read: the table's precision cell names that file)."""
+    starts = facts.get("starts")
     last = starts[-1] if isinstance(starts, list) and starts and isinstance(starts[-1], dict) else {}
     return last.get("threads") if type(last.get("threads")) is int else None
 
