@@ -130,8 +130,14 @@ def test_status_says_where_each_run_stands_and_changes_nothing(tmp_path, tiny_be
     with monkeypatch.context() as m:  # the frozen run as it stood at its checkpoint of iteration 2
         m.setattr("dgseg.engine.checkpoint_read.latest_step", lambda run_dir: 2)
         table, total = bench_status(["rein", "frozen", "lora"], [0], out, config=tiny_bench).split("\n\n")
-    assert "| frozen | 0 | checkpoint at iteration 2 of 4 |" in table
-    assert total.startswith("Left: 6 iterations of 2 runs (1 under way, 1 not started): about 1 min at --jobs 1")
+        assert "| frozen | 0 | checkpoint at iteration 2 of 4 |" in table
+        assert total.startswith("Left: 6 iterations of 2 runs (1 under way, 1 not started): about 1 min at --jobs 1")
+        one = bench_status(["rein", "frozen"], [0], out, config=tiny_bench, jobs=2)
+        assert "at --jobs 2 (1 at a time: fewer runs are left than that)" in one
+        spied = []
+        m.setattr("dgseg.bench_status.total_left", lambda lefts, *a, **kw: spied.append(lefts) or "")
+        bench_status(["lora", "rein", "frozen"], [0], out, config=tiny_bench, jobs=2)
+    assert spied == [[2, 4]]  # in the order the bench trains them: the run under way first
     with pytest.raises(ValueError, match=r"--jobs 0: expected 1 or more runs at a time"):
         bench_status(["rein"], [0], out, config=tiny_bench, jobs=0)
     other = bench_status(["rein"], [0], out, iters=6, config=tiny_bench)  # another setting: shown, not raised
@@ -161,28 +167,44 @@ def test_time_left_is_the_iterations_left_at_the_runs_recent_median_pace():
 
 def test_the_line_under_the_status_table_totals_what_is_left_at_the_pace_of_the_runs_under_way():
     states = ["done", "resume", "resume", "new", "new", "new"]
-    assert total_left(40000, states, [0.4, 0.6, 0.5], jobs=2) == (
-        "Left: 40,000 iterations of 5 runs (2 under way, 3 not started): about 2.8 h at --jobs 2, final evaluations "
+    lefts = [4000, 6000, 10000, 10000, 10000]  # two slots: 4k + 10k + 10k and 6k + 10k, so 24k of wall clock
+    assert total_left(lefts, states, [0.4, 0.6, 0.5], jobs=2) == (
+        "Left: 40,000 iterations of 5 runs (2 under way, 3 not started): about 3.3 h at --jobs 2, final evaluations "
         "on top, at the median pace of the runs under way (0.50 s per iteration each, as measured beside the runs "
         "that ran with them).")
-    assert "about 5.6 h at --jobs 1" in total_left(40000, states, [0.5])
-    assert total_left(40000, ["done", "new"], []) == ("Left: 40,000 iterations of 1 run (0 under way, 1 not "
-                                                      "started); no run under way has logged a pace to estimate "
-                                                      "the time from.")
-    assert total_left(0, ["done", "done"], []) == "Left: nothing; every run shown has finished."
-    assert total_left(0, [], []) == "Left: no run shown is of this setting."
+    assert "about 5.6 h at --jobs 1" in total_left(lefts, states, [0.5])
+    assert total_left([40000], ["done", "new"], []) == ("Left: 40,000 iterations of 1 run (0 under way, 1 not "
+                                                        "started); no run under way has logged a pace to estimate "
+                                                        "the time from.")
+    assert total_left([0, 0], ["resume", "resume"], [0.5]) == "Left: the final evaluation of 2 runs under way."
+    assert total_left([], ["done", "done"], []) == "Left: nothing; every run shown has finished."
+    assert total_left([], [], []) == "Left: no run shown is of this setting."
+
+
+def test_the_total_runs_no_more_side_by_side_than_runs_are_left():
+    """One run of 27,500 iterations at 0.32 s takes 2.4 h at --jobs 2, not half of that: it has no partner."""
+    from dgseg.bench_status import makespan
+
+    alone = total_left([27500], ["done", "resume"], [0.32], jobs=2)
+    assert "about 2.4 h at --jobs 2 (1 at a time: fewer runs are left than that)" in alone
+    assert makespan([27500], 2) == 27500 and makespan([27500], 1) == 27500
+    assert makespan([30000, 10000, 10000], 2) == 30000  # the short ones follow each other beside the long one
+    assert makespan([10000, 30000, 10000], 2) == 30000
+    assert makespan([10000, 10000, 30000], 2) == 40000  # the long one starts last: its slot ends last
+    assert makespan([5, 5, 5], 3) == 5 and makespan([5, 5, 5], 8) == 5
+    assert "at a time" not in total_left([10000, 10000], ["resume", "new"], [0.5], jobs=2)
 
 
 def test_the_total_says_when_the_runs_under_way_were_measured_with_other_threads_than_jobs_gives_each():
     """A pace measured alone on both cores (2 threads) is not the pace of two runs side by side (1 each)."""
     states = ["resume", "new"]
-    alone = total_left(40000, states, [0.26], jobs=2, threads=[2], per_run=1)
+    alone = total_left([20000, 20000], states, [0.26], jobs=2, threads=[2], per_run=1)
     assert alone.endswith("That pace was measured with 2 threads per run; --jobs 2 gives each 1 here, so the "
                           "time will differ (runs side by side share the cores; a run with fewer threads steps slower).")
-    assert "measured with 1 thread per run; --jobs 1 gives each 2" in total_left(40000, states, [0.46], 1, [1], 2)
-    same = total_left(40000, states, [0.46], jobs=2, threads=[1], per_run=1)
-    assert same == total_left(40000, states, [0.46], jobs=2) and "measured with" not in same
-    assert "measured with" not in total_left(40000, states, [0.46], 2, [None], 1)  # a run.json without threads
+    assert "measured with 1 thread per run; --jobs 1 gives each 2" in total_left([20000, 20000], states, [0.46], 1, [1], 2)
+    same = total_left([20000, 20000], states, [0.46], jobs=2, threads=[1], per_run=1)
+    assert same == total_left([20000, 20000], states, [0.46], jobs=2) and "measured with" not in same
+    assert "measured with" not in total_left([20000, 20000], states, [0.46], 2, [None], 1)  # a run.json without threads
 
 
 def logged(start: int, paces: list[float], every: int = 25) -> list[dict]:

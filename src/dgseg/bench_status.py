@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dgseg.bench import BENCH_CONFIG, _check_bench_folder, bench_config, run_state
+from dgseg.bench import BENCH_CONFIG, _check_bench_folder, bench_config, resume_first, run_order, run_state
 from dgseg.bench_report import read_run_facts
 
 
@@ -31,7 +31,7 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
     out = _check_bench_folder(out)
     rows = ["| method | seed | state | last source validation | rise, last quarter so far | time left | precision |",
             "|---|---|---|---|---|---|---|"]
-    left_iters, paces, states, threads = 0, [], [], []
+    lefts, paces, states, threads = {}, [], [], []  # lefts: iterations per unfinished (method, seed)
     for method in methods:
         for seed in seeds:
             cfg = bench_config(method, seed, iters, overrides or [], config or BENCH_CONFIG)
@@ -59,12 +59,12 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
                 shown = f"checkpoint at iteration {step:,} of {total:,}"
                 pace = run_pace(records, status_cycle(cfg.train))
                 left = time_left(total - step, pace)
-                left_iters += max(total - step, 0)
+                lefts[method, seed] = (max(total - step, 0), cfg)
                 paces += [pace[0]] if pace else []
                 threads += [_last_threads(facts)] if pace else []
             else:
                 shown = "not started"
-                left_iters += total
+                lefts[method, seed] = (total, cfg)
             points = eval_points(records, source)
             last = f"{points[max(points)]:.1f} at iteration {max(points):,}" if points else "-"
             rise = quarter_rise(points)
@@ -75,7 +75,11 @@ def bench_status(methods: list[str], seeds: list[int], out: str | Path = "runs/b
 
     # the threads dgseg bench --jobs gives each run here, more where fewer runs are left than jobs
     per_run = fair_share(usable_cores(), jobs, states.count("resume") + states.count("new"))
-    return "\n".join(rows) + "\n\n" + total_left(left_iters, states, paces, jobs, threads, per_run)
+    rank = {pair: i for i, pair in enumerate(run_order(methods, seeds))}
+    order = resume_first([(m, s, cfg) for (m, s), (_, cfg) in sorted(lefts.items(), key=lambda kv: rank[kv[0]])],
+                         out)  # the order the bench trains them: the furthest trained first, then seed by seed
+    ordered = [lefts[m, s][0] for m, s, _ in order]
+    return "\n".join(rows) + "\n\n" + total_left(ordered, states, paces, jobs, threads, per_run)
 
 
 def _last_threads(facts: dict) -> int | None:
@@ -86,14 +90,15 @@ def _last_threads(facts: dict) -> int | None:
     return last.get("threads") if type(last.get("threads")) is int else None
 
 
-def total_left(iterations: int, states: list[str], paces: list[float], jobs: int = 1,
+def total_left(lefts: list[int], states: list[str], paces: list[float], jobs: int = 1,
                threads: list[int | None] = (), per_run: int | None = None) -> str:
     """The line under ``--status``'s table: the iterations the unfinished runs (``states``, one per run shown
-    but those trained to another setting) have left, and the time they take ``jobs`` at a time at the median
-    of the runs under way's ``paces`` (seconds per iteration, as measured: with as many runs side by side as
-    ran then). Where the runs under way were measured with other ``threads`` than the ``per_run`` that
-    ``--jobs`` gives each, the line says so: a pace measured alone on every core does not carry over to
-    runs side by side, nor the reverse."""
+    but those trained to another setting) have left (``lefts``: one per unfinished run, in the order the bench
+    trains them) and the time they take ``jobs`` at a time (:func:`makespan`: no more side by side than runs
+    are left, and the last ones alone) at the median of the runs under way's ``paces`` (seconds per iteration,
+    as measured: with as many runs side by side as ran then). Where the runs under way were measured with
+    other ``threads`` than the ``per_run`` that ``--jobs`` gives each, the line says so: a pace measured alone
+    on every core does not carry over to runs side by side, nor the reverse."""
     import statistics
 
     under_way, new = states.count("resume"), states.count("new")
@@ -101,15 +106,17 @@ def total_left(iterations: int, states: list[str], paces: list[float], jobs: int
         return "Left: nothing; every run shown has finished." if states else "Left: no run shown is of this setting."
     n = under_way + new
     count = f"{n} run{'s' if n != 1 else ''}"
+    iterations = sum(lefts)
     if iterations == 0:
         return f"Left: the final evaluation of {count} under way."
     runs = f"{iterations:,} iterations of {count} ({under_way} under way, {new} not started)"
     if not paces:
         return f"Left: {runs}; no run under way has logged a pace to estimate the time from."
     pace = statistics.median(paces)
-    line = (f"Left: {runs}: about {_duration(iterations * pace / jobs)} at --jobs {jobs}, final evaluations "
-            f"on top, at the median pace of the runs under way ({pace:.2f} s per iteration each, as measured beside "
-            "the runs that ran with them).")
+    fewer = f" ({n} at a time: fewer runs are left than that)" if n < jobs else ""
+    line = (f"Left: {runs}: about {_duration(makespan(lefts, jobs) * pace)} at --jobs {jobs}{fewer}, final "
+            f"evaluations on top, at the median pace of the runs under way ({pace:.2f} s per iteration each, as "
+            "measured beside the runs that ran with them).")
     other = sorted({t for t in threads if t is not None and t != per_run})
     if per_run is None or not other:
         return line
@@ -117,6 +124,16 @@ def total_left(iterations: int, states: list[str], paces: list[float], jobs: int
     return (f"{line} That pace was measured with {measured} thread{'s' if other != [1] else ''} per run; --jobs "
             f"{jobs} gives each {per_run} here, so the time will differ (runs side by side share the cores; a run "
             "with fewer threads steps slower).")
+
+
+def makespan(lefts: list[int], jobs: int) -> int:
+    """The iterations of wall clock until the runs ``lefts`` (iterations each, in the bench's order) are
+    trained ``jobs`` at a time, each next run taking the first slot to come free (``dgseg bench --jobs``):
+    a single run left at ``--jobs 2`` takes all its iterations, not half."""
+    slots = [0] * max(1, min(jobs, len(lefts)))
+    for left in lefts:
+        slots[slots.index(min(slots))] += left
+    return max(slots)
 
 
 def _duration(seconds: float) -> str:
