@@ -326,3 +326,27 @@ def _check_domain_labels(cfg: Config) -> None:
                 f"data.val[{seen[label]}] and data.val[{i}] are both '{label}' (same name and split): their results "
                 f"would share one row; give one a label (data.val[{i}].label: NAME), or drop it")
         seen[label] = i
+
+
+def refuse_unused_resize_keys(cfg: Config) -> None:
+    """A ConfigError for a training-resize key set (away from its default) that the resize then ignores: with
+    ``data.short_edges`` (Rein's RandomChoiceResize) ``data.scale``, ``data.ratio_range`` and
+    ``data.keep_ratio`` do nothing; without it ``data.max_long_edge`` does nothing. Checked when a new run
+    starts training (:func:`dgseg.engine.train_setup.setup_training`), not when a stored config is read: a
+    checkpoint trained before this check may hold such a key, and evaluating or resuming it stays possible."""
+    from .schema import DataConfig
+
+    d, default = cfg.data, DataConfig()
+    if d.short_edges is not None:
+        unused = [k for k in ("scale", "ratio_range", "keep_ratio") if getattr(d, k) != getattr(default, k)]
+        why = (f"data.short_edges is set ({d.short_edges}): the training resize draws the short edge from it "
+               "(Rein's RandomChoiceResize), and data.scale, data.ratio_range and data.keep_ratio are not used. "
+               "Remove {key}, or set data.short_edges: null to resize by data.scale x data.ratio_range")
+    else:
+        unused = ["max_long_edge"] if d.max_long_edge != default.max_long_edge else []
+        why = ("data.short_edges is null: the training resize fits the image to data.scale x data.ratio_range, "
+               "and data.max_long_edge (the long-edge cap of a short-edge resize) is not used. Remove {key}, or set "
+               "data.short_edges")
+    if unused:
+        key = f"data.{unused[0]}"
+        raise ConfigError(f"{key} {getattr(d, unused[0])} does nothing in this config: " + why.format(key=key))

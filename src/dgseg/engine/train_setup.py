@@ -23,6 +23,8 @@ from tqdm import tqdm
 import dgseg
 from dgseg.atomic import write_atomic
 from dgseg.config import Config, ConfigError, config_to_dict, dump_config
+from dgseg.config.origins import name_writer
+from dgseg.config.validate import refuse_unused_resize_keys
 from dgseg.engine.backbone_check import check_backbone
 from dgseg.engine.checkpoint import latest_checkpoint, load_checkpoint, load_train_state, restore_rng_state
 from dgseg.engine.data import build_train_loader, skipped_samples
@@ -153,6 +155,12 @@ def setup_training(cfg: Config, out_dir: Path, resume: bool, force: bool, model:
     grad scaler, claims the folder (unless resuming), resumes, wraps the model for DDP, builds the data
     loader from the resumed position, writes config.yaml and the run facts, opens the log."""
     require_log_backends(cfg.train.log_backends)  # a missing package, said before anything is built or written
+    if not resume:  # a new run only: a checkpoint trained before the check is still resumed as it was
+        try:
+            refuse_unused_resize_keys(cfg)
+        except ConfigError as exc:
+            name_writer(exc, cfg)  # the file or --set override that wrote the key
+            raise
     rank, world, device = init_distributed()
     if resume:  # what the resumed run appends to or merges, refused by name before anything is built
         refuse_links(out_dir)
