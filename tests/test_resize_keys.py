@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tiny import tiny_config, tiny_dict
 
 import dgseg
 from dgseg.cli import main
@@ -16,7 +17,6 @@ from dgseg.config import ConfigError
 from dgseg.config.validate import refuse_unused_resize_keys
 from dgseg.engine import train_setup
 from dgseg.engine.train import train
-from tiny import tiny_config, tiny_dict
 
 CONFIGS = sorted((Path(dgseg.__file__).parent / "configs").glob("*.yaml"))
 SHORT = [24, 32, 40]

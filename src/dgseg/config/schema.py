@@ -197,9 +197,10 @@ class DataConfig:
     scale: list[int] = field(default_factory=lambda: [2048, 512])
     ratio_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
     short_edges: list[int] | None = None
-    """Rein's RandomChoiceResize: the short edge is one of these (uniformly); scale and ratio_range then unused."""
+    """Rein's RandomChoiceResize: the short edge is one of these (uniformly); scale, ratio_range and keep_ratio
+    then unused (a new run refuses them set away from their defaults: validate.refuse_unused_resize_keys)."""
     max_long_edge: int = 2048
-    """With short_edges: the long edge is at most this (ResizeShortestEdge max_size)."""
+    """With short_edges: the long edge is at most this (ResizeShortestEdge max_size); unused without."""
     keep_ratio: bool = True
     """Training resize: true fits the image into ``scale`` x ratio as (long edge, short edge), keeping its aspect
     ratio (mmseg's RandomResize); false resizes it to exactly ``scale`` = [W, H] x ratio (mmcv's
