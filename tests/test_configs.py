@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import dgseg
+from dgseg.config.validate import refuse_unused_resize_keys
 
 CONFIGS = sorted((Path(dgseg.__file__).parent / "configs").glob("*.yaml"))
 
@@ -16,6 +17,7 @@ def test_shipped_config_loads_and_fits_on_one_screen(path):
     cfg = dgseg.load_config(path)
     assert cfg.name == path.stem
     assert len(path.read_text().splitlines()) <= 40
+    refuse_unused_resize_keys(cfg)  # sets no training-resize key its resize ignores (tests/test_resize_keys.py)
 
 
 def test_rein_dinov2_l_is_the_paper_recipe():
